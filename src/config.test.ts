@@ -1,0 +1,79 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { ConfigError, loadConfig } from "./config.ts";
+
+describe("loadConfig", () => {
+  it("gives the documented defaults on an empty environment", () => {
+    const c = loadConfig({});
+    assert.equal(c.PORT, 3001);
+    assert.equal(c.DATABASE_URL, undefined);
+    assert.equal(c.DATA_DIR, "./.data");
+    assert.equal(c.POOL_MIN_IDLE, 3);
+    assert.equal(c.POOL_MAX_TOTAL, 10);
+    assert.equal(c.POOL_STUCK_TIMEOUT_MS, 15 * 60 * 1000);
+    assert.equal(c.PROVIDER, "local");
+    assert.equal(c.POOL_API_KEY, undefined);
+    assert.deepEqual(c.instanceEnv, {});
+  });
+
+  it("parses given values", () => {
+    const c = loadConfig({ PORT: "4000", POOL_MIN_IDLE: "5", POOL_MAX_TOTAL: "20", DATABASE_URL: "postgres://u@h/db" });
+    assert.equal(c.PORT, 4000);
+    assert.equal(c.POOL_MIN_IDLE, 5);
+    assert.equal(c.POOL_MAX_TOTAL, 20);
+    assert.equal(c.DATABASE_URL, "postgres://u@h/db");
+  });
+
+  it("treats an empty DATABASE_URL as unset (embedded database)", () => {
+    assert.equal(loadConfig({ DATABASE_URL: "" }).DATABASE_URL, undefined);
+  });
+
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: "abc" }, /PORT: expected a whole number from 0 to 65535 \(got "abc"\)/],
+    [{ PORT: "70000" }, /PORT: expected a whole number/],
+    [{ POOL_MIN_IDLE: "-1" }, /POOL_MIN_IDLE: expected a whole number/],
+    [{ POOL_MIN_IDLE: "11", POOL_MAX_TOTAL: "10" }, /POOL_MIN_IDLE: expected POOL_MIN_IDLE must not exceed POOL_MAX_TOTAL/],
+    [{ PROVIDER: "aws" }, /PROVIDER: expected one of: local, railway/],
+    [{ PROVIDER: "railway", RAILWAY_PROJECT_IDS: "p1", INSTANCE_IMAGE: "img" }, /RAILWAY_API_TOKEN: expected RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN/],
+    [{ PROVIDER: "railway", RAILWAY_API_TOKEN: "t", INSTANCE_IMAGE: "img" }, /RAILWAY_PROJECT_IDS: expected at least one project id/],
+    [{ PROVIDER: "railway", RAILWAY_API_TOKEN: "t", RAILWAY_PROJECT_IDS: "p1" }, /INSTANCE_IMAGE: expected the runtime image/],
+    [{ DATABASE_URL: "mysql://x" }, /DATABASE_URL: expected a postgres:\/\/ or postgresql:\/\/ URL$/m],
+    [{ POOL_API_KEY: "short" }, /POOL_API_KEY: expected at least 16 characters$/m],
+    [{ TICK_INTERVAL_MS: "1.5" }, /TICK_INTERVAL_MS: expected a whole number/],
+  ];
+  for (const [env, pattern] of bad) {
+    it(`rejects ${JSON.stringify(env)} naming the variable`, () => {
+      assert.throws(() => loadConfig(env), (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, pattern);
+        return true;
+      });
+    });
+  }
+
+  it("never echoes a secret value in the error", () => {
+    assert.throws(() => loadConfig({ POOL_API_KEY: "tiny-secret" }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.doesNotMatch(err.message, /tiny-secret/);
+      return true;
+    });
+  });
+
+  it("accepts a complete Railway configuration", () => {
+    const c = loadConfig({ PROVIDER: "railway", RAILWAY_API_TOKEN: "t", RAILWAY_PROJECT_IDS: "p1, p2", INSTANCE_IMAGE: "ghcr.io/x/y:1" });
+    assert.equal(c.PROVIDER, "railway");
+    assert.equal(c.RAILWAY_API_URL, "https://backboard.railway.com/graphql/v2");
+    assert.equal(c.RAILWAY_MAX_RPS, 50);
+  });
+
+  it("passes INSTANCE_ENV_* through without the prefix", () => {
+    const c = loadConfig({ INSTANCE_ENV_XMTP_ENV: "dev", INSTANCE_ENV_: "ignored", OTHER: "x" });
+    assert.deepEqual(c.instanceEnv, { XMTP_ENV: "dev" });
+  });
+
+  it("parses LOCAL_RUNTIME_COMMAND as JSON or a plain command line", () => {
+    assert.deepEqual(loadConfig({ LOCAL_RUNTIME_COMMAND: '["node","x.js"]' }).localRuntimeCommand, ["node", "x.js"]);
+    assert.deepEqual(loadConfig({ LOCAL_RUNTIME_COMMAND: "python3 -m runtime" }).localRuntimeCommand, ["python3", "-m", "runtime"]);
+    assert.throws(() => loadConfig({ LOCAL_RUNTIME_COMMAND: "[1,2]" }), /LOCAL_RUNTIME_COMMAND/);
+  });
+});

@@ -1,0 +1,190 @@
+/**
+ * Configuration: one zod schema parses the environment once at start-up. Each variable is
+ * documented here and in the README with its default; an invalid value stops the process with a
+ * message that names the variable and what it accepts.
+ */
+import { z } from "zod";
+
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+$/, `a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().int().min(min, `a whole number from ${min} to ${max}`).max(max, `a whole number from ${min} to ${max}`));
+
+const optionalString = z
+  .string()
+  .trim()
+  .transform((s) => (s === "" ? undefined : s))
+  .optional();
+
+export const ENV_SCHEMA = z
+  .object({
+    /** HTTP port of the pool manager. */
+    PORT: int(0, 65535).default(3001),
+    /** Address the HTTP server binds to. */
+    HOST: z.string().trim().min(1).default("127.0.0.1"),
+    /** Postgres URL; unset → embedded PGlite in DATA_DIR. */
+    DATABASE_URL: optionalString.pipe(
+      z.string().regex(/^postgres(ql)?:\/\//, "a postgres:// or postgresql:// URL").optional(),
+    ),
+    /** Where the embedded database, the generated API key and the local provider's state live. */
+    DATA_DIR: z.string().trim().min(1).default("./.data"),
+    /** Bearer key of the API; unset → generated once, kept in DATA_DIR, printed at first start. */
+    POOL_API_KEY: optionalString.pipe(z.string().min(16, "at least 16 characters").optional()),
+    /** Dashboard login password; unset → the API key is the password. */
+    ADMIN_PASSWORD: optionalString,
+    /** Name of the default pool. */
+    POOL_ID: z
+      .string()
+      .trim()
+      .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "lowercase letters, digits and '-', at most 32 characters")
+      .default("default"),
+    /** Idle instances to keep warm. */
+    POOL_MIN_IDLE: int(0, 1000).default(3),
+    /** Never more instances than this, whatever their status. */
+    POOL_MAX_TOTAL: int(1, 10000).default(10),
+    /** How long an instance may take to become healthy before it is declared dead. */
+    POOL_STUCK_TIMEOUT_MS: int(1000, 24 * 3600 * 1000).default(15 * 60 * 1000),
+    /** Interval between reconcile passes. */
+    TICK_INTERVAL_MS: int(100, 3600 * 1000).default(5000),
+    /** Timeout of one health check. */
+    HEALTH_TIMEOUT_MS: int(100, 120_000).default(5000),
+    /** Health checks run at once. */
+    HEALTH_CONCURRENCY: int(1, 1000).default(32),
+    /** Consecutive failed health checks before a once-healthy instance is declared broken. */
+    HEALTH_FAILURE_THRESHOLD: int(1, 100).default(3),
+    /** Timeout of the provision call to an instance during a claim. */
+    PROVISION_TIMEOUT_MS: int(1000, 600_000).default(75_000),
+    /** A `claiming` row older than PROVISION_TIMEOUT_MS plus this is resolved by the sweeper. */
+    CLAIM_SWEEP_MARGIN_MS: int(0, 3600 * 1000).default(30_000),
+    /** How long an instance unknown to the database may live at the provider before it is deleted. */
+    ORPHAN_GRACE_MS: int(0, 24 * 3600 * 1000).default(60_000),
+    /** Most provider deletions in one pass (a guard against mass deletion). */
+    MAX_DELETES_PER_TICK: int(1, 1000).default(10),
+    /** Most provider creations in one pass. */
+    MAX_CREATES_PER_TICK: int(1, 1000).default(10),
+    /** Interval between passes while instances are starting (never above TICK_INTERVAL_MS); each pass is one provider listing. */
+    STARTING_POLL_MS: int(100, 3600 * 1000).default(1000),
+    /** Trust X-Forwarded-For from this many proxy hops (1 behind Railway's edge); 0 = use the socket address. */
+    TRUST_PROXY: int(0, 10).default(0),
+    /** Requests per minute per client on the API's mutating routes. */
+    MUTATION_RATE_LIMIT_PER_MIN: int(1, 100_000).default(120),
+    /** Compute provider: `local` runs instances as child processes on this machine. */
+    PROVIDER: z.enum(["local", "railway"], { message: "one of: local, railway" }).default("local"),
+    /** Local provider: command that starts one instance (JSON array or a shell-free space-separated line); unset → the reference runtime. */
+    LOCAL_RUNTIME_COMMAND: optionalString,
+    /** Local provider: how long to wait for a new process to accept connections. */
+    LOCAL_START_TIMEOUT_MS: int(100, 600_000).default(60_000),
+    /** Railway: a workspace/account token, sent as `Authorization: Bearer`. */
+    RAILWAY_API_TOKEN: optionalString,
+    /** Railway: a project token, sent as `Project-Access-Token` (one project only; cannot create projects). */
+    RAILWAY_PROJECT_TOKEN: optionalString,
+    /** Railway: GraphQL endpoint. */
+    RAILWAY_API_URL: z.string().trim().url("a URL").default("https://backboard.railway.com/graphql/v2"),
+    /** Railway: comma-separated project ids the instances live in. */
+    RAILWAY_PROJECT_IDS: optionalString,
+    /**
+     * Railway: environment of the instances; unset → the one named RAILWAY_INSTANCE_ENVIRONMENT_NAME
+     * in each project. Not `RAILWAY_ENVIRONMENT_ID`: Railway sets that in every deployment to the
+     * pool manager's OWN environment, which would silently point creates at the wrong place.
+     */
+    RAILWAY_INSTANCE_ENVIRONMENT_ID: optionalString,
+    RAILWAY_INSTANCE_ENVIRONMENT_NAME: z.string().trim().min(1).default("production"),
+    /** Railway: workspace id; set → a new project is created when every project holds 100 services. */
+    RAILWAY_WORKSPACE_ID: optionalString,
+    /** Railway: service-name prefix (names are `<prefix>-<pool>-<id>`, at most 32 characters). */
+    RAILWAY_SERVICE_PREFIX: z.string().trim().regex(/^[a-z][a-z0-9]{0,9}$/, "1 to 10 lowercase letters or digits, starting with a letter").default("ap"),
+    /** Railway: scheme of instance URLs (http only for a local stand-in). */
+    RAILWAY_URL_SCHEME: z.enum(["https", "http"], { message: "https or http" }).default("https"),
+    /** Railway: requests per second to stay under (Pro allows 50). */
+    RAILWAY_MAX_RPS: int(1, 1000).default(50),
+    /** Railway: timeout of one API request. */
+    RAILWAY_REQUEST_TIMEOUT_MS: int(1000, 120_000).default(20_000),
+    /** Image instances run from (Railway), e.g. ghcr.io/org/runtime:tag. */
+    INSTANCE_IMAGE: optionalString,
+    /** Port the runtime listens on inside its container (Railway). */
+    INSTANCE_PORT: int(1, 65535).default(8080),
+    /** Name of this deployment (shown in the dashboard; `production` makes destructive confirmations louder). */
+    POOL_ENVIRONMENT: z.string().trim().min(1).default("local"),
+    /** Log level. */
+    LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .refine((c) => c.POOL_MIN_IDLE <= c.POOL_MAX_TOTAL, {
+    message: "POOL_MIN_IDLE must not exceed POOL_MAX_TOTAL",
+    path: ["POOL_MIN_IDLE"],
+  })
+  .refine((c) => c.PROVIDER !== "railway" || c.RAILWAY_API_TOKEN !== undefined || c.RAILWAY_PROJECT_TOKEN !== undefined, {
+    message: "RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN when PROVIDER=railway",
+    path: ["RAILWAY_API_TOKEN"],
+  })
+  .refine((c) => c.PROVIDER !== "railway" || (c.RAILWAY_PROJECT_IDS ?? "").split(",").some((x) => x.trim() !== ""), {
+    message: "at least one project id (comma-separated) when PROVIDER=railway",
+    path: ["RAILWAY_PROJECT_IDS"],
+  })
+  .refine((c) => c.PROVIDER !== "railway" || c.INSTANCE_IMAGE !== undefined, {
+    message: "the runtime image to deploy when PROVIDER=railway",
+    path: ["INSTANCE_IMAGE"],
+  });
+
+export type Config = z.infer<typeof ENV_SCHEMA> & {
+  /** Environment variables passed through to every instance (`INSTANCE_ENV_FOO=bar` → `FOO=bar`). */
+  instanceEnv: Record<string, string>;
+  /** LOCAL_RUNTIME_COMMAND parsed into argv, or undefined for the reference runtime. */
+  localRuntimeCommand: string[] | undefined;
+};
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parses the environment. Throws ConfigError naming every bad variable and what it accepts. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const known = Object.keys(ENV_SCHEMA.shape);
+  const input: Record<string, string> = {};
+  for (const key of known) {
+    const v = env[key];
+    if (v !== undefined) input[key] = v;
+  }
+  const parsed = ENV_SCHEMA.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? "config");
+      const got = input[name];
+      // Never echo secrets back into a log line.
+      const shown = got === undefined || /KEY|TOKEN|PASSWORD|DATABASE_URL/.test(name) ? "" : ` (got ${JSON.stringify(got)})`;
+      return `${name}: expected ${issue.message}${shown}`;
+    });
+    throw new ConfigError(problems);
+  }
+  const instanceEnv: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith("INSTANCE_ENV_") && v !== undefined && k.length > "INSTANCE_ENV_".length) {
+      instanceEnv[k.slice("INSTANCE_ENV_".length)] = v;
+    }
+  }
+  let localRuntimeCommand: string[] | undefined;
+  const cmd = parsed.data.LOCAL_RUNTIME_COMMAND;
+  if (cmd !== undefined) {
+    if (cmd.startsWith("[")) {
+      const arr = z.array(z.string().min(1)).min(1).safeParse(safeJson(cmd));
+      if (!arr.success) throw new ConfigError(["LOCAL_RUNTIME_COMMAND: expected a JSON array of strings or a command line"]);
+      localRuntimeCommand = arr.data;
+    } else {
+      localRuntimeCommand = cmd.split(/\s+/).filter(Boolean);
+    }
+  }
+  return Object.freeze({ ...parsed.data, instanceEnv, localRuntimeCommand });
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return undefined;
+  }
+}
