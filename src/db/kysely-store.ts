@@ -1,0 +1,528 @@
+/**
+ * The Store, written once over Kysely and shared by both backends (pg.Pool and PGlite differ only
+ * in the dialect they hand in). Simple reads and writes use the query builder; the statements that
+ * must be ONE round trip (batched observations, conditional transitions with their event, leases)
+ * are written as SQL with the `sql` tag.
+ */
+import { Kysely, sql, type Dialect, type RawBuilder, type Selectable } from "kysely";
+import { PoolError } from "../errors.ts";
+import {
+  canTransition,
+  emptyCounts,
+  isInstanceStatus,
+  type InstanceStatus,
+  type StatusCounts,
+} from "../instance/status.ts";
+import type {
+  ApplyResult,
+  ClaimPick,
+  ClaimPickResult,
+  IdempotentClaimState,
+  InstanceEvent,
+  InstanceRecord,
+  NewInstance,
+  ObservationChange,
+  PoolRecord,
+  Store,
+  TransitionFields,
+  TransitionRequest,
+} from "./store.ts";
+import type { Database, InstanceEventsTable, InstancesTable, PoolsTable } from "./tables.ts";
+
+/** Rows per applyObservations statement: 14 parameters a row keeps a chunk (28,000) well under
+ * Postgres' 65,535-parameter limit. */
+export const OBSERVATION_CHUNK_ROWS = 2_000;
+
+export interface KyselyStoreOptions {
+  backend: Store["backend"];
+  dialect: Dialect;
+  /** Runs after Kysely has let go of its connections (PGlite: close it and release the lock). */
+  onClose?: () => Promise<void>;
+}
+
+type InstanceRow = Selectable<InstancesTable>;
+
+/** Column and SQL type of each field a transition may set. */
+const TRANSITION_COLUMNS: { readonly [K in keyof Required<TransitionFields>]: readonly [string, string] } = {
+  agentName: ["agent_name", "text"],
+  instructions: ["instructions", "text"],
+  conversationId: ["conversation_id", "text"],
+  inviteUrl: ["invite_url", "text"],
+  joinUrl: ["join_url", "text"],
+  profileImage: ["profile_image", "text"],
+  claimMetadata: ["claim_metadata", "jsonb"],
+  claimKey: ["claim_key", "text"],
+  claimOwner: ["claim_owner", "text"],
+  claimStartedAt: ["claim_started_at", "timestamptz"],
+  claimedAt: ["claimed_at", "timestamptz"],
+  url: ["url", "text"],
+  deployStatus: ["deploy_status", "text"],
+  healthFailures: ["health_failures", "int"],
+  healthError: ["health_error", "text"],
+};
+
+export class KyselyStore implements Store {
+  readonly backend: Store["backend"];
+  readonly #db: Kysely<Database>;
+  readonly #onClose: (() => Promise<void>) | undefined;
+  #statements = 0;
+  #closing: Promise<void> | undefined;
+
+  constructor(opts: KyselyStoreOptions) {
+    this.backend = opts.backend;
+    this.#onClose = opts.onClose;
+    // Kysely calls `log` once per statement sent (failed ones included): that is the count.
+    this.#db = new Kysely<Database>({ dialect: opts.dialect, log: () => void this.#statements++ });
+  }
+
+  get statementCount(): number {
+    return this.#statements;
+  }
+
+  // ---- pools ----
+
+  async upsertPool(pool: { id: string; minIdle: number; maxTotal: number }): Promise<PoolRecord> {
+    const row = await this.#db
+      .insertInto("pools")
+      .values({ id: pool.id, min_idle: pool.minIdle, max_total: pool.maxTotal })
+      .onConflict((oc) =>
+        oc.column("id").doUpdateSet((eb) => ({
+          min_idle: eb.ref("excluded.min_idle"),
+          max_total: eb.ref("excluded.max_total"),
+          updated_at: sql<Date>`now()`,
+        })),
+      )
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toPool(row);
+  }
+
+  async getPool(id: string): Promise<PoolRecord | null> {
+    const row = await this.#db.selectFrom("pools").selectAll().where("id", "=", id).executeTakeFirst();
+    return row ? toPool(row) : null;
+  }
+
+  async listPools(): Promise<PoolRecord[]> {
+    const rows = await this.#db.selectFrom("pools").selectAll().orderBy("id").execute();
+    return rows.map(toPool);
+  }
+
+  // ---- instances ----
+
+  async insertInstance(input: NewInstance): Promise<InstanceRecord> {
+    // One statement: the row and its first event land together or not at all.
+    try {
+      const { rows } = await sql<InstanceRow>`
+        WITH ins AS (
+          INSERT INTO instances (id, pool_id, provider, name, gateway_token, image, status)
+          VALUES (${input.id}, ${input.poolId}, ${input.provider}, ${input.name}, ${input.gatewayToken},
+                  ${input.image ?? null}::text, 'starting')
+          RETURNING *
+        ), ev AS (
+          INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
+          SELECT id, NULL, status, 'create', ${input.reason}::text FROM ins
+        )
+        SELECT * FROM ins`.execute(this.#db);
+      return toInstance(first(rows));
+    } catch (err) {
+      if (pgErrorCode(err) === "23503") {
+        throw new PoolError("POOL_NOT_FOUND", `no pool ${input.poolId}`, { poolId: input.poolId }, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  async setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null): Promise<void> {
+    await this.#db
+      .updateTable("instances")
+      .set({ provider_ref: ref, url, deploy_status: deployStatus, updated_at: sql<Date>`now()` })
+      .where("id", "=", id)
+      .execute();
+  }
+
+  async getInstance(id: string): Promise<InstanceRecord | null> {
+    const row = await this.#db.selectFrom("instances").selectAll().where("id", "=", id).executeTakeFirst();
+    return row ? toInstance(row) : null;
+  }
+
+  async listInstances(poolId: string, opts: { includeDeleted?: boolean } = {}): Promise<InstanceRecord[]> {
+    let q = this.#db.selectFrom("instances").selectAll().where("pool_id", "=", poolId);
+    if (!opts.includeDeleted) q = q.where("deleted_at", "is", null);
+    const rows = await q.orderBy("created_at", "asc").orderBy("id", "asc").execute();
+    return rows.map(toInstance);
+  }
+
+  async countByStatus(poolId: string): Promise<StatusCounts> {
+    const rows = await this.#db
+      .selectFrom("instances")
+      .select(["status", sql<number>`count(*)::int`.as("n")])
+      .where("pool_id", "=", poolId)
+      .where("deleted_at", "is", null)
+      .groupBy("status")
+      .execute();
+    const counts = emptyCounts();
+    for (const r of rows) if (isInstanceStatus(r.status)) counts[r.status] = Number(r.n);
+    return counts;
+  }
+
+  async applyObservations(changes: readonly ObservationChange[]): Promise<ApplyResult> {
+    // Check the whole batch before sending any of it, so a bad edge writes nothing.
+    const seen = new Set<string>();
+    for (const c of changes) {
+      if (seen.has(c.id)) throw new Error(`applyObservations: instance ${c.id} appears twice in one batch`);
+      seen.add(c.id);
+      if (c.status !== c.expectedStatus && !canTransition(c.expectedStatus, c.status, "reconciler")) {
+        throw new PoolError(
+          "INVALID_TRANSITION",
+          `reconciler may not move instance ${c.id} from ${c.expectedStatus} to ${c.status}`,
+          { id: c.id, from: c.expectedStatus, to: c.status },
+        );
+      }
+    }
+    const applied = new Set<string>();
+    for (let i = 0; i < changes.length; i += OBSERVATION_CHUNK_ROWS) {
+      // Chunks are separate statements (not one transaction): each row's write is conditional on
+      // its own expected status, so a partly applied batch is still consistent.
+      for (const id of await this.#applyChunk(changes.slice(i, i + OBSERVATION_CHUNK_ROWS))) applied.add(id);
+    }
+    return {
+      applied: changes.filter((c) => applied.has(c.id)).map((c) => c.id),
+      skipped: changes.filter((c) => !applied.has(c.id)).map((c) => c.id),
+    };
+  }
+
+  async #applyChunk(chunk: readonly ObservationChange[]): Promise<string[]> {
+    // Every VALUES column is cast: Postgres infers a VALUES list's types from its first row, and a
+    // NULL there would otherwise make the column `text`.
+    const values = chunk.map(
+      (c) => sql`(${c.id}::text, ${c.expectedStatus}::text, ${c.status}::text, ${c.reason}::text,
+        ${c.providerRef}::text, ${c.url}::text, ${c.deployStatus}::text, ${c.runtimeVersion}::text,
+        ${c.image}::text, ${c.healthCheckedAt}::timestamptz, ${c.healthOkAt}::timestamptz,
+        ${c.healthFailures}::int, ${c.healthError}::text, ${c.conversationId}::text)`,
+    );
+    const { rows } = await sql<{ id: string }>`
+      WITH v (id, expected, status, reason, provider_ref, url, deploy_status, runtime_version, image,
+              health_checked_at, health_ok_at, health_failures, health_error, conversation_id) AS (
+        VALUES ${sql.join(values)}
+      ), upd AS (
+        UPDATE instances i SET
+          status = v.status,
+          status_changed_at = CASE WHEN v.status <> i.status THEN now() ELSE i.status_changed_at END,
+          provider_ref = v.provider_ref,
+          url = v.url,
+          deploy_status = v.deploy_status,
+          runtime_version = v.runtime_version,
+          image = v.image,
+          health_checked_at = v.health_checked_at,
+          health_ok_at = v.health_ok_at,
+          health_failures = v.health_failures,
+          health_error = v.health_error,
+          conversation_id = COALESCE(v.conversation_id, i.conversation_id),
+          updated_at = now()
+        FROM v
+        WHERE i.id = v.id AND i.status = v.expected AND i.deleted_at IS NULL
+        RETURNING i.id, v.expected AS from_status, i.status AS to_status, v.reason
+      ), ev AS (
+        INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
+        SELECT id, from_status, to_status, 'reconciler', reason FROM upd WHERE from_status <> to_status
+      )
+      SELECT id FROM upd`.execute(this.#db);
+    return rows.map((r) => r.id);
+  }
+
+  async transition(req: TransitionRequest): Promise<InstanceRecord | null> {
+    const froms: readonly InstanceStatus[] = typeof req.from === "string" ? [req.from] : req.from;
+    // Only the edges the table allows are tried: a row sitting in a disallowed `from` stays put.
+    const allowed = froms.filter((f) => canTransition(f, req.to, req.actor));
+    if (allowed.length === 0) {
+      throw new PoolError(
+        "INVALID_TRANSITION",
+        `${req.actor} may not move instance ${req.id} from ${froms.join("|")} to ${req.to}`,
+        { id: req.id, from: froms, to: req.to, actor: req.actor },
+      );
+    }
+    const sets: RawBuilder<unknown>[] = [];
+    for (const [field, value] of Object.entries(req.set ?? {}) as [keyof TransitionFields, unknown][]) {
+      const spec = TRANSITION_COLUMNS[field];
+      if (!spec || value === undefined) continue;
+      const [column, type] = spec;
+      const param = type === "jsonb" ? (value === null ? null : JSON.stringify(value)) : value;
+      // jsonb travels as text: pg and PGlite serialize a JS value for a jsonb parameter differently.
+      const cast = type === "jsonb" ? "text::jsonb" : type;
+      sets.push(sql`${sql.ref(column)} = ${param}::${sql.raw(cast)}`);
+    }
+    // `cur` locks the row and reads its status as of the write (the old value, for the event);
+    // RETURNING only sees the new one.
+    const { rows } = await sql<InstanceRow & { prev_status: string }>`
+      WITH cur AS (
+        SELECT id, status FROM instances
+        WHERE id = ${req.id} AND status = ANY(${allowed}::text[]) AND deleted_at IS NULL
+        FOR UPDATE
+      ), upd AS (
+        UPDATE instances i SET
+          status = ${req.to}::text, status_changed_at = now(), updated_at = now()
+          ${sets.length > 0 ? sql`, ${sql.join(sets)}` : sql``}
+        FROM cur
+        WHERE i.id = cur.id
+        RETURNING i.*, cur.status AS prev_status
+      ), ev AS (
+        INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
+        SELECT id, prev_status, status, ${req.actor}::text, ${req.reason}::text FROM upd
+      )
+      SELECT * FROM upd`.execute(this.#db);
+    return rows[0] ? toInstance(rows[0]) : null;
+  }
+
+  async markDeleted(id: string): Promise<void> {
+    await this.#db
+      .updateTable("instances")
+      .set({ deleted_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
+      .where("id", "=", id)
+      .where("deleted_at", "is", null) // keep the first deletion time
+      .execute();
+  }
+
+  async listEvents(instanceId: string, limit = 50): Promise<InstanceEvent[]> {
+    const rows = await this.#db
+      .selectFrom("instance_events")
+      .selectAll()
+      .where("instance_id", "=", instanceId)
+      .orderBy("id", "desc")
+      .limit(limit)
+      .execute();
+    return rows.map(toEvent);
+  }
+
+  // ---- claims ----
+
+  async claimIdle(pick: ClaimPick): Promise<ClaimPickResult> {
+    if (pick.joinUrl === null) {
+      // One statement is atomic on its own: one round trip on the hot path.
+      return this.#pickIdle(this.#db, pick);
+    }
+    return this.#db.transaction().execute(async (trx) => {
+      // Serialize claims of the same invite URL: the iOS app's double-submit claimed two
+      // instances in the earlier system (#402). The lock ends with the transaction.
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${`join:${pick.poolId}:${pick.joinUrl}`}::text))`.execute(trx);
+      const { rows } = await sql<{ id: string }>`
+        SELECT id FROM instances
+        WHERE pool_id = ${pick.poolId} AND join_url = ${pick.joinUrl}
+          AND status IN ('claiming', 'claimed', 'pending_acceptance') AND deleted_at IS NULL
+        LIMIT 1`.execute(trx);
+      if (rows[0]) return { kind: "already_joined", instanceId: rows[0].id };
+      return this.#pickIdle(trx, pick);
+    });
+  }
+
+  async #pickIdle(db: Kysely<Database>, pick: ClaimPick): Promise<ClaimPickResult> {
+    // Newest idle first: the most recently verified runtime (the earlier system moved to
+    // newest-first, #1022). SKIP LOCKED lets concurrent claims pass each other.
+    const { rows } = await sql<InstanceRow>`
+      WITH pick AS (
+        SELECT id FROM instances
+        WHERE pool_id = ${pick.poolId} AND status = 'idle' AND deleted_at IS NULL
+          AND NOT (id = ANY(${[...pick.exclude]}::text[]))
+        ORDER BY created_at DESC
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+      ), upd AS (
+        UPDATE instances i SET
+          status = 'claiming', status_changed_at = now(), updated_at = now(),
+          claim_owner = ${pick.owner}::text, claim_started_at = now(),
+          agent_name = ${pick.agentName}::text, instructions = ${pick.instructions}::text,
+          join_url = ${pick.joinUrl}::text, profile_image = ${pick.profileImage}::text,
+          claim_metadata = ${pick.metadata === null ? null : JSON.stringify(pick.metadata)}::text::jsonb,
+          conversation_id = NULL, invite_url = NULL, claimed_at = NULL
+        FROM pick WHERE i.id = pick.id AND i.status = 'idle'
+        RETURNING i.*
+      ), ev AS (
+        INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
+        SELECT id, 'idle', 'claiming', 'claim', 'claim started' FROM upd
+      )
+      SELECT * FROM upd`.execute(db);
+    return rows[0] ? { kind: "picked", instance: toInstance(rows[0]) } : { kind: "empty" };
+  }
+
+  async beginIdempotentClaim(poolId: string, key: string, owner: string, staleAfterMs: number): Promise<IdempotentClaimState> {
+    const { rows } = await sql<{ state: "running" | "succeeded"; result: unknown; taken: boolean }>`
+      INSERT INTO claims (pool_id, idempotency_key, state, owner)
+      VALUES (${poolId}::text, ${key}::text, 'running', ${owner}::text)
+      ON CONFLICT (pool_id, idempotency_key) DO UPDATE
+        SET owner = EXCLUDED.owner, updated_at = now(), created_at = now()
+        WHERE claims.state = 'running'
+          AND claims.updated_at <= now() - ${staleAfterMs}::double precision * interval '1 millisecond'
+      RETURNING state, result, true AS taken`.execute(this.#db);
+    if (rows[0]) return { state: "new" };
+    const existing = await this.#db
+      .selectFrom("claims")
+      .select(["state", "result"])
+      .where("pool_id", "=", poolId)
+      .where("idempotency_key", "=", key)
+      .executeTakeFirst();
+    // Abandoned between the two statements: the caller may retry.
+    if (!existing) return { state: "running" };
+    if (existing.state === "succeeded") return { state: "succeeded", result: parseJson(existing.result) ?? {} };
+    return { state: "running" };
+  }
+
+  async finishIdempotentClaim(poolId: string, key: string, instanceId: string, result: Record<string, unknown>): Promise<void> {
+    await this.#db
+      .updateTable("claims")
+      .set({ state: "succeeded", instance_id: instanceId, result: JSON.stringify(result), updated_at: sql<Date>`now()` })
+      .where("pool_id", "=", poolId)
+      .where("idempotency_key", "=", key)
+      .execute();
+  }
+
+  async abandonIdempotentClaim(poolId: string, key: string, owner: string): Promise<void> {
+    await this.#db
+      .deleteFrom("claims")
+      .where("pool_id", "=", poolId)
+      .where("idempotency_key", "=", key)
+      .where("owner", "=", owner)
+      .where("state", "=", "running")
+      .execute();
+  }
+
+  async listPoolEventsSince(poolId: string, afterId: number, limit = 500): Promise<InstanceEvent[]> {
+    const rows = await this.#db
+      .selectFrom("instance_events as e")
+      .innerJoin("instances as i", "i.id", "e.instance_id")
+      .selectAll("e")
+      .where("i.pool_id", "=", poolId)
+      .where("e.id", ">", String(afterId) as never)
+      .orderBy("e.id", "asc")
+      .limit(limit)
+      .execute();
+    return rows.map(toEvent);
+  }
+
+  async lastPoolEventId(poolId: string): Promise<number> {
+    const { rows } = await sql<{ id: number | null }>`
+      SELECT max(e.id)::int AS id FROM instance_events e JOIN instances i ON i.id = e.instance_id WHERE i.pool_id = ${poolId}`.execute(this.#db);
+    return Number(rows[0]?.id ?? 0);
+  }
+
+  // ---- leases ----
+
+  async acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`lease ttl must be positive, got ${ttlMs}`);
+    // The database clock decides expiry, so replicas with skewed clocks agree.
+    const { rows } = await sql<{ holder: string }>`
+      INSERT INTO leases (name, holder, expires_at)
+      VALUES (${name}::text, ${holder}::text, now() + ${ttlMs}::double precision * interval '1 millisecond')
+      ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+        WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now()
+      RETURNING holder`.execute(this.#db);
+    return rows.length > 0;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.#db.deleteFrom("leases").where("name", "=", name).where("holder", "=", holder).execute();
+  }
+
+  close(): Promise<void> {
+    return (this.#closing ??= (async () => {
+      try {
+        await this.#db.destroy();
+      } finally {
+        await this.#onClose?.();
+      }
+    })());
+  }
+}
+
+// ---- row mapping ----
+
+function first<T>(rows: readonly T[]): T {
+  const row = rows[0];
+  if (row === undefined) throw new Error("expected a row, got none");
+  return row;
+}
+
+function pgErrorCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+function toDate(v: Date | string): Date {
+  return v instanceof Date ? v : new Date(v);
+}
+
+function toDateOrNull(v: Date | string | null): Date | null {
+  return v === null ? null : toDate(v);
+}
+
+function toPool(r: Selectable<PoolsTable>): PoolRecord {
+  return {
+    id: r.id,
+    minIdle: Number(r.min_idle),
+    maxTotal: Number(r.max_total),
+    createdAt: toDate(r.created_at),
+    updatedAt: toDate(r.updated_at),
+  };
+}
+
+function toInstance(r: InstanceRow): InstanceRecord {
+  const meta = r.claim_metadata as unknown;
+  return {
+    id: r.id,
+    poolId: r.pool_id,
+    provider: r.provider,
+    providerRef: r.provider_ref,
+    name: r.name,
+    url: r.url,
+    status: r.status as InstanceStatus,
+    deployStatus: r.deploy_status,
+    runtimeVersion: r.runtime_version,
+    image: r.image,
+    gatewayToken: r.gateway_token,
+    healthCheckedAt: toDateOrNull(r.health_checked_at),
+    healthOkAt: toDateOrNull(r.health_ok_at),
+    healthFailures: Number(r.health_failures),
+    healthError: r.health_error,
+    agentName: r.agent_name,
+    instructions: r.instructions,
+    conversationId: r.conversation_id,
+    inviteUrl: r.invite_url,
+    joinUrl: r.join_url,
+    profileImage: r.profile_image,
+    claimMetadata:
+      meta === null || meta === undefined
+        ? null
+        : ((typeof meta === "string" ? JSON.parse(meta) : meta) as Record<string, unknown>),
+    claimKey: r.claim_key,
+    claimOwner: r.claim_owner,
+    claimStartedAt: toDateOrNull(r.claim_started_at),
+    claimedAt: toDateOrNull(r.claimed_at),
+    createdAt: toDate(r.created_at),
+    updatedAt: toDate(r.updated_at),
+    statusChangedAt: toDate(r.status_changed_at),
+    deletedAt: toDateOrNull(r.deleted_at),
+  };
+}
+
+function toEvent(r: Selectable<InstanceEventsTable>): InstanceEvent {
+  return {
+    id: Number(r.id),
+    instanceId: r.instance_id,
+    fromStatus: r.from_status as InstanceStatus | null,
+    toStatus: r.to_status as InstanceStatus,
+    actor: r.actor as InstanceEvent["actor"],
+    reason: r.reason,
+    at: toDate(r.at),
+  };
+}
+
+/** jsonb comes back parsed on both drivers, or as text from a text cast: accept both. */
+function parseJson(v: unknown): Record<string, unknown> | null {
+  if (v === null || v === undefined) return null;
+  if (typeof v === "string") {
+    try {
+      return JSON.parse(v) as Record<string, unknown>;
+    } catch {
+      return null;
+    }
+  }
+  return typeof v === "object" ? (v as Record<string, unknown>) : null;
+}

@@ -1,0 +1,245 @@
+/**
+ * PGlite backend: an in-process Postgres with ONE session, guarded by a lockfile (PGlite corrupts
+ * a data directory that two processes open), plus the adapter that lets Kysely's PostgresDialect
+ * drive it as if it were a `pg.Pool`.
+ */
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { PostgresDialect } from "kysely";
+import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from "kysely";
+import { PoolError } from "../errors.ts";
+import type { MigrationSession } from "./migrate.ts";
+
+export interface PgliteHandle {
+  readonly db: PGlite;
+  /** Null for an in-memory database. */
+  readonly dataDir: string | null;
+  /** Kysely dialect over the single session (see PgliteSessionPool). */
+  readonly dialect: PostgresDialect;
+  /** Closes PGlite, then releases the data-dir lock. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Opens PGlite in `dataDir` (which must exist), or in memory when null. */
+export async function openPglite(dataDir: string | null): Promise<PgliteHandle> {
+  const unlock = dataDir === null ? () => {} : lockDataDir(dataDir);
+  let db: PGlite;
+  try {
+    db = dataDir === null ? await PGlite.create() : await PGlite.create({ dataDir });
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    db,
+    dataDir,
+    dialect: new PostgresDialect({ pool: new PgliteSessionPool(db) }),
+    close: () =>
+      (closing ??= (async () => {
+        try {
+          await db.close();
+        } finally {
+          unlock();
+        }
+      })()),
+  };
+}
+
+// ---- data-directory lock ----
+
+/** Lock paths this process holds: a lockfile naming our own pid but absent here is stale (pid reuse
+ * across container restarts, where the service is often pid 1 every time). */
+const heldLocks = new Set<string>();
+
+/** Takes `<dir>/.lock` (O_EXCL, holding our pid); returns the release function. */
+export function lockDataDir(dir: string): () => void {
+  const path = resolve(join(dir, ".lock"));
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = openSync(path, "wx");
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      heldLocks.add(path);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        heldLocks.delete(path);
+        // Only remove the file if it is still ours.
+        if (readLockPid(path) === process.pid) rmSync(path, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const pid = readLockPid(path);
+      const ours = pid === process.pid && heldLocks.has(path);
+      if (ours || (pid !== null && pid !== process.pid && isProcessAlive(pid))) {
+        throw new PoolError(
+          "DATA_DIR_LOCKED",
+          `data directory ${dir} is in use by process ${pid}; stop it first (PGlite allows one process)`,
+          { dataDir: dir, pid },
+        );
+      }
+      // Stale (dead pid, or unreadable): take it over. Two processes taking over the same stale lock
+      // at the same instant could both succeed; that race needs a crash plus a simultaneous double
+      // start, and a kernel lock (flock) is not reachable from Node without a native module.
+      rmSync(path, { force: true });
+    }
+  }
+  throw new PoolError("DATA_DIR_LOCKED", `could not take the lock ${path}; another process keeps taking it`);
+}
+
+function readLockPid(path: string): number | null {
+  try {
+    const pid = Number.parseInt(readFileSync(path, "utf8").trim(), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+function isProcessAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM"; // exists, owned by someone else
+  }
+  if (process.platform !== "linux") return true;
+  try {
+    // Field 3 of /proc/<pid>/stat is the state; a zombie has exited but not been reaped.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return !existsSync("/proc/self/stat"); // no /proc at all: trust kill(0)
+  }
+}
+
+// ---- Kysely adapter ----
+
+/** A FIFO mutex: waiters get the session in the order they asked. */
+class FifoMutex {
+  #locked = false;
+  readonly #waiters: Array<() => void> = [];
+  async lock(): Promise<void> {
+    if (!this.#locked) {
+      this.#locked = true;
+      return;
+    }
+    await new Promise<void>((r) => this.#waiters.push(r));
+  }
+  unlock(): void {
+    const next = this.#waiters.shift();
+    if (next) next();
+    else this.#locked = false;
+  }
+}
+
+type Command = PostgresQueryResult<unknown>["command"];
+
+/**
+ * A `pg.Pool` look-alike over PGlite's single session for Kysely's PostgresDialect. `connect()`
+ * hands out the session exclusively, so a Kysely transaction owns it from BEGIN to COMMIT/ROLLBACK.
+ * Trade-off: every query of the process queues behind an open transaction (PGlite has no second
+ * session); keep transactions short and never use the outer Kysely instance inside one (deadlock).
+ */
+export class PgliteSessionPool implements PostgresPool {
+  readonly #db: PGlite;
+  readonly #mutex = new FifoMutex();
+  constructor(db: PGlite) {
+    this.#db = db;
+  }
+
+  async connect(): Promise<PostgresPoolClient> {
+    await this.#mutex.lock();
+    return new PgliteSessionClient(this.#db, () => this.#mutex.unlock());
+  }
+
+  /** PGlite itself is closed by its owner (`PgliteHandle.close`), after Kysely lets go. */
+  async end(): Promise<void> {}
+}
+
+class PgliteSessionClient implements PostgresPoolClient {
+  readonly #db: PGlite;
+  readonly #unlock: () => void;
+  /** True once a statement may have opened a transaction that was not ended yet. */
+  #maybeInTransaction = false;
+  #released = false;
+
+  constructor(db: PGlite, unlock: () => void) {
+    this.#db = db;
+    this.#unlock = unlock;
+  }
+
+  query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>>;
+  query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
+  query<R>(
+    sqlOrCursor: string | PostgresCursor<R>,
+    parameters?: ReadonlyArray<unknown>,
+  ): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
+    if (typeof sqlOrCursor !== "string") throw new Error("PGlite adapter: cursors are not supported");
+    return this.#run<R>(sqlOrCursor, parameters ?? []);
+  }
+
+  async #run<R>(sqlText: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> {
+    if (this.#released) throw new Error("PGlite adapter: query on a released connection");
+    const keyword = firstKeyword(sqlText);
+    if (keyword === "BEGIN" || keyword === "START" || keyword === "SAVEPOINT") this.#maybeInTransaction = true;
+    const res = await this.#db.query<R>(sqlText, [...parameters]);
+    if (endsTransaction(keyword, sqlText)) this.#maybeInTransaction = false;
+    return {
+      command: (res.command?.toUpperCase() ?? commandOf(sqlText)) as Command,
+      rowCount: res.rowCount ?? res.affectedRows ?? res.rows.length,
+      rows: res.rows,
+    };
+  }
+
+  /** Never hand the session on inside a transaction (possibly an aborted one that would fail every
+   * later statement): roll it back first. A ROLLBACK outside a transaction is only a warning. */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (!this.#maybeInTransaction) {
+      this.#unlock();
+      return;
+    }
+    this.#db.exec("ROLLBACK").then(
+      () => this.#unlock(),
+      () => this.#unlock(),
+    );
+  }
+}
+
+/** COMMIT/ROLLBACK end the transaction; ROLLBACK TO SAVEPOINT does not. Checked only after success:
+ * a failed COMMIT keeps the flag set, which costs one harmless ROLLBACK at release. */
+function endsTransaction(keyword: string, sqlText: string): boolean {
+  if (keyword === "COMMIT" || keyword === "END" || keyword === "ABORT") return true;
+  return keyword === "ROLLBACK" && !/^\s*rollback\s+(work\s+|transaction\s+)?to\b/i.test(sqlText);
+}
+
+function firstKeyword(sqlText: string): string {
+  return /^\s*([a-z]+)/i.exec(sqlText)?.[1]?.toUpperCase() ?? "";
+}
+
+/** Fallback when PGlite gives no command tag: the statement keyword; for `WITH ...`, the keyword
+ * of the main statement (the last one following a closing parenthesis). */
+function commandOf(sqlText: string): string {
+  const kw = firstKeyword(sqlText);
+  if (kw !== "WITH") return kw;
+  const mains = [...sqlText.matchAll(/\)\s*(select|insert|update|delete|merge)\b/gi)];
+  return mains.at(-1)?.[1]?.toUpperCase() ?? "SELECT";
+}
+
+/** The migration runner's view of a PGlite session (used before Kysely takes the session). */
+export function pgliteMigrationSession(db: PGlite): MigrationSession {
+  return {
+    exec: async (sqlText) => {
+      await db.exec(sqlText);
+    },
+    query: async <R>(sqlText: string, params?: readonly unknown[]) =>
+      (await db.query<R>(sqlText, params ? [...params] : [])).rows,
+  };
+}

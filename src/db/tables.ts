@@ -1,0 +1,93 @@
+/**
+ * Kysely's view of the schema in `migrations/`. Column names stay snake_case here; kysely-store.ts
+ * maps rows to the camelCase records of store.ts.
+ */
+import type { ColumnType, Generated } from "kysely";
+
+/** Read as Date (both drivers parse timestamptz); written as Date or an SQL expression. */
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type TimestampDefault = ColumnType<Date, Date | string | undefined, Date | string>;
+
+export interface PoolsTable {
+  id: string;
+  min_idle: number;
+  max_total: number;
+  created_at: TimestampDefault;
+  updated_at: TimestampDefault;
+}
+
+export interface InstancesTable {
+  id: string;
+  pool_id: string;
+  provider: string;
+  provider_ref: string | null;
+  name: string;
+  url: string | null;
+  status: string;
+  deploy_status: string | null;
+  runtime_version: string | null;
+  image: string | null;
+  gateway_token: string;
+  health_checked_at: Timestamp | null;
+  health_ok_at: Timestamp | null;
+  health_failures: Generated<number>;
+  health_error: string | null;
+  agent_name: string | null;
+  instructions: string | null;
+  conversation_id: string | null;
+  invite_url: string | null;
+  join_url: string | null;
+  profile_image: string | null;
+  /** jsonb: parsed by both drivers on read; written as JSON text (cast to jsonb in SQL). */
+  claim_metadata: ColumnType<Record<string, unknown> | null, string | null, string | null>;
+  claim_key: string | null;
+  claim_owner: string | null;
+  claim_started_at: Timestamp | null;
+  claimed_at: Timestamp | null;
+  created_at: TimestampDefault;
+  updated_at: TimestampDefault;
+  status_changed_at: TimestampDefault;
+  deleted_at: Timestamp | null;
+}
+
+export interface InstanceEventsTable {
+  /** bigserial: pg returns int8 as string, PGlite as number. */
+  id: Generated<string | number>;
+  instance_id: string;
+  from_status: string | null;
+  to_status: string;
+  actor: string;
+  reason: string;
+  at: TimestampDefault;
+}
+
+export interface LeasesTable {
+  name: string;
+  holder: string;
+  expires_at: Timestamp;
+}
+
+export interface SchemaMigrationsTable {
+  id: string;
+  applied_at: TimestampDefault;
+}
+
+export interface ClaimsTable {
+  pool_id: string;
+  idempotency_key: string;
+  state: "running" | "succeeded";
+  owner: string;
+  instance_id: string | null;
+  result: ColumnType<Record<string, unknown> | null, string | null, string | null>;
+  created_at: TimestampDefault;
+  updated_at: TimestampDefault;
+}
+
+export interface Database {
+  claims: ClaimsTable;
+  pools: PoolsTable;
+  instances: InstancesTable;
+  instance_events: InstanceEventsTable;
+  leases: LeasesTable;
+  schema_migrations: SchemaMigrationsTable;
+}
