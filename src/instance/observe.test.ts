@@ -1,0 +1,121 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { observeInstance, type Observation, type ObservePolicy } from "./observe.ts";
+import type { HealthObservation } from "./derive.ts";
+import type { InstanceRecord } from "../db/store.ts";
+import type { InstanceStatus } from "./status.ts";
+import type { ProviderInstance } from "../provider/provider.ts";
+
+const NOW = new Date("2026-06-01T12:00:00Z");
+const policy: ObservePolicy = { stuckTimeoutMs: 15 * 60_000, failureThreshold: 3, healthRecordIntervalMs: 60_000, createGraceMs: 120_000 };
+const ago = (ms: number) => new Date(NOW.getTime() - ms);
+
+function row(status: InstanceStatus, extra: Partial<InstanceRecord> = {}): InstanceRecord {
+  return {
+    id: "i-1", poolId: "default", provider: "local", providerRef: "ref-1", name: "n", url: "http://127.0.0.1:1",
+    status, deployStatus: "SUCCESS", runtimeVersion: "1.0.0", image: null, gatewayToken: "t",
+    healthCheckedAt: ago(5_000), healthOkAt: status === "starting" ? null : ago(5_000), healthFailures: 0, healthError: null,
+    agentName: null, instructions: null, conversationId: status === "claimed" ? "conv-1" : null, inviteUrl: null, joinUrl: null,
+    profileImage: null, claimMetadata: null, claimKey: null, claimOwner: null, claimStartedAt: null, claimedAt: null,
+    createdAt: ago(60_000), updatedAt: ago(5_000), statusChangedAt: ago(5_000), deletedAt: null,
+    ...extra,
+  };
+}
+function prov(deployStatus: string | null, extra: Partial<ProviderInstance> = {}): ProviderInstance {
+  return { ref: "ref-1", instanceId: "i-1", name: "n", deployStatus, url: "http://127.0.0.1:1", image: null, createdAt: ago(60_000), ...extra };
+}
+const H = (o: Partial<HealthObservation> = {}): HealthObservation => ({ ready: true, conversationId: null, pending: false, clean: true, version: "1.0.0", ...o });
+const seen = (p: ProviderInstance | undefined, health: Observation["health"], listingComplete = true): Observation => ({ provider: p, health, listingComplete });
+
+type Case = [name: string, r: InstanceRecord, o: Observation, to: InstanceStatus, gone?: boolean];
+
+const CASES: Case[] = [
+  ["starting + healthy clean → idle", row("starting"), seen(prov("SUCCESS"), H()), "idle"],
+  ["starting + booting (not ready) → stays starting", row("starting"), seen(prov("SUCCESS"), H({ ready: false })), "starting"],
+  ["starting + DEPLOYING → stays starting", row("starting"), seen(prov("DEPLOYING"), undefined), "starting"],
+  ["starting + CRASHED deploy → dead", row("starting"), seen(prov("CRASHED"), undefined), "dead"],
+  ["starting past the stuck timeout → dead", row("starting", { createdAt: ago(16 * 60_000) }), seen(prov("SUCCESS"), null), "dead"],
+  ["starting + dirty runtime → dead", row("starting"), seen(prov("SUCCESS"), H({ clean: false })), "dead"],
+  ["starting + bound without a claim → dead", row("starting"), seen(prov("SUCCESS"), H({ conversationId: "x", clean: false })), "dead"],
+  ["idle + one failed check → stays idle (no false death)", row("idle"), seen(prov("SUCCESS"), null), "idle"],
+  ["idle + third consecutive failure → dead", row("idle", { healthFailures: 2 }), seen(prov("SUCCESS"), null), "dead"],
+  ["idle + CRASHED deploy → dead", row("idle"), seen(prov("CRASHED"), undefined), "dead"],
+  ["idle + redeploying → starting", row("idle"), seen(prov("DEPLOYING"), undefined), "starting"],
+  ["idle + SLEEPING → sleeping", row("idle"), seen(prov("SLEEPING"), undefined), "sleeping"],
+  ["sleeping + awake and healthy → idle", row("sleeping"), seen(prov("SUCCESS"), H()), "idle"],
+  ["idle gone from a complete listing → dead, gone", row("idle"), seen(undefined, undefined), "dead", true],
+  ["idle missing from a partial listing → unchanged", row("idle"), seen(undefined, undefined, false), "idle"],
+  ["in-flight create (no ref yet, young) → unchanged", row("starting", { providerRef: null, createdAt: ago(10_000) }), seen(undefined, undefined), "starting"],
+  ["never created (no ref, past grace) → dead", row("starting", { providerRef: null, createdAt: ago(10 * 60_000) }), seen(undefined, undefined), "dead"],
+  ["claiming is never moved by the reconciler", row("claiming"), seen(prov("CRASHED"), undefined), "claiming"],
+  ["claiming gone at the provider is still not moved", row("claiming"), seen(undefined, undefined), "claiming"],
+  ["claimed + same conversation → claimed", row("claimed"), seen(prov("SUCCESS"), H({ conversationId: "conv-1", clean: false })), "claimed"],
+  ["claimed + CRASHED deploy → crashed", row("claimed"), seen(prov("CRASHED"), undefined), "crashed"],
+  ["claimed + gone at the provider → crashed", row("claimed"), seen(undefined, undefined), "crashed", true],
+  ["claimed + one failed check → claimed", row("claimed"), seen(prov("SUCCESS"), null), "claimed"],
+  ["claimed + third failed check → crashed", row("claimed", { healthFailures: 2 }), seen(prov("SUCCESS"), null), "crashed"],
+  ["claimed + runtime lost its conversation → crashed", row("claimed"), seen(prov("SUCCESS"), H()), "crashed"],
+  ["claimed + another conversation → crashed", row("claimed"), seen(prov("SUCCESS"), H({ conversationId: "other", clean: false })), "crashed"],
+  ["pending + runtime reports its conversation → claimed", row("pending_acceptance"), seen(prov("SUCCESS"), H({ conversationId: "c9", clean: false })), "claimed"],
+  ["pending + still pending → pending", row("pending_acceptance"), seen(prov("SUCCESS"), H({ pending: true, clean: false })), "pending_acceptance"],
+  ["pending + join refused (clean again) → crashed", row("pending_acceptance"), seen(prov("SUCCESS"), H()), "crashed"],
+  ["crashed + healthy with its conversation → claimed", row("crashed", { conversationId: "conv-1" }), seen(prov("SUCCESS"), H({ conversationId: "conv-1", clean: false })), "claimed"],
+  ["crashed + still crashed deploy → crashed", row("crashed"), seen(prov("CRASHED"), undefined), "crashed"],
+  ["crashed gone at the provider stays crashed for dismissal", row("crashed"), seen(undefined, undefined), "crashed", true],
+  ["dead rows are left alone", row("dead"), seen(prov("SUCCESS"), H()), "dead"],
+];
+
+describe("observeInstance", () => {
+  for (const [name, r, o, to, gone] of CASES) {
+    it(name, () => {
+      const out = observeInstance(r, o, NOW, policy);
+      assert.equal(out.status, to);
+      assert.equal(out.goneAtProvider, gone ?? false);
+      if (to !== r.status) {
+        assert.ok(out.change, "a status change is written");
+        assert.equal(out.change.expectedStatus, r.status);
+        assert.equal(out.change.status, to);
+        assert.ok(out.change.reason.length > 0, "a status change has a reason");
+      }
+    });
+  }
+
+  it("writes nothing when nothing changed and bookkeeping is recent (quiet ticks are write-free)", () => {
+    const out = observeInstance(row("idle"), seen(prov("SUCCESS"), H()), NOW, policy);
+    assert.equal(out.change, null);
+  });
+
+  it("rewrites health bookkeeping once the record interval has passed", () => {
+    const out = observeInstance(row("idle", { healthCheckedAt: ago(61_000) }), seen(prov("SUCCESS"), H()), NOW, policy);
+    assert.ok(out.change);
+    assert.equal(out.change.status, "idle");
+    assert.equal(out.change.healthCheckedAt?.getTime(), NOW.getTime());
+  });
+
+  it("counts consecutive failures and resets them on success", () => {
+    const failed = observeInstance(row("idle", { healthFailures: 1 }), { ...seen(prov("SUCCESS"), null), healthError: "timeout" }, NOW, policy);
+    assert.equal(failed.change?.healthFailures, 2);
+    assert.equal(failed.change?.healthError, "timeout");
+    const ok = observeInstance(row("idle", { healthFailures: 2, healthError: "timeout" }), seen(prov("SUCCESS"), H()), NOW, policy);
+    assert.equal(ok.change?.healthFailures, 0);
+    assert.equal(ok.change?.healthError, null);
+  });
+
+  it("fills in the provider ref, url and runtime version it learns", () => {
+    const out = observeInstance(
+      row("starting", { providerRef: null, url: null, runtimeVersion: null }),
+      seen(prov("SUCCESS", { ref: "new-ref", url: "http://x" }), H({ version: "2.0.0" })),
+      NOW,
+      policy,
+    );
+    assert.equal(out.change?.providerRef, "new-ref");
+    assert.equal(out.change?.url, "http://x");
+    assert.equal(out.change?.runtimeVersion, "2.0.0");
+    assert.equal(out.change?.status, "idle");
+  });
+
+  it("a pending join that completes records the conversation id", () => {
+    const out = observeInstance(row("pending_acceptance"), seen(prov("SUCCESS"), H({ conversationId: "c9", clean: false })), NOW, policy);
+    assert.equal(out.change?.conversationId, "c9");
+  });
+});

@@ -1,0 +1,60 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { INSTANCE_STATUSES, canTransition, transitionTable, type InstanceStatus, type TransitionActor } from "./status.ts";
+
+describe("transition table", () => {
+  it("only the claim path and the sweeper leave `claiming`", () => {
+    for (const to of INSTANCE_STATUSES) {
+      for (const actor of ["reconciler", "operator"] as TransitionActor[]) {
+        assert.equal(canTransition("claiming", to, actor), false, `${actor} claiming→${to}`);
+      }
+    }
+    assert.ok(canTransition("claiming", "claimed", "claim"));
+    assert.ok(canTransition("claiming", "idle", "sweeper"));
+    assert.ok(canTransition("claiming", "crashed", "sweeper"));
+  });
+
+  it("only the claim path enters `claiming`, and only from idle", () => {
+    for (const from of INSTANCE_STATUSES) {
+      for (const actor of ["reconciler", "claim", "sweeper", "operator"] as TransitionActor[]) {
+        const expected = from === "idle" && actor === "claim";
+        assert.equal(canTransition(from, "claiming", actor), expected, `${actor} ${from}→claiming`);
+      }
+    }
+  });
+
+  it("dead is terminal", () => {
+    for (const to of INSTANCE_STATUSES) {
+      for (const actor of ["reconciler", "claim", "sweeper", "operator"] as TransitionActor[]) {
+        assert.equal(canTransition("dead", to, actor), false);
+      }
+    }
+  });
+
+  it("a claimed agent is never silently recycled to idle or starting", () => {
+    for (const to of ["idle", "starting"] as InstanceStatus[]) {
+      for (const from of ["claimed", "pending_acceptance", "crashed"] as InstanceStatus[]) {
+        for (const actor of ["reconciler", "claim", "sweeper", "operator"] as TransitionActor[]) {
+          assert.equal(canTransition(from, to, actor), false, `${actor} ${from}→${to}`);
+        }
+      }
+    }
+  });
+
+  it("the operator can kill any live instance except one mid-claim", () => {
+    for (const from of INSTANCE_STATUSES) {
+      if (from === "dead" || from === "claiming") continue;
+      assert.ok(canTransition(from, "dead", "operator"), `operator ${from}→dead`);
+    }
+  });
+
+  it("has no self-loops and no duplicate edges", () => {
+    const seen = new Set<string>();
+    for (const [from, to] of transitionTable()) {
+      assert.notEqual(from, to);
+      const key = `${from}>${to}`;
+      assert.ok(!seen.has(key), `duplicate ${key}`);
+      seen.add(key);
+    }
+  });
+});
