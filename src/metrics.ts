@@ -1,0 +1,98 @@
+/**
+ * Prometheus metrics on a registry of our own. Instance counts are read from the store at scrape
+ * time (the database is the truth, and every replica reports the same numbers); the rest are
+ * counters and histograms fed by the claim path, the reconciler and the provider.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Store } from "./db/store.ts";
+import { INSTANCE_STATUSES } from "./instance/status.ts";
+import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "./provider/provider.ts";
+import type { TickResult } from "./pool/reconciler.ts";
+import type { ClaimOutcome } from "./claim/claim.ts";
+
+export class PoolMetrics {
+  readonly registry = new Registry();
+  readonly claims: Counter<"pool" | "outcome">;
+  readonly claimSeconds: Histogram<"pool">;
+  readonly claimOwnSeconds: Histogram<"pool">;
+  readonly tickSeconds: Histogram<"pool">;
+  readonly providerCalls: Counter<"provider" | "operation" | "outcome">;
+  readonly healthFailures: Counter<"pool">;
+  readonly transitions: Counter<"pool" | "from" | "to">;
+
+  constructor(store: Store, pools: () => string[], extra?: (registry: Registry) => void) {
+    collectDefaultMetrics({ register: this.registry, prefix: "agent_pool_process_" });
+    const r = this.registry;
+    new Gauge({
+      name: "agent_pool_instances",
+      help: "Instances by pool and status (not yet deleted).",
+      labelNames: ["pool", "status"],
+      registers: [r],
+      async collect() {
+        this.reset();
+        for (const pool of pools()) {
+          const counts = await store.countByStatus(pool);
+          for (const s of INSTANCE_STATUSES) this.set({ pool, status: s }, counts[s]);
+        }
+      },
+    });
+    this.claims = new Counter({ name: "agent_pool_claims_total", help: "Claims by outcome.", labelNames: ["pool", "outcome"], registers: [r] });
+    const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 75];
+    this.claimSeconds = new Histogram({ name: "agent_pool_claim_duration_seconds", help: "Claim latency as the client sees it.", labelNames: ["pool"], buckets, registers: [r] });
+    this.claimOwnSeconds = new Histogram({
+      name: "agent_pool_claim_own_duration_seconds",
+      help: "The pool manager's own share of a claim (total minus the instance's provision time).",
+      labelNames: ["pool"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [r],
+    });
+    this.tickSeconds = new Histogram({ name: "agent_pool_tick_duration_seconds", help: "Duration of reconcile passes.", labelNames: ["pool"], buckets, registers: [r] });
+    this.providerCalls = new Counter({
+      name: "agent_pool_provider_calls_total",
+      help: "Provider API calls by operation and outcome.",
+      labelNames: ["provider", "operation", "outcome"],
+      registers: [r],
+    });
+    this.healthFailures = new Counter({ name: "agent_pool_health_check_failures_total", help: "Failed instance health checks.", labelNames: ["pool"], registers: [r] });
+    this.transitions = new Counter({ name: "agent_pool_transitions_total", help: "Status changes made by the reconciler.", labelNames: ["pool", "from", "to"], registers: [r] });
+    extra?.(r);
+  }
+
+  onClaim(pool: string, outcome: ClaimOutcome, seconds: number, provisionSeconds: number): void {
+    this.claims.inc({ pool, outcome });
+    if (outcome === "claimed" || outcome === "pending_acceptance") {
+      this.claimSeconds.observe({ pool }, seconds);
+      this.claimOwnSeconds.observe({ pool }, Math.max(0, seconds - provisionSeconds));
+    }
+  }
+
+  onTick(pool: string, t: TickResult): void {
+    if (!t.leader) return;
+    this.tickSeconds.observe({ pool }, t.durationMs / 1000);
+    if (t.healthFailures) this.healthFailures.inc({ pool }, t.healthFailures);
+    for (const x of t.transitions) this.transitions.inc({ pool, from: x.from, to: x.to });
+  }
+
+  /** Wraps a provider so that every call is counted by operation and outcome. */
+  meter(provider: Provider): Provider {
+    const count = async <T>(operation: string, fn: () => Promise<T>): Promise<T> => {
+      try {
+        const v = await fn();
+        this.providerCalls.inc({ provider: provider.kind, operation, outcome: "ok" });
+        return v;
+      } catch (err) {
+        this.providerCalls.inc({ provider: provider.kind, operation, outcome: "error" });
+        throw err;
+      }
+    };
+    return {
+      kind: provider.kind,
+      list: (): Promise<ProviderListing> => count("list", () => provider.list()),
+      create: (spec: CreateInstanceSpec): Promise<ProviderInstance> => count("create", () => provider.create(spec)),
+      delete: (ref: string) => count("delete", () => provider.delete(ref)),
+      rename: (ref: string, name: string) => count("rename", () => provider.rename(ref, name)),
+      close: () => provider.close(),
+      ...(provider.serviceName ? { serviceName: (id: string) => provider.serviceName!(id) } : {}),
+    };
+  }
+}

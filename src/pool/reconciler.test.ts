@@ -1,0 +1,275 @@
+import { after, before, beforeEach, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { ManualClock, type IdSource } from "../clock.ts";
+import { openStore } from "../db/open.ts";
+import type { Store } from "../db/store.ts";
+import type { HealthObservation } from "../instance/derive.ts";
+import type { HealthChecker, InstanceTarget, RuntimeStatus } from "../instance/client.ts";
+import { silentLogger } from "../logger.ts";
+import { MemoryProvider } from "../provider/memory.ts";
+import { Reconciler, type ReconcilerOptions } from "./reconciler.ts";
+
+/** Stands in for the runtimes' HTTP answers: per-url health, default healthy and clean. */
+class FakeRuntimes implements HealthChecker {
+  readonly answers = new Map<string, HealthObservation | null>();
+  readonly statuses = new Map<string, RuntimeStatus>();
+  checks = 0;
+  async check(target: InstanceTarget) {
+    this.checks++;
+    const a = this.answers.has(target.url) ? this.answers.get(target.url)! : { ready: true, conversationId: null, pending: false, clean: true, version: "1.2.3" };
+    return a ? { health: a } : { health: null, error: "connect ECONNREFUSED" };
+  }
+  async status(target: InstanceTarget): Promise<RuntimeStatus> {
+    const s = this.statuses.get(target.url);
+    if (!s) throw new Error("unreachable");
+    return s;
+  }
+}
+
+let n = 0;
+const ids: IdSource = { instanceId: () => `i-${String(++n).padStart(4, "0")}`, token: () => `tok-${n}` };
+
+describe("Reconciler.tick", () => {
+  let store: Store;
+  let clock: ManualClock;
+  let provider: MemoryProvider;
+  let runtimes: FakeRuntimes;
+  let pool = 0;
+  let poolId = "p0";
+
+  before(async () => {
+    store = await openStore({ dataDir: null });
+  });
+  after(async () => {
+    await store.close();
+  });
+  beforeEach(async () => {
+    poolId = `p${++pool}`;
+    clock = new ManualClock(Date.now());
+    provider = new MemoryProvider({ clock });
+    runtimes = new FakeRuntimes();
+    await store.upsertPool({ id: poolId, minIdle: 3, maxTotal: 10 });
+  });
+
+  function reconciler(over: Partial<ReconcilerOptions> = {}): Reconciler {
+    return new Reconciler({
+      poolId,
+      store,
+      provider,
+      health: runtimes,
+      statusReader: runtimes,
+      clock,
+      ids,
+      logger: silentLogger,
+      spec: { minIdle: 3, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
+      policy: { stuckTimeoutMs: 15 * 60_000, failureThreshold: 3, healthRecordIntervalMs: 60_000, createGraceMs: 120_000 },
+      intervalMs: 1000,
+      healthTimeoutMs: 1000,
+      healthConcurrency: 8,
+      provisionTimeoutMs: 75_000,
+      holder: `test-${poolId}`,
+      ...over,
+    });
+  }
+
+  it("fills an empty pool, then promotes healthy instances to idle", async () => {
+    const r = reconciler();
+    const first = await r.tick();
+    assert.equal(first.leader, true);
+    assert.equal(first.created.length, 3);
+    assert.equal(first.providerCalls.list, 1);
+    assert.equal(first.counts.starting, 3);
+    const rows = await store.listInstances(poolId);
+    assert.equal(rows.length, 3);
+    assert.ok(rows.every((x) => x.providerRef?.startsWith("mem-")), "provider refs recorded");
+
+    const second = await r.tick();
+    assert.equal(second.created.length, 0);
+    assert.equal(second.counts.idle, 3);
+    assert.equal(second.transitions.filter((t) => t.to === "idle").length, 3);
+    const events = await store.listEvents(rows[0]!.id);
+    assert.deepEqual(events.map((e) => e.toStatus), ["idle", "starting"]);
+  });
+
+  it("makes one provider list call per pass however large the pool", async () => {
+    const r = reconciler({ spec: { minIdle: 40, maxTotal: 50, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 50 } });
+    await r.tick();
+    const before = provider.calls.list;
+    const res = await r.tick();
+    assert.equal(provider.calls.list - before, 1);
+    assert.equal(res.providerCalls.list, 1);
+    assert.equal(res.counts.idle, 40);
+  });
+
+  it("writes nothing on a quiet pass", async () => {
+    const r = reconciler();
+    await r.tick();
+    await r.tick();
+    const before = store.statementCount;
+    const quiet = await r.tick();
+    assert.equal(quiet.transitions.length, 0);
+    // lease + list rows + (no observation write) = 2 statements.
+    assert.equal(store.statementCount - before, 2);
+  });
+
+  it("deletes nothing and creates nothing when the provider listing fails", async () => {
+    const r = reconciler();
+    await r.tick();
+    await r.tick();
+    // Make one instance dead and add an old orphan: a working pass would delete both.
+    const [victim] = await store.listInstances(poolId);
+    provider.setStatus(victim!.providerRef!, "CRASHED");
+    provider.addForeign("stray", new Date(clock.now().getTime() - 3_600_000));
+    provider.failLists = 1;
+    const res = await r.tick();
+    assert.equal(res.listing, "failed");
+    assert.equal(res.deleted.length, 0);
+    assert.equal(res.created.length, 0);
+    assert.equal(provider.calls.delete, 0);
+    assert.equal(provider.fleet.size, 4);
+    const rows = await store.listInstances(poolId);
+    assert.ok(rows.every((x) => x.status === "idle"), "no status changed on a failed listing");
+    assert.deepEqual(res.notes, ["listing_failed_no_changes"]);
+  });
+
+  it("deletes nothing when the listing is partial, even though instances look missing", async () => {
+    const r = reconciler();
+    await r.tick();
+    await r.tick();
+    provider.partialOmit = 2;
+    const res = await r.tick();
+    assert.equal(res.listing, "partial");
+    assert.equal(provider.calls.delete, 0);
+    const rows = await store.listInstances(poolId);
+    assert.equal(rows.filter((x) => x.status === "idle").length, 3);
+  });
+
+  it("replaces a crashed idle instance and deletes it at the provider", async () => {
+    const r = reconciler();
+    await r.tick();
+    await r.tick();
+    const [victim] = await store.listInstances(poolId);
+    provider.setStatus(victim!.providerRef!, "CRASHED");
+    const res = await r.tick();
+    assert.deepEqual(res.transitions.map((t) => [t.id, t.to]), [[victim!.id, "dead"]]);
+    assert.deepEqual(res.deleted.map((d) => d.instanceId), [victim!.id]);
+    assert.equal(res.created.length, 1);
+    assert.equal(provider.fleet.has(victim!.providerRef!), false);
+    const row = await store.getInstance(victim!.id);
+    assert.equal(row?.status, "dead");
+    assert.ok(row?.deletedAt, "kept for the event log, marked deleted");
+  });
+
+  it("tolerates transient health failures of an idle instance, then declares it dead", async () => {
+    const r = reconciler();
+    await r.tick();
+    await r.tick();
+    const [victim] = await store.listInstances(poolId);
+    const url = `http://memory.invalid/${victim!.id}`;
+    runtimes.answers.set(url, null);
+    for (let i = 0; i < 2; i++) {
+      const res = await r.tick();
+      assert.equal(res.transitions.length, 0, `failure ${i + 1} is tolerated`);
+    }
+    const third = await r.tick();
+    assert.deepEqual(third.transitions.map((t) => t.to), ["dead"]);
+    assert.match(third.transitions[0]!.reason, /unhealthy/);
+  });
+
+  it("deletes an orphan only after the grace period", async () => {
+    const r = reconciler();
+    await r.tick();
+    provider.addForeign("orphan-1", clock.now());
+    const early = await r.tick();
+    assert.equal(early.deleted.length, 0);
+    clock.advance(61_000);
+    const late = await r.tick();
+    assert.deepEqual(late.deleted.map((d) => [d.ref, d.reason]), [["orphan-1", "orphan"]]);
+  });
+
+  it("adopts a provider instance whose create answer was lost (matched by instance id)", async () => {
+    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 0, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    await store.insertInstance({ id: "i-lost", poolId, provider: "memory", name: "lost", gatewayToken: "t", reason: "test" });
+    await provider.create({ instanceId: "i-lost", poolId, name: "lost", gatewayToken: "t", env: {} });
+    const res = await r.tick();
+    assert.equal(res.deleted.length, 0, "not an orphan");
+    assert.equal(res.created.length, 0, "counted as the one starting instance");
+    const row = await store.getInstance("i-lost");
+    assert.equal(row?.providerRef, "mem-i-lost");
+    assert.equal(row?.status, "idle");
+  });
+
+  it("marks a failed create dead and retries on the next pass", async () => {
+    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    provider.failCreates = 1;
+    const res = await r.tick();
+    assert.equal(res.created.length, 0);
+    assert.equal(res.errors.length, 1);
+    const rows = await store.listInstances(poolId, { includeDeleted: true });
+    assert.equal(rows[0]?.status, "dead");
+    const again = await r.tick();
+    assert.equal(again.created.length, 1);
+  });
+
+  it("shows a crashed claimed agent as crashed, never deletes it", async () => {
+    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    await r.tick();
+    await r.tick();
+    const [inst] = await store.listInstances(poolId);
+    await store.transition({ id: inst!.id, from: "idle", to: "claiming", actor: "claim", reason: "test claim" });
+    await store.transition({ id: inst!.id, from: "claiming", to: "claimed", actor: "claim", reason: "test", set: { conversationId: "c1", agentName: "A" } });
+    provider.setStatus(inst!.providerRef!, "CRASHED");
+    const res = await r.tick();
+    assert.ok(res.transitions.some((t) => t.id === inst!.id && t.to === "crashed"));
+    assert.equal(res.deleted.length, 0);
+    assert.ok(provider.fleet.has(inst!.providerRef!));
+  });
+
+  it("never moves a fresh claiming row; the sweeper resolves a stale one by asking the runtime", async () => {
+    const r = reconciler({ spec: { minIdle: 2, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    await r.tick();
+    await r.tick();
+    const [a, b] = await store.listInstances(poolId);
+    for (const x of [a!, b!]) {
+      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: { claimStartedAt: clock.now() } });
+    }
+    provider.setStatus(a!.providerRef!, "CRASHED");
+    const fresh = await r.tick();
+    assert.ok(!fresh.transitions.some((t) => t.from === "claiming"), "fresh claims untouched");
+    runtimes.statuses.set(`http://memory.invalid/${a!.id}`, { conversationId: "conv-a", inboxId: null, pending: false, clean: false, inviteUrl: "http://x/i/a" });
+    runtimes.statuses.set(`http://memory.invalid/${b!.id}`, { conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null });
+    clock.advance(75_000 + 31_000);
+    const swept = await r.tick();
+    const byId = new Map(swept.transitions.filter((t) => t.from === "claiming").map((t) => [t.id, t.to]));
+    assert.equal(byId.get(a!.id), "claimed");
+    assert.equal(byId.get(b!.id), "idle");
+    assert.equal((await store.getInstance(a!.id))?.conversationId, "conv-a");
+  });
+
+  it("does nothing when another replica holds the lease", async () => {
+    const other = reconciler({ holder: "other-replica" });
+    const mine = reconciler();
+    assert.equal((await other.tick()).leader, true);
+    const res = await mine.tick();
+    assert.equal(res.leader, false);
+    assert.equal(res.providerCalls.list, 0);
+  });
+
+  it("never overlaps passes: concurrent tick() calls run one after another", async () => {
+    const r = reconciler();
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const origList = provider.list.bind(provider);
+    provider.list = async () => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await new Promise((res) => setImmediate(res));
+      inFlight--;
+      return origList();
+    };
+    const results = await Promise.all([r.tick(), r.tick(), r.tick()]);
+    assert.equal(maxInFlight, 1);
+    // Only the first pass creates: the later ones count its rows.
+    assert.deepEqual(results.map((x) => x.created.length), [3, 0, 0]);
+  });
+});

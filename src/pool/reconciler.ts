@@ -1,0 +1,474 @@
+/**
+ * The reconciler. `tick()` is one pass that returns what it did; `start()` is only a timer around
+ * it. A pass: take the lease (one replica ticks at a time), read the rows, list the provider in ONE
+ * call, health-check what needs it, write only the rows that changed in one batched statement,
+ * resolve stale claims, then apply `planPool` (delete dead and orphaned resources, create to fill
+ * the deficit, recording each row before calling the provider).
+ *
+ * Notifications (a claim committing, an operator action) only `wake()` the loop early; the periodic
+ * pass alone converges (pg-boss: "a NOTIFY is only ever a latency hint").
+ */
+import { hostname } from "node:os";
+import type { Clock, IdSource } from "../clock.ts";
+import { randomId } from "../clock.ts";
+import type { InstanceRecord, ObservationChange, Store } from "../db/store.ts";
+import type { HealthObservation } from "../instance/derive.ts";
+import { observeInstance, type ObservePolicy } from "../instance/observe.ts";
+import type { HealthChecker, RuntimeStatus, InstanceTarget } from "../instance/client.ts";
+import { emptyCounts, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
+import type { Logger } from "../logger.ts";
+import type { Provider, ProviderInstance } from "../provider/provider.ts";
+import { planPool, type ListingState, type ObservedInstance, type ObservedOrphan, type PlanNote, type PoolSpec } from "./plan.ts";
+
+export interface StatusReader {
+  status(target: InstanceTarget, timeoutMs: number): Promise<RuntimeStatus>;
+}
+
+export interface ReconcilerOptions {
+  poolId: string;
+  store: Store;
+  provider: Provider;
+  health: HealthChecker;
+  /** Asks a runtime what it is bound to (stale-claim sweeper). */
+  statusReader: StatusReader;
+  clock: Clock;
+  ids: IdSource;
+  logger: Logger;
+  spec: PoolSpec;
+  policy: ObservePolicy;
+  intervalMs: number;
+  healthTimeoutMs: number;
+  healthConcurrency: number;
+  /** A `claiming` row older than this plus `sweepMarginMs` is resolved by the sweeper. */
+  provisionTimeoutMs: number;
+  sweepMarginMs?: number;
+  /** Interval between passes while instances are starting (default 1 s, never above intervalMs). */
+  startingPollMs?: number;
+  /** Environment for new instances (pool settings, operator's INSTANCE_ENV_*). */
+  instanceEnv?: Record<string, string>;
+  /** Identity of this replica for the lease. */
+  holder?: string;
+  /** Called after every pass (metrics, server-sent events). */
+  onTick?: (result: TickResult) => void;
+}
+
+export interface TransitionNote {
+  id: string;
+  from: InstanceStatus;
+  to: InstanceStatus;
+  reason: string;
+}
+
+export interface TickResult {
+  at: string;
+  durationMs: number;
+  /** False when another replica holds the lease: this pass did nothing. */
+  leader: boolean;
+  listing: ListingState | "skipped";
+  providerCalls: { list: number; create: number; delete: number };
+  healthChecks: number;
+  healthFailures: number;
+  transitions: TransitionNote[];
+  created: string[];
+  deleted: Array<{ ref: string; instanceId: string | null; reason: string }>;
+  notes: PlanNote[];
+  counts: StatusCounts & { total: number };
+  errors: string[];
+}
+
+export class Reconciler {
+  readonly #o: ReconcilerOptions;
+  readonly #holder: string;
+  readonly #leaseName: string;
+  readonly #leaseTtlMs: number;
+  #chain: Promise<unknown> = Promise.resolve();
+  #timer: NodeJS.Timeout | null = null;
+  #running = false;
+  #stopped = true;
+  #wakeRequested = false;
+  #replenishQueued = false;
+  #last: TickResult | null = null;
+
+  constructor(opts: ReconcilerOptions) {
+    this.#o = opts;
+    this.#holder = opts.holder ?? `${hostname()}:${process.pid}:${randomId(6)}`;
+    this.#leaseName = `reconciler:${opts.poolId}`;
+    // Three missed passes before another replica takes over; never less than 15 s.
+    this.#leaseTtlMs = Math.max(15_000, opts.intervalMs * 3);
+  }
+
+  get holder(): string {
+    return this.#holder;
+  }
+
+  get lastResult(): TickResult | null {
+    return this.#last;
+  }
+
+  /** One pass. Calls never overlap: a call made during a pass runs after it. */
+  tick(): Promise<TickResult> {
+    const run = this.#chain.then(() => this.#pass());
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Creates up to `count` instances now (an operator's "add N"), bounded by max total. Runs in the
+   * same queue as passes, so it never races a pass into over-creation.
+   */
+  createNow(count: number): Promise<{ created: string[]; errors: string[] }> {
+    const run = this.#chain.then(async () => {
+      const o = this.#o;
+      const counts = await o.store.countByStatus(o.poolId);
+      let live = 0;
+      for (const [s, n] of Object.entries(counts)) if (s !== "dead") live += n;
+      const n = Math.max(0, Math.min(count, o.spec.maxTotal - live));
+      const result = { created: [] as string[], errors: [] as string[], providerCalls: { list: 0, create: 0, delete: 0 } } as unknown as TickResult;
+      if (n > 0) await this.#create(n, result);
+      return { created: result.created, errors: result.errors };
+    });
+    this.#chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Runs a pass now and then every `intervalMs` after each pass ends. */
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#schedule(0);
+  }
+
+  /** A hint that something changed (a claim committed): run a pass soon. */
+  wake(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#wakeRequested = true;
+      return;
+    }
+    this.#schedule(0);
+  }
+
+  /**
+   * Replenish right away after a claim, without a full pass: one count query, then the creates the
+   * plan asks for. Coalesced (many claims at once cause one replenish) and queued behind any pass,
+   * so it never races one into over-creation. Only the lease holder creates: on another replica
+   * this is a no-op and the leader's next pass replenishes (a full pass per claim would put every
+   * health check of the fleet on the claim path's CPU).
+   */
+  replenishSoon(): void {
+    if (this.#stopped || this.#replenishQueued) return;
+    this.#replenishQueued = true;
+    const run = this.#chain.then(async () => {
+      this.#replenishQueued = false;
+      const o = this.#o;
+      if (!(await o.store.acquireLease(this.#leaseName, this.#holder, this.#leaseTtlMs))) return;
+      const counts = await o.store.countByStatus(o.poolId);
+      let live = 0;
+      for (const [st, n] of Object.entries(counts)) if (st !== "dead") live += n;
+      const deficit = Math.max(0, o.spec.minIdle - counts.idle - counts.starting);
+      const n = Math.min(deficit, Math.max(0, o.spec.maxTotal - live), o.spec.maxCreatesPerTick);
+      if (n === 0) return;
+      const result = { created: [] as string[], errors: [] as string[], providerCalls: { list: 0, create: 0, delete: 0 } } as unknown as TickResult;
+      await this.#create(n, result);
+      if (result.errors.length) o.logger.warn({ errors: result.errors }, "replenish after claim: some creates failed");
+      // New instances are `starting`: look at them sooner than the interval.
+      if (!this.#running && !this.#stopped) this.#schedule(Math.min(o.intervalMs, o.startingPollMs ?? 1000));
+    });
+    this.#chain = run.catch((err) => this.#o.logger.error({ err }, "replenish after claim failed"));
+  }
+
+  /** Stops the timer and waits for a running pass; gives up the lease. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    await this.#chain;
+    await this.#o.store.releaseLease(this.#leaseName, this.#holder).catch(() => undefined);
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stopped) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.#loopOnce(), delayMs);
+  }
+
+  async #loopOnce(): Promise<void> {
+    this.#timer = null;
+    this.#running = true;
+    try {
+      await this.tick();
+    } catch (err) {
+      this.#o.logger.error({ err }, "reconcile pass failed");
+    } finally {
+      this.#running = false;
+    }
+    const again = this.#wakeRequested;
+    this.#wakeRequested = false;
+    // While instances boot, look again sooner than the interval so they are handed out as soon as
+    // they are healthy; the interval still bounds the steady-state cost.
+    const booting = (this.#last?.counts.starting ?? 0) > 0;
+    const next = again ? 0 : booting ? Math.min(this.#o.intervalMs, this.#o.startingPollMs ?? 1000) : this.#o.intervalMs;
+    this.#schedule(next);
+  }
+
+  async #pass(): Promise<TickResult> {
+    const o = this.#o;
+    const started = o.clock.now();
+    const t0 = performance.now();
+    const result: TickResult = {
+      at: started.toISOString(),
+      durationMs: 0,
+      leader: false,
+      listing: "skipped",
+      providerCalls: { list: 0, create: 0, delete: 0 },
+      healthChecks: 0,
+      healthFailures: 0,
+      transitions: [],
+      created: [],
+      deleted: [],
+      notes: [],
+      counts: { ...emptyCounts(), total: 0 },
+      errors: [],
+    };
+    try {
+      result.leader = await o.store.acquireLease(this.#leaseName, this.#holder, this.#leaseTtlMs);
+      if (!result.leader) return this.#finish(result, t0);
+      await this.#reconcile(result);
+    } catch (err) {
+      result.errors.push(`pass: ${(err as Error).message}`);
+      o.logger.error({ err }, "reconcile pass aborted");
+    }
+    return this.#finish(result, t0);
+  }
+
+  #finish(result: TickResult, t0: number): TickResult {
+    result.durationMs = Math.round((performance.now() - t0) * 100) / 100;
+    this.#last = result;
+    if (result.leader) {
+      const c = result.counts;
+      this.#o.logger.info(
+        {
+          tick: {
+            durationMs: result.durationMs,
+            listing: result.listing,
+            idle: c.idle,
+            starting: c.starting,
+            claimed: c.claimed + c.pending_acceptance + c.claiming,
+            crashed: c.crashed,
+            total: c.total,
+            transitions: result.transitions.length,
+            created: result.created.length,
+            deleted: result.deleted.length,
+            healthFailures: result.healthFailures,
+            notes: result.notes,
+            errors: result.errors.length,
+          },
+        },
+        `tick: ${c.idle} idle, ${c.starting} starting, ${c.claimed} claimed, ${c.crashed} crashed, ${c.total} total; ` +
+          `+${result.created.length} created, -${result.deleted.length} deleted, ${result.transitions.length} changed` +
+          (result.errors.length ? `, ${result.errors.length} errors` : ""),
+      );
+    }
+    try {
+      this.#o.onTick?.(result);
+    } catch (err) {
+      this.#o.logger.warn({ err }, "onTick hook failed");
+    }
+    return result;
+  }
+
+  async #reconcile(result: TickResult): Promise<void> {
+    const o = this.#o;
+    const rows = await o.store.listInstances(o.poolId);
+
+    let listing: ListingState = "complete";
+    let fleet: ProviderInstance[] = [];
+    result.providerCalls.list++;
+    try {
+      const l = await o.provider.list();
+      fleet = l.instances;
+      listing = l.complete ? "complete" : "partial";
+    } catch (err) {
+      listing = "failed";
+      result.errors.push(`provider list: ${(err as Error).message}`);
+      o.logger.warn({ err: (err as Error).message, provider: o.provider.kind }, "provider listing failed; nothing is deleted this pass");
+    }
+    result.listing = listing;
+
+    // Match provider resources to rows: by ref, then by the instance id the provider reports
+    // (a create whose answer was lost still carries our id).
+    const byRef = new Map<string, ProviderInstance>();
+    const byId = new Map<string, ProviderInstance>();
+    for (const p of fleet) {
+      byRef.set(p.ref, p);
+      if (p.instanceId) byId.set(p.instanceId, p);
+    }
+    const matched = new Set<string>();
+    const pairs: Array<[InstanceRecord, ProviderInstance | undefined]> = rows.map((r) => {
+      const p = (r.providerRef ? byRef.get(r.providerRef) : undefined) ?? byId.get(r.id);
+      if (p) matched.add(p.ref);
+      return [r, p];
+    });
+
+    // Health checks, bounded in parallel.
+    const now = o.clock.now();
+    const health = new Map<string, { health: HealthObservation | null; error?: string }>();
+    const toCheck = pairs.filter(
+      ([r, p]) => p && p.deployStatus === "SUCCESS" && p.url && r.status !== "claiming" && r.status !== "dead",
+    );
+    await mapLimit(toCheck, o.healthConcurrency, async ([r, p]) => {
+      const res = await o.health.check({ url: p!.url!, gatewayToken: r.gatewayToken }, o.healthTimeoutMs);
+      health.set(r.id, res);
+    });
+    result.healthChecks = toCheck.length;
+
+    const changes: ObservationChange[] = [];
+    const observed: ObservedInstance[] = [];
+    const outcomeById = new Map<string, InstanceStatus>();
+    for (const [r, p] of pairs) {
+      const h = health.get(r.id);
+      if (h && h.health === null) result.healthFailures++;
+      const out = observeInstance(
+        r,
+        { provider: p, listingComplete: listing === "complete", health: h ? h.health : undefined, ...(h?.error ? { healthError: h.error } : {}) },
+        now,
+        o.policy,
+      );
+      if (out.change) changes.push(out.change);
+      outcomeById.set(r.id, out.status);
+      observed.push({ id: r.id, status: out.status, providerRef: out.change?.providerRef ?? r.providerRef, goneAtProvider: out.goneAtProvider });
+    }
+    const applied = await o.store.applyObservations(changes);
+    const skipped = new Set(applied.skipped);
+    for (const c of changes) {
+      if (skipped.has(c.id)) {
+        // Someone (a claim) moved the row meanwhile; leave it out of this pass's plan.
+        const idx = observed.findIndex((x) => x.id === c.id);
+        if (idx >= 0) observed.splice(idx, 1);
+        outcomeById.delete(c.id);
+        continue;
+      }
+      if (c.status !== c.expectedStatus) result.transitions.push({ id: c.id, from: c.expectedStatus, to: c.status, reason: c.reason });
+    }
+
+    await this.#sweepStaleClaims(rows, result, outcomeById);
+
+    const orphans: ObservedOrphan[] = [];
+    if (listing !== "failed") {
+      for (const p of fleet) {
+        if (!matched.has(p.ref)) orphans.push({ ref: p.ref, instanceId: p.instanceId, createdAt: p.createdAt });
+      }
+    }
+
+    const plan = planPool(o.spec, { listing, instances: observed, orphans }, now);
+    result.notes = plan.notes;
+
+    for (const id of plan.forget) {
+      await o.store.markDeleted(id);
+      outcomeById.delete(id);
+    }
+    for (const d of plan.deletes) {
+      result.providerCalls.delete++;
+      try {
+        await o.provider.delete(d.ref);
+        if (d.instanceId && d.reason === "dead") {
+          await o.store.markDeleted(d.instanceId);
+          outcomeById.delete(d.instanceId);
+        }
+        result.deleted.push({ ref: d.ref, instanceId: d.instanceId, reason: d.reason });
+      } catch (err) {
+        result.errors.push(`provider delete ${d.ref}: ${(err as Error).message}`);
+      }
+    }
+
+    if (plan.create > 0) {
+      const ids = await this.#create(plan.create, result);
+      for (const id of ids) outcomeById.set(id, "starting");
+    }
+
+    const counts = emptyCounts();
+    for (const s of outcomeById.values()) counts[s]++;
+    let total = 0;
+    for (const [s, n] of Object.entries(counts)) if (s !== "dead") total += n;
+    result.counts = { ...counts, total };
+  }
+
+  /** Creates `count` instances; each row is written before the provider is called. */
+  async #create(count: number, result: TickResult): Promise<string[]> {
+    const o = this.#o;
+    const made: string[] = [];
+    await mapLimit(Array.from({ length: count }), 4, async () => {
+      const id = o.ids.instanceId();
+      const gatewayToken = o.ids.token();
+      const name = o.provider.serviceName?.(id) ?? `agent-pool-${o.poolId}-${id}`;
+      await o.store.insertInstance({ id, poolId: o.poolId, provider: o.provider.kind, name, gatewayToken, reason: "replenish" });
+      made.push(id);
+      result.providerCalls.create++;
+      try {
+        const p = await o.provider.create({ instanceId: id, poolId: o.poolId, name, gatewayToken, env: { ...(o.instanceEnv ?? {}) } });
+        await o.store.setProviderRef(id, p.ref, p.url, p.deployStatus);
+        result.created.push(id);
+      } catch (err) {
+        const msg = (err as Error).message;
+        result.errors.push(`provider create: ${msg}`);
+        // The provider must not leak a half-made instance; if it did, the orphan sweep finds it.
+        await o.store.transition({ id, from: "starting", to: "dead", actor: "reconciler", reason: `create failed: ${msg.slice(0, 200)}` });
+        await o.store.markDeleted(id);
+        made.splice(made.indexOf(id), 1);
+      }
+    });
+    return made;
+  }
+
+  /**
+   * A `claiming` row older than the provision timeout plus a margin belongs to a claim that died
+   * (a pool manager killed mid-claim). Ask the runtime what it is: bound → claimed, pending →
+   * pending_acceptance, clean → idle, otherwise crashed. The earlier system had no sweeper and
+   * rows stayed in `claiming` forever (seed §8).
+   */
+  async #sweepStaleClaims(rows: InstanceRecord[], result: TickResult, outcome: Map<string, InstanceStatus>): Promise<void> {
+    const o = this.#o;
+    const now = o.clock.now().getTime();
+    const limit = o.provisionTimeoutMs + (o.sweepMarginMs ?? 30_000);
+    const stale = rows.filter((r) => r.status === "claiming" && (r.claimStartedAt === null || now - r.claimStartedAt.getTime() > limit));
+    for (const r of stale) {
+      let s: RuntimeStatus | null = null;
+      if (r.url) s = await o.statusReader.status({ url: r.url, gatewayToken: r.gatewayToken }, o.healthTimeoutMs).catch(() => null);
+      let to: InstanceStatus;
+      let reason: string;
+      let set = {};
+      if (s?.conversationId) {
+        to = "claimed";
+        reason = "stale claim: runtime is bound";
+        set = { conversationId: s.conversationId, inviteUrl: s.inviteUrl ?? r.inviteUrl, claimedAt: new Date(now) };
+      } else if (s?.pending) {
+        to = "pending_acceptance";
+        reason = "stale claim: runtime is waiting for acceptance";
+      } else if (s?.clean) {
+        to = "idle";
+        reason = "stale claim: runtime is clean";
+        set = { agentName: null, instructions: null, joinUrl: null, profileImage: null, claimMetadata: null, claimOwner: null, claimStartedAt: null };
+      } else {
+        to = "crashed";
+        reason = s ? "stale claim: runtime neither bound nor clean" : "stale claim: runtime unreachable";
+      }
+      const done = await o.store.transition({ id: r.id, from: "claiming", to, actor: "sweeper", reason, set });
+      if (done) {
+        result.transitions.push({ id: r.id, from: "claiming", to, reason });
+        outcome.set(r.id, to);
+      }
+    }
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` at once. */
+export async function mapLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await fn(item);
+    }
+  });
+  await Promise.all(workers);
+}

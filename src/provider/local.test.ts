@@ -1,0 +1,361 @@
+import { after, afterEach, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomId } from "../clock.ts";
+import type { CreateInstanceSpec } from "./provider.ts";
+import { LocalProvider, type LocalProviderOptions, type LocalStateFile } from "./local.ts";
+import { findProcesses, isRunning, readStat } from "./process-table.ts";
+
+const NODE = process.execPath;
+/** Stand-in runtime: answers every request with its pid and the env vars the test looks at. */
+const SERVER_JS =
+  "const h=require('node:http');h.createServer((q,s)=>{const e=process.env;" +
+  "s.setHeader('content-type','application/json');" +
+  "s.end(JSON.stringify({pid:process.pid,env:{PORT:e.PORT,INSTANCE_ID:e.INSTANCE_ID,GATEWAY_TOKEN:e.GATEWAY_TOKEN," +
+  "AGENT_POOL_OWNER:e.AGENT_POOL_OWNER,POOL_SETTING:e.POOL_SETTING,SPEC_VAR:e.SPEC_VAR,MANAGER_SECRET:e.MANAGER_SECRET}}))" +
+  "}).listen(Number(process.env.PORT),'127.0.0.1')";
+const SERVER_CMD = [NODE, "-e", SERVER_JS];
+/** A shell that forks a grandchild (sleep) and then becomes the server: the group has two processes. */
+const FORKING_CMD = ["sh", "-c", 'sleep 1000 & exec "$0" -e "$1"', NODE, SERVER_JS];
+/** A server that ignores SIGTERM, so only the SIGKILL of the group stops it. */
+const STUBBORN_CMD = [NODE, "-e", `process.on('SIGTERM',()=>{});${SERVER_JS}`];
+
+const dirs: string[] = [];
+const tags: string[] = [];
+const providers: LocalProvider[] = [];
+const spawned: ChildProcess[] = [];
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "agent-pool-local-"));
+  dirs.push(dir);
+  return dir;
+}
+
+function newTag(): string {
+  const tag = `test-${randomId(10)}`;
+  tags.push(tag);
+  return tag;
+}
+
+async function openProvider(opts: Partial<LocalProviderOptions> = {}): Promise<LocalProvider> {
+  const provider = await LocalProvider.open({
+    stateDir: opts.stateDir ?? join(tempDir(), "local"),
+    ownerTag: opts.ownerTag ?? newTag(),
+    command: SERVER_CMD,
+    startTimeoutMs: 15_000,
+    ...opts,
+  });
+  providers.push(provider);
+  return provider;
+}
+
+function spec(extra: Partial<CreateInstanceSpec> = {}): CreateInstanceSpec {
+  const instanceId = `i-${randomId(12)}`;
+  return { instanceId, poolId: "p-test", name: `pool-test-${instanceId}`, gatewayToken: `tok-${randomId(8)}`, env: {}, ...extra };
+}
+
+async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function statusOf(provider: LocalProvider, ref: string): Promise<string | null | undefined> {
+  const { instances } = await provider.list();
+  return instances.find((i) => i.ref === ref)?.deployStatus;
+}
+
+function pidOf(provider: LocalProvider, instanceId: string): number {
+  const state = JSON.parse(readFileSync(join(provider.stateDir, "instances.json"), "utf8")) as LocalStateFile;
+  const rec = state.instances.find((e) => e.instanceId === instanceId);
+  assert.ok(rec, `state has ${instanceId}`);
+  return rec.pid;
+}
+
+function ownedProcesses(tag: string): number[] {
+  return findProcesses({ AGENT_POOL_OWNER: tag }).map((p) => p.pid);
+}
+
+/**
+ * Runs a LocalProvider in a separate manager process that creates two instances, waits until both are
+ * SUCCESS, prints them as one JSON line, then either hangs (to be SIGKILLed) or close()s and returns.
+ */
+function startManager(dir: string, stateDir: string, tag: string, mode: "hang" | "close", command = SERVER_CMD): ChildProcess {
+  const script = join(dir, "manager.mjs");
+  writeFileSync(
+    script,
+    `const [localUrl, stateDir, ownerTag, cmd, mode] = process.argv.slice(2);
+const { LocalProvider } = await import(localUrl);
+const p = await LocalProvider.open({ stateDir, ownerTag, command: JSON.parse(cmd), startTimeoutMs: 15000 });
+const out = [];
+for (const id of ["i-adopt-a", "i-adopt-b"]) {
+  out.push(await p.create({ instanceId: id, poolId: "p", name: "n-" + id, gatewayToken: "t", env: {} }));
+}
+for (;;) {
+  const { instances } = await p.list();
+  if (instances.every((i) => i.deployStatus === "SUCCESS")) break;
+  await new Promise((r) => setTimeout(r, 25));
+}
+process.stdout.write(JSON.stringify(out) + "\\n");
+if (mode === "hang") setInterval(() => {}, 1 << 30);
+else await p.close(); // and nothing else: the process must then exit by itself
+`,
+  );
+  const localUrl = new URL("./local.ts", import.meta.url).href;
+  const manager = spawn(NODE, ["--import", import.meta.resolve("tsx"), script, localUrl, stateDir, tag, JSON.stringify(command), mode], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  spawned.push(manager);
+  return manager;
+}
+
+afterEach(async () => {
+  await Promise.allSettled(providers.splice(0).map((p) => p.close()));
+});
+
+after(() => {
+  for (const child of spawned) {
+    if (child.pid && child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        try {
+          process.kill(child.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+    }
+  }
+  for (const tag of tags) {
+    for (const pid of ownedProcesses(tag)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+test("create: DEPLOYING, then SUCCESS; the server answers at the url with the env it was given", async () => {
+  process.env.MANAGER_SECRET = "must-not-leak";
+  try {
+    const provider = await openProvider({ env: { POOL_SETTING: "from-pool" } });
+    const s = spec({ env: { SPEC_VAR: "from-spec" } });
+    const created = await provider.create(s);
+    assert.equal(created.deployStatus, "DEPLOYING");
+    assert.equal(created.ref, `local:${s.instanceId}`);
+    assert.equal(created.instanceId, s.instanceId);
+    assert.equal(created.name, s.name);
+    assert.match(created.url ?? "", /^http:\/\/127\.0\.0\.1:\d+$/);
+
+    await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS");
+    const res = await fetch(`${created.url}/`);
+    const body = (await res.json()) as { pid: number; env: Record<string, string | undefined> };
+    assert.equal(body.env.PORT, new URL(created.url!).port);
+    assert.equal(body.env.INSTANCE_ID, s.instanceId);
+    assert.equal(body.env.GATEWAY_TOKEN, s.gatewayToken);
+    assert.equal(body.env.AGENT_POOL_OWNER, provider.ownerTag);
+    assert.equal(body.env.POOL_SETTING, "from-pool");
+    assert.equal(body.env.SPEC_VAR, "from-spec");
+    assert.equal(body.env.MANAGER_SECRET, undefined, "the manager's own env is not passed through");
+
+    // Own process group (pgid == pid), recorded in the state file.
+    assert.equal(body.pid, pidOf(provider, s.instanceId));
+    assert.equal(readStat(body.pid)?.pgid, body.pid);
+    const state = JSON.parse(readFileSync(join(provider.stateDir, "instances.json"), "utf8")) as LocalStateFile;
+    assert.deepEqual(
+      { ...state.instances[0], startedAt: undefined },
+      { instanceId: s.instanceId, name: s.name, pid: body.pid, port: Number(new URL(created.url!).port), startedAt: undefined, command: SERVER_CMD },
+    );
+    assert.ok(existsSync(join(provider.stateDir, "logs", `${s.instanceId}.log`)));
+  } finally {
+    delete process.env.MANAGER_SECRET;
+  }
+});
+
+test("a child killed from outside is listed CRASHED until deleted", async () => {
+  const provider = await openProvider();
+  const s = spec();
+  const created = await provider.create(s);
+  await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS");
+  process.kill(pidOf(provider, s.instanceId), "SIGKILL");
+  await until("CRASHED", async () => (await statusOf(provider, created.ref)) === "CRASHED");
+  const listing = await provider.list();
+  assert.equal(listing.complete, true);
+  assert.equal(listing.instances.length, 1);
+  await provider.delete(created.ref);
+  assert.equal((await provider.list()).instances.length, 0);
+});
+
+test("delete kills the whole process group, grandchild included; unknown refs succeed", async () => {
+  const provider = await openProvider({ command: FORKING_CMD });
+  const s = spec();
+  const created = await provider.create(s);
+  await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS");
+  const pid = pidOf(provider, s.instanceId);
+  // The shell's `sleep` carries the same env and sits in the same group.
+  const members = await until("two processes", () => {
+    const found = findProcesses({ INSTANCE_ID: s.instanceId });
+    return found.length === 2 ? found : null;
+  });
+  assert.ok(members.every((m) => m.pgid === pid));
+
+  await provider.delete(created.ref);
+  for (const m of members) assert.equal(isRunning(m.pid), false, `pid ${m.pid} is gone`);
+  assert.deepEqual(findProcesses({ INSTANCE_ID: s.instanceId }), []);
+  assert.equal((await provider.list()).instances.length, 0);
+  const state = JSON.parse(readFileSync(join(provider.stateDir, "instances.json"), "utf8")) as LocalStateFile;
+  assert.deepEqual(state.instances, []);
+
+  await provider.delete(created.ref); // again
+  await provider.delete("local:i-never-existed");
+  await provider.delete("railway:something-else");
+});
+
+test("delete SIGKILLs a group that ignores SIGTERM", async () => {
+  const provider = await openProvider({ command: STUBBORN_CMD, stopTimeoutMs: 300 });
+  const s = spec();
+  const created = await provider.create(s);
+  await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS");
+  const pid = pidOf(provider, s.instanceId);
+  await provider.delete(created.ref);
+  assert.equal(isRunning(pid), false);
+});
+
+test("rename updates the name in the listing and the state file", async () => {
+  const provider = await openProvider();
+  const s = spec();
+  const created = await provider.create(s);
+  await provider.rename(created.ref, "renamed");
+  assert.equal((await provider.list()).instances[0]?.name, "renamed");
+  const state = JSON.parse(readFileSync(join(provider.stateDir, "instances.json"), "utf8")) as LocalStateFile;
+  assert.equal(state.instances[0]?.name, "renamed");
+  await assert.rejects(provider.rename("local:i-nope", "x"));
+});
+
+test("a command that cannot start makes create throw and leaves nothing behind", async () => {
+  const provider = await openProvider({ command: ["/nonexistent/agent-runtime"] });
+  await assert.rejects(provider.create(spec()), /could not start/);
+  assert.deepEqual((await provider.list()).instances, []);
+});
+
+test("close() stops every instance and clears the state file", async () => {
+  const tag = newTag();
+  const provider = await openProvider({ ownerTag: tag, command: FORKING_CMD });
+  const a = await provider.create(spec());
+  const b = await provider.create(spec());
+  for (const ref of [a.ref, b.ref]) await until("SUCCESS", async () => (await statusOf(provider, ref)) === "SUCCESS");
+  await until("4 processes", () => ownedProcesses(tag).length === 4);
+
+  await provider.close();
+  assert.deepEqual(ownedProcesses(tag), []);
+  const state = JSON.parse(readFileSync(join(provider.stateDir, "instances.json"), "utf8")) as LocalStateFile;
+  assert.deepEqual(state.instances, []);
+  await provider.close(); // idempotent
+  await assert.rejects(provider.create(spec()), /closing/);
+});
+
+test("a new manager adopts the instances of a killed one, kills strays, reports dead entries CRASHED", async () => {
+  const tag = newTag();
+  const dir = tempDir();
+  const stateDir = join(dir, "local");
+
+  // The first manager runs in its own process so it can be SIGKILLed like a crashed pool manager.
+  const manager = startManager(dir, stateDir, tag, "hang");
+  let out = "";
+  manager.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  await until("manager output", () => out.includes("\n"), 30_000);
+  const before = JSON.parse(out) as { ref: string; url: string }[];
+  const pidsBefore = ownedProcesses(tag).sort();
+  assert.equal(pidsBefore.length, 2);
+
+  manager.kill("SIGKILL");
+  await until("manager gone", () => manager.exitCode !== null || manager.signalCode !== null);
+  assert.deepEqual(ownedProcesses(tag).sort(), pidsBefore, "instances survive the manager");
+
+  // A stray: carries our tag but was never recorded (spawned just before the crash).
+  const stray = spawn(NODE, ["-e", "setInterval(()=>{},1<<30)"], {
+    detached: true,
+    stdio: "ignore",
+    env: { PATH: process.env.PATH ?? "", AGENT_POOL_OWNER: tag, INSTANCE_ID: "i-stray" },
+  });
+  spawned.push(stray);
+  await until("stray running", () => ownedProcesses(tag).includes(stray.pid!));
+  // A recycled pid: an unrelated live process now holds a recorded pid. And a pid that is just dead.
+  const unrelated = spawn(NODE, ["-e", "setInterval(()=>{},1<<30)"], { detached: true, stdio: "ignore" });
+  spawned.push(unrelated);
+  const dead = spawn(NODE, ["-e", "0"], { stdio: "ignore" });
+  await new Promise((r) => dead.once("exit", r));
+  const state = JSON.parse(readFileSync(join(stateDir, "instances.json"), "utf8")) as LocalStateFile;
+  const extra = (id: string, pid: number) => ({ instanceId: id, name: id, pid, port: 1, startedAt: new Date().toISOString(), command: ["x"] });
+  state.instances.push(extra("i-recycled", unrelated.pid!), extra("i-dead", dead.pid!));
+  writeFileSync(join(stateDir, "instances.json"), JSON.stringify(state));
+
+  const provider = await openProvider({ stateDir, ownerTag: tag });
+  const listing = await provider.list();
+  const byRef = new Map(listing.instances.map((i) => [i.ref, i]));
+  for (const b of before) {
+    assert.equal(byRef.get(b.ref)?.deployStatus, "SUCCESS", `${b.ref} adopted`);
+    assert.equal(byRef.get(b.ref)?.url, b.url);
+  }
+  assert.equal(byRef.get("local:i-recycled")?.deployStatus, "CRASHED");
+  assert.equal(byRef.get("local:i-dead")?.deployStatus, "CRASHED");
+  assert.equal(listing.instances.length, 4);
+  assert.equal(isRunning(stray.pid!), false, "stray killed");
+  assert.deepEqual(ownedProcesses(tag).sort(), pidsBefore, "no duplicate processes");
+
+  // Deleting the recycled entry must not touch the unrelated process that holds its pid.
+  await provider.delete("local:i-recycled");
+  await provider.delete("local:i-dead");
+  assert.equal(isRunning(unrelated.pid!), true);
+
+  // Adopted instances: exit detected by polling, delete kills them.
+  process.kill(pidsBefore[0]!, "SIGKILL");
+  const crashedRef = await until("adopted CRASHED", async () =>
+    (await provider.list()).instances.find((i) => i.deployStatus === "CRASHED")?.ref,
+  );
+  const alive = before.find((b) => b.ref !== crashedRef)!;
+  await provider.delete(alive.ref);
+  await provider.delete(crashedRef);
+  assert.deepEqual(ownedProcesses(tag), []);
+  assert.deepEqual((await provider.list()).instances, []);
+});
+
+test("after close() the manager's event loop is free: the process exits by itself", async () => {
+  const tag = newTag();
+  const dir = tempDir();
+  const manager = startManager(dir, join(dir, "local"), tag, "close", FORKING_CMD);
+  let out = "";
+  manager.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  await until("manager exits by itself", () => manager.exitCode !== null || manager.signalCode !== null, 30_000);
+  assert.equal(manager.exitCode, 0);
+  assert.equal((JSON.parse(out) as unknown[]).length, 2);
+  assert.deepEqual(ownedProcesses(tag), []);
+});
+
+const RUNTIME_MAIN = fileURLToPath(new URL("../runtime/main.ts", import.meta.url));
+test("the default command runs the reference runtime", { skip: !existsSync(RUNTIME_MAIN) && "src/runtime/main.ts not there yet" }, async () => {
+  const provider = await openProvider({ command: undefined, startTimeoutMs: 30_000 });
+  const created = await provider.create(spec());
+  await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS", 30_000);
+  // The runtime answers 503 during its boot delay: poll until it says ready.
+  const body = await until("health 200", async () => {
+    const res = await fetch(`${created.url}/pool/health`);
+    return res.status === 200 ? ((await res.json()) as { ready: boolean }) : (await res.body?.cancel(), null);
+  }, 30_000);
+  assert.equal(body.ready, true);
+  const pid = pidOf(provider, created.instanceId!);
+  await provider.delete(created.ref);
+  assert.equal(isRunning(pid), false);
+});

@@ -1,0 +1,92 @@
+/**
+ * An in-memory provider: a stand-in for a cloud we cannot reach from tests and benchmarks. It keeps
+ * its fleet in a Map, counts every call, and can be told to fail, to list partially, or to move
+ * instances through deploy states.
+ */
+import type { Clock } from "../clock.ts";
+import { systemClock } from "../clock.ts";
+import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "./provider.ts";
+
+export interface MemoryProviderOptions {
+  clock?: Clock;
+  /** Deploy status new instances report (default SUCCESS: instantly up). */
+  initialStatus?: string;
+  /** Base URL given to instances (`<base>/<id>`). */
+  urlBase?: string;
+}
+
+export class MemoryProvider implements Provider {
+  readonly kind = "memory";
+  readonly fleet = new Map<string, ProviderInstance>();
+  readonly calls = { list: 0, create: 0, delete: 0, rename: 0 };
+  /** Next `list()` throws this many times. */
+  failLists = 0;
+  /** Next `create()` throws this many times. */
+  failCreates = 0;
+  /** `list()` reports `complete: false` and omits this many instances. */
+  partialOmit = 0;
+  readonly #clock: Clock;
+  readonly #initial: string;
+  readonly #urlBase: string;
+
+  constructor(opts: MemoryProviderOptions = {}) {
+    this.#clock = opts.clock ?? systemClock;
+    this.#initial = opts.initialStatus ?? "SUCCESS";
+    this.#urlBase = opts.urlBase ?? "http://memory.invalid";
+  }
+
+  async list(): Promise<ProviderListing> {
+    this.calls.list++;
+    if (this.failLists > 0) {
+      this.failLists--;
+      throw new Error("simulated listing failure");
+    }
+    const all = [...this.fleet.values()].map((i) => ({ ...i }));
+    if (this.partialOmit > 0) return { instances: all.slice(this.partialOmit), complete: false };
+    return { instances: all, complete: true };
+  }
+
+  async create(spec: CreateInstanceSpec): Promise<ProviderInstance> {
+    this.calls.create++;
+    if (this.failCreates > 0) {
+      this.failCreates--;
+      throw new Error("simulated create failure");
+    }
+    const ref = `mem-${spec.instanceId}`;
+    const inst: ProviderInstance = {
+      ref,
+      instanceId: spec.instanceId,
+      name: spec.name,
+      deployStatus: this.#initial,
+      url: `${this.#urlBase}/${spec.instanceId}`,
+      image: "memory:1",
+      createdAt: this.#clock.now(),
+    };
+    this.fleet.set(ref, inst);
+    return { ...inst };
+  }
+
+  async delete(ref: string): Promise<void> {
+    this.calls.delete++;
+    this.fleet.delete(ref);
+  }
+
+  async rename(ref: string, name: string): Promise<void> {
+    this.calls.rename++;
+    const inst = this.fleet.get(ref);
+    if (inst) inst.name = name;
+  }
+
+  /** Sets the deploy status of one instance (test knob). */
+  setStatus(ref: string, deployStatus: string | null): void {
+    const inst = this.fleet.get(ref);
+    if (inst) inst.deployStatus = deployStatus;
+  }
+
+  /** Adds a resource no row knows about (an orphan). */
+  addForeign(ref: string, createdAt: Date, instanceId: string | null = null): void {
+    this.fleet.set(ref, { ref, instanceId, name: ref, deployStatus: "SUCCESS", url: null, image: null, createdAt });
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,61 @@
+/**
+ * The provider interface: what agent-pool needs from a compute platform.
+ *
+ * The contract that matters most is `list()`: it returns everything the provider runs for this
+ * pool in ONE call (the earlier system's 1+N calls per tick used 82% of Railway's hourly budget),
+ * and it either returns a listing that is complete, or says it is not, or throws. The reconciler
+ * never deletes or declares anything gone on a listing that failed or is not complete.
+ */
+
+/** One instance as the provider sees it. */
+export interface ProviderInstance {
+  /** Provider's own id for the resource (Railway service id, local `local:<instanceId>`). */
+  ref: string;
+  /** Our instance id, when the provider can tell (from the service name or the process env). */
+  instanceId: string | null;
+  name: string;
+  /** Deploy status in Railway's vocabulary (see `instance/derive.ts`); null when unknown. */
+  deployStatus: string | null;
+  /** Base URL the instance protocol is served on, or null when not known yet. */
+  url: string | null;
+  /** Image or runtime command/version the instance was created from. */
+  image: string | null;
+  createdAt: Date;
+}
+
+export interface ProviderListing {
+  instances: ProviderInstance[];
+  /**
+   * False when the provider could only return part of the fleet (a page failed, a project was
+   * unreadable). Deletions and "gone" decisions are skipped for the whole pass when false.
+   */
+  complete: boolean;
+}
+
+export interface CreateInstanceSpec {
+  instanceId: string;
+  /** Pool the instance belongs to; providers put it in the resource name. */
+  poolId: string;
+  name: string;
+  /** Per-instance secret the pool uses to talk to the instance. */
+  gatewayToken: string;
+  /** Extra environment for the runtime (operator-given and pool settings). */
+  env: Record<string, string>;
+}
+
+export interface Provider {
+  /** `local`, `railway`, `memory`. */
+  readonly kind: string;
+  /** Everything this provider runs for the pool, in one call. Throws when the listing fails. */
+  list(): Promise<ProviderListing>;
+  /** Creates and starts one instance. Throws when it could not; must not leak a half-made one. */
+  create(spec: CreateInstanceSpec): Promise<ProviderInstance>;
+  /** Deletes one instance. Deleting one that is already gone succeeds. */
+  delete(ref: string): Promise<void>;
+  /** Renames one instance, for visibility in the provider's console. */
+  rename(ref: string, name: string): Promise<void>;
+  /** The resource name this provider gives an instance (Railway caps names at 32 characters). */
+  serviceName?(instanceId: string): string;
+  /** Releases what the provider holds in this process (timers, sockets, local processes). */
+  close(): Promise<void>;
+}
