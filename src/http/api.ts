@@ -1,0 +1,286 @@
+/**
+ * The pool API beyond the public basics: claim, agents, instances, operator actions, events and
+ * metrics. Handlers are thin over `PoolOperations`; the zod schemas validate requests and generate
+ * the OpenAPI document. Mutating routes are rate-limited per client.
+ */
+import { z } from "zod";
+import { PoolError } from "../errors.ts";
+import type { PoolOperations } from "../pool/operations.ts";
+import type { PoolMetrics } from "../metrics.ts";
+import { INSTANCE_STATUSES } from "../instance/status.ts";
+import type { PoolServer } from "./server.ts";
+import { CountsView, ErrorView, EventView, InstanceView, countsView, eventView, instanceView } from "./views.ts";
+import type { PoolEventStream } from "./events.ts";
+
+const httpUrl = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => {
+      try {
+        const u = new URL(s);
+        return u.protocol === "http:" || u.protocol === "https:";
+      } catch {
+        return false;
+      }
+    }, "must be an http(s) URL");
+
+export const ClaimBody = z
+  .object({
+    agentName: z.string().trim().min(1).max(200),
+    instructions: z.string().max(50_000),
+    joinUrl: httpUrl(2_000).optional(),
+    profileImage: httpUrl(2_000).optional(),
+    metadata: z
+      .record(z.string().max(200), z.unknown())
+      .refine((m) => JSON.stringify(m).length <= 8_192, "must serialize to at most 8 KiB")
+      .optional(),
+    pool: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,31}$/)
+      .optional(),
+    waitMs: z.number().int().min(0).max(60_000).optional(),
+  })
+  .strict();
+
+export const ClaimResult = z.object({
+  inviteUrl: z.string().nullable(),
+  conversationId: z.string().nullable(),
+  instanceId: z.string(),
+  joined: z.boolean(),
+  status: z.enum(["claimed", "pending_acceptance"]),
+  agentName: z.string(),
+});
+
+const ClaimHeaders = z.object({
+  "idempotency-key": z
+    .string()
+    .min(1)
+    .max(200)
+    .regex(/^[\x21-\x7e]+$/, "printable ASCII without spaces")
+    .optional(),
+});
+
+const Count = (max: number, def: number | undefined) =>
+  z
+    .object({ count: def === undefined ? z.number().int().min(1).max(max).optional() : z.number().int().min(1).max(max).default(def) })
+    .strict();
+
+const IdParams = z.object({ id: z.string().min(1).max(100) });
+
+const Summary = z.object({ pool: z.string(), minIdle: z.number(), maxTotal: z.number(), counts: CountsView });
+
+/** What one reconcile pass did (`TickResult` of the reconciler). */
+export const TickResultView = z.object({
+  at: z.string(),
+  durationMs: z.number(),
+  leader: z.boolean().describe("false when another replica holds the reconciler lease: this pass did nothing"),
+  listing: z.enum(["complete", "partial", "failed", "skipped"]),
+  providerCalls: z.object({ list: z.number(), create: z.number(), delete: z.number() }),
+  healthChecks: z.number(),
+  healthFailures: z.number(),
+  transitions: z.array(z.object({ id: z.string(), from: z.string(), to: z.string(), reason: z.string() })),
+  created: z.array(z.string()),
+  deleted: z.array(z.object({ ref: z.string(), instanceId: z.string().nullable(), reason: z.string() })),
+  notes: z.array(z.string()),
+  counts: CountsView,
+  errors: z.array(z.string()),
+});
+
+/** A plain-text or event-stream 200 for the OpenAPI document (these routes do not send JSON). */
+const textResponse = (contentType: string, description: string) => ({ description, content: { [contentType]: { schema: z.string() } } });
+
+const AgentView = z.object({
+  id: z.string(),
+  /** The instance's name (the provider resource); `agentName` is the claimed agent's. */
+  name: z.string(),
+  status: z.enum(INSTANCE_STATUSES),
+  agentName: z.string().nullable(),
+  instructions: z.string().nullable(),
+  inviteUrl: z.string().nullable(),
+  conversationId: z.string().nullable(),
+  joinUrl: z.string().nullable(),
+  claimedAt: z.string().nullable(),
+});
+
+export interface ApiDeps {
+  ops: PoolOperations;
+  metrics: PoolMetrics;
+  events: PoolEventStream;
+  auth: (req: never, reply: never) => Promise<void>;
+  /** Requests per minute per client on mutating routes. */
+  mutationRateLimit: number;
+}
+
+export function registerApi(app: PoolServer, deps: ApiDeps): void {
+  const { ops } = deps;
+  const auth = deps.auth as never;
+  const security = [{ bearer: [] }];
+  const errs = { 400: ErrorView, 401: ErrorView, 404: ErrorView, 409: ErrorView, 429: ErrorView, 500: ErrorView, 502: ErrorView, 503: ErrorView };
+  const limited = { rateLimit: { max: deps.mutationRateLimit, timeWindow: 60_000 } };
+
+  app.post(
+    "/api/pool/claim",
+    {
+      preHandler: auth,
+      config: limited,
+      schema: {
+        description: "Claim an idle instance and provision it: create a conversation, or join one by invite URL.",
+        security,
+        body: ClaimBody,
+        headers: ClaimHeaders,
+        response: { 200: ClaimResult, ...errs },
+      },
+    },
+    async (req, reply) => {
+      try {
+        return await ops.claim({ ...req.body, idempotencyKey: req.headers["idempotency-key"] });
+      } catch (err) {
+        if (err instanceof PoolError && err.code === "POOL_EMPTY") {
+          reply.header("retry-after", String(err.details?.retryAfter ?? 30));
+        }
+        throw err;
+      }
+    },
+  );
+
+  app.get(
+    "/api/pool/agents",
+    { preHandler: auth, schema: { description: "Crashed, pending and claimed agents, crashed first.", security, response: { 200: z.object({ agents: z.array(AgentView) }), ...errs } } },
+    async () => ({
+      agents: (await ops.agents()).map((r) => ({
+        id: r.id,
+        name: r.name,
+        status: r.status,
+        agentName: r.agentName,
+        instructions: r.instructions,
+        inviteUrl: r.inviteUrl,
+        conversationId: r.conversationId,
+        joinUrl: r.joinUrl,
+        claimedAt: r.claimedAt?.toISOString() ?? null,
+      })),
+    }),
+  );
+
+  app.get(
+    "/api/pool/instances/:id",
+    {
+      preHandler: auth,
+      schema: { description: "One instance and its recent events.", security, params: IdParams, response: { 200: z.object({ instance: InstanceView, events: z.array(EventView) }), ...errs } },
+    },
+    async (req) => {
+      const { instance, events } = await ops.instance(req.params.id);
+      return { instance: instanceView(instance), events: events.map(eventView) };
+    },
+  );
+
+  app.post(
+    "/api/pool/replenish",
+    {
+      preHandler: auth,
+      config: limited,
+      schema: {
+        description:
+          "With `count`: create up to that many instances now (bounded by max total) → `{ok, created, errors, counts}`. Without: run a reconcile pass → `{ok, result, counts}`.",
+        security,
+        body: Count(20, undefined).optional(),
+        response: {
+          200: z.object({
+            ok: z.boolean(),
+            created: z.array(z.string()).optional(),
+            errors: z.array(z.string()).optional(),
+            result: TickResultView.optional(),
+            counts: CountsView,
+          }),
+          ...errs,
+        },
+      },
+    },
+    async (req) => {
+      const count = req.body?.count;
+      if (count === undefined) {
+        const result = await ops.reconcile();
+        return { ok: result.errors.length === 0, result, counts: (await ops.summary()).counts };
+      }
+      const r = await ops.add(count);
+      return { ok: r.errors.length === 0, created: r.created, errors: r.errors, counts: (await ops.summary()).counts };
+    },
+  );
+
+  app.post(
+    "/api/pool/drain",
+    {
+      preHandler: auth,
+      config: limited,
+      schema: {
+        description: "Delete up to `count` idle instances (default 1).",
+        security,
+        body: Count(20, 1).optional(),
+        response: { 200: z.object({ ok: z.boolean(), drained: z.array(z.string()), errors: z.array(z.string()), counts: CountsView }), ...errs },
+      },
+    },
+    async (req) => {
+      const r = await ops.drain(req.body?.count ?? 1);
+      return { ok: r.errors.length === 0, drained: r.drained, errors: r.errors, counts: (await ops.summary()).counts };
+    },
+  );
+
+  app.post(
+    "/api/pool/reconcile",
+    { preHandler: auth, config: limited, schema: { description: "Run a reconcile pass now and return its result.", security, response: { 200: TickResultView, ...errs } } },
+    async () => ops.reconcile(),
+  );
+
+  const Killed = z.object({ ok: z.boolean(), id: z.string(), status: z.string() });
+  app.delete(
+    "/api/pool/instances/:id",
+    { preHandler: auth, config: limited, schema: { description: "Kill an instance: provider delete, row kept as dead in the event log.", security, params: IdParams, response: { 200: Killed, ...errs } } },
+    async (req) => ({ ok: true, ...(await ops.kill(req.params.id)) }),
+  );
+
+  app.delete(
+    "/api/pool/crashed/:id",
+    { preHandler: auth, config: limited, schema: { description: "Dismiss a crashed agent.", security, params: IdParams, response: { 200: Killed, ...errs } } },
+    async (req) => ({ ok: true, ...(await ops.dismiss(req.params.id)) }),
+  );
+
+  app.get(
+    "/api/pool/summary",
+    { preHandler: auth, schema: { description: "Counts with the pool's min idle and max total.", security, response: { 200: Summary, ...errs } } },
+    async () => {
+      const s = await ops.summary();
+      return { ...s, counts: countsView(s.counts) };
+    },
+  );
+
+  app.get(
+    "/api/pool/events",
+    {
+      preHandler: auth,
+      schema: {
+        description:
+          "Server-sent events of the pool. `event: status` with `id: <event id>` and data `{id, instanceId, from, to, actor, reason, at}` for each status change (from any replica); `event: counts` with the pool summary on connect and after changes; a `: ping` comment every 15 s. Send `Last-Event-ID` to replay what was missed.",
+        security,
+        headers: z.object({ "last-event-id": z.string().regex(/^\d{1,15}$/, "an event id").optional() }),
+        response: { 200: textResponse("text/event-stream", "An event stream (never ends on its own)."), 400: ErrorView, 401: ErrorView, 500: ErrorView, 503: ErrorView },
+      },
+    },
+    async (req, reply) => deps.events.serve(req.raw, reply, req.headers["last-event-id"]),
+  );
+
+  app.get(
+    "/metrics",
+    {
+      preHandler: auth,
+      schema: {
+        description: "Prometheus metrics (text exposition format).",
+        security,
+        response: { 200: textResponse("text/plain", "Metrics in the Prometheus text format."), 401: ErrorView, 500: ErrorView },
+      },
+    },
+    async (_req, reply) => {
+      reply.header("content-type", deps.metrics.registry.contentType);
+      return deps.metrics.registry.metrics();
+    },
+  );
+}

@@ -1,0 +1,27 @@
+/**
+ * Bearer authentication with a constant-time comparison (the earlier system used `===`, seed §8).
+ * Both sides are hashed first so the comparison also hides the key's length.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { PoolError } from "../errors.ts";
+
+export function sameSecret(given: string, expected: string): boolean {
+  const a = createHash("sha256").update(given).digest();
+  const b = createHash("sha256").update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+export function bearerFrom(header: string | undefined): string | null {
+  if (!header) return null;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return m ? m[1]! : null;
+}
+
+/** A Fastify preHandler that rejects requests without the API key. */
+export function requireApiKey(apiKey: string) {
+  return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
+    const token = bearerFrom(req.headers.authorization);
+    if (token === null || !sameSecret(token, apiKey)) throw new PoolError("UNAUTHORIZED");
+  };
+}

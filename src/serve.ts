@@ -1,0 +1,236 @@
+/**
+ * Wiring of the pool manager: configuration → store → provider → reconciler → HTTP. Nothing here
+ * decides anything; it builds the pieces, starts them, and stops them in reverse order.
+ */
+import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomIds, randomToken, systemClock, type Clock, type IdSource } from "./clock.ts";
+import type { Config } from "./config.ts";
+import { openStore } from "./db/open.ts";
+import type { Store } from "./db/store.ts";
+import { InstanceClient } from "./instance/client.ts";
+import { createLogger } from "./logger.ts";
+import { buildServer, type PoolServer } from "./http/server.ts";
+import { Reconciler } from "./pool/reconciler.ts";
+import { LocalProvider } from "./provider/local.ts";
+import { RailwayProvider } from "./provider/railway/provider.ts";
+import { ClaimService } from "./claim/claim.ts";
+import { PoolMetrics } from "./metrics.ts";
+import { PoolOperations } from "./pool/operations.ts";
+import type { Provider } from "./provider/provider.ts";
+
+const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+export interface RunningPool {
+  url: string;
+  app: PoolServer;
+  store: Store;
+  provider: Provider;
+  reconciler: Reconciler;
+  ops: PoolOperations;
+  metrics: PoolMetrics;
+  apiKey: string;
+  /** Stops everything in reverse order of start; the local provider stops its instances. */
+  close(): Promise<void>;
+}
+
+export interface ServeOverrides {
+  clock?: Clock;
+  ids?: IdSource;
+  provider?: Provider;
+  /** Observes every claim (benchmarks read the pool manager's own share of the latency). */
+  onClaim?: (outcome: string, seconds: number, provisionSeconds: number) => void;
+  /** Where log lines go (tests capture them). */
+  logDestination?: NodeJS.WritableStream;
+}
+
+export function packageVersion(): { version: string; commit: string | null } {
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string };
+  let commit: string | null = process.env.GIT_COMMIT ?? null;
+  if (!commit) {
+    try {
+      commit = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "ignore"], timeout: 2000 })
+        .toString()
+        .trim() || null;
+    } catch {
+      commit = null;
+    }
+  }
+  return { version: pkg.version, commit };
+}
+
+/**
+ * The API key: from POOL_API_KEY, else generated once and kept in the data dir (mode 0600).
+ * It is printed once, at the start that generates it, and never logged afterwards.
+ */
+export function resolveApiKey(config: Config, dataDir: string): { key: string; generated: boolean } {
+  if (config.POOL_API_KEY) return { key: config.POOL_API_KEY, generated: false };
+  const file = join(dataDir, "api-key");
+  if (existsSync(file)) return { key: readFileSync(file, "utf8").trim(), generated: false };
+  const key = `ap_${randomToken()}`;
+  writeFileSync(file, `${key}\n`, { mode: 0o600, flag: "wx" });
+  chmodSync(file, 0o600);
+  return { key, generated: true };
+}
+
+async function openRailway(config: Config, logger: ReturnType<typeof createLogger>): Promise<Provider> {
+  return RailwayProvider.open({
+    apiUrl: config.RAILWAY_API_URL,
+    ...(config.RAILWAY_API_TOKEN ? { apiToken: config.RAILWAY_API_TOKEN } : {}),
+    ...(config.RAILWAY_PROJECT_TOKEN ? { projectToken: config.RAILWAY_PROJECT_TOKEN } : {}),
+    projectIds: (config.RAILWAY_PROJECT_IDS ?? "").split(",").map((x) => x.trim()).filter(Boolean),
+    ...(config.RAILWAY_INSTANCE_ENVIRONMENT_ID ? { environmentId: config.RAILWAY_INSTANCE_ENVIRONMENT_ID } : {}),
+    environmentName: config.RAILWAY_INSTANCE_ENVIRONMENT_NAME,
+    ...(config.RAILWAY_WORKSPACE_ID ? { workspaceId: config.RAILWAY_WORKSPACE_ID } : {}),
+    poolId: config.POOL_ID,
+    servicePrefix: config.RAILWAY_SERVICE_PREFIX,
+    image: config.INSTANCE_IMAGE!,
+    instancePort: config.INSTANCE_PORT,
+    urlScheme: config.RAILWAY_URL_SCHEME,
+    requestTimeoutMs: config.RAILWAY_REQUEST_TIMEOUT_MS,
+    maxRequestsPerSecond: config.RAILWAY_MAX_RPS,
+    logger: logger.child({ component: "provider/railway" }),
+  });
+}
+
+export async function serve(config: Config, over: ServeOverrides = {}): Promise<RunningPool> {
+  const logger = createLogger(config.LOG_LEVEL, over.logDestination);
+  const dataDir = resolve(config.DATA_DIR);
+  mkdirSync(dataDir, { recursive: true });
+  const { key: apiKey, generated } = resolveApiKey(config, dataDir);
+  if (generated) {
+    // Printed on purpose, once, outside the structured log (which never carries secrets).
+    process.stdout.write(`\nagent-pool: generated an API key (kept in ${join(dataDir, "api-key")}):\n  ${apiKey}\n\n`);
+  }
+
+  const store = await openStore({ databaseUrl: config.DATABASE_URL, dataDir: join(dataDir, "pglite"), logger });
+  const closers: Array<() => Promise<void>> = [() => store.close()];
+  const closeAll = async () => {
+    for (const c of closers.reverse()) await c().catch((err) => logger.error({ err }, "shutdown step failed"));
+  };
+  try {
+    await store.upsertPool({ id: config.POOL_ID, minIdle: config.POOL_MIN_IDLE, maxTotal: config.POOL_MAX_TOTAL });
+
+    const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
+    const metrics = new PoolMetrics(store, () => [config.POOL_ID]);
+    const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger) : await LocalProvider.open({
+        stateDir: join(dataDir, "local"),
+        ...(config.localRuntimeCommand ? { command: config.localRuntimeCommand } : {}),
+        env: { ...config.instanceEnv, POOL_ID: config.POOL_ID, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT },
+        ownerTag,
+        logger: logger.child({ component: "provider/local" }),
+        startTimeoutMs: config.LOCAL_START_TIMEOUT_MS,
+      }));
+    const provider = metrics.meter(rawProvider);
+    closers.push(() => provider.close());
+
+    const client = new InstanceClient();
+    closers.push(() => client.close());
+
+    const reconciler = new Reconciler({
+      poolId: config.POOL_ID,
+      store,
+      provider,
+      health: client,
+      statusReader: client,
+      clock: over.clock ?? systemClock,
+      ids: over.ids ?? randomIds,
+      logger: logger.child({ component: "reconciler" }),
+      spec: {
+        minIdle: config.POOL_MIN_IDLE,
+        maxTotal: config.POOL_MAX_TOTAL,
+        orphanGraceMs: config.ORPHAN_GRACE_MS,
+        maxDeletesPerTick: config.MAX_DELETES_PER_TICK,
+        maxCreatesPerTick: config.MAX_CREATES_PER_TICK,
+      },
+      policy: {
+        stuckTimeoutMs: config.POOL_STUCK_TIMEOUT_MS,
+        failureThreshold: config.HEALTH_FAILURE_THRESHOLD,
+        healthRecordIntervalMs: 60_000,
+        createGraceMs: Math.max(120_000, config.LOCAL_START_TIMEOUT_MS),
+      },
+      intervalMs: config.TICK_INTERVAL_MS,
+      healthTimeoutMs: config.HEALTH_TIMEOUT_MS,
+      healthConcurrency: config.HEALTH_CONCURRENCY,
+      provisionTimeoutMs: config.PROVISION_TIMEOUT_MS,
+      sweepMarginMs: config.CLAIM_SWEEP_MARGIN_MS,
+      startingPollMs: config.STARTING_POLL_MS,
+      instanceEnv: config.instanceEnv,
+      onTick: (t) => metrics.onTick(config.POOL_ID, t),
+    });
+    closers.push(() => reconciler.stop());
+
+    const claims = new ClaimService({
+      store,
+      client,
+      clock: over.clock ?? systemClock,
+      logger: logger.child({ component: "claim" }),
+      defaultPool: config.POOL_ID,
+      owner: reconciler.holder,
+      provisionTimeoutMs: config.PROVISION_TIMEOUT_MS,
+      onPicked: () => reconciler.replenishSoon(),
+      // Visibility in the provider's console, off the claim path; the Railway provider queues and
+      // retries a rename that fails (the earlier system lost 40 of 90 renames to 429s).
+      afterClaim: (inst) => {
+        if (!inst.providerRef || !inst.agentName) return;
+        const slug = inst.agentName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 24);
+        const base = provider.serviceName?.(inst.id) ?? inst.name;
+        // `<name>--<label>`: the provider still reads the instance id back from the name.
+        if (slug) provider.rename(inst.providerRef, `${base}--${slug}`).catch((err) => logger.warn({ err: (err as Error).message, instanceId: inst.id }, "rename failed"));
+      },
+      onOutcome: (outcome, seconds, provisionSeconds) => {
+        metrics.onClaim(config.POOL_ID, outcome, seconds, provisionSeconds);
+        over.onClaim?.(outcome, seconds, provisionSeconds);
+      },
+      // Starting instances are minutes away at most; with none starting, the next pass creates some.
+      retryAfterSeconds: async (pool) => ((await store.countByStatus(pool)).starting > 0 ? 5 : Math.ceil(config.TICK_INTERVAL_MS / 1000) + 10),
+    });
+    const ops = new PoolOperations({
+      store,
+      provider,
+      reconciler,
+      claims,
+      poolId: config.POOL_ID,
+      minIdle: config.POOL_MIN_IDLE,
+      maxTotal: config.POOL_MAX_TOTAL,
+      logger: logger.child({ component: "operations" }),
+    });
+
+    const app = await buildServer({
+      store,
+      reconciler,
+      ops,
+      metrics,
+      poolId: config.POOL_ID,
+      apiKey,
+      logger: logger.child({ component: "http" }),
+      version: packageVersion(),
+      mutationRateLimit: config.MUTATION_RATE_LIMIT_PER_MIN,
+      trustProxy: config.TRUST_PROXY,
+      adminPassword: config.ADMIN_PASSWORD, environment: config.POOL_ENVIRONMENT,
+    });
+    closers.push(() => app.close());
+    const url = await app.listen({ port: config.PORT, host: config.HOST });
+    reconciler.start();
+    logger.info({ url, pool: config.POOL_ID, backend: store.backend, provider: provider.kind }, `agent-pool listening on ${url}`);
+
+    let closing: Promise<void> | null = null;
+    return {
+      url,
+      app,
+      store,
+      provider,
+      reconciler,
+      ops,
+      metrics,
+      apiKey,
+      close: () => (closing ??= closeAll()),
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

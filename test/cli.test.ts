@@ -1,0 +1,99 @@
+/**
+ * End to end on the embedded defaults, through the CLI: start the server, claim with the CLI,
+ * open the invite URL, talk to the agent in its room, and see the pool back to 3 idle.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { REPO_ROOT, runtimeProcesses, startPoolProcess, waitFor, type PoolProcess } from "./support/process.ts";
+
+describe("CLI against a running pool manager", () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "agent-pool-cli-"));
+  let pool: PoolProcess;
+  let env: Record<string, string>;
+
+  const cli = (...args: string[]) => {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+  const counts = async () => (await (await fetch(`${pool.url}/api/pool/counts`)).json()) as Record<string, number>;
+
+  before(async () => {
+    pool = await startPoolProcess({ DATA_DIR: dataDir, TICK_INTERVAL_MS: "1000" });
+    env = { POOL_URL: pool.url, POOL_API_KEY: readFileSync(join(dataDir, "api-key"), "utf8").trim() };
+    await waitFor("3 idle", async () => (await counts()).idle === 3, 30_000);
+  });
+
+  after(async () => {
+    if (pool && pool.child.exitCode === null) {
+      pool.child.kill("SIGTERM");
+      await pool.exited;
+    }
+    assert.deepEqual(runtimeProcesses(dataDir), [], "no runtime process left after SIGTERM");
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("claims with the CLI, talks to the agent at its invite URL, and the pool refills", async () => {
+    const r = cli("claim", "--name", "Ada", "--instructions", "You are a pirate who loves maps.", "--json");
+    assert.equal(r.code, 0, r.stderr);
+    const claim = JSON.parse(r.stdout) as { inviteUrl: string; instanceId: string; status: string };
+    assert.equal(claim.status, "claimed");
+
+    const page = await fetch(claim.inviteUrl);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<html/i);
+    const said = await fetch(`${claim.inviteUrl}/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "Where is the treasure?" }) });
+    assert.ok(said.ok, `message answered ${said.status}`);
+    const room = (await said.json()) as { messages: Array<{ role: string; from: string; text: string }> };
+    const reply = room.messages.find((m) => m.role === "agent");
+    assert.ok(reply, "the agent replied");
+    assert.equal(reply.from, "Ada");
+    assert.match(reply.text, /pirate/i, "in character");
+    assert.match(reply.text, /treasure/i, "about what was said");
+
+    await waitFor("the pool back to 3 idle", async () => {
+      const c = await counts();
+      return c.idle === 3 && c.claimed === 1;
+    }, 30_000);
+  });
+
+  it("prints status as a table or JSON", async () => {
+    const t = cli("status");
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /idle 3/);
+    assert.match(t.stdout, /id\s+status\s+deploy/);
+    const j = JSON.parse(cli("status", "--json").stdout) as { instances: unknown[] };
+    assert.equal(j.instances.length, 4);
+  });
+
+  it("drains, kills, and fails with the server's message and a non-zero exit", async () => {
+    const d = cli("drain", "1", "--json");
+    assert.equal(d.code, 0, d.stderr);
+    assert.equal(JSON.parse(d.stdout).drained.length, 1);
+    const s = JSON.parse(cli("status", "--json").stdout) as { instances: Array<{ id: string; status: string }> };
+    const victim = s.instances.find((i) => i.status === "claimed")!;
+    const k = cli("kill", victim.id);
+    assert.equal(k.code, 0, k.stderr);
+    assert.match(k.stdout, new RegExp(`killed ${victim.id}`));
+    const bad = cli("kill", "no-such-instance");
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /No instance "no-such-instance"\. \(INSTANCE_NOT_FOUND\)/);
+    const dismiss = cli("dismiss", s.instances.find((i) => i.status === "idle")!.id);
+    assert.notEqual(dismiss.code, 0);
+    assert.match(dismiss.stderr, /INVALID_TRANSITION/);
+    // Without a count, replenish runs a reconcile pass (which refills what was drained and killed).
+    const rep = cli("replenish");
+    assert.equal(rep.code, 0, rep.stderr);
+    assert.match(rep.stdout, /^created \d+/);
+    const noServer = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", "status"], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, POOL_URL: "http://127.0.0.1:9", POOL_API_KEY: "x".repeat(20) },
+      encoding: "utf8",
+    });
+    assert.notEqual(noServer.status, 0);
+    assert.match(noServer.stderr, /cannot reach the pool manager/);
+  });
+});

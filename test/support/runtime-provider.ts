@@ -1,0 +1,55 @@
+/**
+ * A provider for API tests that starts a real reference runtime in-process for each create, with
+ * per-instance fault knobs (the next creates can be told to fail provisioning, or to stay dirty).
+ * It stands for the compute platform; the runtimes behind it are real HTTP servers.
+ */
+import { startRuntime, type RunningRuntime, type RuntimeOptions } from "../../src/runtime/server.ts";
+import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "../../src/provider/provider.ts";
+
+export class RuntimeProvider implements Provider {
+  readonly kind = "test-runtimes";
+  readonly running = new Map<string, { inst: ProviderInstance; rt: RunningRuntime }>();
+  /** Options for the next creates, consumed in order. */
+  readonly nextOptions: Array<Partial<RuntimeOptions>> = [];
+  defaults: Partial<RuntimeOptions> = { bootDelayMs: 0, log: () => undefined };
+
+  async list(): Promise<ProviderListing> {
+    return { instances: [...this.running.values()].map((x) => ({ ...x.inst })), complete: true };
+  }
+
+  async create(spec: CreateInstanceSpec): Promise<ProviderInstance> {
+    const rt = await startRuntime({ ...this.defaults, ...this.nextOptions.shift(), gatewayToken: spec.gatewayToken, instanceId: spec.instanceId });
+    const inst: ProviderInstance = {
+      ref: `rt-${spec.instanceId}`,
+      instanceId: spec.instanceId,
+      name: spec.name,
+      deployStatus: "SUCCESS",
+      url: rt.url,
+      image: "reference",
+      createdAt: new Date(),
+    };
+    this.running.set(inst.ref, { inst, rt });
+    return { ...inst };
+  }
+
+  async delete(ref: string): Promise<void> {
+    const x = this.running.get(ref);
+    this.running.delete(ref);
+    await x?.rt.close();
+  }
+
+  async rename(ref: string, name: string): Promise<void> {
+    const x = this.running.get(ref);
+    if (x) x.inst.name = name;
+  }
+
+  /** The runtime of an instance (to crash it, or to read its room). */
+  runtimeOf(instanceId: string): RunningRuntime | undefined {
+    return this.running.get(`rt-${instanceId}`)?.rt;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.running.values()].map((x) => x.rt.close()));
+    this.running.clear();
+  }
+}
