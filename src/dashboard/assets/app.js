@@ -1,0 +1,64 @@
+// agent-pool dashboard: live updates and small conveniences. Served from our origin (the CSP allows
+// no inline script); reads no server data from the page except what htmx fetches.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+
+  function setLive(state, text) {
+    if (!live) return;
+    live.setAttribute("data-state", state);
+    live.textContent = text;
+  }
+
+  // Live updates: the server says "the pool changed"; htmx re-fetches the fragments that listen for
+  // `pool-changed` (hx-trigger="pool-changed from:body"). Only this server is ever asked.
+  if (live && window.EventSource && window.htmx) {
+    var source = new EventSource("/dashboard/events");
+    source.addEventListener("open", function () { setLive("on", "Live"); });
+    source.addEventListener("changed", function () {
+      setLive("on", "Live");
+      htmx.trigger(document.body, "pool-changed");
+    });
+    source.addEventListener("error", function () {
+      if (source.readyState === EventSource.CLOSED) setLive("off", "Live updates stopped. Reload the page (your session may have ended).");
+      else setLive("connecting", "Reconnecting…");
+    });
+  }
+
+  // Keep open <details> (event history, QR codes) open across live refreshes of their fragment.
+  var reopen = [];
+  document.body.addEventListener("htmx:beforeSwap", function (e) {
+    var target = e.detail.target;
+    if (!target || !target.querySelectorAll) return;
+    reopen = Array.prototype.map.call(target.querySelectorAll("details[open][id]"), function (d) { return d.id; });
+  });
+  document.body.addEventListener("htmx:afterSettle", function () {
+    // After settle, htmx has processed the new nodes, so opening fires their "toggle once" load.
+    reopen.forEach(function (id) {
+      var d = document.getElementById(id);
+      if (d && !d.open) d.open = true;
+    });
+    reopen = [];
+  });
+
+  // Copy buttons: data-copy names the input holding the text.
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("button[data-copy]");
+    if (!button) return;
+    var input = document.getElementById(button.getAttribute("data-copy"));
+    if (!input) return;
+    function done(ok) {
+      button.textContent = ok ? "Copied" : "Select and copy";
+      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(input.value).then(function () { done(true); }, function () { done(false); });
+    } else {
+      input.focus();
+      input.select();
+      var ok = false;
+      try { ok = document.execCommand("copy"); } catch (err) { ok = false; }
+      done(ok);
+    }
+  });
+})();

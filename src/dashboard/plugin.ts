@@ -1,0 +1,343 @@
+/**
+ * The operator dashboard: server-rendered pages at `/`, htmx for the interactions, a server-sent
+ * event stream for live updates. It calls `PoolOperations` in-process and reads the store; it never
+ * calls the provider, and the page makes no request outside this server (htmx and our script are
+ * served from here, QR codes are inline SVG rendered here; the earlier dashboard fetched them from
+ * a third party and embedded the API key in its HTML, seed §8).
+ *
+ * Security: a signed, expiring, HttpOnly, SameSite=Strict session cookie (session.ts); every POST
+ * needs the session's CSRF token (hidden field or `X-CSRF-Token`) and, when the browser sends one,
+ * a same-origin `Origin`; failed logins are rate-limited per address; responses carry a strict CSP
+ * with no inline script or style.
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import formbody from "@fastify/formbody";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import QRCode from "qrcode";
+import { z } from "zod";
+import type { Store } from "../db/store.ts";
+import { PoolError, isPoolError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
+import type { PoolOperations } from "../pool/operations.ts";
+import { html, type SafeHtml } from "./html.ts";
+import { ChangeFeed } from "./live.ts";
+import { FailureLimiter, SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
+import * as v from "./views.ts";
+
+export interface DashboardOptions {
+  ops: PoolOperations;
+  store: Store;
+  poolId: string;
+  /** Login password; when unset the API key is the password. */
+  adminPassword?: string | undefined;
+  apiKey: string;
+  /** POOL_ENVIRONMENT: shown as a badge; `production` makes confirmations louder. */
+  environment?: string | undefined;
+  /** Force the cookie's Secure flag (default: NODE_ENV=production, or the request came over https). */
+  secureCookies?: boolean | undefined;
+  sessionTtlMs?: number;
+  /** Failed logins allowed per address per minute. */
+  loginAttemptsPerMinute?: number;
+  /** How often the live feed looks at the store. */
+  pollMs?: number;
+  /** Milliseconds since the epoch (tests move time). */
+  now?: () => number;
+}
+
+const COOKIE = "ap_session";
+const SECURE_COOKIE = "__Host-ap_session"; // __Host-: only over https, only from this host, Path=/
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "base-uri 'none'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+const LaunchForm = z.object({
+  mode: z.enum(["new", "join"]).default("new"),
+  agentName: z.string().trim().min(1, "Give the agent a name.").max(200, "The name is too long (200 characters at most)."),
+  instructions: z.string().max(50_000, "The instructions are too long (50,000 characters at most).").default(""),
+  joinUrl: z.string().trim().max(2000, "The invite link is too long.").default(""),
+});
+
+/** htmx (vendored from the htmx.org package) and our script and styles, read once at start. */
+function loadAssets(): { files: Map<string, { body: Buffer; type: string }>; urls: v.Assets } {
+  const require = createRequire(import.meta.url);
+  const sources: Array<[name: string, path: string, type: string]> = [
+    ["htmx.min.js", require.resolve("htmx.org/dist/htmx.min.js"), "text/javascript; charset=utf-8"],
+    ["app.js", fileURLToPath(new URL("./assets/app.js", import.meta.url)), "text/javascript; charset=utf-8"],
+    ["app.css", fileURLToPath(new URL("./assets/app.css", import.meta.url)), "text/css; charset=utf-8"],
+  ];
+  const files = new Map<string, { body: Buffer; type: string }>();
+  const urls: Record<string, string> = {};
+  for (const [name, path, type] of sources) {
+    const body = readFileSync(path);
+    files.set(name, { body, type });
+    // Content-hashed URLs: cached for long, never stale after an upgrade.
+    urls[name] = `/dashboard/assets/${name}?v=${createHash("sha256").update(body).digest("hex").slice(0, 12)}`;
+  }
+  return { files, urls: { htmx: urls["htmx.min.js"]!, app: urls["app.js"]!, css: urls["app.css"]! } };
+}
+
+export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptions): Promise<void> {
+  const { ops, poolId } = opts;
+  const now = opts.now ?? Date.now;
+  const environment = opts.environment ?? "local";
+  const keys = new SessionKeys(opts.adminPassword ?? opts.apiKey);
+  const ttlMs = opts.sessionTtlMs ?? 12 * 3600 * 1000;
+  const limiter = new FailureLimiter(opts.loginAttemptsPerMinute ?? 5, 60_000);
+  const assets = loadAssets();
+  const logger = app.log as unknown as Logger;
+  const feed = new ChangeFeed({ store: opts.store, poolId, summary: () => ops.summary(), logger, ...(opts.pollMs ? { pollMs: opts.pollMs } : {}) });
+  // Open streams would hold the server's close forever; onClose also stops a late-started poller.
+  app.addHook("preClose", async () => feed.close());
+  app.addHook("onClose", async () => feed.close());
+
+  await app.register(formbody, { parser: (s) => Object.fromEntries(new URLSearchParams(s)) });
+
+  const ctx = (): v.PageContext => ({ poolId, environment, assets: assets.urls, now: now() });
+  const secure = (req: FastifyRequest) => opts.secureCookies ?? (process.env.NODE_ENV === "production" || req.protocol === "https");
+  const isHtmx = (req: FastifyRequest) => req.headers["hx-request"] === "true";
+
+  function session(req: FastifyRequest): Session | null {
+    const header = req.headers.cookie;
+    return keys.verify(readCookie(header, SECURE_COOKIE) ?? readCookie(header, COOKIE), now());
+  }
+
+  function send(reply: FastifyReply, status: number, body: SafeHtml | string): FastifyReply {
+    return reply.status(status).type("text/html; charset=utf-8").send(String(body));
+  }
+
+  app.addHook("onSend", async (_req, reply, payload) => {
+    reply.header("content-security-policy", CSP);
+    reply.header("x-content-type-options", "nosniff");
+    reply.header("x-frame-options", "DENY");
+    // Invite links are capabilities: no Referer leaves this origin. (Not no-referrer: with it,
+    // browsers send `Origin: null` on our own form posts, which the origin check refuses.)
+    reply.header("referrer-policy", "same-origin");
+    if (!reply.getHeader("cache-control")) reply.header("cache-control", "no-store");
+    return payload;
+  });
+
+  // Errors render as HTML: a banner for htmx (swapped where the action was), a page otherwise.
+  app.setErrorHandler((err, req, reply) => {
+    let status = 500;
+    let message = "Internal error.";
+    if (isPoolError(err)) {
+      status = err.status;
+      message = err.message;
+    } else if (err instanceof Forbidden) {
+      status = 403;
+      message = err.message;
+    } else if ((err as { code?: string }).code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+      status = 413;
+      message = "The form is too large.";
+    } else if ((err as { statusCode?: number }).statusCode && (err as { statusCode: number }).statusCode < 500) {
+      status = (err as { statusCode: number }).statusCode;
+      message = "The request could not be read.";
+    } else {
+      req.log.error({ err }, "dashboard error");
+    }
+    return send(reply, status, isHtmx(req) ? v.banner("error", message) : v.errorPage(ctx(), status, message));
+  });
+
+  /** preHandler: the request must carry a valid session. */
+  async function requireSession(req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    if (session(req)) return;
+    if (isHtmx(req)) {
+      reply.header("hx-redirect", "/login");
+      return send(reply, 401, v.banner("error", "Your session has ended; sign in again."));
+    }
+    if (req.method === "GET" && req.routeOptions.url !== "/dashboard/events") return reply.redirect("/login", 303);
+    return send(reply, 401, v.errorPage(ctx(), 401, "Your session has ended; sign in again."));
+  }
+
+  /** preHandler for POSTs: same origin (when the browser says) and the session's CSRF token. */
+  async function requireCsrf(req: FastifyRequest): Promise<void> {
+    requireSameOrigin(req);
+    const s = session(req)!;
+    const body = req.body as Record<string, unknown> | undefined;
+    const given = req.headers["x-csrf-token"] ?? body?._csrf;
+    if (!keys.checkCsrf(s, given)) throw new Forbidden("The form has expired or did not come from this dashboard; reload the page and try again.");
+  }
+
+  function requireSameOrigin(req: FastifyRequest): void {
+    if (req.headers["sec-fetch-site"] === "cross-site") throw new Forbidden("Cross-site request refused.");
+    const origin = req.headers.origin;
+    if (origin === undefined) return;
+    let same = false;
+    try {
+      const o = new URL(origin);
+      // Parse the Host header with the origin's scheme so default ports compare equal.
+      same = o.host === new URL(`${o.protocol}//${req.headers.host ?? ""}`).host;
+    } catch {}
+    if (!same) throw new Forbidden("Cross-site request refused.");
+  }
+
+  const authed = { preHandler: requireSession };
+  const mutating = { preHandler: [requireSession, requireCsrf] };
+
+  // ------------------------------------------------------------ assets (public: no data in them)
+
+  app.get<{ Params: { name: string } }>("/dashboard/assets/:name", async (req, reply) => {
+    const f = assets.files.get(req.params.name);
+    if (!f) return send(reply, 404, v.errorPage(ctx(), 404, "Not found."));
+    reply.header("cache-control", "public, max-age=31536000, immutable");
+    return reply.type(f.type).send(f.body);
+  });
+
+  // ------------------------------------------------------------ login / logout
+
+  app.get("/login", async (req, reply) => {
+    if (session(req)) return reply.redirect("/", 303);
+    return send(reply, 200, v.loginPage(ctx(), { usesApiKey: !opts.adminPassword }));
+  });
+
+  app.post<{ Body: Record<string, string> | undefined }>("/login", async (req, reply) => {
+    requireSameOrigin(req);
+    const wait = limiter.blockedFor(req.ip, now());
+    if (wait > 0) {
+      reply.header("retry-after", String(wait));
+      return send(reply, 429, v.errorPage(ctx(), 429, `Too many failed sign-ins from your address; try again in ${wait} s.`));
+    }
+    const password = typeof req.body?.password === "string" ? req.body.password : "";
+    if (!password || !keys.checkPassword(password)) {
+      limiter.fail(req.ip, now());
+      req.log.warn({ ip: req.ip }, "dashboard sign-in failed");
+      return send(reply, 401, v.loginPage(ctx(), { usesApiKey: !opts.adminPassword, error: "Wrong password." }));
+    }
+    limiter.reset(req.ip);
+    const { value } = keys.issue(now(), ttlMs);
+    const sec = secure(req);
+    reply.header("set-cookie", serializeCookie(sec ? SECURE_COOKIE : COOKIE, value, { secure: sec, maxAgeSeconds: Math.floor(ttlMs / 1000) }));
+    return reply.redirect("/", 303);
+  });
+
+  app.post("/logout", mutating, async (req, reply) => {
+    const sec = secure(req);
+    reply.header("set-cookie", serializeCookie(sec ? SECURE_COOKIE : COOKIE, "", { secure: sec, maxAgeSeconds: 0 }));
+    return reply.redirect("/login", 303);
+  });
+
+  // ------------------------------------------------------------ pages and fragments
+
+  async function fullPage(req: FastifyRequest, flash?: SafeHtml): Promise<SafeHtml> {
+    const [summary, agents, instances] = await Promise.all([ops.summary(), ops.agents(), ops.instances()]);
+    return v.mainPage(ctx(), { summary, agents, instances, csrf: keys.csrfToken(session(req)!), maxBatch: ops.maxBatch, flash });
+  }
+
+  /** An action's answer: the fragment for htmx, else the whole page with it on top (no-JS forms). */
+  async function answer(req: FastifyRequest, reply: FastifyReply, fragment: SafeHtml, status = 200): Promise<FastifyReply> {
+    if (isHtmx(req)) {
+      // Refresh the live parts right away rather than on the next feed tick.
+      reply.header("hx-trigger", "pool-changed");
+      return send(reply, status, fragment);
+    }
+    return send(reply, status, await fullPage(req, fragment));
+  }
+
+  app.get("/", authed, async (req, reply) => send(reply, 200, await fullPage(req)));
+
+  app.get("/dashboard/pool", authed, async (_req, reply) => {
+    const s = await ops.summary();
+    return send(reply, 200, html`${v.poolStats(s)}${v.launchStatus(s, true)}`);
+  });
+
+  app.get("/dashboard/agents", authed, async (_req, reply) => send(reply, 200, v.agentsList(ctx(), await ops.agents())));
+
+  app.get("/dashboard/instances", authed, async (_req, reply) => send(reply, 200, v.instancesTable(ctx(), await ops.instances())));
+
+  app.get<{ Params: { id: string } }>("/dashboard/instances/:id/events", authed, async (req, reply) => {
+    const { instance, events } = await ops.instance(req.params.id);
+    return send(reply, 200, v.eventsList(ctx(), instance, events));
+  });
+
+  app.get<{ Params: { id: string } }>("/dashboard/agents/:id/qr", authed, async (req, reply) => {
+    const { instance } = await ops.instance(req.params.id);
+    return send(reply, 200, v.qrFragment(instance.id, instance.inviteUrl, await qrSvg(instance.inviteUrl)));
+  });
+
+  app.get("/dashboard/events", authed, async (req, reply) => {
+    reply.hijack();
+    await feed.add(reply.raw, session(req)!.exp);
+  });
+
+  // ------------------------------------------------------------ actions
+
+  app.post<{ Body: Record<string, string> | undefined }>("/dashboard/launch", { ...mutating, bodyLimit: 512 * 1024 }, async (req, reply) => {
+    const parsed = LaunchForm.safeParse(req.body ?? {});
+    if (!parsed.success) return answer(req, reply, v.banner("error", parsed.error.issues[0]?.message ?? "The form is not valid."), 400);
+    const f = parsed.data;
+    if (f.mode === "join" && !v.isHttpUrl(f.joinUrl)) {
+      return answer(req, reply, v.banner("error", "Paste the invite link (http:// or https://) of the conversation to join."), 400);
+    }
+    try {
+      const r = await ops.claim({ agentName: f.agentName, instructions: f.instructions, ...(f.mode === "join" ? { joinUrl: f.joinUrl } : {}) });
+      req.log.info({ instanceId: r.instanceId, joined: r.joined }, "dashboard launched an agent");
+      return answer(req, reply, v.launchResult({ ...r, qrSvg: r.joined ? null : await qrSvg(r.inviteUrl) }));
+    } catch (err) {
+      if (isPoolError(err)) return answer(req, reply, v.banner("error", err.message), err.status);
+      throw err;
+    }
+  });
+
+  const countOf = (body: Record<string, string> | undefined): number => {
+    const n = Number(body?.count ?? 1);
+    if (!Number.isInteger(n) || n < 1 || n > ops.maxBatch) throw new PoolError("VALIDATION_FAILED", `Choose a number from 1 to ${ops.maxBatch}.`);
+    return n;
+  };
+  const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const problems = (errors: string[]) => (errors.length ? html` <span class="error-text">Errors: ${errors.join("; ")}</span>` : "");
+
+  app.post<{ Body: Record<string, string> | undefined }>("/dashboard/pool/add", mutating, async (req, reply) => {
+    const r = await ops.add(countOf(req.body));
+    const kind = r.created.length > 0 ? "ok" : "error";
+    const text = r.created.length > 0 ? `Starting ${plural(r.created.length, "new instance")}.` : "No instance was created (the pool is at its maximum?).";
+    return answer(req, reply, v.banner(kind, html`${text}${problems(r.errors)}`));
+  });
+
+  app.post<{ Body: Record<string, string> | undefined }>("/dashboard/pool/drain", mutating, async (req, reply) => {
+    const r = await ops.drain(countOf(req.body));
+    const text = r.drained.length > 0 ? `Drained ${plural(r.drained.length, "idle instance")}.` : "There was no idle instance to drain.";
+    return answer(req, reply, v.banner(r.drained.length > 0 ? "ok" : "info", html`${text}${problems(r.errors)}`));
+  });
+
+  app.post("/dashboard/pool/reconcile", mutating, async (req, reply) => {
+    const t = await ops.reconcile();
+    const text = t.leader
+      ? `Reconciled: ${plural(t.created.length, "instance")} created, ${plural(t.transitions.length, "status change")}.`
+      : "Another replica holds the reconcile lease; it reconciles on its own schedule.";
+    return answer(req, reply, v.banner(t.errors.length ? "error" : "ok", html`${text}${problems(t.errors)}`));
+  });
+
+  app.post<{ Params: { id: string } }>("/dashboard/instances/:id/kill", mutating, async (req, reply) => {
+    const { instance } = await ops.instance(req.params.id);
+    await ops.kill(instance.id);
+    return answer(req, reply, v.banner("ok", html`Killed <strong>${instance.agentName ?? instance.id}</strong>.`));
+  });
+
+  app.post<{ Params: { id: string } }>("/dashboard/instances/:id/dismiss", mutating, async (req, reply) => {
+    const { instance } = await ops.instance(req.params.id);
+    await ops.dismiss(instance.id);
+    return answer(req, reply, v.banner("ok", html`Dismissed <strong>${instance.agentName ?? instance.id}</strong>.`));
+  });
+}
+
+/** A refused cross-site or token-less request (403; the API's error registry has no such code). */
+class Forbidden extends Error {}
+
+/** The QR code of a URL as inline SVG, rendered here: no third party learns the invite link. */
+async function qrSvg(url: string | null): Promise<string | null> {
+  if (!url) return null;
+  const svg = await QRCode.toString(url, { type: "svg", margin: 2, errorCorrectionLevel: "M" });
+  // The library's output holds only paths and colors, never the URL; keep just the <svg> element.
+  const start = svg.indexOf("<svg");
+  return start >= 0 ? svg.slice(start).trim() : null;
+}
