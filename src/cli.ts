@@ -8,7 +8,8 @@ import { join, resolve } from "node:path";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { openStore } from "./db/open.ts";
 import { isPoolError } from "./errors.ts";
-import { packageVersion, serve } from "./serve.ts";
+import { serve } from "./serve.ts";
+import { packageVersion } from "./version.ts";
 
 function configOrExit(): Config {
   try {

@@ -24,6 +24,15 @@ describe("loadConfig", () => {
     assert.equal(c.DATABASE_URL, "postgres://u@h/db");
   });
 
+  it("polls starting instances fast locally and slowly on Railway unless STARTING_POLL_MS says otherwise", () => {
+    const railway = { PROVIDER: "railway", RAILWAY_API_TOKEN: "t", RAILWAY_PROJECT_IDS: "p1", INSTANCE_IMAGE: "img" };
+    assert.equal(loadConfig({}).STARTING_POLL_MS, 250);
+    assert.equal(loadConfig(railway).STARTING_POLL_MS, 5_000);
+    assert.equal(loadConfig({ ...railway, STARTING_POLL_MS: "2000" }).STARTING_POLL_MS, 2_000);
+    assert.equal(loadConfig({ STARTING_POLL_MS: "100" }).STARTING_POLL_MS, 100);
+    assert.throws(() => loadConfig({ STARTING_POLL_MS: "50" }), /STARTING_POLL_MS: expected a whole number/);
+  });
+
   it("treats an empty DATABASE_URL as unset (embedded database)", () => {
     assert.equal(loadConfig({ DATABASE_URL: "" }).DATABASE_URL, undefined);
   });

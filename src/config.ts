@@ -65,8 +65,13 @@ export const ENV_SCHEMA = z
     MAX_DELETES_PER_TICK: int(1, 1000).default(10),
     /** Most provider creations in one pass. */
     MAX_CREATES_PER_TICK: int(1, 1000).default(10),
-    /** Interval between passes while instances are starting (never above TICK_INTERVAL_MS); each pass is one provider listing. */
-    STARTING_POLL_MS: int(100, 3600 * 1000).default(1000),
+    /**
+     * Interval between passes while instances are starting (never above TICK_INTERVAL_MS); each
+     * pass is one provider listing. Unset: 250 ms with the local provider (a listing costs nothing
+     * there, and a new instance is handed out within a quarter second of answering), 5 s on
+     * Railway (deploys take minutes; a faster poll would only spend the hourly API budget).
+     */
+    STARTING_POLL_MS: int(100, 3600 * 1000).optional(),
     /** Trust X-Forwarded-For from this many proxy hops (1 behind Railway's edge); 0 = use the socket address. */
     TRUST_PROXY: int(0, 10).default(0),
     /** Requests per minute per client on the API's mutating routes. */
@@ -128,7 +133,9 @@ export const ENV_SCHEMA = z
     path: ["INSTANCE_IMAGE"],
   });
 
-export type Config = z.infer<typeof ENV_SCHEMA> & {
+export type Config = Omit<z.infer<typeof ENV_SCHEMA>, "STARTING_POLL_MS"> & {
+  /** STARTING_POLL_MS, or the provider's default when unset. */
+  STARTING_POLL_MS: number;
   /** Environment variables passed through to every instance (`INSTANCE_ENV_FOO=bar` → `FOO=bar`). */
   instanceEnv: Record<string, string>;
   /** LOCAL_RUNTIME_COMMAND parsed into argv, or undefined for the reference runtime. */
@@ -178,7 +185,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       localRuntimeCommand = cmd.split(/\s+/).filter(Boolean);
     }
   }
-  return Object.freeze({ ...parsed.data, instanceEnv, localRuntimeCommand });
+  const STARTING_POLL_MS = parsed.data.STARTING_POLL_MS ?? (parsed.data.PROVIDER === "railway" ? 5_000 : 250);
+  return Object.freeze({ ...parsed.data, STARTING_POLL_MS, instanceEnv, localRuntimeCommand });
 }
 
 function safeJson(s: string): unknown {

@@ -3,10 +3,8 @@
  * decides anything; it builds the pieces, starts them, and stops them in reverse order.
  */
 import { createHash } from "node:crypto";
-import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { randomIds, randomToken, systemClock, type Clock, type IdSource } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { openStore } from "./db/open.ts";
@@ -21,8 +19,7 @@ import { ClaimService } from "./claim/claim.ts";
 import { PoolMetrics } from "./metrics.ts";
 import { PoolOperations } from "./pool/operations.ts";
 import type { Provider } from "./provider/provider.ts";
-
-const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
+import { packageVersion } from "./version.ts";
 
 export interface RunningPool {
   url: string;
@@ -45,21 +42,6 @@ export interface ServeOverrides {
   onClaim?: (outcome: string, seconds: number, provisionSeconds: number) => void;
   /** Where log lines go (tests capture them). */
   logDestination?: NodeJS.WritableStream;
-}
-
-export function packageVersion(): { version: string; commit: string | null } {
-  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { version: string };
-  let commit: string | null = process.env.GIT_COMMIT ?? null;
-  if (!commit) {
-    try {
-      commit = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "ignore"], timeout: 2000 })
-        .toString()
-        .trim() || null;
-    } catch {
-      commit = null;
-    }
-  }
-  return { version: pkg.version, commit };
 }
 
 /**
@@ -114,6 +96,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
   try {
     await store.upsertPool({ id: config.POOL_ID, minIdle: config.POOL_MIN_IDLE, maxTotal: config.POOL_MAX_TOTAL });
 
+    let reconcilerRef: Reconciler | undefined;
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
     const metrics = new PoolMetrics(store, () => [config.POOL_ID]);
     const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger) : await LocalProvider.open({
@@ -123,6 +106,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         ownerTag,
         logger: logger.child({ component: "provider/local" }),
         startTimeoutMs: config.LOCAL_START_TIMEOUT_MS,
+        // An instance that starts answering is handed out at the next pass: run it now.
+        onChange: () => reconcilerRef?.wake(),
       }));
     const provider = metrics.meter(rawProvider);
     closers.push(() => provider.close());
@@ -161,6 +146,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       instanceEnv: config.instanceEnv,
       onTick: (t) => metrics.onTick(config.POOL_ID, t),
     });
+    reconcilerRef = reconciler;
     closers.push(() => reconciler.stop());
 
     const claims = new ClaimService({

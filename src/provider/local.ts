@@ -39,6 +39,11 @@ export interface LocalProviderOptions {
   /** Grace between SIGTERM and SIGKILL of an instance's process group. Default 3 s. */
   stopTimeoutMs?: number;
   clock?: Clock;
+  /**
+   * Called when an instance starts accepting connections or exits. A hint only (the reconciler
+   * wakes and looks sooner than its poll); the periodic pass converges without it.
+   */
+  onChange?: () => void;
 }
 
 /** One line of the state file. */
@@ -112,6 +117,7 @@ export class LocalProvider implements Provider {
   readonly #startTimeoutMs: number;
   readonly #stopTimeoutMs: number;
   readonly #clock: Clock;
+  readonly #onChange: (() => void) | undefined;
   readonly #entries = new Map<string, Entry>();
   #started = false;
   #closing: Promise<void> | null = null;
@@ -128,6 +134,7 @@ export class LocalProvider implements Provider {
     this.#startTimeoutMs = opts.startTimeoutMs ?? 120_000;
     this.#stopTimeoutMs = opts.stopTimeoutMs ?? 3_000;
     this.#clock = opts.clock ?? systemClock;
+    this.#onChange = opts.onChange;
   }
 
   /** A started provider: instances of an earlier manager adopted, its strays killed. */
@@ -441,12 +448,23 @@ export class LocalProvider implements Provider {
     this.#log.warn({ instanceId: entry.instanceId, pid: entry.pid, code, signal }, "local provider: instance exited");
     // Like a cloud's crashed service, nothing of it keeps running (e.g. a grandchild of a shell).
     if (this.#groupIsOurs(entry)) this.#signal(-entry.pid, "SIGKILL");
+    this.#hint();
   }
 
   #markReady(entry: Entry): void {
     if (entry.exited || entry.removing || entry.status !== "DEPLOYING") return;
     entry.status = "SUCCESS";
     this.#log.info({ instanceId: entry.instanceId, port: entry.port }, "local provider: instance accepts connections");
+    this.#hint();
+  }
+
+  #hint(): void {
+    if (this.#closing || !this.#onChange) return;
+    try {
+      this.#onChange();
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, "local provider: change hint failed");
+    }
   }
 
   #stopProbe(entry: Entry): void {
