@@ -12,9 +12,11 @@ ENV NODE_ENV=production \
 
 WORKDIR /app
 
-# Dependencies first, so a source change does not reinstall them.
+# Dependencies first, so a source change does not reinstall them. --ignore-scripts: our
+# postinstall only prepares the embedded database's template (scripts/ is not in the image, and
+# on Railway the pool runs on DATABASE_URL); without it PGlite runs initdb at first start.
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit \
+RUN npm ci --omit=dev --no-audit --ignore-scripts \
  && npm cache clean --force
 
 COPY bin ./bin

@@ -4,6 +4,10 @@
  *
  * 1. Reconcile pass at N = 1,000 and 10,000 instances (in-memory provider, instant health checks,
  *    PGlite and Postgres): tick duration, provider calls per tick, SQL statements per quiet tick.
+ * Sections: `startup`, `tick`, `claim` (`npm run bench -- startup` runs one; none runs all).
+ *
+ * 0. Start-up: `agent-pool serve` on the embedded defaults, from launch to listening and to 3 idle
+ *    instances, on a fresh data directory and on a restart (the README promises 3 idle within 10 s).
  * 2. Claim latency (p50, p99) and throughput at 1, 8 and 32 concurrent clients through the HTTP
  *    API on real Postgres with instantly-answering instances, and the pool manager's own share
  *    (total minus the instance's provision time).
@@ -19,6 +23,8 @@ import { loadConfig } from "../src/config.ts";
 import { serve } from "../src/serve.ts";
 import { startTestPostgres } from "../test/support/postgres.ts";
 import { Worker } from "node:worker_threads";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -144,18 +150,81 @@ async function claimBench(databaseUrl: string): Promise<void> {
   }
 }
 
-const pgHandle = await startTestPostgres();
-try {
-  console.log("Reconcile pass (in-memory provider, instant health checks)");
-  const pglite = await openStore({ dataDir: null });
-  for (const n of [1_000, 10_000]) await tickBench("pglite", pglite, n);
-  await pglite.close();
-  const pgStore = await openStore({ databaseUrl: pgHandle.url });
-  for (const n of [1_000, 10_000]) await tickBench("postgres", pgStore, n);
-  await pgStore.close();
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
 
-  console.log("Claim through the HTTP API (Postgres, instantly-answering instances)");
-  await claimBench(pgHandle.url);
-} finally {
-  await pgHandle.stop();
+/** Launch → listening → 3 idle, for one start of the real CLI on the given data dir. */
+async function timeStart(dataDir: string): Promise<{ listenMs: number; idleMs: number }> {
+  const port = await freePort();
+  const t0 = performance.now();
+  const child = spawn(process.execPath, ["--import", "tsx", "src/cli.ts", "serve"], {
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { ...process.env, DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: "warn", DATABASE_URL: "" },
+    stdio: "ignore",
+  });
+  let listenMs = NaN;
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`serve exited with ${child.exitCode}`);
+      if (performance.now() - t0 > 60_000) throw new Error("no 3 idle instances within 60 s");
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/api/pool/counts`);
+        if (Number.isNaN(listenMs)) listenMs = performance.now() - t0;
+        if (((await res.json()) as { idle: number }).idle >= 3) return { listenMs, idleMs: performance.now() - t0 };
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await new Promise((r) => child.once("exit", r));
+  }
+}
+
+async function startupBench(): Promise<void> {
+  const dataDir = mkdtempSync(join(tmpdir(), "agent-pool-bench-start-"));
+  try {
+    for (const label of ["fresh data dir", "restart"]) {
+      const t = await timeStart(dataDir);
+      console.log(`  ${label.padEnd(15)} listening after ${ms(t.listenMs).padStart(11)}  3 idle after ${ms(t.idleMs).padStart(11)}`);
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+// `npm run bench -- startup tick` runs only the sections named; no argument runs them all.
+const sections = process.argv.slice(2);
+const wanted = (name: string) => sections.length === 0 || sections.includes(name);
+
+if (wanted("startup")) {
+  console.log("Start-up of `agent-pool serve` on the embedded defaults (local provider, PGlite)");
+  await startupBench();
+}
+
+if (wanted("tick") || wanted("claim")) {
+  const pgHandle = await startTestPostgres();
+  try {
+    if (wanted("tick")) {
+      console.log("Reconcile pass (in-memory provider, instant health checks)");
+      const pglite = await openStore({ dataDir: null });
+      for (const n of [1_000, 10_000]) await tickBench("pglite", pglite, n);
+      await pglite.close();
+      const pgStore = await openStore({ databaseUrl: pgHandle.url });
+      for (const n of [1_000, 10_000]) await tickBench("postgres", pgStore, n);
+      await pgStore.close();
+    }
+    if (wanted("claim")) {
+      console.log("Claim through the HTTP API (Postgres, instantly-answering instances)");
+      await claimBench(pgHandle.url);
+    }
+  } finally {
+    await pgHandle.stop();
+  }
 }

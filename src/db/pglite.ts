@@ -3,8 +3,9 @@
  * a data directory that two processes open), plus the adapter that lets Kysely's PostgresDialect
  * drive it as if it were a `pg.Pool`.
  */
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
 import { PostgresDialect } from "kysely";
 import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from "kysely";
@@ -21,12 +22,23 @@ export interface PgliteHandle {
   close(): Promise<void>;
 }
 
+export interface OpenPgliteOptions {
+  /** Cluster template (see pgliteTemplatePath) a fresh database starts from; null = always initdb. */
+  template?: string | null;
+}
+
 /** Opens PGlite in `dataDir` (which must exist), or in memory when null. */
-export async function openPglite(dataDir: string | null): Promise<PgliteHandle> {
+export async function openPglite(dataDir: string | null, opts: OpenPgliteOptions = {}): Promise<PgliteHandle> {
   const unlock = dataDir === null ? () => {} : lockDataDir(dataDir);
   let db: PGlite;
   try {
-    db = dataDir === null ? await PGlite.create() : await PGlite.create({ dataDir });
+    const fresh = dataDir === null || !existsSync(join(dataDir, "PG_VERSION"));
+    const template = fresh ? templateFor(opts.template === undefined ? pgliteTemplatePath() : opts.template, dataDir === null) : {};
+    if (template.copyFrom && dataDir !== null) cpSync(template.copyFrom, dataDir, { recursive: true });
+    db = await PGlite.create({
+      ...(dataDir === null ? {} : { dataDir }),
+      ...(template.loadDataDir ? { loadDataDir: template.loadDataDir } : {}),
+    });
   } catch (err) {
     unlock();
     throw err;
@@ -45,6 +57,63 @@ export async function openPglite(dataDir: string | null): Promise<PgliteHandle> 
         }
       })()),
   };
+}
+
+// ---- first start: a cluster template instead of initdb ----
+
+/**
+ * initdb in WASM is the slowest step of a first start: 5 to 8 s on these machines, against about
+ * 1 s to copy a ready cluster directory and reopen it (or 0.8 s to unpack a dumped one in memory).
+ * `npm install` runs initdb once (scripts/prepare-pglite.ts) and keeps the cluster in
+ * node_modules/.cache, named after the PGlite version that made it, twice: as a directory that a
+ * fresh data directory is copied from, and as the tarball an in-memory database (the tests') loads.
+ * That is what gets a fresh clone to 3 idle instances within 10 s of `npm start`. Without the
+ * template (installed with --ignore-scripts, or another PGlite version) PGlite runs initdb itself:
+ * slower, same result. The copied cluster was shut down cleanly, so it opens like any reopened one.
+ */
+export function pgliteTemplatePath(): string {
+  const entry = fileURLToPath(import.meta.resolve("@electric-sql/pglite"));
+  let dir = dirname(entry);
+  while (!existsSync(join(dir, "package.json")) && dirname(dir) !== dir) dir = dirname(dir);
+  const version = (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version: string }).version;
+  return fileURLToPath(new URL(`../../node_modules/.cache/agent-pool/pglite-${version}-cluster`, import.meta.url));
+}
+
+/** What a fresh database starts from: `cluster` (a directory to copy), `tarball` (to load), or neither. */
+function templateFor(base: string | null, inMemory: boolean): { copyFrom?: string; loadDataDir?: Blob } {
+  if (base === null) return {};
+  if (!inMemory && existsSync(join(base, "PG_VERSION"))) return { copyFrom: base };
+  try {
+    return { loadDataDir: new Blob([readFileSync(`${base}.tar`)]) };
+  } catch {
+    return {};
+  }
+}
+
+/** Writes a cluster template at `base` (directory) and `base.tar` from a dump, each atomically. */
+export async function writePgliteTemplate(base: string, dump: Blob): Promise<void> {
+  mkdirSync(dirname(base), { recursive: true });
+  const tmp = `${base}.${process.pid}.tmp`;
+  rmSync(tmp, { recursive: true, force: true });
+  writeFileSync(tmp, Buffer.from(await dump.arrayBuffer()));
+  renameSync(tmp, `${base}.tar`);
+  const db = await PGlite.create({ dataDir: tmp, loadDataDir: dump });
+  await db.close();
+  rmSync(base, { recursive: true, force: true });
+  renameSync(tmp, base);
+}
+
+/** Runs initdb in memory and writes the cluster template. Returns its base path. */
+export async function buildPgliteTemplate(base = pgliteTemplatePath()): Promise<string> {
+  const db = await PGlite.create();
+  let dump: Blob;
+  try {
+    dump = await db.dumpDataDir("none");
+  } finally {
+    await db.close();
+  }
+  await writePgliteTemplate(base, dump);
+  return base;
 }
 
 // ---- data-directory lock ----

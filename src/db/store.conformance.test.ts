@@ -18,7 +18,7 @@ import { startTestPostgres } from "../../test/support/postgres.ts";
 import { OBSERVATION_CHUNK_ROWS } from "./kysely-store.ts";
 import { listMigrations, migrate, type MigrationSession } from "./migrate.ts";
 import { openStore } from "./open.ts";
-import { openPglite, pgliteMigrationSession, PgliteSessionPool } from "./pglite.ts";
+import { openPglite, pgliteMigrationSession, PgliteSessionPool, writePgliteTemplate, type PgliteHandle } from "./pglite.ts";
 import { withPostgresMigrationSession } from "./postgres.ts";
 import type { ObservationChange, Store } from "./store.ts";
 
@@ -605,6 +605,43 @@ describe("PGlite data directory", () => {
       c2.release();
     } finally {
       await db.destroy();
+      await lite.close();
+    }
+  });
+
+  it("a fresh database starts from the cluster template when there is one, and runs initdb when not", async () => {
+    // A template of our own with a marker table in it proves which way the cluster was made.
+    const maker = await openPglite(null);
+    await maker.db.exec("CREATE TABLE template_marker (v int); INSERT INTO template_marker VALUES (7)");
+    const base = join(root, "template", "cluster");
+    await writePgliteTemplate(base, await maker.db.dumpDataDir("none"));
+    await maker.close();
+    const markers = async (lite: PgliteHandle) => (await lite.db.query<{ v: number }>("SELECT v FROM template_marker ORDER BY v")).rows.map((r) => r.v);
+
+    // A data directory: copied from the template's cluster directory, then kept on disk.
+    const dir = join(root, "from-template");
+    mkdirSync(dir);
+    const first = await openPglite(dir, { template: base });
+    await first.db.exec("INSERT INTO template_marker VALUES (8)");
+    await first.close();
+    const reopened = await openPglite(dir, { template: null });
+    assert.deepEqual(await markers(reopened), [7, 8]);
+    await reopened.close();
+
+    // In memory: loaded from the tarball; the template itself is untouched by what we wrote.
+    const mem = await openPglite(null, { template: base });
+    assert.deepEqual(await markers(mem), [7]);
+    await mem.close();
+
+    // No template: PGlite's own initdb, and the migrations run on it as usual.
+    const bare = join(root, "initdb");
+    mkdirSync(bare);
+    const lite = await openPglite(bare, { template: join(root, "missing") });
+    try {
+      assert.deepEqual((await lite.db.query("SELECT to_regclass('template_marker') AS t")).rows, [{ t: null }]);
+      await migrate(pgliteMigrationSession(lite.db));
+      assert.deepEqual((await lite.db.query("SELECT to_regclass('instances')::text AS t")).rows, [{ t: "instances" }]);
+    } finally {
       await lite.close();
     }
   });
