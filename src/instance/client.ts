@@ -16,6 +16,7 @@ export interface RuntimeStatus {
   inboxId: string | null;
   pending: boolean;
   clean: boolean;
+  /** Extra to the protocol's four fields: the room's invite URL while bound. */
   inviteUrl: string | null;
 }
 

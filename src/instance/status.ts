@@ -78,15 +78,7 @@ export function transitionTable(): readonly Edge[] {
 }
 
 /** Statuses whose instance still exists at the provider and counts against `max total`. */
-export const LIVE_STATUSES: readonly InstanceStatus[] = [
-  "starting",
-  "idle",
-  "claiming",
-  "claimed",
-  "pending_acceptance",
-  "crashed",
-  "sleeping",
-];
+export const LIVE_STATUSES: readonly InstanceStatus[] = INSTANCE_STATUSES.filter((s) => s !== "dead");
 
 /** Statuses in which the instance carries (or is about to carry) a user's agent. */
 export const BOUND_STATUSES: readonly InstanceStatus[] = ["claiming", "claimed", "pending_acceptance"];

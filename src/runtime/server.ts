@@ -11,6 +11,8 @@ import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { renderNotFoundPage, renderRoomPage, pageCsp } from "./page.ts";
 import { respond } from "./responder.ts";
+// The `/convos/status` answer has one definition, the one the pool's instance client reads.
+import type { RuntimeStatus } from "../instance/client.ts";
 import type { AgentPersona } from "./responder.ts";
 import { Membership, Room, isSlug, newId, parseInviteUrl } from "./room.ts";
 import type { RoomMember, RoomMessage } from "./room.ts";
@@ -52,15 +54,6 @@ export interface RunningRuntime {
   port: number;
   publicUrl: string;
   close(): Promise<void>;
-}
-
-export interface RuntimeStatus {
-  conversationId: string | null;
-  inboxId: string | null;
-  pending: boolean;
-  clean: boolean;
-  /** Extra to the protocol's four fields: the room's invite URL while bound (the pool's client reads it). */
-  inviteUrl: string | null;
 }
 
 class HttpError extends Error {
