@@ -110,6 +110,10 @@ async function claimBench(databaseUrl: string): Promise<void> {
     POOL_MAX_TOTAL: "5000",
     MAX_CREATES_PER_TICK: "1000",
     TICK_INTERVAL_MS: "5000",
+    // A production-sized pool polls its starting instances at Railway's default; the local
+    // default (250 ms) is for a handful of instances, and would put a pass that health-checks
+    // 300 instances beside the claims 4 times a second.
+    STARTING_POLL_MS: "5000",
     MUTATION_RATE_LIMIT_PER_MIN: "100000",
     LOG_LEVEL: "silent",
   });

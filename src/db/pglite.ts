@@ -4,6 +4,7 @@
  * drive it as if it were a `pg.Pool`.
  */
 import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
@@ -72,7 +73,7 @@ export async function openPglite(dataDir: string | null, opts: OpenPgliteOptions
  * slower, same result. The copied cluster was shut down cleanly, so it opens like any reopened one.
  */
 export function pgliteTemplatePath(): string {
-  const entry = fileURLToPath(import.meta.resolve("@electric-sql/pglite"));
+  const entry = createRequire(import.meta.url).resolve("@electric-sql/pglite");
   let dir = dirname(entry);
   while (!existsSync(join(dir, "package.json")) && dirname(dir) !== dir) dir = dirname(dir);
   const version = (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version: string }).version;
