@@ -41,7 +41,7 @@ describe("loadConfig", () => {
     [{ PORT: "abc" }, /PORT: expected a whole number from 0 to 65535 \(got "abc"\)/],
     [{ PORT: "70000" }, /PORT: expected a whole number/],
     [{ POOL_MIN_IDLE: "-1" }, /POOL_MIN_IDLE: expected a whole number/],
-    [{ POOL_MIN_IDLE: "11", POOL_MAX_TOTAL: "10" }, /POOL_MIN_IDLE: expected POOL_MIN_IDLE must not exceed POOL_MAX_TOTAL/],
+    [{ POOL_MIN_IDLE: "11", POOL_MAX_TOTAL: "10" }, /POOL_MIN_IDLE: expected a number no larger than POOL_MAX_TOTAL \(got "11"\)/],
     [{ PROVIDER: "aws" }, /PROVIDER: expected one of: local, railway/],
     [{ PROVIDER: "railway", RAILWAY_PROJECT_IDS: "p1", INSTANCE_IMAGE: "img" }, /RAILWAY_API_TOKEN: expected RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN/],
     [{ PROVIDER: "railway", RAILWAY_API_TOKEN: "t", INSTANCE_IMAGE: "img" }, /RAILWAY_PROJECT_IDS: expected at least one project id/],
@@ -59,6 +59,14 @@ describe("loadConfig", () => {
       });
     });
   }
+
+  it("reports a value that is not a number once, not also as larger than POOL_MAX_TOTAL", () => {
+    assert.throws(() => loadConfig({ POOL_MIN_IDLE: "abc" }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.problems, ['POOL_MIN_IDLE: expected a whole number from 0 to 1000 (got "abc")']);
+      return true;
+    });
+  });
 
   it("never echoes a secret value in the error", () => {
     assert.throws(() => loadConfig({ POOL_API_KEY: "tiny-secret" }), (err: unknown) => {

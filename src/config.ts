@@ -116,8 +116,9 @@ export const ENV_SCHEMA = z
     /** Log level. */
     LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
-  .refine((c) => c.POOL_MIN_IDLE <= c.POOL_MAX_TOTAL, {
-    message: "POOL_MIN_IDLE must not exceed POOL_MAX_TOTAL",
+  // Only when both parsed: a non-number already has its own message.
+  .refine((c) => typeof c.POOL_MIN_IDLE !== "number" || typeof c.POOL_MAX_TOTAL !== "number" || c.POOL_MIN_IDLE <= c.POOL_MAX_TOTAL, {
+    message: "a number no larger than POOL_MAX_TOTAL",
     path: ["POOL_MIN_IDLE"],
   })
   .refine((c) => c.PROVIDER !== "railway" || c.RAILWAY_API_TOKEN !== undefined || c.RAILWAY_PROJECT_TOKEN !== undefined, {
