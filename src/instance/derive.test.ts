@@ -44,6 +44,11 @@ const TABLE: Row[] = [
   ["NEEDS_APPROVAL", undefined, OLD, "dead"],
   [null, undefined, YOUNG, "starting"],
   [null, undefined, OLD, "dead"],
+  // No deployment status in the listing, but the runtime answers: it is running.
+  [null, ready, OLD, "idle"],
+  [null, pending, YOUNG, "pending"],
+  [null, null, YOUNG, "starting"],
+  [null, null, OLD, "dead"],
   ["SOMETHING_NEW", undefined, YOUNG, "starting"],
   ["SOMETHING_NEW", undefined, OLD, "dead"],
 ];

@@ -65,11 +65,13 @@ export interface DeriveInput {
  * | SUCCESS                                         | ready, not bound, clean| idle                            |
  * | SUCCESS                                         | ready, not bound, dirty| dirty (never handed out)        |
  * | SUCCESS                                         | unreachable / not ready| starting, dead once stuck       |
+ * | null (the provider could not tell)              | answered               | as SUCCESS                      |
  * | NEEDS_APPROVAL, null, unknown                   | —                      | starting, dead once stuck       |
  *
  * Differences from the seed, on purpose: a deploy stuck in a starting state past the timeout is
  * dead too (the seed waited forever, and stuck `starting` rows blocked the pool, seed §8 #16);
  * `pending` is its own answer so a join waiting for acceptance is not taken for a fresh idle runtime;
+ * a runtime that answers while the provider reports no deployment status counts as deployed;
  * a ready runtime that is not `clean` is `dirty`, never `idle`, so a broken or half-reset instance is not
  * recycled into the pool (seed §8, #280: crashed instances promoted back to idle).
  */
@@ -79,7 +81,9 @@ export function deriveStatus(input: DeriveInput): DerivedStatus {
   if (deployStatus === "SLEEPING") return "sleeping";
   if (deployStatus !== null && DEAD_DEPLOYS.has(deployStatus)) return "dead";
   if (deployStatus !== null && STARTING_DEPLOYS.has(deployStatus)) return stuck ? "dead" : "starting";
-  if (deployStatus === "SUCCESS") {
+  // A runtime that answers is running, whatever the provider's listing failed to say about its
+  // deployment (Railway lists a service with no deployment edge now and then).
+  if (deployStatus === "SUCCESS" || (deployStatus === null && health)) {
     if (health) {
       if (health.conversationId) return "claimed";
       if (health.pending) return "pending";

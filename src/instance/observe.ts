@@ -48,7 +48,13 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
   if (row.status === "dead" || row.deletedAt !== null) return unchanged;
 
   const p = obs.provider;
-  const ageMs = now.getTime() - row.createdAt.getTime();
+  // "Stuck" is measured from the last sign of life, not from creation: a row starting (or
+  // redeploying) since statusChangedAt, a live one since it last answered. Measured from creation,
+  // a 20-minute-old idle instance was declared dead in one pass the first time a listing came back
+  // without its domain or deployment (the earlier system's f1a1fab: healthy instances killed when
+  // one API call returned less than usual).
+  const aliveSince = row.status === "starting" ? row.statusChangedAt : (row.healthOkAt ?? row.statusChangedAt);
+  const silentMs = now.getTime() - Math.max(aliveSince.getTime(), row.createdAt.getTime());
 
   // Health bookkeeping (computed first, written only when it matters).
   let healthCheckedAt = row.healthCheckedAt;
@@ -79,7 +85,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
   } else if (!p) {
     if (!obs.listingComplete) {
       // Say nothing about rows a partial listing did not mention.
-    } else if (row.providerRef === null && ageMs < policy.createGraceMs) {
+    } else if (row.providerRef === null && now.getTime() - row.createdAt.getTime() < policy.createGraceMs) {
       // In-flight create: the provider has not answered yet.
     } else {
       goneAtProvider = row.providerRef !== null;
@@ -88,12 +94,21 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       else if (row.status !== "crashed") [next, reason] = ["dead", why];
     }
   } else {
-    const derived = deriveStatus({ deployStatus: p.deployStatus, health: obs.health, ageMs, stuckTimeoutMs: policy.stuckTimeoutMs });
+    const derived = deriveStatus({ deployStatus: p.deployStatus, health: obs.health, ageMs: silentMs, stuckTimeoutMs: policy.stuckTimeoutMs });
     const wasHealthy = row.healthOkAt !== null;
     const tolerated = healthFailures < policy.failureThreshold;
-    const unreachable = p.deployStatus === "SUCCESS" && obs.health === null;
+    const deployedOrUnknown = p.deployStatus === "SUCCESS" || p.deployStatus === null;
+    const unreachable = deployedOrUnknown && obs.health === null;
+    // Nothing learned this pass (no URL to check, deployment not reported): keep what we know.
+    const inconclusive = deployedOrUnknown && obs.health === undefined;
     const deployDead = derived === "dead" && p.deployStatus !== "SUCCESS" && p.deployStatus !== null;
-    const reasonDead = deployDead ? `deploy ${p.deployStatus}` : unreachable ? `unhealthy: ${healthError ?? "unreachable"}` : "did not become healthy in time";
+    const reasonDead = deployDead
+      ? `deploy ${p.deployStatus}`
+      : unreachable
+        ? `unhealthy: ${healthError ?? "unreachable"}`
+        : row.status === "starting"
+          ? "did not become healthy in time"
+          : "no sign of life within the stuck timeout";
 
     switch (row.status) {
       case "starting":
@@ -114,6 +129,9 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
         else if (unreachable) {
           if (!tolerated || !wasHealthy) [next, reason] = ["dead", reasonDead];
         } else if (deployDead) [next, reason] = ["dead", reasonDead];
+        else if (inconclusive) {
+          if (derived === "dead") [next, reason] = ["dead", "no sign of life within the stuck timeout"];
+        }
         else if (derived === "starting" || derived === "dead") {
           // Redeploying (or a stuck redeploy): wait for it as for a new one; the stuck timeout ends it.
           if (derived === "dead") [next, reason] = ["dead", reasonDead];

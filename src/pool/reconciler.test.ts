@@ -246,6 +246,44 @@ describe("Reconciler.tick", () => {
     assert.equal((await store.getInstance(a!.id))?.conversationId, "conv-a");
   });
 
+  it("sweeps a stale claim whose runtime is neither bound nor clean, or unreachable, to crashed", async () => {
+    const r = reconciler({ spec: { minIdle: 2, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    await r.tick();
+    await r.tick();
+    const [dirty, gone] = await store.listInstances(poolId);
+    for (const x of [dirty!, gone!]) {
+      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: { claimStartedAt: clock.now() } });
+    }
+    runtimes.statuses.set(`http://memory.invalid/${dirty!.id}`, { conversationId: null, inboxId: null, pending: false, clean: false, inviteUrl: null });
+    // `gone` has no status answer: the fake throws, as an unreachable runtime would.
+    clock.advance(75_000 + 31_000);
+    const swept = await r.tick();
+    const byId = new Map(swept.transitions.filter((t) => t.from === "claiming").map((t) => [t.id, t]));
+    assert.equal(byId.get(dirty!.id)?.to, "crashed");
+    assert.match(byId.get(dirty!.id)!.reason, /neither bound nor clean/);
+    assert.equal(byId.get(gone!.id)?.to, "crashed");
+    assert.match(byId.get(gone!.id)!.reason, /unreachable/);
+  });
+
+  it("checks an instance at its stored URL when a listing omits it, and keeps old healthy instances (seed §8 f1a1fab)", async () => {
+    const r = reconciler();
+    await r.tick();
+    await r.tick();
+    const [a, b] = await store.listInstances(poolId);
+    clock.advance(60 * 60_000); // long past the stuck timeout since creation
+    provider.fleet.get(a!.providerRef!)!.url = null; // this listing has no domain for `a`
+    provider.setStatus(b!.providerRef!, null); // nor a deployment for `b`
+    const checksBefore = runtimes.checks;
+    const res = await r.tick();
+    assert.equal(runtimes.checks - checksBefore, 3, "all three checked, two at their stored URLs");
+    assert.deepEqual(res.transitions, []);
+    assert.deepEqual(res.deleted, []);
+    assert.equal(res.counts.idle, 3);
+    // And when the stored URL stops answering too, the failure threshold applies as usual.
+    runtimes.answers.set(`http://memory.invalid/${a!.id}`, null);
+    assert.deepEqual((await r.tick()).transitions, [], "one failure is tolerated");
+  });
+
   it("does nothing when another replica holds the lease", async () => {
     const other = reconciler({ holder: "other-replica" });
     const mine = reconciler();

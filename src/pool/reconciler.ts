@@ -310,14 +310,18 @@ export class Reconciler {
       return [r, p];
     });
 
-    // Health checks, bounded in parallel.
+    // Health checks, bounded in parallel: every deployed instance (or one whose deployment the
+    // listing did not report), at the listed URL or, when the listing has none this time, the
+    // one we stored. Skipping the check because one listing lacked a field is how healthy
+    // instances were killed before (seed-system §8, f1a1fab).
     const now = o.clock.now();
     const health = new Map<string, { health: HealthObservation | null; error?: string }>();
+    const urlOf = (r: InstanceRecord, p: ProviderInstance | undefined) => p?.url ?? r.url;
     const toCheck = pairs.filter(
-      ([r, p]) => p && p.deployStatus === "SUCCESS" && p.url && r.status !== "claiming" && r.status !== "dead",
+      ([r, p]) => p && (p.deployStatus === "SUCCESS" || p.deployStatus === null) && urlOf(r, p) && r.status !== "claiming" && r.status !== "dead",
     );
     await mapLimit(toCheck, o.healthConcurrency, async ([r, p]) => {
-      const res = await o.health.check({ url: p!.url!, gatewayToken: r.gatewayToken }, o.healthTimeoutMs);
+      const res = await o.health.check({ url: urlOf(r, p)!, gatewayToken: r.gatewayToken }, o.healthTimeoutMs);
       health.set(r.id, res);
     });
     result.healthChecks = toCheck.length;
@@ -431,7 +435,9 @@ export class Reconciler {
     const now = o.clock.now().getTime();
     const limit = o.provisionTimeoutMs + (o.sweepMarginMs ?? 30_000);
     const stale = rows.filter((r) => r.status === "claiming" && (r.claimStartedAt === null || now - r.claimStartedAt.getTime() > limit));
-    for (const r of stale) {
+    // In parallel, bounded like the health checks: one unreachable runtime costs a timeout, and a
+    // sequential sweep of many would stretch the pass past its lease.
+    await mapLimit(stale, o.healthConcurrency, async (r) => {
       let s: RuntimeStatus | null = null;
       if (r.url) s = await o.statusReader.status({ url: r.url, gatewayToken: r.gatewayToken }, o.healthTimeoutMs).catch(() => null);
       let to: InstanceStatus;
@@ -457,7 +463,7 @@ export class Reconciler {
         result.transitions.push({ id: r.id, from: "claiming", to, reason });
         outcome.set(r.id, to);
       }
-    }
+    });
   }
 }
 
