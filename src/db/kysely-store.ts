@@ -110,6 +110,25 @@ export class KyselyStore implements Store {
   // ---- instances ----
 
   async insertInstance(input: NewInstance): Promise<InstanceRecord> {
+    return this.#insertInstance(this.#db, input);
+  }
+
+  async insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }): Promise<InstanceRecord | null> {
+    return this.#db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${`create:${input.poolId}`}::text))`.execute(trx);
+      const { rows } = await sql<{ live: number; fresh: number }>`
+        SELECT count(*)::int AS live,
+               count(*) FILTER (WHERE status IN ('idle', 'starting'))::int AS fresh
+          FROM instances
+         WHERE pool_id = ${input.poolId} AND deleted_at IS NULL AND status <> 'dead'`.execute(trx);
+      const { live, fresh } = first(rows);
+      if (live >= limits.maxLive) return null;
+      if (limits.minIdle !== undefined && fresh >= limits.minIdle) return null;
+      return this.#insertInstance(trx, input);
+    });
+  }
+
+  async #insertInstance(db: Kysely<Database>, input: NewInstance): Promise<InstanceRecord> {
     // One statement: the row and its first event land together or not at all.
     try {
       const { rows } = await sql<InstanceRow>`
@@ -122,7 +141,7 @@ export class KyselyStore implements Store {
           INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
           SELECT id, NULL, status, 'create', ${input.reason}::text FROM ins
         )
-        SELECT * FROM ins`.execute(this.#db);
+        SELECT * FROM ins`.execute(db);
       return toInstance(first(rows));
     } catch (err) {
       if (pgErrorCode(err) === "23503") {

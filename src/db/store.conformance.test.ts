@@ -20,7 +20,7 @@ import { listMigrations, migrate, type MigrationSession } from "./migrate.ts";
 import { openStore } from "./open.ts";
 import { openPglite, pgliteMigrationSession, PgliteSessionPool, writePgliteTemplate, type PgliteHandle } from "./pglite.ts";
 import { withPostgresMigrationSession } from "./postgres.ts";
-import type { ObservationChange, Store } from "./store.ts";
+import type { ClaimPick, InstanceRecord, ObservationChange, Store } from "./store.ts";
 
 /** A fresh, empty database of one backend. */
 interface TestDatabase {
@@ -505,6 +505,142 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       assert.equal(await store.acquireLease(name, "a", 60_000), false);
       await store.releaseLease(name, "b");
       assert.equal(await store.acquireLease(name, "a", 60_000), true);
+    });
+
+    // ---- guarded creates ----
+
+    const spec = (pool: string) => {
+      const id = uid("i");
+      return { id, poolId: pool, provider: "local", name: `agent-${id}`, gatewayToken: `tok-${id}`, reason: "replenish" };
+    };
+
+    it("insertInstanceWithin stops at max live and at min idle (idle + starting), counting nothing dead or deleted", async () => {
+      const pool = uid("cap");
+      await store.upsertPool({ id: pool, minIdle: 3, maxTotal: 4 });
+      const made = [];
+      for (let i = 0; i < 3; i++) made.push(await store.insertInstanceWithin(spec(pool), { maxLive: 4, minIdle: 3 }));
+      assert.ok(made.every((r) => r?.status === "starting"));
+      assert.equal(await store.insertInstanceWithin(spec(pool), { maxLive: 4, minIdle: 3 }), null, "min idle reached by starting rows");
+      // A claimed instance leaves the idle minimum short again, but max live still counts it.
+      await store.transition({ id: made[0]!.id, from: "starting", to: "idle", actor: "reconciler", reason: "t" });
+      await store.transition({ id: made[0]!.id, from: "idle", to: "claiming", actor: "claim", reason: "t" });
+      const fourth = await store.insertInstanceWithin(spec(pool), { maxLive: 4, minIdle: 3 });
+      assert.equal(fourth?.status, "starting");
+      assert.equal(await store.insertInstanceWithin(spec(pool), { maxLive: 4 }), null, "max live reached");
+      // Dead and deleted rows hold no slot.
+      await store.transition({ id: made[1]!.id, from: "starting", to: "dead", actor: "reconciler", reason: "t" });
+      await store.markDeleted(made[2]!.id);
+      assert.ok(await store.insertInstanceWithin(spec(pool), { maxLive: 4 }));
+      assert.equal((await store.listInstances(pool)).filter((r) => r.status !== "dead").length, 3);
+    });
+
+    it("insertInstanceWithin: 12 concurrent creates against max live 5 make exactly 5", async () => {
+      const pool = uid("race");
+      await store.upsertPool({ id: pool, minIdle: 0, maxTotal: 5 });
+      const stores = opts.multiProcess ? [store, await db.open(), await db.open()] : [store];
+      try {
+        const results = await Promise.all(
+          Array.from({ length: 12 }, (_, i) => stores[i % stores.length]!.insertInstanceWithin(spec(pool), { maxLive: 5 })),
+        );
+        assert.equal(results.filter(Boolean).length, 5);
+        assert.equal((await store.listInstances(pool)).length, 5);
+      } finally {
+        for (const s of stores.slice(1)) await s.close();
+      }
+    });
+
+    // ---- claims ----
+
+    const idleInstance = async (pool: string) => {
+      const inst = await store.insertInstance(spec(pool));
+      return (await store.transition({ id: inst.id, from: "starting", to: "idle", actor: "reconciler", reason: "healthy" }))!;
+    };
+    const pick = (pool: string, over: Partial<ClaimPick> = {}): ClaimPick => ({
+      poolId: pool, owner: "replica-a", agentName: "Ada", instructions: "Be brief", joinUrl: null, profileImage: null, metadata: { a: 1 }, exclude: [], ...over,
+    });
+
+    it("claimIdle takes an idle instance to claiming with the claim's fields, skips excluded ones, then reports empty", async () => {
+      const pool = uid("claim");
+      await store.upsertPool({ id: pool, minIdle: 2, maxTotal: 5 });
+      const a = await idleInstance(pool);
+      const b = await idleInstance(pool);
+      const first = await store.claimIdle(pick(pool, { exclude: [b.id] }));
+      assert.equal(first.kind, "picked");
+      const got = (first as { instance: InstanceRecord }).instance;
+      assert.equal(got.id, a.id);
+      assert.equal(got.status, "claiming");
+      assert.deepEqual([got.agentName, got.instructions, got.claimOwner, got.claimMetadata], ["Ada", "Be brief", "replica-a", { a: 1 }]);
+      assert.ok(got.claimStartedAt instanceof Date);
+      assert.equal((await store.listEvents(a.id))[0]?.toStatus, "claiming");
+      assert.deepEqual(await store.claimIdle(pick(pool, { exclude: [b.id] })), { kind: "empty" });
+      assert.equal((await store.claimIdle(pick(pool))).kind, "picked");
+      assert.deepEqual(await store.claimIdle(pick(pool)), { kind: "empty" });
+    });
+
+    it("claimIdle refuses a joinUrl another instance of the pool holds, and allows it in another pool", async () => {
+      const pool = uid("join");
+      const other = uid("join-other");
+      await store.upsertPool({ id: pool, minIdle: 2, maxTotal: 5 });
+      await store.upsertPool({ id: other, minIdle: 1, maxTotal: 5 });
+      await idleInstance(pool);
+      await idleInstance(pool);
+      await idleInstance(other);
+      const url = `https://convos.example/i/${uid("conv")}`;
+      const first = await store.claimIdle(pick(pool, { joinUrl: url }));
+      assert.equal(first.kind, "picked");
+      const holder = (first as { instance: InstanceRecord }).instance.id;
+      assert.deepEqual(await store.claimIdle(pick(pool, { joinUrl: url })), { kind: "already_joined", instanceId: holder });
+      assert.equal((await store.claimIdle(pick(other, { joinUrl: url }))).kind, "picked");
+    });
+
+    if (opts.multiProcess) {
+      it("claimIdle across stores: 20 concurrent claims on 8 idle instances pick 8 distinct ones; a double-submitted joinUrl picks once", async () => {
+        const pool = uid("multi");
+        await store.upsertPool({ id: pool, minIdle: 8, maxTotal: 20 });
+        for (let i = 0; i < 8; i++) await idleInstance(pool);
+        const others = [await db.open(), await db.open()];
+        try {
+          const stores = [store, ...others];
+          const results = await Promise.all(Array.from({ length: 20 }, (_, i) => stores[i % 3]!.claimIdle(pick(pool, { owner: `r${i % 3}` }))));
+          const picked = results.filter((r) => r.kind === "picked").map((r) => (r as { instance: InstanceRecord }).instance.id);
+          assert.equal(picked.length, 8);
+          assert.equal(new Set(picked).size, 8);
+          assert.equal(results.filter((r) => r.kind === "empty").length, 12);
+
+          const pool2 = uid("double");
+          await store.upsertPool({ id: pool2, minIdle: 4, maxTotal: 20 });
+          for (let i = 0; i < 4; i++) await idleInstance(pool2);
+          const url = `https://convos.example/i/${uid("conv")}`;
+          const twice = await Promise.all(stores.map((s) => s.claimIdle(pick(pool2, { joinUrl: url }))));
+          assert.equal(twice.filter((r) => r.kind === "picked").length, 1, JSON.stringify(twice.map((r) => r.kind)));
+          assert.equal(twice.filter((r) => r.kind === "already_joined").length, 2);
+        } finally {
+          for (const s of others) await s.close();
+        }
+      });
+    }
+
+    it("idempotency keys: new, running, succeeded with the first result; abandoned keys and stale owners start over", async () => {
+      const pool = uid("idem");
+      await store.upsertPool({ id: pool, minIdle: 1, maxTotal: 5 });
+      const key = uid("key");
+      assert.deepEqual(await store.beginIdempotentClaim(pool, key, "a", 60_000), { state: "new" });
+      assert.deepEqual(await store.beginIdempotentClaim(pool, key, "b", 60_000), { state: "running" });
+      const inst = await idleInstance(pool);
+      await store.finishIdempotentClaim(pool, key, inst.id, { instanceId: inst.id, inviteUrl: "https://x/i/1" });
+      assert.deepEqual(await store.beginIdempotentClaim(pool, key, "b", 60_000), { state: "succeeded", result: { instanceId: inst.id, inviteUrl: "https://x/i/1" } });
+
+      const failed = uid("key");
+      assert.deepEqual(await store.beginIdempotentClaim(pool, failed, "a", 60_000), { state: "new" });
+      await store.abandonIdempotentClaim(pool, failed, "someone-else"); // not the owner: kept
+      assert.deepEqual(await store.beginIdempotentClaim(pool, failed, "b", 60_000), { state: "running" });
+      await store.abandonIdempotentClaim(pool, failed, "a");
+      assert.deepEqual(await store.beginIdempotentClaim(pool, failed, "b", 60_000), { state: "new" });
+
+      const orphaned = uid("key");
+      assert.deepEqual(await store.beginIdempotentClaim(pool, orphaned, "dead-owner", 60_000), { state: "new" });
+      await sleep(20);
+      assert.deepEqual(await store.beginIdempotentClaim(pool, orphaned, "b", 10), { state: "new" }, "a running key older than staleAfterMs is taken over");
     });
 
     if (opts.multiProcess) {

@@ -175,6 +175,13 @@ export interface Store {
 
   /** Records intent: the row (status `starting`) is written BEFORE the provider is asked to create. */
   insertInstance(input: NewInstance): Promise<InstanceRecord>;
+  /**
+   * insertInstance, unless the pool already has `maxLive` instances that are not dead, or (with
+   * `minIdle`) `minIdle` idle and starting ones: then null. Counting and inserting happen under one
+   * per-pool advisory lock, so creates decided by different replicas, or by a pass and an
+   * operator's "add" at once, never take the pool past its limits (seed-system §8 #968).
+   */
+  insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }): Promise<InstanceRecord | null>;
   /** Fills in what the provider answered to a create (ref, url, deploy status). */
   setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null): Promise<void>;
   getInstance(id: string): Promise<InstanceRecord | null>;

@@ -293,6 +293,46 @@ describe("Reconciler.tick", () => {
     assert.equal(res.providerCalls.list, 0);
   });
 
+  it("renews its lease before acting: a pass that lost it meanwhile deletes and creates nothing", async () => {
+    const r = reconciler();
+    const origList = provider.list.bind(provider);
+    provider.list = async () => {
+      // Another replica takes over while this pass is looking (as after a pass longer than the TTL).
+      await store.releaseLease(`reconciler:${poolId}`, `test-${poolId}`);
+      assert.equal(await store.acquireLease(`reconciler:${poolId}`, "other-replica", 60_000), true);
+      return origList();
+    };
+    const res = await r.tick();
+    assert.equal(res.leader, true, "it held the lease when the pass began");
+    assert.deepEqual(res.created, []);
+    assert.match(res.errors.join(" "), /lease lost/);
+    assert.equal((await store.listInstances(poolId)).length, 0);
+  });
+
+  it("replenishes after claims on replicas that do not hold the lease, without over-creating when they do it at once", async () => {
+    const leader = reconciler();
+    await leader.tick();
+    await leader.tick();
+    const [a, b] = await store.listInstances(poolId);
+    for (const x of [a!, b!]) await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test" });
+    const replicas = [reconciler({ holder: "replica-x" }), reconciler({ holder: "replica-y" })];
+    for (const x of replicas) x.start(); // their passes are no-ops: the leader holds the lease
+    for (const x of replicas) x.replenishSoon();
+    for (const x of replicas) await x.tick(); // queued behind the replenish
+    for (const x of replicas) await x.stop();
+    const counts = await store.countByStatus(poolId);
+    assert.deepEqual([counts.idle, counts.starting, counts.claiming], [1, 2, 2], "min idle 3 met once, not twice");
+  });
+
+  it("createNow (an operator's add) is bounded by max total, whoever holds the lease", async () => {
+    const r = reconciler({ holder: "not-the-leader" });
+    await reconciler().tick(); // the leader: 3 starting
+    const added = await r.createNow(20);
+    assert.equal(added.created.length, 7);
+    assert.equal((await r.createNow(1)).created.length, 0);
+    assert.equal((await store.listInstances(poolId)).length, 10);
+  });
+
   it("never overlaps passes: concurrent tick() calls run one after another", async () => {
     const r = reconciler();
     let inFlight = 0;

@@ -113,8 +113,9 @@ export class Reconciler {
   }
 
   /**
-   * Creates up to `count` instances now (an operator's "add N"), bounded by max total. Runs in the
-   * same queue as passes, so it never races a pass into over-creation.
+   * Creates up to `count` instances now (an operator's "add N"), bounded by max total: each row is
+   * inserted under the pool's create lock, so neither this replica's passes nor another's can take
+   * the pool past it.
    */
   createNow(count: number): Promise<{ created: string[]; errors: string[] }> {
     const run = this.#chain.then(async () => {
@@ -124,7 +125,7 @@ export class Reconciler {
       for (const [s, n] of Object.entries(counts)) if (s !== "dead") live += n;
       const n = Math.max(0, Math.min(count, o.spec.maxTotal - live));
       const result = { created: [] as string[], errors: [] as string[], providerCalls: { list: 0, create: 0, delete: 0 } } as unknown as TickResult;
-      if (n > 0) await this.#create(n, result);
+      if (n > 0) await this.#create(n, result, { maxLive: o.spec.maxTotal });
       return { created: result.created, errors: result.errors };
     });
     this.#chain = run.catch(() => undefined);
@@ -150,10 +151,12 @@ export class Reconciler {
 
   /**
    * Replenish right away after a claim, without a full pass: one count query, then the creates the
-   * plan asks for. Coalesced (many claims at once cause one replenish) and queued behind any pass,
-   * so it never races one into over-creation. Only the lease holder creates: on another replica
-   * this is a no-op and the leader's next pass replenishes (a full pass per claim would put every
-   * health check of the fleet on the claim path's CPU).
+   * plan asks for. Coalesced (many claims at once cause one replenish) and queued behind this
+   * replica's passes. Any replica replenishes the claims it served: each row is inserted under the
+   * pool's create lock, conditional on the pool still being short of min idle and under max total
+   * (insertInstanceWithin), so replicas replenishing at once, or beside the leader's pass, never
+   * over-create. (A full pass per claim would put every health check of the fleet on the claim
+   * path's CPU.)
    */
   replenishSoon(): void {
     if (this.#stopped || this.#replenishQueued) return;
@@ -161,7 +164,6 @@ export class Reconciler {
     const run = this.#chain.then(async () => {
       this.#replenishQueued = false;
       const o = this.#o;
-      if (!(await o.store.acquireLease(this.#leaseName, this.#holder, this.#leaseTtlMs))) return;
       const counts = await o.store.countByStatus(o.poolId);
       let live = 0;
       for (const [st, n] of Object.entries(counts)) if (st !== "dead") live += n;
@@ -169,7 +171,7 @@ export class Reconciler {
       const n = Math.min(deficit, Math.max(0, o.spec.maxTotal - live), o.spec.maxCreatesPerTick);
       if (n === 0) return;
       const result = { created: [] as string[], errors: [] as string[], providerCalls: { list: 0, create: 0, delete: 0 } } as unknown as TickResult;
-      await this.#create(n, result);
+      await this.#create(n, result, { maxLive: o.spec.maxTotal, minIdle: o.spec.minIdle });
       if (result.errors.length) o.logger.warn({ errors: result.errors }, "replenish after claim: some creates failed");
       // New instances are `starting`: look at them sooner than the interval.
       if (!this.#running && !this.#stopped) this.#schedule(Math.min(o.intervalMs, o.startingPollMs ?? 1000));
@@ -367,6 +369,17 @@ export class Reconciler {
     const plan = planPool(o.spec, { listing, instances: observed, orphans }, now);
     result.notes = plan.notes;
 
+    // The lease was taken at the start of the pass; health checks and the sweep can take longer
+    // than its TTL, and another replica may have taken over meanwhile. Renew it before acting, or
+    // act on nothing: two replicas deleting and creating from their own snapshots is how fleets
+    // get over-created (seed-system §8).
+    if ((plan.deletes.length > 0 || plan.create > 0) && !(await o.store.acquireLease(this.#leaseName, this.#holder, this.#leaseTtlMs))) {
+      result.errors.push("lease lost during the pass: no deletes or creates");
+      o.logger.warn({ pool: o.poolId }, "reconciler lease lost during the pass; another replica acts");
+      plan.deletes.length = 0;
+      plan.create = 0;
+    }
+
     for (const id of plan.forget) {
       await o.store.markDeleted(id);
       outcomeById.delete(id);
@@ -386,7 +399,7 @@ export class Reconciler {
     }
 
     if (plan.create > 0) {
-      const ids = await this.#create(plan.create, result);
+      const ids = await this.#create(plan.create, result, { maxLive: o.spec.maxTotal, minIdle: o.spec.minIdle });
       for (const id of ids) outcomeById.set(id, "starting");
     }
 
@@ -397,15 +410,24 @@ export class Reconciler {
     result.counts = { ...counts, total };
   }
 
-  /** Creates `count` instances; each row is written before the provider is called. */
-  async #create(count: number, result: TickResult): Promise<string[]> {
+  /**
+   * Creates up to `count` instances; each row is written before the provider is called, and only
+   * while the pool is within `limits` at that moment (the store checks under a per-pool lock).
+   */
+  async #create(count: number, result: TickResult, limits: { maxLive: number; minIdle?: number }): Promise<string[]> {
     const o = this.#o;
     const made: string[] = [];
+    let full = false;
     await mapLimit(Array.from({ length: count }), 4, async () => {
+      if (full) return;
       const id = o.ids.instanceId();
       const gatewayToken = o.ids.token();
       const name = o.provider.serviceName?.(id) ?? `agent-pool-${o.poolId}-${id}`;
-      await o.store.insertInstance({ id, poolId: o.poolId, provider: o.provider.kind, name, gatewayToken, reason: "replenish" });
+      const row = await o.store.insertInstanceWithin({ id, poolId: o.poolId, provider: o.provider.kind, name, gatewayToken, reason: "replenish" }, limits);
+      if (!row) {
+        full = true; // another replica or an operator filled the gap meanwhile
+        return;
+      }
       made.push(id);
       result.providerCalls.create++;
       try {
