@@ -73,6 +73,31 @@ export class PoolMetrics {
     for (const x of t.transitions) this.transitions.inc({ pool, from: x.from, to: x.to });
   }
 
+  /**
+   * Gauges of the provider's API budget, read at scrape time: what Railway's `X-RateLimit-*`
+   * headers said last, and the renames waiting for a retry. The earlier system spent 82% of its
+   * hourly budget without anyone seeing it coming; these make that visible and alertable.
+   */
+  watchProvider(provider: Provider): void {
+    if (!provider.budget) return;
+    const read = () => provider.budget!();
+    const gauge = (name: string, help: string, value: (b: ReturnType<typeof read>) => number | null) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["provider"],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          const v = value(read());
+          if (v !== null) this.set({ provider: provider.kind }, v);
+        },
+      });
+    gauge("agent_pool_provider_rate_limit", "Requests the provider allows in its current rate-limit window (X-RateLimit-Limit).", (b) => b.limit);
+    gauge("agent_pool_provider_rate_limit_remaining", "Requests left in the provider's current rate-limit window (X-RateLimit-Remaining).", (b) => b.remaining);
+    gauge("agent_pool_provider_pending_renames", "Renames that failed and wait for a retry.", (b) => b.pendingRenames);
+  }
+
   /** Wraps a provider so that every call is counted by operation and outcome. */
   meter(provider: Provider): Provider {
     const count = async <T>(operation: string, fn: () => Promise<T>): Promise<T> => {
@@ -93,6 +118,7 @@ export class PoolMetrics {
       rename: (ref: string, name: string) => count("rename", () => provider.rename(ref, name)),
       close: () => provider.close(),
       ...(provider.serviceName ? { serviceName: (id: string) => provider.serviceName!(id) } : {}),
+      ...(provider.budget ? { budget: () => provider.budget!() } : {}),
     };
   }
 }

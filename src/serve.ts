@@ -110,6 +110,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         onChange: () => reconcilerRef?.wake(),
       }));
     const provider = metrics.meter(rawProvider);
+    metrics.watchProvider(provider);
     closers.push(() => provider.close());
 
     const client = new InstanceClient();

@@ -194,7 +194,7 @@ describe("API: claims on a pool of real runtimes", () => {
     assert.match(m.text, /agent_pool_claims_total\{pool="default",outcome="claimed"\} \d+/);
     assert.match(m.text, /agent_pool_instances\{pool="default",status="idle"\}/);
     assert.match(m.text, /agent_pool_provider_calls_total/);
-    const doc = (await api("GET", "/openapi.json", undefined, {}, null)).body;
+    const doc = (await api("GET", "/openapi.json")).body;
     const routes: Array<[string, string]> = [
       ["post", "/api/pool/claim"], ["get", "/api/pool/counts"], ["get", "/api/pool/status"], ["get", "/api/pool/summary"], ["get", "/api/pool/agents"],
       ["get", "/api/pool/instances/{id}"], ["delete", "/api/pool/instances/{id}"], ["post", "/api/pool/replenish"], ["post", "/api/pool/drain"],
@@ -260,6 +260,7 @@ describe("API: claims on a pool of real runtimes", () => {
       ["DELETE", `/api/pool/crashed/${created.instanceId}`],
       ["GET", "/api/pool/events"],
       ["GET", "/metrics"],
+      ["GET", "/openapi.json"],
     ];
     const before = JSON.stringify(await pool.store.countByStatus("default"));
     for (const [m, p, b] of protectedRoutes) {

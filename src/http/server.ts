@@ -129,7 +129,8 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     },
   );
 
-  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+  // Behind the key like the rest of the API: only /healthz, /version and the counts are public.
+  app.get("/openapi.json", { schema: { hide: true }, preHandler: auth }, async () => app.swagger());
 
   await app.register(rateLimit, {
     global: false,

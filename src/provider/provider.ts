@@ -43,6 +43,16 @@ export interface CreateInstanceSpec {
   env: Record<string, string>;
 }
 
+/** What a provider's API budget looks like right now (from its rate-limit headers). */
+export interface ProviderBudget {
+  /** Requests allowed in the current window, when the provider says. */
+  limit: number | null;
+  /** Requests left in it (Railway: `X-RateLimit-Remaining`). */
+  remaining: number | null;
+  /** Renames that failed and wait for a retry. */
+  pendingRenames: number;
+}
+
 export interface Provider {
   /** `local`, `railway`, `memory`. */
   readonly kind: string;
@@ -56,6 +66,8 @@ export interface Provider {
   rename(ref: string, name: string): Promise<void>;
   /** The resource name this provider gives an instance (Railway caps names at 32 characters). */
   serviceName?(instanceId: string): string;
+  /** The API budget, for metrics; providers without one (local) leave it out. */
+  budget?(): ProviderBudget;
   /** Releases what the provider holds in this process (timers, sockets, local processes). */
   close(): Promise<void>;
 }

@@ -367,7 +367,7 @@ for (const [projects, instances] of [
 // ---- 3. pacing ----
 
 test("filling 60 instances under Railway's 50/s limit draws no 429 and leaves no service without a domain (Postgres)", { skip, timeout: 60_000 }, async () => {
-  const s = await standin({ runtimes: false, autoAdvance: false, rateLimit: { perSecond: 50 } });
+  const s = await standin({ runtimes: false, autoAdvance: false, rateLimit: { perSecond: 50, perHour: 10_000 } });
   const { projectId } = s.createProject("burst");
   const pool = await startPool(s, {
     DATA_DIR: tempDir(),
@@ -398,6 +398,15 @@ test("filling 60 instances under Railway's 50/s limit draws no 429 and leaves no
     assert.equal(rows.length, 60);
     assert.ok(rows.every((x) => x.providerRef && x.url?.startsWith("http://")));
     assert.deepEqual(s.validationFailures, []);
+
+    // The hourly budget Railway reports is a metric: after one more (serial) pass it is exactly
+    // what the stand-in counted.
+    await pool.reconciler.tick();
+    const scrape = (await pool.app.inject({ url: "/metrics", headers: { authorization: `Bearer ${API_KEY}` } })).body;
+    const gauge = (name: string) => Number(new RegExp(`^${name}\\{provider="railway"\\} (\\d+)$`, "m").exec(scrape)?.[1]);
+    assert.equal(gauge("agent_pool_provider_rate_limit"), 10_000);
+    assert.equal(gauge("agent_pool_provider_rate_limit_remaining"), 10_000 - s.requests.length);
+    assert.equal(gauge("agent_pool_provider_pending_renames"), 0);
   });
 });
 

@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto";
 import { systemClock, type Clock } from "../../clock.ts";
 import { PoolError } from "../../errors.ts";
-import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "../provider.ts";
+import type { CreateInstanceSpec, Provider, ProviderBudget, ProviderInstance, ProviderListing } from "../provider.ts";
 import {
   GraphQLClient,
   RailwayApiError,
@@ -263,6 +263,11 @@ export class RailwayProvider implements Provider {
   /** Last `X-RateLimit-*` headers seen. */
   get rateLimit(): RateLimitState {
     return this.#client.rateLimit;
+  }
+
+  budget(): ProviderBudget {
+    const rl = this.#client.rateLimit;
+    return { limit: rl.limit, remaining: rl.remaining, pendingRenames: this.#renames.size };
   }
 
   /** HTTP requests sent so far. */
