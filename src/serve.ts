@@ -163,10 +163,11 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       // retries a rename that fails (the earlier system lost 40 of 90 renames to 429s).
       afterClaim: (inst) => {
         if (!inst.providerRef || !inst.agentName) return;
-        const slug = inst.agentName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 24);
+        // A name with no ASCII letter or digit ("李雷") still marks the service as claimed.
+        const slug = inst.agentName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 24) || "agent";
         const base = provider.serviceName?.(inst.id) ?? inst.name;
         // `<name>--<label>`: the provider still reads the instance id back from the name.
-        if (slug) provider.rename(inst.providerRef, `${base}--${slug}`).catch((err) => logger.warn({ err: (err as Error).message, instanceId: inst.id }, "rename failed"));
+        provider.rename(inst.providerRef, `${base}--${slug}`).catch((err) => logger.warn({ err: (err as Error).message, instanceId: inst.id }, "rename failed"));
       },
       onOutcome: (outcome, seconds, provisionSeconds) => {
         metrics.onClaim(config.POOL_ID, outcome, seconds, provisionSeconds);

@@ -366,7 +366,13 @@ describe("API: failed provisions, resets, pending acceptance, rate limits", () =
     assert.equal(r.status, 502);
     const row = (await api("GET", `/api/pool/instances/${dirty}`)).body.instance;
     assert.equal(row.status, "crashed");
-    await api("DELETE", `/api/pool/crashed/${dirty}`);
+    assert.equal(row.agentName, null, "not shown as Hal: Hal was never handed out");
+    assert.ok(!(await api("GET", "/api/pool/agents")).body.agents.some((a: any) => a.instanceId === dirty || a.id === dirty), "not a live agent");
+    // Nobody will dismiss it: the next pass deletes it, so it does not hold a slot for good.
+    await pool.ops.reconcile();
+    const after = (await api("GET", `/api/pool/instances/${dirty}`)).body;
+    assert.equal(after.instance.status, "dead");
+    assert.match(after.events[0].reason, /never|handed/);
   });
 
   it("a join waiting for acceptance is pending_acceptance, then claimed once the reconciler sees the conversation", async () => {

@@ -222,7 +222,12 @@ export class ClaimService {
     };
   }
 
-  /** After a failed provision: factory-reset the instance; clean → idle, otherwise crashed. */
+  /**
+   * After a failed provision: factory-reset the instance; clean → idle, otherwise crashed. Either
+   * way the claim's fields are cleared: the client's agent lives on another instance (or the client
+   * got an error), so this one must not show as that agent, and a crashed instance that never
+   * served anyone is cleaned up by the reconciler instead of waiting for an operator.
+   */
   async #recover(inst: InstanceRecord, why: string): Promise<void> {
     const o = this.#o;
     const timeout = o.resetTimeoutMs ?? 15_000;
@@ -245,7 +250,7 @@ export class ClaimService {
         to: clean ? "idle" : "crashed",
         actor: "claim",
         reason: `provision failed (${why.slice(0, 150)}); reset ${clean ? "clean" : "failed"}`,
-        set: clean ? cleared : {},
+        set: cleared,
       })
       .catch((err) => o.logger.error({ err, instanceId: inst.id }, "could not record the failed claim"));
   }

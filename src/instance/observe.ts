@@ -159,6 +159,11 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       case "crashed":
         if (derived === "claimed" && obs.health && row.conversationId !== null && obs.health.conversationId === row.conversationId) {
           [next, reason] = ["claimed", "runtime healthy again with its conversation"];
+        } else if (row.claimedAt === null && row.agentName === null) {
+          // Broke during a failed claim and was never handed to anyone: nobody will dismiss it, and
+          // left alone it would hold a slot against max total for good (seed-system §8: crashed
+          // instances never cleaned up, pools stuck at max). Delete it; the plan replaces it.
+          [next, reason] = ["dead", "crashed before it was handed to anyone"];
         }
         break;
     }

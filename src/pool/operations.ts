@@ -62,7 +62,8 @@ export class PoolOperations {
     const order: Partial<Record<InstanceStatus, number>> = { crashed: 0, pending_acceptance: 1, claimed: 2 };
     const rows = await this.#o.store.listInstances(this.#o.poolId);
     return rows
-      .filter((r) => order[r.status] !== undefined)
+      // A crashed instance without an agent broke in a failed claim; the next pass deletes it.
+      .filter((r) => order[r.status] !== undefined && !(r.status === "crashed" && r.agentName === null))
       .sort((a, b) => order[a.status]! - order[b.status]! || (b.claimedAt?.getTime() ?? 0) - (a.claimedAt?.getTime() ?? 0));
   }
 

@@ -261,13 +261,15 @@ test("on Railway: fill to min idle, claim + rename, crash of idle and claimed, d
     assert.equal(s.service(toKill.providerRef!), null);
     rows = await settled(pool, 2);
 
-    // -- A second claim (through the operations), renamed, then a restart.
-    const claimB = await pool.ops.claim({ agentName: "Grace", instructions: "You debug things." });
+    // -- A second claim (through the operations), renamed, then a restart. A name with no ASCII
+    // letter still gets the service renamed (to a generic label).
+    const claimB = await pool.ops.claim({ agentName: "李雷", instructions: "You debug things." });
     const rowB = (await pool.store.getInstance(claimB.instanceId))!;
     const renamedB = await waitFor("the second claim's rename", () => {
       const name = s.service(rowB.providerRef!)?.name;
       return name && name !== rowB.name ? name : null;
     }, 15_000, 50);
+    assert.equal(renamedB, `${rowB.name}--agent`);
     rows = await settled(pool, 2);
     const before = live(rows).map((r) => [r.id, r.status, r.providerRef]).sort();
     assert.equal(before.length, 3);
