@@ -204,6 +204,41 @@ describe("dashboard (API key as password, local environment)", () => {
     assert.match(qr.body, /<svg /);
   });
 
+  it("joins a conversation: a success banner, or a pending one while the owner has not accepted; pending agents are listed", async () => {
+    const csrf = await b.csrf();
+    const hx = { "hx-request": "true" };
+    const made: string[] = [];
+    try {
+      await waitFor("2 idle", async () => (await pool.ops.summary()).counts.idle >= 2, 15_000, 50);
+      // A conversation whose owner approves new members by hand.
+      const host = await pool.ops.claim({ agentName: "Host", instructions: "x", metadata: { requireApproval: true } });
+      made.push(host.instanceId);
+      const pending = await b.req("POST", "/dashboard/launch", { headers: hx, form: { _csrf: csrf, mode: "join", agentName: "Guest <i>", instructions: "", joinUrl: host.inviteUrl! } });
+      assert.equal(pending.status, 200, pending.body);
+      assert.match(pending.body, /<strong>Guest &lt;i&gt;<\/strong> asked to join the conversation and is waiting for its owner to accept\./);
+      const guest = /Instance <code>(i-[^<]+)<\/code>/.exec(pending.body)![1]!;
+      made.push(guest);
+      const agents = await b.req("GET", "/dashboard/agents", { headers: hx });
+      assert.match(agents.body, new RegExp(`class="agent s-pending_acceptance" id="agent-${guest}"`));
+      assert.match(agents.body, />Pending</);
+
+      // A conversation that takes anyone with the link: joined at once.
+      await waitFor("an idle instance", async () => (await pool.ops.summary()).counts.idle >= 1, 15_000, 50);
+      const open = (await pool.ops.agents()).find((a) => a.status === "claimed" && a.id !== host.instanceId && a.inviteUrl)!;
+      const joined = await b.req("POST", "/dashboard/launch", { headers: hx, form: { _csrf: csrf, mode: "join", agentName: "Second", instructions: "", joinUrl: open.inviteUrl! } });
+      assert.equal(joined.status, 200, joined.body);
+      assert.match(joined.body, /<strong>Second<\/strong> joined the conversation\. Instance <code>i-/);
+      made.push(/Instance <code>(i-[^<]+)<\/code>/.exec(joined.body)![1]!);
+    } finally {
+      for (const id of made) await pool.ops.kill(id).catch(() => undefined);
+      // Leave the pool as the next tests expect it: 2 idle.
+      await waitFor("2 idle again", async () => {
+        await pool.ops.reconcile();
+        return (await pool.ops.summary()).counts.idle >= 2;
+      }, 20_000, 100);
+    }
+  });
+
   it("validates the launch form and shows the pool's error message", async () => {
     const csrf = await b.csrf();
     const hx = { "hx-request": "true" };
