@@ -16,6 +16,7 @@ import { Reconciler } from "./pool/reconciler.ts";
 import { LocalProvider } from "./provider/local.ts";
 import { RailwayProvider } from "./provider/railway/provider.ts";
 import { ClaimService } from "./claim/claim.ts";
+import { estimateRetryAfterSeconds } from "./claim/retry-after.ts";
 import { PoolMetrics } from "./metrics.ts";
 import { PoolOperations } from "./pool/operations.ts";
 import type { Provider } from "./provider/provider.ts";
@@ -173,8 +174,9 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         metrics.onClaim(config.POOL_ID, outcome, seconds, provisionSeconds);
         over.onClaim?.(outcome, seconds, provisionSeconds);
       },
-      // Starting instances are minutes away at most; with none starting, the next pass creates some.
-      retryAfterSeconds: async (pool) => ((await store.countByStatus(pool)).starting > 0 ? 5 : Math.ceil(config.TICK_INTERVAL_MS / 1000) + 10),
+      // From the pool's own boot history and the instances starting now (src/claim/retry-after.ts).
+      retryAfterSeconds: async (pool) =>
+        estimateRetryAfterSeconds({ now: (over.clock ?? systemClock).now(), ...(await store.bootStats(pool)), tickIntervalMs: config.TICK_INTERVAL_MS }),
     });
     const ops = new PoolOperations({
       store,

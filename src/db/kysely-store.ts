@@ -416,6 +416,30 @@ export class KyselyStore implements Store {
     return rows.map(toEvent);
   }
 
+  async bootStats(poolId: string): Promise<{ recentBootMs: number[]; startingSince: Date[] }> {
+    const [boots, starting] = await Promise.all([
+      // Time in `starting` = from the event that entered it (a create or a redeploy) to idle.
+      sql<{ ms: number }>`
+        SELECT (extract(epoch FROM e.at - prev.at) * 1000)::float8 AS ms
+          FROM instance_events e
+          JOIN instances i ON i.id = e.instance_id
+          CROSS JOIN LATERAL (
+            SELECT p.at FROM instance_events p WHERE p.instance_id = e.instance_id AND p.id < e.id ORDER BY p.id DESC LIMIT 1
+          ) prev
+         WHERE i.pool_id = ${poolId} AND e.from_status = 'starting' AND e.to_status = 'idle'
+         ORDER BY e.id DESC
+         LIMIT 50`.execute(this.#db),
+      this.#db
+        .selectFrom("instances")
+        .select("status_changed_at")
+        .where("pool_id", "=", poolId)
+        .where("status", "=", "starting")
+        .where("deleted_at", "is", null)
+        .execute(),
+    ]);
+    return { recentBootMs: boots.rows.map((r) => Number(r.ms)), startingSince: starting.map((r) => r.status_changed_at) };
+  }
+
   async lastPoolEventId(poolId: string): Promise<number> {
     const { rows } = await sql<{ id: number | null }>`
       SELECT max(e.id)::int AS id FROM instance_events e JOIN instances i ON i.id = e.instance_id WHERE i.pool_id = ${poolId}`.execute(this.#db);

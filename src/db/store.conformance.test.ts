@@ -549,6 +549,26 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       }
     });
 
+    it("bootStats: time each recent boot spent starting, and since when the starting ones started", async () => {
+      const pool = uid("boots");
+      await store.upsertPool({ id: pool, minIdle: 3, maxTotal: 5 });
+      assert.deepEqual(await store.bootStats(pool), { recentBootMs: [], startingSince: [] });
+      const booted = await store.insertInstance(spec(pool));
+      await sleep(300);
+      await store.transition({ id: booted.id, from: "starting", to: "idle", actor: "reconciler", reason: "healthy" });
+      const waiting = await store.insertInstance(spec(pool));
+      const stats = await store.bootStats(pool);
+      assert.equal(stats.recentBootMs.length, 1);
+      assert.ok(stats.recentBootMs[0]! >= 290 && stats.recentBootMs[0]! < 60_000, `boot took ${stats.recentBootMs[0]} ms`);
+      assert.deepEqual(stats.startingSince, [waiting.statusChangedAt]);
+      // A redeploy (idle → starting → idle) counts from when it went back to starting.
+      await store.applyObservations([observation(booted.id, "idle", "starting")]);
+      await store.applyObservations([observation(booted.id, "starting", "idle")]);
+      const again = await store.bootStats(pool);
+      assert.equal(again.recentBootMs.length, 2);
+      assert.ok(again.recentBootMs[0]! < again.recentBootMs[1]!, `the redeploy's own time, not since creation (${again.recentBootMs.join(", ")} ms)`);
+    });
+
     // ---- claims ----
 
     const idleInstance = async (pool: string) => {

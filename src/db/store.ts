@@ -204,6 +204,11 @@ export interface Store {
   listPoolEventsSince(poolId: string, afterId: number, limit?: number): Promise<InstanceEvent[]>;
   /** The id of the pool's newest event (0 when none). */
   lastPoolEventId(poolId: string): Promise<number>;
+  /**
+   * What a POOL_EMPTY's Retry-After is estimated from: how long the pool's 50 latest boots spent
+   * in `starting` before idle, and since when each instance now starting has been starting.
+   */
+  bootStats(poolId: string): Promise<{ recentBootMs: number[]; startingSince: Date[] }>;
   /** Latest events of an instance, newest first. */
   listEvents(instanceId: string, limit?: number): Promise<InstanceEvent[]>;
 
