@@ -119,6 +119,8 @@ export class PoolMetrics {
       close: () => provider.close(),
       ...(provider.serviceName ? { serviceName: (id: string) => provider.serviceName!(id) } : {}),
       ...(provider.budget ? { budget: () => provider.budget!() } : {}),
+      ...(provider.renamePending ? { renamePending: (ref: string) => provider.renamePending!(ref) } : {}),
+      ...(provider.nameFor ? { nameFor: (requested: string) => provider.nameFor!(requested) } : {}),
     };
   }
 }

@@ -12,7 +12,7 @@ import type { Store } from "./db/store.ts";
 import { InstanceClient } from "./instance/client.ts";
 import { createLogger } from "./logger.ts";
 import { buildServer, type PoolServer } from "./http/server.ts";
-import { Reconciler } from "./pool/reconciler.ts";
+import { agentServiceName, Reconciler } from "./pool/reconciler.ts";
 import { LocalProvider } from "./provider/local.ts";
 import { RailwayProvider } from "./provider/railway/provider.ts";
 import { ClaimService } from "./claim/claim.ts";
@@ -164,11 +164,9 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       // retries a rename that fails (the earlier system lost 40 of 90 renames to 429s).
       afterClaim: (inst) => {
         if (!inst.providerRef || !inst.agentName) return;
-        // A name with no ASCII letter or digit ("李雷") still marks the service as claimed.
-        const slug = inst.agentName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 24) || "agent";
-        const base = provider.serviceName?.(inst.id) ?? inst.name;
-        // `<name>--<label>`: the provider still reads the instance id back from the name.
-        provider.rename(inst.providerRef, `${base}--${slug}`).catch((err) => logger.warn({ err: (err as Error).message, instanceId: inst.id }, "rename failed"));
+        // The reconciler renames again any claimed instance whose rename never landed.
+        const name = agentServiceName(provider.serviceName?.(inst.id) ?? inst.name, inst.agentName);
+        provider.rename(inst.providerRef, name).catch((err) => logger.warn({ err: (err as Error).message, instanceId: inst.id }, "rename failed"));
       },
       onOutcome: (outcome, seconds, provisionSeconds) => {
         metrics.onClaim(config.POOL_ID, outcome, seconds, provisionSeconds);

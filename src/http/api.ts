@@ -82,6 +82,7 @@ export const TickResultView = z.object({
   transitions: z.array(z.object({ id: z.string(), from: z.string(), to: z.string(), reason: z.string() })),
   created: z.array(z.string()),
   deleted: z.array(z.object({ ref: z.string(), instanceId: z.string().nullable(), reason: z.string() })),
+  renamed: z.array(z.string()).describe("claimed instances whose service was renamed to show the agent's name this pass"),
   notes: z.array(z.string()),
   counts: CountsView,
   errors: z.array(z.string()),

@@ -333,6 +333,37 @@ describe("Reconciler.tick", () => {
     assert.equal((await store.listInstances(poolId)).length, 10);
   });
 
+  it("renames claimed instances whose rename never landed, once, and only after their own rename had time", async () => {
+    const r = reconciler();
+    await r.tick();
+    await r.tick();
+    const [a, b] = await store.listInstances(poolId);
+    for (const [x, name] of [[a!, "Ada Lovelace"], [b!, "李雷"]] as const) {
+      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "t", set: { agentName: name } });
+      await store.transition({ id: x.id, from: "claiming", to: "claimed", actor: "claim", reason: "t", set: { conversationId: `c-${x.id}`, claimedAt: clock.now() } });
+    }
+    runtimes.answers.set(`http://memory.invalid/${a!.id}`, { ready: true, conversationId: `c-${a!.id}`, pending: false, clean: false, version: "1" });
+    runtimes.answers.set(`http://memory.invalid/${b!.id}`, { ready: true, conversationId: `c-${b!.id}`, pending: false, clean: false, version: "1" });
+    // The claim's own background rename never happened (a restart, a kill -9).
+    assert.deepEqual((await r.tick()).renamed, [], "not within a minute of the claim");
+    clock.advance(61_000);
+    const res = await r.tick();
+    assert.deepEqual(res.renamed.sort(), [a!.id, b!.id].sort());
+    assert.equal(provider.fleet.get(a!.providerRef!)!.name, `${a!.name}--ada-lovelace`);
+    assert.equal(provider.fleet.get(b!.providerRef!)!.name, `${b!.name}--agent`);
+    const renamesBefore = provider.calls.rename;
+    assert.deepEqual((await r.tick()).renamed, []);
+    assert.equal(provider.calls.rename, renamesBefore, "converged: no further calls");
+
+    // A provider that shortens names (Railway: 32 characters) is compared with what it would set,
+    // so a shortened name is not renamed again on every pass.
+    provider.nameFor = (n: string) => n.slice(0, a!.name.length + 4);
+    const shortened = await r.tick();
+    assert.deepEqual(shortened.renamed.sort(), [a!.id, b!.id].sort());
+    assert.equal(provider.fleet.get(a!.providerRef!)!.name, `${a!.name}--ad`);
+    assert.deepEqual((await r.tick()).renamed, []);
+  });
+
   it("never overlaps passes: concurrent tick() calls run one after another", async () => {
     const r = reconciler();
     let inFlight = 0;

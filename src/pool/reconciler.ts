@@ -71,6 +71,8 @@ export interface TickResult {
   transitions: TransitionNote[];
   created: string[];
   deleted: Array<{ ref: string; instanceId: string | null; reason: string }>;
+  /** Claimed instances whose provider resource was renamed to show the agent (see #rename). */
+  renamed: string[];
   notes: PlanNote[];
   counts: StatusCounts & { total: number };
   errors: string[];
@@ -228,6 +230,7 @@ export class Reconciler {
       transitions: [],
       created: [],
       deleted: [],
+      renamed: [],
       notes: [],
       counts: { ...emptyCounts(), total: 0 },
       errors: [],
@@ -403,6 +406,8 @@ export class Reconciler {
       for (const id of ids) outcomeById.set(id, "starting");
     }
 
+    if (listing === "complete") await this.#renameClaimed(pairs, outcomeById, result);
+
     const counts = emptyCounts();
     for (const s of outcomeById.values()) counts[s]++;
     let total = 0;
@@ -447,6 +452,41 @@ export class Reconciler {
   }
 
   /**
+   * Converges provider resource names to show their agent (`<service name>--<agent slug>`). The
+   * claim path renames in the background right after a claim; this catches the renames that never
+   * landed: lost with a restart or a kill -9, or given up after too many failures (the earlier
+   * system lost 40 of 90 renames to 429s and never noticed). Only claims older than a minute (the
+   * claim's own rename may still be under way), none the provider is still retrying, at most 5
+   * per pass so a backlog cannot eat the API budget.
+   */
+  async #renameClaimed(pairs: Array<[InstanceRecord, ProviderInstance | undefined]>, outcome: Map<string, InstanceStatus>, result: TickResult): Promise<void> {
+    const o = this.#o;
+    const now = o.clock.now().getTime();
+    const due: Array<[string, string, string]> = [];
+    for (const [r, p] of pairs) {
+      if (due.length >= 5) break;
+      const status = outcome.get(r.id);
+      if (!p || (status !== "claimed" && status !== "pending_acceptance") || !r.agentName || !r.claimedAt) continue;
+      if (now - r.claimedAt.getTime() < 60_000 || o.provider.renamePending?.(p.ref)) continue;
+      let want = agentServiceName(o.provider.serviceName?.(r.id) ?? r.name, r.agentName);
+      try {
+        want = o.provider.nameFor?.(want) ?? want; // compare with what the provider would really set
+      } catch {
+        continue; // a name the provider refuses: nothing to converge to
+      }
+      if (p.name !== want) due.push([r.id, p.ref, want]);
+    }
+    await mapLimit(due, 2, async ([id, ref, name]) => {
+      try {
+        await o.provider.rename(ref, name);
+        result.renamed.push(id);
+      } catch (err) {
+        result.errors.push(`provider rename ${ref}: ${(err as Error).message}`);
+      }
+    });
+  }
+
+  /**
    * A `claiming` row older than the provision timeout plus a margin belongs to a claim that died
    * (a pool manager killed mid-claim). Ask the runtime what it is: bound → claimed, pending →
    * pending_acceptance, clean → idle, otherwise crashed. The earlier system had no sweeper and
@@ -487,6 +527,16 @@ export class Reconciler {
       }
     });
   }
+}
+
+/**
+ * The provider resource name of a claimed instance: `<base>--<agent slug>`, so the console shows
+ * who the agent is while the provider still reads the instance id back from the name. A name with
+ * no ASCII letter or digit ("李雷") still marks it claimed, as `--agent`.
+ */
+export function agentServiceName(base: string, agentName: string): string {
+  const slug = agentName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 24) || "agent";
+  return `${base}--${slug}`;
 }
 
 /** Runs `fn` over `items` with at most `limit` at once. */

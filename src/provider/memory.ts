@@ -25,6 +25,8 @@ export class MemoryProvider implements Provider {
   failCreates = 0;
   /** `list()` reports `complete: false` and omits this many instances. */
   partialOmit = 0;
+  /** Test knob: a provider that rewrites requested names (Railway fits them to 32 characters). */
+  nameFor?: (requested: string) => string;
   readonly #clock: Clock;
   readonly #initial: string;
   readonly #urlBase: string;
@@ -74,7 +76,7 @@ export class MemoryProvider implements Provider {
   async rename(ref: string, name: string): Promise<void> {
     this.calls.rename++;
     const inst = this.fleet.get(ref);
-    if (inst) inst.name = name;
+    if (inst) inst.name = this.nameFor ? this.nameFor(name) : name;
   }
 
   /** Sets the deploy status of one instance (test knob). */

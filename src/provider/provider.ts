@@ -66,6 +66,10 @@ export interface Provider {
   rename(ref: string, name: string): Promise<void>;
   /** The resource name this provider gives an instance (Railway caps names at 32 characters). */
   serviceName?(instanceId: string): string;
+  /** The name a rename to `requested` actually gives (Railway fits names to 32 characters). */
+  nameFor?(requested: string): string;
+  /** True while a failed rename of `ref` waits in the provider's own retry queue. */
+  renamePending?(ref: string): boolean;
   /** The API budget, for metrics; providers without one (local) leave it out. */
   budget?(): ProviderBudget;
   /** Releases what the provider holds in this process (timers, sockets, local processes). */

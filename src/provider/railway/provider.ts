@@ -265,6 +265,26 @@ export class RailwayProvider implements Provider {
     return this.#client.rateLimit;
   }
 
+  /** The name a rename to `requested` gives the service: label separator fixed, fitted to 32 characters. */
+  nameFor(requested: string): string {
+    let name = this.#withLabelSeparator(requested);
+    const id = this.parseInstanceId(name);
+    if (id === null) {
+      throw new PoolError("PROVIDER_ERROR", `railway: rename to ${JSON.stringify(name)} would drop the pool's name prefix ${this.#ownPrefix}`);
+    }
+    if (name.length > this.#maxName) {
+      // Keep the identity, shorten the label (Railway rejects longer names).
+      const base = this.serviceName(id);
+      name = name.slice(0, this.#maxName);
+      if (name.length < base.length + 3) name = base;
+    }
+    return name;
+  }
+
+  renamePending(ref: string): boolean {
+    return this.#renames.has(ref);
+  }
+
   budget(): ProviderBudget {
     const rl = this.#client.rateLimit;
     return { limit: rl.limit, remaining: rl.remaining, pendingRenames: this.#renames.size };
@@ -797,17 +817,7 @@ export class RailwayProvider implements Provider {
     // `<serviceName(id)>-<label>` (the form the server builds after a claim) becomes
     // `<serviceName(id)>--<label>`: with a single `-` the name does not parse back to the instance
     // id, so such a rename was refused and no claimed service was ever renamed.
-    name = this.#withLabelSeparator(name);
-    const id = this.parseInstanceId(name);
-    if (id === null) {
-      throw new PoolError("PROVIDER_ERROR", `railway: rename to ${JSON.stringify(name)} would drop the pool's name prefix ${this.#ownPrefix}`);
-    }
-    if (name.length > this.#maxName) {
-      // Keep the identity, shorten the label (Railway rejects longer names).
-      const base = this.serviceName(id);
-      name = name.slice(0, this.#maxName);
-      if (name.length < base.length + 3) name = base;
-    }
+    name = this.nameFor(name);
     this.#renames.delete(ref);
     try {
       await this.#renameOnce(ref, name);
