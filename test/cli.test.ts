@@ -29,11 +29,38 @@ describe("CLI against a running pool manager", () => {
 
   after(async () => {
     if (pool && pool.child.exitCode === null) {
-      pool.child.kill("SIGTERM");
-      await pool.exited;
+      // Ctrl-C in a terminal: as clean as SIGTERM (which test/embedded.test.ts uses).
+      pool.child.kill("SIGINT");
+      assert.equal(await pool.exited, 0, pool.output().slice(-2000));
     }
-    assert.deepEqual(runtimeProcesses(dataDir), [], "no runtime process left after SIGTERM");
+    assert.deepEqual(runtimeProcesses(dataDir), [], "no runtime process left after SIGINT");
     rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("migrate applies the migrations to a fresh data dir, and again is a no-op", () => {
+    const fresh = mkdtempSync(join(tmpdir(), "agent-pool-migrate-"));
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", "migrate"], { cwd: REPO_ROOT, env: { ...process.env, DATA_DIR: fresh, DATABASE_URL: "" }, encoding: "utf8", timeout: 60_000 });
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, /migrations applied \(pglite\)/);
+      }
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  });
+
+  it("a second process on the running server's data dir (migrate, or another serve) fails clearly", () => {
+    for (const args of [["migrate"], ["serve"]]) {
+      const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, DATA_DIR: dataDir, DATABASE_URL: "", PORT: "0", LOG_LEVEL: "silent" },
+        encoding: "utf8",
+        timeout: 60_000,
+      });
+      assert.equal(r.status, 1, `${args[0]}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`data directory .* is in use by process ${pool.child.pid}; stop it first .*\\(DATA_DIR_LOCKED\\)`));
+    }
   });
 
   it("claims with the CLI, talks to the agent at its invite URL, and the pool refills", async () => {
