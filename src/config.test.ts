@@ -33,6 +33,19 @@ describe("loadConfig", () => {
     assert.throws(() => loadConfig({ STARTING_POLL_MS: "50" }), /STARTING_POLL_MS: expected a whole number/);
   });
 
+  it("takes RAILWAY_ENVIRONMENT_ID/_NAME for the instances only outside a Railway deployment", () => {
+    const outside = loadConfig({ RAILWAY_ENVIRONMENT_ID: "env-1", RAILWAY_ENVIRONMENT_NAME: "staging" });
+    assert.equal(outside.RAILWAY_INSTANCE_ENVIRONMENT_ID, "env-1");
+    assert.equal(outside.RAILWAY_INSTANCE_ENVIRONMENT_NAME, "staging");
+    // Inside a deployment Railway sets them to the pool manager's own environment: ignored.
+    const inside = loadConfig({ RAILWAY_SERVICE_ID: "svc", RAILWAY_ENVIRONMENT_ID: "env-own", RAILWAY_ENVIRONMENT_NAME: "own" });
+    assert.equal(inside.RAILWAY_INSTANCE_ENVIRONMENT_ID, undefined);
+    assert.equal(inside.RAILWAY_INSTANCE_ENVIRONMENT_NAME, "production");
+    // The explicit settings win everywhere.
+    const explicit = loadConfig({ RAILWAY_INSTANCE_ENVIRONMENT_ID: "env-2", RAILWAY_ENVIRONMENT_ID: "env-1" });
+    assert.equal(explicit.RAILWAY_INSTANCE_ENVIRONMENT_ID, "env-2");
+  });
+
   it("treats an empty DATABASE_URL as unset (embedded database)", () => {
     assert.equal(loadConfig({ DATABASE_URL: "" }).DATABASE_URL, undefined);
   });

@@ -158,6 +158,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const v = env[key];
     if (v !== undefined) input[key] = v;
   }
+  // RAILWAY_ENVIRONMENT_ID/_NAME (the names the issue and older notes use) are honoured as the
+  // instances' environment only where Railway's platform did not set them: inside a Railway
+  // deployment (RAILWAY_SERVICE_ID present) they describe the pool manager's own environment.
+  if (env.RAILWAY_SERVICE_ID === undefined) {
+    if (input.RAILWAY_INSTANCE_ENVIRONMENT_ID === undefined && env.RAILWAY_ENVIRONMENT_ID) input.RAILWAY_INSTANCE_ENVIRONMENT_ID = env.RAILWAY_ENVIRONMENT_ID;
+    if (input.RAILWAY_INSTANCE_ENVIRONMENT_NAME === undefined && env.RAILWAY_ENVIRONMENT_NAME) input.RAILWAY_INSTANCE_ENVIRONMENT_NAME = env.RAILWAY_ENVIRONMENT_NAME;
+  }
   const parsed = ENV_SCHEMA.safeParse(input);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
