@@ -3,7 +3,7 @@
  * a data directory that two processes open), plus the adapter that lets Kysely's PostgresDialect
  * drive it as if it were a `pg.Pool`.
  */
-import { closeSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,7 +35,7 @@ export async function openPglite(dataDir: string | null, opts: OpenPgliteOptions
   try {
     const fresh = dataDir === null || !existsSync(join(dataDir, "PG_VERSION"));
     const template = fresh ? templateFor(opts.template === undefined ? pgliteTemplatePath() : opts.template, dataDir === null) : {};
-    if (template.copyFrom && dataDir !== null) cpSync(template.copyFrom, dataDir, { recursive: true });
+    if (template.copyFrom && dataDir !== null) copyCluster(template.copyFrom, dataDir);
     db = await PGlite.create({
       ...(dataDir === null ? {} : { dataDir }),
       ...(template.loadDataDir ? { loadDataDir: template.loadDataDir } : {}),
@@ -89,6 +89,17 @@ function templateFor(base: string | null, inMemory: boolean): { copyFrom?: strin
   } catch {
     return {};
   }
+}
+
+/**
+ * Copies a cluster into a data directory with PG_VERSION last: PG_VERSION is what marks a
+ * directory as holding a cluster, so a copy cut short (the process killed) is redone at the next
+ * start instead of being opened half-written.
+ */
+function copyCluster(from: string, to: string): void {
+  const marker = join(from, "PG_VERSION");
+  cpSync(from, to, { recursive: true, filter: (src) => src !== marker });
+  copyFileSync(marker, join(to, "PG_VERSION"));
 }
 
 /** Writes a cluster template at `base` (directory) and `base.tar` from a dump, each atomically. */

@@ -784,6 +784,15 @@ describe("PGlite data directory", () => {
     assert.deepEqual(await markers(reopened), [7, 8]);
     await reopened.close();
 
+    // A copy cut short (no PG_VERSION yet, some files written) is redone, not opened half-written.
+    const cut = join(root, "cut-short");
+    mkdirSync(join(cut, "base"), { recursive: true });
+    writeFileSync(join(cut, "base", "half-written"), "x");
+    writeFileSync(join(cut, "postgresql.conf"), "garbage = ");
+    const redone = await openPglite(cut, { template: base });
+    assert.deepEqual(await markers(redone), [7]);
+    await redone.close();
+
     // In memory: loaded from the tarball; the template itself is untouched by what we wrote.
     const mem = await openPglite(null, { template: base });
     assert.deepEqual(await markers(mem), [7]);

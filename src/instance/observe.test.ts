@@ -64,6 +64,8 @@ const CASES: Case[] = [
   ["crashed agent (was handed out) → waits for an operator", row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }), seen(prov("SUCCESS"), H({ clean: false })), "crashed"],
   ["crashed in a stale claim, agent unknown → waits for an operator", row("crashed", { agentName: "Ada" }), seen(prov("SUCCESS"), null), "crashed"],
   ["crashed in a failed claim, never handed out → dead", row("crashed"), seen(prov("SUCCESS"), H({ clean: false })), "dead"],
+  ["crashed in a failed claim and gone at the provider → dead, gone", row("crashed"), seen(undefined, undefined), "dead", true],
+  ["claimed, runtime answering 'not ready' past the stuck timeout → crashed", row("claimed", { createdAt: ago(60 * 60_000), healthOkAt: ago(16 * 60_000) }), seen(prov("SUCCESS"), H({ ready: false, conversationId: null })), "crashed"],
   ["claimed + gone at the provider → crashed", row("claimed"), seen(undefined, undefined), "crashed", true],
   ["claimed + one failed check → claimed", row("claimed"), seen(prov("SUCCESS"), null), "claimed"],
   ["claimed + third failed check → crashed", row("claimed", { healthFailures: 2 }), seen(prov("SUCCESS"), null), "crashed"],
@@ -74,7 +76,7 @@ const CASES: Case[] = [
   ["pending + join refused (clean again) → crashed", row("pending_acceptance"), seen(prov("SUCCESS"), H()), "crashed"],
   ["crashed + healthy with its conversation → claimed", row("crashed", { conversationId: "conv-1", agentName: "Ada", claimedAt: ago(60_000) }), seen(prov("SUCCESS"), H({ conversationId: "conv-1", clean: false })), "claimed"],
   ["crashed + still crashed deploy → crashed", row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }), seen(prov("CRASHED"), undefined), "crashed"],
-  ["crashed gone at the provider stays crashed for dismissal", row("crashed"), seen(undefined, undefined), "crashed", true],
+  ["crashed gone at the provider stays crashed for dismissal", row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }), seen(undefined, undefined), "crashed", true],
   ["dead rows are left alone", row("dead"), seen(prov("SUCCESS"), H()), "dead"],
 ];
 
@@ -103,6 +105,15 @@ describe("observeInstance", () => {
     assert.ok(out.change);
     assert.equal(out.change.status, "idle");
     assert.equal(out.change.healthCheckedAt?.getTime(), NOW.getTime());
+  });
+
+  it("a 'not ready' answer is not a sign of life: it does not move healthOkAt", () => {
+    const r = row("claimed", { createdAt: ago(60 * 60_000), healthOkAt: ago(5 * 60_000), healthCheckedAt: ago(5 * 60_000) });
+    const out = observeInstance(r, seen(prov("SUCCESS"), H({ ready: false, conversationId: null })), NOW, policy);
+    assert.equal(out.status, "claimed", "not stuck yet");
+    assert.equal((out.change?.healthOkAt ?? r.healthOkAt)!.getTime(), ago(5 * 60_000).getTime());
+    const ready = observeInstance(r, seen(prov("SUCCESS"), H({ conversationId: "conv-1", clean: false })), NOW, policy);
+    assert.equal(ready.change?.healthOkAt?.getTime(), NOW.getTime());
   });
 
   it("counts consecutive failures and resets them on success", () => {

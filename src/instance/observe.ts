@@ -65,7 +65,10 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
   if (obs.health !== undefined) {
     healthCheckedAt = now;
     if (obs.health) {
-      healthOkAt = now;
+      // Only a ready runtime is a sign of life: one that keeps answering "not ready" (stuck in a
+      // reboot loop) must reach the stuck timeout, or a claimed agent in that state is never
+      // reported crashed.
+      if (obs.health.ready) healthOkAt = now;
       healthFailures = 0;
       healthError = null;
       runtimeVersion = obs.health.version ?? runtimeVersion;
@@ -75,6 +78,8 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
     }
   }
 
+  /** Crashed in a failed claim, before any client got it: nobody will dismiss it. */
+  const neverHandedOut = row.status === "crashed" && row.claimedAt === null && row.agentName === null;
   let next: InstanceStatus = row.status;
   let reason = "";
   let conversationId: string | null = null;
@@ -91,7 +96,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       goneAtProvider = row.providerRef !== null;
       const why = row.providerRef === null ? "never created at the provider" : "gone at the provider";
       if (BOUND.has(row.status)) [next, reason] = ["crashed", why];
-      else if (row.status !== "crashed") [next, reason] = ["dead", why];
+      else if (row.status !== "crashed" || neverHandedOut) [next, reason] = ["dead", why];
     }
   } else {
     const derived = deriveStatus({ deployStatus: p.deployStatus, health: obs.health, ageMs: silentMs, stuckTimeoutMs: policy.stuckTimeoutMs });
@@ -159,7 +164,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       case "crashed":
         if (derived === "claimed" && obs.health && row.conversationId !== null && obs.health.conversationId === row.conversationId) {
           [next, reason] = ["claimed", "runtime healthy again with its conversation"];
-        } else if (row.claimedAt === null && row.agentName === null) {
+        } else if (neverHandedOut) {
           // Broke during a failed claim and was never handed to anyone: nobody will dismiss it, and
           // left alone it would hold a slot against max total for good (seed-system §8: crashed
           // instances never cleaned up, pools stuck at max). Delete it; the plan replaces it.

@@ -362,6 +362,24 @@ describe("Reconciler.tick", () => {
     assert.deepEqual(shortened.renamed.sort(), [a!.id, b!.id].sort());
     assert.equal(provider.fleet.get(a!.providerRef!)!.name, `${a!.name}--ad`);
     assert.deepEqual((await r.tick()).renamed, []);
+
+    // A rename the provider keeps refusing backs off, then is given up: not a call every pass.
+    provider.nameFor = undefined;
+    const realRename = provider.rename.bind(provider);
+    provider.rename = async (ref: string) => {
+      provider.calls.rename++;
+      throw new Error(`refused ${ref}`);
+    };
+    const tries: number[] = [];
+    for (let pass = 0; pass < 80; pass++) {
+      const before = provider.calls.rename;
+      await r.tick();
+      tries.push(provider.calls.rename - before);
+      clock.advance(60_000);
+    }
+    const total = tries.reduce((x, y) => x + y, 0);
+    assert.equal(total, 10, `5 tries for each of the two instances over 80 minutes, not one a pass (${tries.join("")})`);
+    provider.rename = realRename;
   });
 
   it("never overlaps passes: concurrent tick() calls run one after another", async () => {

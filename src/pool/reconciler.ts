@@ -90,6 +90,8 @@ export class Reconciler {
   #wakeRequested = false;
   #replenishQueued = false;
   #last: TickResult | null = null;
+  /** Renames this replica's passes tried and that failed: when to try again (Infinity: given up). */
+  readonly #renameBackoff = new Map<string, { failures: number; retryAt: number }>();
 
   constructor(opts: ReconcilerOptions) {
     this.#o = opts;
@@ -457,7 +459,9 @@ export class Reconciler {
    * landed: lost with a restart or a kill -9, or given up after too many failures (the earlier
    * system lost 40 of 90 renames to 429s and never noticed). Only claims older than a minute (the
    * claim's own rename may still be under way), none the provider is still retrying, at most 5
-   * per pass so a backlog cannot eat the API budget.
+   * per pass so a backlog cannot eat the API budget. A rename that fails here backs off (2, 4, 8,
+   * 16 min) and is given up after 5 failures, logged once: a name the provider rejects must not
+   * cost a call every pass, nor hold the 5 slots that other instances need.
    */
   async #renameClaimed(pairs: Array<[InstanceRecord, ProviderInstance | undefined]>, outcome: Map<string, InstanceStatus>, result: TickResult): Promise<void> {
     const o = this.#o;
@@ -468,6 +472,7 @@ export class Reconciler {
       const status = outcome.get(r.id);
       if (!p || (status !== "claimed" && status !== "pending_acceptance") || !r.agentName || !r.claimedAt) continue;
       if (now - r.claimedAt.getTime() < 60_000 || o.provider.renamePending?.(p.ref)) continue;
+      if ((this.#renameBackoff.get(p.ref)?.retryAt ?? 0) > now) continue;
       let want = agentServiceName(o.provider.serviceName?.(r.id) ?? r.name, r.agentName);
       try {
         want = o.provider.nameFor?.(want) ?? want; // compare with what the provider would really set
@@ -479,9 +484,14 @@ export class Reconciler {
     await mapLimit(due, 2, async ([id, ref, name]) => {
       try {
         await o.provider.rename(ref, name);
+        this.#renameBackoff.delete(ref);
         result.renamed.push(id);
       } catch (err) {
+        const failures = (this.#renameBackoff.get(ref)?.failures ?? 0) + 1;
+        const giveUp = failures >= 5;
+        this.#renameBackoff.set(ref, { failures, retryAt: giveUp ? Number.POSITIVE_INFINITY : now + 60_000 * 2 ** failures });
         result.errors.push(`provider rename ${ref}: ${(err as Error).message}`);
+        if (giveUp) o.logger.error({ instanceId: id, ref, name, err: (err as Error).message }, "rename to show the agent failed 5 times; given up");
       }
     });
   }

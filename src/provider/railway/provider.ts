@@ -275,7 +275,7 @@ export class RailwayProvider implements Provider {
     if (name.length > this.#maxName) {
       // Keep the identity, shorten the label (Railway rejects longer names).
       const base = this.serviceName(id);
-      name = name.slice(0, this.#maxName);
+      name = name.slice(0, this.#maxName).replace(/-+$/, ""); // no dangling separator after the cut
       if (name.length < base.length + 3) name = base;
     }
     return name;
