@@ -26,19 +26,25 @@
   }
 
   // Keep open <details> (event history, QR codes) open across live refreshes of their fragment.
-  var reopen = [];
+  // Kept per swapped fragment: one "pool changed" refreshes several fragments at once, and a single
+  // shared list let the agents list's swap forget what the instances table had open.
+  var reopen = new Map();
   document.body.addEventListener("htmx:beforeSwap", function (e) {
     var target = e.detail.target;
     if (!target || !target.querySelectorAll) return;
-    reopen = Array.prototype.map.call(target.querySelectorAll("details[open][id]"), function (d) { return d.id; });
+    var open = Array.prototype.map.call(target.querySelectorAll("details[open][id]"), function (d) { return d.id; });
+    if (open.length) reopen.set(target, open);
   });
-  document.body.addEventListener("htmx:afterSettle", function () {
+  document.body.addEventListener("htmx:afterSettle", function (e) {
     // After settle, htmx has processed the new nodes, so opening fires their "toggle once" load.
-    reopen.forEach(function (id) {
+    var target = e.detail.target;
+    var ids = reopen.get(target);
+    if (!ids) return;
+    reopen.delete(target);
+    ids.forEach(function (id) {
       var d = document.getElementById(id);
       if (d && !d.open) d.open = true;
     });
-    reopen = [];
   });
 
   // Copy buttons: data-copy names the input holding the text.
