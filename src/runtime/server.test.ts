@@ -6,6 +6,10 @@ import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { MAX_MESSAGE_CHARS, RUNTIME_NAME, startRuntime } from "./server.ts";
 import type { RunningRuntime, RuntimeOptions } from "./server.ts";
+import { waitFor as waitForShared } from "../../test/support/process.ts";
+
+/** The shared poller at this file's pace: 25 ms polls catch short in-flight windows. */
+const waitFor = <T>(what: string, check: () => Promise<T | null | undefined | false>, timeoutMs = 5000) => waitForShared(what, check, timeoutMs, 25);
 
 const TOKEN = "test-gateway-token-0123456789";
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -49,22 +53,6 @@ async function call(base: string, method: string, path: string, body?: unknown, 
 
 const api = (rt: RunningRuntime, method: string, path: string, body?: unknown, token: string | null = TOKEN) =>
   call(rt.url, method, path, body, token);
-
-/** Polls `check` until it returns a truthy value, failing after `timeoutMs`. Never sleeps blindly. */
-async function waitFor<T>(what: string, check: () => Promise<T | null | undefined | false>, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const CLEAN = { conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null };
 
