@@ -9,6 +9,7 @@ import { randomId } from "../clock.ts";
 import type { CreateInstanceSpec } from "./provider.ts";
 import { LocalProvider, type LocalProviderOptions, type LocalStateFile } from "./local.ts";
 import { findProcesses, isRunning, readStat } from "./process-table.ts";
+import { waitFor } from "../../test/support/process.ts";
 
 const NODE = process.execPath;
 /** Stand-in runtime: answers every request with its pid and the env vars the test looks at. */
@@ -58,15 +59,9 @@ function spec(extra: Partial<CreateInstanceSpec> = {}): CreateInstanceSpec {
   return { instanceId, poolId: "p-test", name: `pool-test-${instanceId}`, gatewayToken: `tok-${randomId(8)}`, env: {}, ...extra };
 }
 
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/** The shared poller at 25 ms. */
+const until = <T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000) =>
+  waitFor(what, async () => (await fn()) || null, timeoutMs, 25) as Promise<NonNullable<T>>;
 
 async function statusOf(provider: LocalProvider, ref: string): Promise<string | null | undefined> {
   const { instances } = await provider.list();
