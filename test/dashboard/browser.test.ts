@@ -160,6 +160,14 @@ describe("dashboard in Chromium", () => {
     // The previous launch's result is still shown until this one's arrives.
     await page.locator("#launch-result .banner.ok", { hasText: "Doomed" }).waitFor({ timeout: 15_000 });
     const id = (await text("#launch-instance"))!.trim();
+    // A newer agent that stays healthy: claimed agents are listed newest first, so the crashed one
+    // is first only because crashed agents come first.
+    await page.fill("#agent-name", "Survivor");
+    await page.click("#launch-submit");
+    await page.locator("#launch-result .banner.ok", { hasText: "Survivor" }).waitFor({ timeout: 15_000 });
+    const survivor = (await text("#launch-instance"))!.trim();
+    await page.locator(`#agent-${survivor}`).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator("#agents .agent").first().getAttribute("id"), `agent-${survivor}`, "newest claimed agent first before the crash");
     const proc = await waitFor("the agent's runtime process", () => runtimeProcesses(dataDir).find((p) => p.env.INSTANCE_ID === id));
     process.kill(-proc.pgid, "SIGKILL");
     // The reconciler's health checks notice; the page hears about it from the server, not a reload.
