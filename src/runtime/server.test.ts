@@ -75,7 +75,8 @@ async function roomState(inviteUrl: string, after = 0): Promise<Res> {
 
 describe("health and boot", () => {
   it("answers 503 while booting, then 200 with version and runtime name", async () => {
-    const rt = await start({ bootDelayMs: 300, version: "9.9.9" });
+    // Long enough that the two early calls land while booting even on a loaded machine (300 ms did not).
+    const rt = await start({ bootDelayMs: 3_000, version: "9.9.9" });
     const booting = await api(rt, "GET", "/pool/health", undefined, null);
     assert.equal(booting.status, 503);
     assert.deepEqual(booting.body, { ready: false });
@@ -87,7 +88,7 @@ describe("health and boot", () => {
     const ready = await waitFor("health 200", async () => {
       const r = await api(rt, "GET", "/pool/health", undefined, null);
       return r.status === 200 ? r : null;
-    });
+    }, 15_000);
     assert.deepEqual(ready.body, { ready: true, version: "9.9.9", runtime: RUNTIME_NAME });
   });
 
