@@ -46,6 +46,7 @@ async function tickBench(label: string, store: Store, n: number): Promise<void> 
   await store.upsertPool({ id: poolId, minIdle: n, maxTotal: n });
   const provider = new MemoryProvider();
   const r = new Reconciler({
+    ownerId: "bench",
     poolId,
     store,
     provider,

@@ -5,14 +5,14 @@
 import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { randomIds, randomToken, systemClock, type Clock, type IdSource } from "./clock.ts";
+import { randomId, randomIds, randomToken, systemClock, type Clock, type IdSource } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { openStore } from "./db/open.ts";
 import type { Store } from "./db/store.ts";
 import { InstanceClient } from "./instance/client.ts";
 import { createLogger } from "./logger.ts";
 import { buildServer, type PoolServer } from "./http/server.ts";
-import { agentServiceName, Reconciler } from "./pool/reconciler.ts";
+import { Reconciler } from "./pool/reconciler.ts";
 import { LocalProvider } from "./provider/local.ts";
 import { RailwayProvider } from "./provider/railway/provider.ts";
 import { ClaimService } from "./claim/claim.ts";
@@ -96,6 +96,9 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
   };
   try {
     await store.upsertPool({ id: config.POOL_ID, minIdle: config.POOL_MIN_IDLE, maxTotal: config.POOL_MAX_TOTAL });
+    // The deployment's identity, recorded by the first start and shared by every replica: every
+    // provider resource carries it, and the reconciler touches nothing that does not.
+    const ownerId = await store.ensureOwnerId(randomId(5));
 
     let reconcilerRef: Reconciler | undefined;
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
@@ -119,6 +122,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
 
     const reconciler = new Reconciler({
       poolId: config.POOL_ID,
+      ownerId,
       store,
       provider,
       health: client,
@@ -159,15 +163,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       defaultPool: config.POOL_ID,
       owner: reconciler.holder,
       provisionTimeoutMs: config.PROVISION_TIMEOUT_MS,
-      onPicked: () => reconciler.replenishSoon(),
-      // Visibility in the provider's console, off the claim path; the Railway provider queues and
-      // retries a rename that fails (the earlier system lost 40 of 90 renames to 429s).
-      afterClaim: (inst) => {
-        if (!inst.providerRef || !inst.agentName) return;
-        // The reconciler renames again any claimed instance whose rename never landed.
-        const name = agentServiceName(provider.serviceName?.(inst.id) ?? inst.name, inst.agentName);
-        provider.rename(inst.providerRef, name).catch((err) => logger.warn({ err: (err as Error).message, instanceId: inst.id }, "rename failed"));
-      },
+      sweepMarginMs: config.CLAIM_SWEEP_MARGIN_MS,
       onOutcome: (outcome, seconds, provisionSeconds) => {
         metrics.onClaim(config.POOL_ID, outcome, seconds, provisionSeconds);
         over.onClaim?.(outcome, seconds, provisionSeconds);

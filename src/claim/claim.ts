@@ -2,14 +2,23 @@
  * The claim: hand a client exactly one live, provisioned instance.
  *
  * 1. Idempotency: a retried request with the same key gets the first result (409 while it runs).
- * 2. Pick: one transaction moves the newest idle instance to `claiming` (SKIP LOCKED), refusing a
- *    join URL another agent of the pool already holds. The reconciler is woken at once to replenish.
+ *    The key's record is fenced on this run's token and taken over only after the claim's overall
+ *    deadline has passed by the database clock; the key is also written on the instance, where a
+ *    unique index allows one live instance per key whatever happens to the record.
+ * 2. Pick: one statement moves the newest idle instance to `claiming` (SKIP LOCKED) and writes a
+ *    fresh attempt token and the attempt's deadline. A hint tells the replica that holds the
+ *    reconciler lease to replenish; the claim path never calls into the reconciler.
  * 3. Provision through the instance protocol (the claim path makes no provider API call).
- * 4. An instance that fails is not the client's problem: reset it (clean → idle, else crashed) and
- *    try another, up to `maxAttempts`. The client sees an error only when the pool is empty or every
- *    try failed.
+ * 4. Every later write of the attempt (complete, recover) is conditional on its token: if the
+ *    sweeper judged the attempt dead meanwhile, the write changes nothing and the claim reports
+ *    what really happened. A failed instance is reset (clean → idle, else crashed) and another is
+ *    tried while the deadline allows.
+ *
+ * Before fencing, a sweep acting on an old snapshot could move a NEWER claim's row back to idle
+ * and clear it, and the newer claim's recovery then reset the agent it had just provisioned
+ * (issue 8's reproduction, a regression test in claim.test.ts).
  */
-import type { Clock } from "../clock.ts";
+import { randomId, type Clock } from "../clock.ts";
 import type { InstanceRecord, Store } from "../db/store.ts";
 import { PoolError } from "../errors.ts";
 import type { InstanceTarget, ProvisionRequest, ProvisionResult, RuntimeStatus } from "../instance/client.ts";
@@ -31,6 +40,8 @@ export interface ClaimRequest {
   idempotencyKey?: string | undefined;
   /** Wait up to this long for an idle instance instead of failing at once. */
   waitMs?: number | undefined;
+  /** Where the claim came from (recorded with it; the earlier system's web proxy sends "landing"). */
+  source?: string | undefined;
 }
 
 export interface ClaimResponse {
@@ -50,30 +61,57 @@ export interface ClaimServiceOptions {
   clock: Clock;
   logger: Logger;
   defaultPool: string;
-  /** This process, recorded on the claim for the sweeper. */
+  /** This process, recorded on the claim for people reading the row. */
   owner: string;
   provisionTimeoutMs: number;
+  /** Timeout of the reset, and of the status call after it, when a provision failed. Default 15 s. */
   resetTimeoutMs?: number;
+  /**
+   * Overall deadline of one claim, waiting included: no attempt starts that could not end by it,
+   * and the idempotency record is taken over only once it has passed (plus `sweepMarginMs`).
+   * Default: max wait + 2 full attempts.
+   */
+  claimDeadlineMs?: number;
+  /** Margin past a deadline before the sweeper (rows) or a retry (idempotency records) takes over. */
+  sweepMarginMs?: number;
   maxAttempts?: number;
   maxWaitMs?: number;
   /** How often a waiting claim looks again for an idle instance. */
   waitPollMs?: number;
-  /** Called when a claim has taken an instance: replenish right away. */
-  onPicked?: (poolId: string) => void;
   /** Called after each claim with its outcome and duration (metrics). */
   onOutcome?: (outcome: ClaimOutcome, seconds: number, provisionSeconds: number) => void;
   /** Seconds a client should wait before retrying an empty pool. */
   retryAfterSeconds?: (poolId: string) => Promise<number>;
-  /** Background work after a claim (e.g. renaming the provider resource). */
-  afterClaim?: (instance: InstanceRecord) => void;
+  /** Fencing tokens (tests make them readable). */
+  newAttemptId?: () => string;
+  /** Monotonic milliseconds for the deadline (never the wall clock: skew must not matter). */
+  monotonic?: () => number;
 }
+
+/** An attempt is not started with less than this left for its provision call. */
+const MIN_PROVISION_MS = 1_000;
 
 export class ClaimService {
   readonly #o: ClaimServiceOptions;
   readonly #knownPools = new Set<string>();
+  readonly #mono: () => number;
+  readonly #newAttempt: () => string;
 
   constructor(opts: ClaimServiceOptions) {
     this.#o = opts;
+    this.#mono = opts.monotonic ?? (() => performance.now());
+    this.#newAttempt = opts.newAttemptId ?? (() => `a-${randomId(16)}`);
+  }
+
+  /** The budget of one attempt after its provision: a reset and a status call. */
+  get #recoveryMs(): number {
+    return 2 * (this.#o.resetTimeoutMs ?? 15_000);
+  }
+
+  /** The overall deadline of a claim (see ClaimServiceOptions.claimDeadlineMs). */
+  get deadlineMs(): number {
+    const o = this.#o;
+    return o.claimDeadlineMs ?? (o.maxWaitMs ?? 60_000) + 2 * (o.provisionTimeoutMs + this.#recoveryMs);
   }
 
   async claim(req: ClaimRequest): Promise<ClaimResponse> {
@@ -103,25 +141,45 @@ export class ClaimService {
     const o = this.#o;
     const poolId = req.pool ?? o.defaultPool;
     await this.#requirePool(poolId);
+    const deadline = this.#mono() + this.deadlineMs;
 
     const key = req.idempotencyKey;
+    // This run's token on the key's record: finish and abandon are conditional on it.
+    const run = this.#newAttempt();
     if (key !== undefined) {
-      const staleAfter = o.provisionTimeoutMs * (o.maxAttempts ?? 3) + 60_000;
-      const state = await o.store.beginIdempotentClaim(poolId, key, o.owner, staleAfter);
+      const state = await o.store.beginIdempotentClaim({
+        poolId,
+        key,
+        owner: o.owner,
+        attempt: run,
+        deadlineMs: this.deadlineMs,
+        takeoverMarginMs: o.sweepMarginMs ?? 30_000,
+      });
       if (state.state === "running") throw new PoolError("CLAIM_IN_PROGRESS");
       if (state.state === "succeeded") {
         mark("replayed");
         return state.result as unknown as ClaimResponse;
       }
     }
+    let res: ClaimResponse;
     try {
-      const res = await this.#pickAndProvision(poolId, req, timing);
-      if (key !== undefined) await o.store.finishIdempotentClaim(poolId, key, res.instanceId, res as unknown as Record<string, unknown>);
-      return res;
+      res = await this.#pickAndProvision(poolId, req, deadline, timing, mark);
     } catch (err) {
-      if (key !== undefined) await o.store.abandonIdempotentClaim(poolId, key, o.owner).catch(() => undefined);
+      if (key !== undefined) await o.store.abandonIdempotentClaim(poolId, key, run).catch(() => undefined);
       throw err;
     }
+    if (key !== undefined) {
+      // The agent is the client's now, whatever happens to the record: a failure here must not
+      // turn a claim that succeeded into a 500 while the agent keeps its slot. A retry that finds
+      // the record unfinished is answered from the instance, which carries the key.
+      try {
+        const finished = await o.store.finishIdempotentClaim(poolId, key, run, res.instanceId, res as unknown as Record<string, unknown>);
+        if (!finished) o.logger.warn({ instanceId: res.instanceId }, "idempotency record was taken over before this claim finished; the instance carries the key");
+      } catch (err) {
+        o.logger.error({ err: (err as Error).message, instanceId: res.instanceId }, "could not record the claim's result under its idempotency key");
+      }
+    }
+    return res;
   }
 
   async #requirePool(poolId: string): Promise<void> {
@@ -130,18 +188,31 @@ export class ClaimService {
     this.#knownPools.add(poolId);
   }
 
-  async #pickAndProvision(poolId: string, req: ClaimRequest, timing: { provision: number }): Promise<ClaimResponse> {
+  async #pickAndProvision(
+    poolId: string,
+    req: ClaimRequest,
+    deadline: number,
+    timing: { provision: number },
+    mark: (o: ClaimOutcome) => void,
+  ): Promise<ClaimResponse> {
     const o = this.#o;
     const maxAttempts = o.maxAttempts ?? 3;
     const waitMs = Math.min(Math.max(0, req.waitMs ?? 0), o.maxWaitMs ?? 60_000);
-    const deadline = o.clock.now().getTime() + waitMs;
+    const waitUntil = Math.min(this.#mono() + waitMs, deadline);
     const tried: string[] = [];
-    const failures: string[] = [];
 
     while (tried.length < maxAttempts) {
+      // No attempt starts that could not end (provision, then reset and status) by the deadline.
+      const provisionMs = Math.min(o.provisionTimeoutMs, deadline - this.#mono() - this.#recoveryMs);
+      if (provisionMs < MIN_PROVISION_MS) break;
+      const attempt = this.#newAttempt();
       const pick = await o.store.claimIdle({
         poolId,
         owner: o.owner,
+        attempt,
+        attemptTtlMs: provisionMs + this.#recoveryMs,
+        claimKey: req.idempotencyKey ?? null,
+        source: req.source ?? null,
         agentName: req.agentName,
         instructions: req.instructions,
         joinUrl: req.joinUrl ?? null,
@@ -154,9 +225,18 @@ export class ClaimService {
           instanceId: pick.instanceId,
         });
       }
+      if (pick.kind === "key_taken") {
+        // An earlier run of this claim (same idempotency key) holds an instance: its answer is ours.
+        const inst = pick.instance;
+        if (inst.status === "claimed" || inst.status === "pending_acceptance") {
+          mark("replayed");
+          return responseFromRow(inst);
+        }
+        throw new PoolError("CLAIM_IN_PROGRESS");
+      }
       if (pick.kind === "empty") {
-        if (tried.length === 0 && o.clock.now().getTime() < deadline) {
-          await sleep(Math.min(o.waitPollMs ?? 200, Math.max(1, deadline - o.clock.now().getTime())));
+        if (tried.length === 0 && this.#mono() < waitUntil) {
+          await sleep(Math.min(o.waitPollMs ?? 200, Math.max(1, waitUntil - this.#mono())));
           continue;
         }
         if (tried.length > 0) break;
@@ -165,55 +245,73 @@ export class ClaimService {
       }
       const inst = pick.instance;
       tried.push(inst.id);
-      o.onPicked?.(poolId);
+      // A hint to the replica holding the lease: replenish (and rename this agent's resource).
+      o.store.publishHint({ pool: poolId, kind: "claimed", instanceId: inst.id }).catch((err) =>
+        o.logger.warn({ err: (err as Error).message }, "could not publish the claim hint; the next pass replenishes"),
+      );
 
       const t = performance.now();
+      let res: ProvisionResult;
       try {
         if (!inst.url) throw new Error("instance has no url");
-        const target = { url: inst.url, gatewayToken: inst.gatewayToken };
-        const res = await o.client.provision(
-          target,
+        res = await o.client.provision(
+          { url: inst.url, gatewayToken: inst.gatewayToken },
           { agentName: req.agentName, instructions: req.instructions, joinUrl: req.joinUrl, profileImage: req.profileImage, metadata: req.metadata },
-          o.provisionTimeoutMs,
+          provisionMs,
         );
-        timing.provision += performance.now() - t;
-        return await this.#complete(inst, req, res);
+        if (res.status !== "pending_acceptance" && !res.conversationId) throw new Error("provision answered without a conversation id");
       } catch (err) {
         timing.provision += performance.now() - t;
         const msg = (err as Error).message;
-        failures.push(`${inst.id}: ${msg}`);
         o.logger.warn({ instanceId: inst.id, err: msg }, "provision failed; resetting the instance and trying another");
-        await this.#recover(inst, msg);
+        await this.#recover(inst, attempt, msg);
+        continue;
       }
+      timing.provision += performance.now() - t;
+      const done = await this.#complete(inst, attempt, req, res);
+      if (done) {
+        // The agent is handed out: the lease holder renames its resource to show who it is.
+        o.store.publishHint({ pool: poolId, kind: "bound", instanceId: inst.id }).catch(() => undefined);
+        return done;
+      }
+      o.logger.warn({ instanceId: inst.id }, "the claim attempt was resolved by the sweeper before it completed; trying another instance");
     }
     throw new PoolError("PROVISION_FAILED", `Provisioning failed on ${tried.length} instance(s).`, { attempts: tried.length });
   }
 
-  async #complete(inst: InstanceRecord, req: ClaimRequest, res: ProvisionResult): Promise<ClaimResponse> {
+  /**
+   * Records the provisioned agent, conditional on this attempt still holding the row. Returns the
+   * answer, or null when the attempt lost the row (then nothing was written).
+   */
+  async #complete(inst: InstanceRecord, attempt: string, req: ClaimRequest, res: ProvisionResult): Promise<ClaimResponse | null> {
     const o = this.#o;
     const pending = res.status === "pending_acceptance";
-    if (!pending && !res.conversationId) throw new Error("provision answered without a conversation id");
     const to = pending ? "pending_acceptance" : "claimed";
+    const inviteUrl = res.inviteUrl ?? (req.joinUrl && res.joined ? req.joinUrl : null);
     const row = await o.store.transition({
       id: inst.id,
       from: "claiming",
       to,
       actor: "claim",
       reason: pending ? "join waiting for acceptance" : res.joined ? "joined a conversation" : "created a conversation",
-      set: {
-        conversationId: res.conversationId,
-        inviteUrl: res.inviteUrl ?? (req.joinUrl && res.joined ? req.joinUrl : null),
-        claimedAt: o.clock.now(),
-      },
+      set: { conversationId: res.conversationId, inviteUrl, claimedAt: o.clock.now() },
+      fence: { claimAttempt: attempt },
     });
     if (!row) {
-      // The sweeper resolved this claim meanwhile (we ran past its timeout): report what it decided.
+      // The sweeper resolved this attempt meanwhile. If it found the runtime bound to our
+      // conversation it kept our token on the row: the claim did succeed. Otherwise the row is no
+      // longer ours, and reporting success would hand out an agent bound to nobody.
       const now = await o.store.getInstance(inst.id);
-      if (!now || (now.status !== "claimed" && now.status !== "pending_acceptance")) throw new Error("claim was resolved elsewhere");
+      const ours =
+        now !== null &&
+        now.claimAttempt === attempt &&
+        (now.status === "claimed" || now.status === "pending_acceptance") &&
+        (res.conversationId === null || now.conversationId === res.conversationId);
+      if (!ours) return null;
+      return responseFromRow(now);
     }
-    if (row) o.afterClaim?.(row);
     return {
-      inviteUrl: res.inviteUrl ?? (res.joined ? (req.joinUrl ?? null) : null),
+      inviteUrl,
       conversationId: res.conversationId,
       instanceId: inst.id,
       joined: res.joined,
@@ -226,9 +324,10 @@ export class ClaimService {
    * After a failed provision: factory-reset the instance; clean → idle, otherwise crashed. Either
    * way the claim's fields are cleared: the client's agent lives on another instance (or the client
    * got an error), so this one must not show as that agent, and a crashed instance that never
-   * served anyone is cleaned up by the reconciler instead of waiting for an operator.
+   * served anyone is cleaned up by the reconciler instead of waiting for an operator. Fenced on the
+   * attempt: a recovery that runs late must not reset an instance a newer claim now holds.
    */
-  async #recover(inst: InstanceRecord, why: string): Promise<void> {
+  async #recover(inst: InstanceRecord, attempt: string, why: string): Promise<void> {
     const o = this.#o;
     const timeout = o.resetTimeoutMs ?? 15_000;
     let clean = false;
@@ -242,7 +341,6 @@ export class ClaimService {
         clean = false;
       }
     }
-    const cleared = { agentName: null, instructions: null, joinUrl: null, profileImage: null, claimMetadata: null, claimOwner: null, claimStartedAt: null, conversationId: null, inviteUrl: null };
     await o.store
       .transition({
         id: inst.id,
@@ -250,10 +348,40 @@ export class ClaimService {
         to: clean ? "idle" : "crashed",
         actor: "claim",
         reason: `provision failed (${why.slice(0, 150)}); reset ${clean ? "clean" : "failed"}`,
-        set: cleared,
+        set: RELEASED_CLAIM_FIELDS,
+        fence: { claimAttempt: attempt },
       })
-      .catch((err) => o.logger.error({ err, instanceId: inst.id }, "could not record the failed claim"));
+      .catch((err) => o.logger.error({ err, instanceId: inst.id }, "could not record the failed claim; the sweeper resolves it"));
   }
+}
+
+/** What an instance no longer holds once a claim attempt lets go of it (recovery or sweeper). */
+export const RELEASED_CLAIM_FIELDS = {
+  agentName: null,
+  instructions: null,
+  joinUrl: null,
+  profileImage: null,
+  claimMetadata: null,
+  claimOwner: null,
+  claimStartedAt: null,
+  claimAttempt: null,
+  claimDeadline: null,
+  claimKey: null,
+  claimSource: null,
+  conversationId: null,
+  inviteUrl: null,
+} as const;
+
+/** The claim's answer as the row records it (a replay, or an attempt the sweeper found bound). */
+export function responseFromRow(row: InstanceRecord): ClaimResponse {
+  return {
+    inviteUrl: row.inviteUrl,
+    conversationId: row.conversationId,
+    instanceId: row.id,
+    joined: row.joinUrl !== null && row.status === "claimed",
+    status: row.status === "pending_acceptance" ? "pending_acceptance" : "claimed",
+    agentName: row.agentName ?? "",
+  };
 }
 
 function sleep(ms: number): Promise<void> {

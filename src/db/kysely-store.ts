@@ -17,25 +17,55 @@ import type {
   ApplyResult,
   ClaimPick,
   ClaimPickResult,
+  IdempotencyBegin,
   IdempotentClaimState,
   InstanceEvent,
   InstanceRecord,
+  Lease,
   NewInstance,
   ObservationChange,
+  PoolHint,
   PoolRecord,
   Store,
   TransitionFields,
   TransitionRequest,
+  WriteFence,
 } from "./store.ts";
+import { LocalHintBus, type HintBus } from "./hints.ts";
 import type { Database, InstanceEventsTable, InstancesTable, PoolsTable } from "./tables.ts";
 
-/** Rows per applyObservations statement: 14 parameters a row keeps a chunk (28,000) well under
+/** Rows per applyObservations statement: 15 parameters a row keeps a chunk (30,000) well under
  * Postgres' 65,535-parameter limit. */
 export const OBSERVATION_CHUNK_ROWS = 2_000;
+
+/** Statuses in which a row carries a claim (and so its idempotency key is unique). */
+const BOUND_SQL = sql`('claiming', 'claimed', 'pending_acceptance')`;
+
+/**
+ * The lease condition of a fenced write, placed in the write's own statement. `FOR SHARE` makes a
+ * concurrent takeover (an UPDATE of the lease row) wait for this statement's transaction, and if the
+ * takeover committed first, Postgres re-checks the row's newest version against (holder, term,
+ * expiry) and the condition fails: the write and the takeover are ordered, never interleaved.
+ */
+function leaseHeld(lease: Lease | undefined): RawBuilder<unknown> {
+  if (!lease) return sql`TRUE`;
+  return sql`EXISTS (
+    SELECT 1 FROM leases l
+     WHERE l.name = ${lease.name}::text AND l.holder = ${lease.holder}::text
+       AND l.term = ${lease.term}::bigint AND l.expires_at > now()
+     FOR SHARE)`;
+}
+
+/** `interval` of `ms` milliseconds as SQL. */
+function msInterval(ms: number): RawBuilder<unknown> {
+  return sql`(${ms}::double precision * interval '1 millisecond')`;
+}
 
 export interface KyselyStoreOptions {
   backend: Store["backend"];
   dialect: Dialect;
+  /** Hints between replicas; default in-process (one process: PGlite). */
+  hints?: HintBus;
   /** Runs after Kysely has let go of its connections (PGlite: close it and release the lock). */
   onClose?: () => Promise<void>;
 }
@@ -53,7 +83,10 @@ const TRANSITION_COLUMNS: { readonly [K in keyof Required<TransitionFields>]: re
   claimMetadata: ["claim_metadata", "jsonb"],
   claimKey: ["claim_key", "text"],
   claimOwner: ["claim_owner", "text"],
+  claimAttempt: ["claim_attempt", "text"],
+  claimSource: ["claim_source", "text"],
   claimStartedAt: ["claim_started_at", "timestamptz"],
+  claimDeadline: ["claim_deadline", "timestamptz"],
   claimedAt: ["claimed_at", "timestamptz"],
   url: ["url", "text"],
   deployStatus: ["deploy_status", "text"],
@@ -65,18 +98,37 @@ export class KyselyStore implements Store {
   readonly backend: Store["backend"];
   readonly #db: Kysely<Database>;
   readonly #onClose: (() => Promise<void>) | undefined;
+  readonly #hints: HintBus;
   #statements = 0;
   #closing: Promise<void> | undefined;
 
   constructor(opts: KyselyStoreOptions) {
     this.backend = opts.backend;
     this.#onClose = opts.onClose;
+    this.#hints = opts.hints ?? new LocalHintBus();
     // Kysely calls `log` once per statement sent (failed ones included): that is the count.
     this.#db = new Kysely<Database>({ dialect: opts.dialect, log: () => void this.#statements++ });
   }
 
   get statementCount(): number {
     return this.#statements;
+  }
+
+  // ---- deployment ----
+
+  async ensureOwnerId(candidate: string): Promise<string> {
+    // One statement: the first replica to start records its candidate; everyone reads the same id.
+    const { rows } = await sql<{ owner_id: string }>`
+      WITH ins AS (
+        INSERT INTO deployment (singleton, owner_id) VALUES (true, ${candidate}::text)
+        ON CONFLICT (singleton) DO NOTHING
+        RETURNING owner_id
+      )
+      SELECT owner_id FROM ins
+      UNION ALL
+      SELECT owner_id FROM deployment
+      LIMIT 1`.execute(this.#db);
+    return first(rows).owner_id;
   }
 
   // ---- pools ----
@@ -113,15 +165,19 @@ export class KyselyStore implements Store {
     return this.#insertInstance(this.#db, input);
   }
 
-  async insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }): Promise<InstanceRecord | null> {
+  async insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }, fence?: Lease): Promise<InstanceRecord | null> {
     return this.#db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext(${`create:${input.poolId}`}::text))`.execute(trx);
-      const { rows } = await sql<{ live: number; fresh: number }>`
+      // Slots are counted as occupiedSlots() does: a dead row whose resource is not deleted yet
+      // still runs at the provider, so it holds its slot until the delete lands.
+      const { rows } = await sql<{ live: number; fresh: number; held: boolean }>`
         SELECT count(*)::int AS live,
-               count(*) FILTER (WHERE status IN ('idle', 'starting'))::int AS fresh
+               count(*) FILTER (WHERE status IN ('idle', 'starting'))::int AS fresh,
+               ${leaseHeld(fence)} AS held
           FROM instances
-         WHERE pool_id = ${input.poolId} AND deleted_at IS NULL AND status <> 'dead'`.execute(trx);
-      const { live, fresh } = first(rows);
+         WHERE pool_id = ${input.poolId} AND deleted_at IS NULL AND resource_gone_at IS NULL`.execute(trx);
+      const { live, fresh, held } = first(rows);
+      if (!held) return null;
       if (live >= limits.maxLive) return null;
       if (limits.minIdle !== undefined && fresh >= limits.minIdle) return null;
       return this.#insertInstance(trx, input);
@@ -138,8 +194,8 @@ export class KyselyStore implements Store {
                   ${input.image ?? null}::text, 'starting')
           RETURNING *
         ), ev AS (
-          INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
-          SELECT id, NULL, status, 'create', ${input.reason}::text FROM ins
+          INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
+          SELECT id, pool_id, NULL, status, 'create', ${input.reason}::text FROM ins
         )
         SELECT * FROM ins`.execute(db);
       return toInstance(first(rows));
@@ -151,12 +207,12 @@ export class KyselyStore implements Store {
     }
   }
 
-  async setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null): Promise<void> {
-    await this.#db
-      .updateTable("instances")
-      .set({ provider_ref: ref, url, deploy_status: deployStatus, updated_at: sql<Date>`now()` })
-      .where("id", "=", id)
-      .execute();
+  async setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null, fence?: Lease): Promise<boolean> {
+    const { rows } = await sql<{ id: string }>`
+      UPDATE instances SET provider_ref = ${ref}::text, url = ${url}::text, deploy_status = ${deployStatus}::text, updated_at = now()
+       WHERE id = ${id} AND ${leaseHeld(fence)}
+      RETURNING id`.execute(this.#db);
+    return rows.length > 0;
   }
 
   async getInstance(id: string): Promise<InstanceRecord | null> {
@@ -184,7 +240,22 @@ export class KyselyStore implements Store {
     return counts;
   }
 
-  async applyObservations(changes: readonly ObservationChange[]): Promise<ApplyResult> {
+  async occupiedSlots(poolId: string): Promise<number> {
+    const { rows } = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM instances
+       WHERE pool_id = ${poolId} AND deleted_at IS NULL AND resource_gone_at IS NULL`.execute(this.#db);
+    return Number(first(rows).n);
+  }
+
+  async rowForResource(ref: string, instanceId: string | null): Promise<{ id: string; status: InstanceStatus } | null> {
+    const { rows } = await sql<{ id: string; status: string }>`
+      SELECT id, status FROM instances
+       WHERE deleted_at IS NULL AND (provider_ref = ${ref}::text OR id = ${instanceId}::text)
+       LIMIT 1`.execute(this.#db);
+    return rows[0] ? { id: rows[0].id, status: rows[0].status as InstanceStatus } : null;
+  }
+
+  async applyObservations(changes: readonly ObservationChange[], fence?: Lease): Promise<ApplyResult> {
     // Check the whole batch before sending any of it, so a bad edge writes nothing.
     const seen = new Set<string>();
     for (const c of changes) {
@@ -202,7 +273,7 @@ export class KyselyStore implements Store {
     for (let i = 0; i < changes.length; i += OBSERVATION_CHUNK_ROWS) {
       // Chunks are separate statements (not one transaction): each row's write is conditional on
       // its own expected status, so a partly applied batch is still consistent.
-      for (const id of await this.#applyChunk(changes.slice(i, i + OBSERVATION_CHUNK_ROWS))) applied.add(id);
+      for (const id of await this.#applyChunk(changes.slice(i, i + OBSERVATION_CHUNK_ROWS), fence)) applied.add(id);
     }
     return {
       applied: changes.filter((c) => applied.has(c.id)).map((c) => c.id),
@@ -210,18 +281,18 @@ export class KyselyStore implements Store {
     };
   }
 
-  async #applyChunk(chunk: readonly ObservationChange[]): Promise<string[]> {
+  async #applyChunk(chunk: readonly ObservationChange[], fence: Lease | undefined): Promise<string[]> {
     // Every VALUES column is cast: Postgres infers a VALUES list's types from its first row, and a
     // NULL there would otherwise make the column `text`.
     const values = chunk.map(
       (c) => sql`(${c.id}::text, ${c.expectedStatus}::text, ${c.status}::text, ${c.reason}::text,
         ${c.providerRef}::text, ${c.url}::text, ${c.deployStatus}::text, ${c.runtimeVersion}::text,
         ${c.image}::text, ${c.healthCheckedAt}::timestamptz, ${c.healthOkAt}::timestamptz,
-        ${c.healthFailures}::int, ${c.healthError}::text, ${c.conversationId}::text)`,
+        ${c.healthFailures}::int, ${c.healthError}::text, ${c.conversationId}::text, ${c.resourceGone}::boolean)`,
     );
     const { rows } = await sql<{ id: string }>`
       WITH v (id, expected, status, reason, provider_ref, url, deploy_status, runtime_version, image,
-              health_checked_at, health_ok_at, health_failures, health_error, conversation_id) AS (
+              health_checked_at, health_ok_at, health_failures, health_error, conversation_id, gone) AS (
         VALUES ${sql.join(values)}
       ), upd AS (
         UPDATE instances i SET
@@ -237,13 +308,14 @@ export class KyselyStore implements Store {
           health_failures = v.health_failures,
           health_error = v.health_error,
           conversation_id = COALESCE(v.conversation_id, i.conversation_id),
+          resource_gone_at = CASE WHEN v.gone THEN COALESCE(i.resource_gone_at, now()) ELSE NULL END,
           updated_at = now()
         FROM v
-        WHERE i.id = v.id AND i.status = v.expected AND i.deleted_at IS NULL
-        RETURNING i.id, v.expected AS from_status, i.status AS to_status, v.reason
+        WHERE i.id = v.id AND i.status = v.expected AND i.deleted_at IS NULL AND ${leaseHeld(fence)}
+        RETURNING i.id, i.pool_id, v.expected AS from_status, i.status AS to_status, v.reason
       ), ev AS (
-        INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
-        SELECT id, from_status, to_status, 'reconciler', reason FROM upd WHERE from_status <> to_status
+        INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
+        SELECT id, pool_id, from_status, to_status, 'reconciler', reason FROM upd WHERE from_status <> to_status
       )
       SELECT id FROM upd`.execute(this.#db);
     return rows.map((r) => r.id);
@@ -276,6 +348,7 @@ export class KyselyStore implements Store {
       WITH cur AS (
         SELECT id, status FROM instances
         WHERE id = ${req.id} AND status = ANY(${allowed}::text[]) AND deleted_at IS NULL
+          ${attemptFence(req.fence)} AND ${leaseHeld(req.fence?.lease)}
         FOR UPDATE
       ), upd AS (
         UPDATE instances i SET
@@ -285,20 +358,31 @@ export class KyselyStore implements Store {
         WHERE i.id = cur.id
         RETURNING i.*, cur.status AS prev_status
       ), ev AS (
-        INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
-        SELECT id, prev_status, status, ${req.actor}::text, ${req.reason}::text FROM upd
+        INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
+        SELECT id, pool_id, prev_status, status, ${req.actor}::text, ${req.reason}::text FROM upd
       )
       SELECT * FROM upd`.execute(this.#db);
     return rows[0] ? toInstance(rows[0]) : null;
   }
 
-  async markDeleted(id: string): Promise<void> {
-    await this.#db
-      .updateTable("instances")
-      .set({ deleted_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
-      .where("id", "=", id)
-      .where("deleted_at", "is", null) // keep the first deletion time
-      .execute();
+  async markDeleted(id: string, fence?: Lease): Promise<boolean> {
+    // Conditional on `dead`: the status that justified the delete. A row that moved meanwhile (an
+    // operator's kill racing a pass is fine, both want it dead) is never marked deleted.
+    const { rows } = await sql<{ id: string }>`
+      UPDATE instances SET deleted_at = now(), updated_at = now()
+       WHERE id = ${id} AND status = 'dead' AND deleted_at IS NULL AND ${leaseHeld(fence)}
+      RETURNING id`.execute(this.#db);
+    return rows.length > 0;
+  }
+
+  async staleClaims(poolId: string, marginMs: number, limit: number): Promise<InstanceRecord[]> {
+    const { rows } = await sql<InstanceRow>`
+      SELECT * FROM instances
+       WHERE pool_id = ${poolId} AND status = 'claiming' AND deleted_at IS NULL
+         AND (claim_deadline IS NULL OR claim_deadline + ${msInterval(marginMs)} <= now())
+       ORDER BY claim_deadline ASC NULLS FIRST
+       LIMIT ${limit}`.execute(this.#db);
+    return rows.map(toInstance);
   }
 
   async listEvents(instanceId: string, limit = 50): Promise<InstanceEvent[]> {
@@ -315,6 +399,23 @@ export class KyselyStore implements Store {
   // ---- claims ----
 
   async claimIdle(pick: ClaimPick): Promise<ClaimPickResult> {
+    try {
+      return await this.#claimIdle(pick);
+    } catch (err) {
+      // The unique index on (pool, claim_key) of live rows: an earlier run of this claim (same
+      // idempotency key) holds an instance. Hand that one back instead of taking a second.
+      if (pick.claimKey !== null && pgErrorCode(err) === "23505" && /claim_key/.test(String((err as { constraint?: string }).constraint ?? (err as Error).message))) {
+        const { rows } = await sql<InstanceRow>`
+          SELECT * FROM instances
+           WHERE pool_id = ${pick.poolId} AND claim_key = ${pick.claimKey} AND deleted_at IS NULL AND status IN ${BOUND_SQL}
+           LIMIT 1`.execute(this.#db);
+        if (rows[0]) return { kind: "key_taken", instance: toInstance(rows[0]) };
+      }
+      throw err;
+    }
+  }
+
+  async #claimIdle(pick: ClaimPick): Promise<ClaimPickResult> {
     if (pick.joinUrl === null) {
       // One statement is atomic on its own: one round trip on the hot path.
       return this.#pickIdle(this.#db, pick);
@@ -348,6 +449,8 @@ export class KyselyStore implements Store {
         UPDATE instances i SET
           status = 'claiming', status_changed_at = now(), updated_at = now(),
           claim_owner = ${pick.owner}::text, claim_started_at = now(),
+          claim_attempt = ${pick.attempt}::text, claim_deadline = now() + ${msInterval(pick.attemptTtlMs)},
+          claim_key = ${pick.claimKey}::text, claim_source = ${pick.source}::text,
           agent_name = ${pick.agentName}::text, instructions = ${pick.instructions}::text,
           join_url = ${pick.joinUrl}::text, profile_image = ${pick.profileImage}::text,
           claim_metadata = ${pick.metadata === null ? null : JSON.stringify(pick.metadata)}::text::jsonb,
@@ -355,28 +458,32 @@ export class KyselyStore implements Store {
         FROM pick WHERE i.id = pick.id AND i.status = 'idle'
         RETURNING i.*
       ), ev AS (
-        INSERT INTO instance_events (instance_id, from_status, to_status, actor, reason)
-        SELECT id, 'idle', 'claiming', 'claim', 'claim started' FROM upd
+        INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
+        SELECT id, pool_id, 'idle', 'claiming', 'claim', 'claim started' FROM upd
       )
       SELECT * FROM upd`.execute(db);
     return rows[0] ? { kind: "picked", instance: toInstance(rows[0]) } : { kind: "empty" };
   }
 
-  async beginIdempotentClaim(poolId: string, key: string, owner: string, staleAfterMs: number): Promise<IdempotentClaimState> {
-    const { rows } = await sql<{ state: "running" | "succeeded"; result: unknown; taken: boolean }>`
-      INSERT INTO claims (pool_id, idempotency_key, state, owner)
-      VALUES (${poolId}::text, ${key}::text, 'running', ${owner}::text)
+  async beginIdempotentClaim(req: IdempotencyBegin): Promise<IdempotentClaimState> {
+    // Taken over only once the running record's deadline is past by the margin, by the database
+    // clock: its run stops at that deadline, and whatever it still writes is fenced on its attempt.
+    const { rows } = await sql<{ taken: boolean }>`
+      INSERT INTO claims (pool_id, idempotency_key, state, owner, attempt, deadline)
+      VALUES (${req.poolId}::text, ${req.key}::text, 'running', ${req.owner}::text, ${req.attempt}::text,
+              now() + ${msInterval(req.deadlineMs)})
       ON CONFLICT (pool_id, idempotency_key) DO UPDATE
-        SET owner = EXCLUDED.owner, updated_at = now(), created_at = now()
+        SET owner = EXCLUDED.owner, attempt = EXCLUDED.attempt, deadline = EXCLUDED.deadline,
+            updated_at = now(), created_at = now()
         WHERE claims.state = 'running'
-          AND claims.updated_at <= now() - ${staleAfterMs}::double precision * interval '1 millisecond'
-      RETURNING state, result, true AS taken`.execute(this.#db);
+          AND COALESCE(claims.deadline, claims.updated_at) + ${msInterval(req.takeoverMarginMs)} <= now()
+      RETURNING true AS taken`.execute(this.#db);
     if (rows[0]) return { state: "new" };
     const existing = await this.#db
       .selectFrom("claims")
       .select(["state", "result"])
-      .where("pool_id", "=", poolId)
-      .where("idempotency_key", "=", key)
+      .where("pool_id", "=", req.poolId)
+      .where("idempotency_key", "=", req.key)
       .executeTakeFirst();
     // Abandoned between the two statements: the caller may retry.
     if (!existing) return { state: "running" };
@@ -384,35 +491,31 @@ export class KyselyStore implements Store {
     return { state: "running" };
   }
 
-  async finishIdempotentClaim(poolId: string, key: string, instanceId: string, result: Record<string, unknown>): Promise<void> {
-    await this.#db
-      .updateTable("claims")
-      .set({ state: "succeeded", instance_id: instanceId, result: JSON.stringify(result), updated_at: sql<Date>`now()` })
-      .where("pool_id", "=", poolId)
-      .where("idempotency_key", "=", key)
-      .execute();
+  async finishIdempotentClaim(poolId: string, key: string, attempt: string, instanceId: string, result: Record<string, unknown>): Promise<boolean> {
+    const { rows } = await sql<{ k: string }>`
+      UPDATE claims SET state = 'succeeded', instance_id = ${instanceId}::text, result = ${JSON.stringify(result)}::text::jsonb, updated_at = now()
+       WHERE pool_id = ${poolId} AND idempotency_key = ${key} AND attempt = ${attempt} AND state = 'running'
+      RETURNING idempotency_key AS k`.execute(this.#db);
+    return rows.length > 0;
   }
 
-  async abandonIdempotentClaim(poolId: string, key: string, owner: string): Promise<void> {
+  async abandonIdempotentClaim(poolId: string, key: string, attempt: string): Promise<void> {
     await this.#db
       .deleteFrom("claims")
       .where("pool_id", "=", poolId)
       .where("idempotency_key", "=", key)
-      .where("owner", "=", owner)
+      .where("attempt", "=", attempt)
       .where("state", "=", "running")
       .execute();
   }
 
   async listPoolEventsSince(poolId: string, afterId: number, limit = 500): Promise<InstanceEvent[]> {
-    const rows = await this.#db
-      .selectFrom("instance_events as e")
-      .innerJoin("instances as i", "i.id", "e.instance_id")
-      .selectAll("e")
-      .where("i.pool_id", "=", poolId)
-      .where("e.id", ">", String(afterId) as never)
-      .orderBy("e.id", "asc")
-      .limit(limit)
-      .execute();
+    // An index range read on (pool_id, id); ids are bigint end to end (passed as text, never ::int).
+    const { rows } = await sql<Selectable<InstanceEventsTable>>`
+      SELECT * FROM instance_events
+       WHERE pool_id = ${poolId} AND id > ${String(afterId)}::bigint
+       ORDER BY id ASC
+       LIMIT ${limit}`.execute(this.#db);
     return rows.map(toEvent);
   }
 
@@ -422,11 +525,10 @@ export class KyselyStore implements Store {
       sql<{ ms: number }>`
         SELECT (extract(epoch FROM e.at - prev.at) * 1000)::float8 AS ms
           FROM instance_events e
-          JOIN instances i ON i.id = e.instance_id
           CROSS JOIN LATERAL (
             SELECT p.at FROM instance_events p WHERE p.instance_id = e.instance_id AND p.id < e.id ORDER BY p.id DESC LIMIT 1
           ) prev
-         WHERE i.pool_id = ${poolId} AND e.from_status = 'starting' AND e.to_status = 'idle'
+         WHERE e.pool_id = ${poolId} AND e.from_status = 'starting' AND e.to_status = 'idle'
          ORDER BY e.id DESC
          LIMIT 50`.execute(this.#db),
       this.#db
@@ -441,32 +543,142 @@ export class KyselyStore implements Store {
   }
 
   async lastPoolEventId(poolId: string): Promise<number> {
-    const { rows } = await sql<{ id: number | null }>`
-      SELECT max(e.id)::int AS id FROM instance_events e JOIN instances i ON i.id = e.instance_id WHERE i.pool_id = ${poolId}`.execute(this.#db);
+    // The newest entry of the (pool_id, id) index: one index probe, not a scan of the table.
+    const { rows } = await sql<{ id: string | number }>`
+      SELECT id FROM instance_events WHERE pool_id = ${poolId} ORDER BY id DESC LIMIT 1`.execute(this.#db);
     return Number(rows[0]?.id ?? 0);
   }
 
   // ---- leases ----
 
-  async acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+  async acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | null> {
     if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`lease ttl must be positive, got ${ttlMs}`);
-    // The database clock decides expiry, so replicas with skewed clocks agree.
-    const { rows } = await sql<{ holder: string }>`
-      INSERT INTO leases (name, holder, expires_at)
-      VALUES (${name}::text, ${holder}::text, now() + ${ttlMs}::double precision * interval '1 millisecond')
-      ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+    // The database clock decides expiry, so replicas with skewed clocks agree. The term changes
+    // whenever the lease changes hands or lapsed (even back to the same holder): whatever a pass of
+    // the old term still has in flight is refused by its fence.
+    const { rows } = await sql<{ term: string | number }>`
+      INSERT INTO leases (name, holder, expires_at, term)
+      VALUES (${name}::text, ${holder}::text, now() + ${msInterval(ttlMs)}, 1)
+      ON CONFLICT (name) DO UPDATE SET
+        holder = EXCLUDED.holder,
+        expires_at = EXCLUDED.expires_at,
+        term = CASE WHEN leases.holder = EXCLUDED.holder AND leases.expires_at > now() THEN leases.term ELSE leases.term + 1 END
         WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= now()
-      RETURNING holder`.execute(this.#db);
+      RETURNING term`.execute(this.#db);
+    return rows[0] ? { name, holder, term: Number(rows[0].term) } : null;
+  }
+
+  async renewLease(lease: Lease, ttlMs: number): Promise<boolean> {
+    const { rows } = await sql<{ name: string }>`
+      UPDATE leases SET expires_at = now() + ${msInterval(ttlMs)}
+       WHERE name = ${lease.name} AND holder = ${lease.holder} AND term = ${lease.term}::bigint AND expires_at > now()
+      RETURNING name`.execute(this.#db);
     return rows.length > 0;
   }
 
-  async releaseLease(name: string, holder: string): Promise<void> {
-    await this.#db.deleteFrom("leases").where("name", "=", name).where("holder", "=", holder).execute();
+  async releaseLease(lease: Lease): Promise<void> {
+    await sql`
+      UPDATE leases SET expires_at = now()
+       WHERE name = ${lease.name} AND holder = ${lease.holder} AND term = ${lease.term}::bigint AND expires_at > now()`.execute(this.#db);
+  }
+
+  // ---- rate limits (shared by replicas) ----
+
+  async hitRateLimit(key: string, windowMs: number): Promise<{ hits: number; resetAt: Date }> {
+    const { rows } = await sql<{ hits: number; reset_at: Date | string }>`
+      INSERT INTO rate_limits (key, window_start, window_ms, hits) VALUES (${key}::text, now(), ${windowMs}::int, 1)
+      ON CONFLICT (key) DO UPDATE SET
+        hits = CASE WHEN rate_limits.window_start + ${msInterval(windowMs)} <= now() THEN 1 ELSE rate_limits.hits + 1 END,
+        window_start = CASE WHEN rate_limits.window_start + ${msInterval(windowMs)} <= now() THEN now() ELSE rate_limits.window_start END,
+        window_ms = EXCLUDED.window_ms
+      RETURNING hits, window_start + ${msInterval(windowMs)} AS reset_at`.execute(this.#db);
+    const r = first(rows);
+    return { hits: Number(r.hits), resetAt: toDate(r.reset_at) };
+  }
+
+  async peekRateLimit(key: string): Promise<{ hits: number; resetAt: Date } | null> {
+    const { rows } = await sql<{ hits: number; reset_at: Date | string }>`
+      SELECT hits, window_start + window_ms * interval '1 millisecond' AS reset_at FROM rate_limits
+       WHERE key = ${key} AND window_start + window_ms * interval '1 millisecond' > now()`.execute(this.#db);
+    return rows[0] ? { hits: Number(rows[0].hits), resetAt: toDate(rows[0].reset_at) } : null;
+  }
+
+  async clearRateLimit(key: string): Promise<void> {
+    await this.#db.deleteFrom("rate_limits").where("key", "=", key).execute();
+  }
+
+  // ---- retention ----
+
+  async pruneEvents(olderThanMs: number, batch: number): Promise<number> {
+    const { rows } = await sql<{ n: number }>`
+      WITH gone AS (
+        DELETE FROM instance_events WHERE id IN (
+          SELECT id FROM instance_events WHERE at < now() - ${msInterval(olderThanMs)} ORDER BY at LIMIT ${batch})
+        RETURNING 1)
+      SELECT count(*)::int AS n FROM gone`.execute(this.#db);
+    return Number(first(rows).n);
+  }
+
+  async pruneClaimRecords(olderThanMs: number, batch: number): Promise<number> {
+    // A succeeded record whose agent is still live stays: it is what makes a late retry of that
+    // claim get its answer instead of a second agent.
+    const { rows } = await sql<{ n: number }>`
+      WITH old AS (
+        SELECT c.pool_id, c.idempotency_key FROM claims c
+          LEFT JOIN instances i ON i.id = c.instance_id
+         WHERE c.created_at < now() - ${msInterval(olderThanMs)}
+           AND (c.state = 'running' OR i.id IS NULL OR i.deleted_at IS NOT NULL OR i.status = 'dead')
+         ORDER BY c.created_at
+         LIMIT ${batch}
+      ), gone AS (
+        DELETE FROM claims c USING old
+         WHERE c.pool_id = old.pool_id AND c.idempotency_key = old.idempotency_key
+        RETURNING 1)
+      SELECT count(*)::int AS n FROM gone`.execute(this.#db);
+    return Number(first(rows).n);
+  }
+
+  async pruneDeletedInstances(olderThanMs: number, batch: number): Promise<number> {
+    const { rows } = await sql<{ n: number }>`
+      WITH old AS (
+        SELECT i.id FROM instances i
+         WHERE i.deleted_at < now() - ${msInterval(olderThanMs)}
+           AND NOT EXISTS (SELECT 1 FROM instance_events e WHERE e.instance_id = i.id)
+           AND NOT EXISTS (SELECT 1 FROM claims c WHERE c.instance_id = i.id)
+         ORDER BY i.deleted_at
+         LIMIT ${batch}
+      ), gone AS (
+        DELETE FROM instances i USING old WHERE i.id = old.id RETURNING 1)
+      SELECT count(*)::int AS n FROM gone`.execute(this.#db);
+    return Number(first(rows).n);
+  }
+
+  async pruneRateLimits(batch: number): Promise<number> {
+    const { rows } = await sql<{ n: number }>`
+      WITH gone AS (
+        DELETE FROM rate_limits WHERE key IN (
+          SELECT key FROM rate_limits WHERE window_start + window_ms * interval '1 millisecond' <= now() LIMIT ${batch})
+        RETURNING 1)
+      SELECT count(*)::int AS n FROM gone`.execute(this.#db);
+    return Number(first(rows).n);
+  }
+
+  // ---- hints ----
+
+  async publishHint(hint: PoolHint): Promise<void> {
+    await this.#hints.publish(hint, async (channel, payload) => {
+      await sql`SELECT pg_notify(${channel}::text, ${payload}::text)`.execute(this.#db);
+    });
+  }
+
+  subscribeHints(fn: (hint: PoolHint) => void): Promise<() => Promise<void>> {
+    return this.#hints.subscribe(fn);
   }
 
   close(): Promise<void> {
     return (this.#closing ??= (async () => {
       try {
+        await this.#hints.close();
         await this.#db.destroy();
       } finally {
         await this.#onClose?.();
@@ -476,6 +688,12 @@ export class KyselyStore implements Store {
 }
 
 // ---- row mapping ----
+
+/** The claim-attempt part of a fence, as an SQL condition (empty when the fence has none). */
+function attemptFence(fence: WriteFence | undefined): RawBuilder<unknown> {
+  if (!fence || fence.claimAttempt === undefined) return sql``;
+  return fence.claimAttempt === null ? sql`AND claim_attempt IS NULL` : sql`AND claim_attempt = ${fence.claimAttempt}::text`;
+}
 
 function first<T>(rows: readonly T[]): T {
   const row = rows[0];
@@ -536,12 +754,16 @@ function toInstance(r: InstanceRow): InstanceRecord {
         : ((typeof meta === "string" ? JSON.parse(meta) : meta) as Record<string, unknown>),
     claimKey: r.claim_key,
     claimOwner: r.claim_owner,
+    claimAttempt: r.claim_attempt,
+    claimDeadline: toDateOrNull(r.claim_deadline),
+    claimSource: r.claim_source,
     claimStartedAt: toDateOrNull(r.claim_started_at),
     claimedAt: toDateOrNull(r.claimed_at),
     createdAt: toDate(r.created_at),
     updatedAt: toDate(r.updated_at),
     statusChangedAt: toDate(r.status_changed_at),
     deletedAt: toDateOrNull(r.deleted_at),
+    resourceGoneAt: toDateOrNull(r.resource_gone_at),
   };
 }
 

@@ -3,6 +3,7 @@
  * otherwise PGlite in a data directory (or in memory).
  */
 import { mkdirSync } from "node:fs";
+import { PostgresHintBus } from "./hints.ts";
 import { KyselyStore } from "./kysely-store.ts";
 import { migrate } from "./migrate.ts";
 import { openPglite, pgliteMigrationSession } from "./pglite.ts";
@@ -26,7 +27,8 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
       await pg.pool.end().catch(() => {});
       throw err;
     }
-    return new KyselyStore({ backend: "postgres", dialect: pg.dialect });
+    const hints = new PostgresHintBus({ connectionString: opts.databaseUrl, ...(opts.logger ? { logger: opts.logger } : {}) });
+    return new KyselyStore({ backend: "postgres", dialect: pg.dialect, hints });
   }
 
   const dataDir = opts.dataDir ?? null;

@@ -87,6 +87,7 @@ function observation(id: string, expectedStatus: InstanceStatus, status: Instanc
     healthFailures: 0,
     healthError: null,
     conversationId: null,
+    resourceGone: false,
     ...over,
   };
 }
@@ -429,25 +430,28 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       await newInstance(p);
       const c = await newInstance(p);
       await store.applyObservations([observation(a.id, "starting", "idle")]);
-      await store.markDeleted(c.id);
+      await store.transition({ id: c.id, from: "starting", to: "dead", actor: "reconciler", reason: "r" });
+      assert.equal(await store.markDeleted(c.id), true);
       const counts = await store.countByStatus(p);
       assert.deepEqual(counts, { ...empty, starting: 1, idle: 1 });
       assert.equal(typeof counts.idle, "number");
     });
 
-    it("markDeleted keeps the row out of the live set", async () => {
+    it("markDeleted marks only a dead row, keeps it out of the live set, and keeps the first time", async () => {
       const p = uid("del");
       await store.upsertPool({ id: p, minIdle: 0, maxTotal: 10 });
       const inst = await newInstance(p);
-      await store.markDeleted(inst.id);
+      assert.equal(await store.markDeleted(inst.id), false, "a starting row is not marked deleted");
+      assert.equal((await store.getInstance(inst.id))?.deletedAt, null);
+      await store.transition({ id: inst.id, from: "starting", to: "dead", actor: "reconciler", reason: "r" });
+      assert.equal(await store.markDeleted(inst.id), true);
       const got = await store.getInstance(inst.id);
       assert.ok(got?.deletedAt instanceof Date);
       assert.deepEqual(await store.listInstances(p), []);
       assert.deepEqual((await store.listInstances(p, { includeDeleted: true })).map((i) => i.id), [inst.id]);
-      assert.deepEqual((await store.applyObservations([observation(inst.id, "starting", "idle")])).skipped, [inst.id]);
-      assert.equal(await store.transition({ id: inst.id, from: "starting", to: "dead", actor: "operator", reason: "r" }), null);
+      assert.deepEqual((await store.applyObservations([observation(inst.id, "dead", "dead")])).skipped, [inst.id]);
       await sleep(5);
-      await store.markDeleted(inst.id);
+      assert.equal(await store.markDeleted(inst.id), false);
       assert.equal((await store.getInstance(inst.id))?.deletedAt?.getTime(), got?.deletedAt?.getTime());
     });
 
@@ -493,18 +497,25 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       assert.deepEqual(await store.listPoolEventsSince("no-such-pool", 0), []);
     });
 
-    it("leases: held, refused, renewed, taken over after expiry, released", async () => {
+    it("leases: held, refused, renewed, taken over after expiry with a new term, released", async () => {
       const name = uid("reconciler:lease");
-      assert.equal(await store.acquireLease(name, "a", 60_000), true);
-      assert.equal(await store.acquireLease(name, "b", 60_000), false);
-      assert.equal(await store.acquireLease(name, "a", 50), true, "the holder renews (here: shortens)");
+      const a1 = await store.acquireLease(name, "a", 60_000);
+      assert.ok(a1, "free: taken");
+      assert.equal(await store.acquireLease(name, "b", 60_000), null, "held by a: refused");
+      const a2 = await store.acquireLease(name, "a", 50);
+      assert.deepEqual(a2, a1, "the holder renews in the same term (here: shortens)");
+      assert.equal(await store.renewLease(a1, 50), true);
       await sleep(120);
-      assert.equal(await store.acquireLease(name, "b", 60_000), true, "expired: another holder takes it");
-      assert.equal(await store.acquireLease(name, "a", 60_000), false);
-      await store.releaseLease(name, "a"); // not the holder: no effect
-      assert.equal(await store.acquireLease(name, "a", 60_000), false);
-      await store.releaseLease(name, "b");
-      assert.equal(await store.acquireLease(name, "a", 60_000), true);
+      assert.equal(await store.renewLease(a1, 60_000), false, "an expired lease cannot be renewed");
+      const b1 = await store.acquireLease(name, "b", 60_000);
+      assert.ok(b1 && b1.term > a1.term, "expired: another holder takes it in a new term");
+      assert.equal(await store.acquireLease(name, "a", 60_000), null);
+      await store.releaseLease(a1); // not the holder: no effect
+      assert.equal(await store.acquireLease(name, "a", 60_000), null);
+      await store.releaseLease(b1);
+      const a3 = await store.acquireLease(name, "a", 60_000);
+      assert.ok(a3 && a3.term > b1.term, "after a release the next holder gets a new term");
+      assert.equal(await store.renewLease(b1, 60_000), false, "the old term cannot renew");
     });
 
     // ---- guarded creates ----
@@ -514,7 +525,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       return { id, poolId: pool, provider: "local", name: `agent-${id}`, gatewayToken: `tok-${id}`, reason: "replenish" };
     };
 
-    it("insertInstanceWithin stops at max live and at min idle (idle + starting), counting nothing dead or deleted", async () => {
+    it("insertInstanceWithin stops at max live and at min idle (idle + starting); a dead row holds its slot until deleted", async () => {
       const pool = uid("cap");
       await store.upsertPool({ id: pool, minIdle: 3, maxTotal: 4 });
       const made = [];
@@ -527,11 +538,15 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       const fourth = await store.insertInstanceWithin(spec(pool), { maxLive: 4, minIdle: 3 });
       assert.equal(fourth?.status, "starting");
       assert.equal(await store.insertInstanceWithin(spec(pool), { maxLive: 4 }), null, "max live reached");
-      // Dead and deleted rows hold no slot.
+      // A dead row whose resource is not deleted yet still runs at the provider: it holds its slot.
       await store.transition({ id: made[1]!.id, from: "starting", to: "dead", actor: "reconciler", reason: "t" });
-      await store.markDeleted(made[2]!.id);
+      assert.equal(await store.insertInstanceWithin(spec(pool), { maxLive: 4 }), null, "dead, not yet deleted: still counted");
+      assert.equal(await store.occupiedSlots(pool), 4);
+      // Deleted rows, and rows whose resource was seen gone, hold none.
+      assert.equal(await store.markDeleted(made[1]!.id), true);
+      assert.equal(await store.occupiedSlots(pool), 3);
       assert.ok(await store.insertInstanceWithin(spec(pool), { maxLive: 4 }));
-      assert.equal((await store.listInstances(pool)).filter((r) => r.status !== "dead").length, 3);
+      assert.equal((await store.listInstances(pool)).filter((r) => r.status !== "dead").length, 4);
     });
 
     it("insertInstanceWithin: 12 concurrent creates against max live 5 make exactly 5", async () => {
@@ -576,7 +591,8 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       return (await store.transition({ id: inst.id, from: "starting", to: "idle", actor: "reconciler", reason: "healthy" }))!;
     };
     const pick = (pool: string, over: Partial<ClaimPick> = {}): ClaimPick => ({
-      poolId: pool, owner: "replica-a", agentName: "Ada", instructions: "Be brief", joinUrl: null, profileImage: null, metadata: { a: 1 }, exclude: [], ...over,
+      poolId: pool, owner: "replica-a", attempt: uid("att"), attemptTtlMs: 60_000, claimKey: null, source: null,
+      agentName: "Ada", instructions: "Be brief", joinUrl: null, profileImage: null, metadata: { a: 1 }, exclude: [], ...over,
     });
 
     it("claimIdle takes an idle instance to claiming with the claim's fields, skips excluded ones, then reports empty", async () => {
@@ -640,27 +656,44 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       });
     }
 
-    it("idempotency keys: new, running, succeeded with the first result; abandoned keys and stale owners start over", async () => {
+    it("idempotency keys: new, running, succeeded with the first result; abandoned keys start over; fenced on the attempt", async () => {
+      const pool = uid("idem");
+      await store.upsertPool({ id: pool, minIdle: 1, maxTotal: 5 });
+      const begin = (key: string, attempt: string, deadlineMs = 60_000, takeoverMarginMs = 0) =>
+        store.beginIdempotentClaim({ poolId: pool, key, owner: "replica", attempt, deadlineMs, takeoverMarginMs });
+      const key = uid("key");
+      assert.deepEqual(await begin(key, "a"), { state: "new" });
+      assert.deepEqual(await begin(key, "b"), { state: "running" });
+      const inst = await idleInstance(pool);
+      assert.equal(await store.finishIdempotentClaim(pool, key, "b", inst.id, { instanceId: "wrong" }), false, "not the running attempt: nothing written");
+      assert.equal(await store.finishIdempotentClaim(pool, key, "a", inst.id, { instanceId: inst.id, inviteUrl: "https://x/i/1" }), true);
+      assert.deepEqual(await begin(key, "b"), { state: "succeeded", result: { instanceId: inst.id, inviteUrl: "https://x/i/1" } });
+      assert.equal(await store.finishIdempotentClaim(pool, key, "a", inst.id, { instanceId: "again" }), false, "finished once");
+
+      const failed = uid("key");
+      assert.deepEqual(await begin(failed, "a"), { state: "new" });
+      await store.abandonIdempotentClaim(pool, failed, "someone-else"); // not the attempt: kept
+      assert.deepEqual(await begin(failed, "b"), { state: "running" });
+      await store.abandonIdempotentClaim(pool, failed, "a");
+      assert.deepEqual(await begin(failed, "b"), { state: "new" });
+    });
+
+    it("idempotency keys: a running record is taken over only after its deadline plus the margin (database clock), and the old run is fenced out", async () => {
       const pool = uid("idem");
       await store.upsertPool({ id: pool, minIdle: 1, maxTotal: 5 });
       const key = uid("key");
-      assert.deepEqual(await store.beginIdempotentClaim(pool, key, "a", 60_000), { state: "new" });
-      assert.deepEqual(await store.beginIdempotentClaim(pool, key, "b", 60_000), { state: "running" });
+      const begin = (attempt: string, deadlineMs: number, takeoverMarginMs: number) =>
+        store.beginIdempotentClaim({ poolId: pool, key, owner: "replica", attempt, deadlineMs, takeoverMarginMs });
+      assert.deepEqual(await begin("old", 150, 100), { state: "new" });
+      assert.deepEqual(await begin("new", 150, 100), { state: "running" }, "before its deadline");
+      await sleep(170);
+      assert.deepEqual(await begin("new", 150, 100), { state: "running" }, "past the deadline but within the margin");
+      await sleep(120);
+      assert.deepEqual(await begin("new", 150, 100), { state: "new" }, "past deadline + margin: taken over");
       const inst = await idleInstance(pool);
-      await store.finishIdempotentClaim(pool, key, inst.id, { instanceId: inst.id, inviteUrl: "https://x/i/1" });
-      assert.deepEqual(await store.beginIdempotentClaim(pool, key, "b", 60_000), { state: "succeeded", result: { instanceId: inst.id, inviteUrl: "https://x/i/1" } });
-
-      const failed = uid("key");
-      assert.deepEqual(await store.beginIdempotentClaim(pool, failed, "a", 60_000), { state: "new" });
-      await store.abandonIdempotentClaim(pool, failed, "someone-else"); // not the owner: kept
-      assert.deepEqual(await store.beginIdempotentClaim(pool, failed, "b", 60_000), { state: "running" });
-      await store.abandonIdempotentClaim(pool, failed, "a");
-      assert.deepEqual(await store.beginIdempotentClaim(pool, failed, "b", 60_000), { state: "new" });
-
-      const orphaned = uid("key");
-      assert.deepEqual(await store.beginIdempotentClaim(pool, orphaned, "dead-owner", 60_000), { state: "new" });
-      await sleep(20);
-      assert.deepEqual(await store.beginIdempotentClaim(pool, orphaned, "b", 10), { state: "new" }, "a running key older than staleAfterMs is taken over");
+      assert.equal(await store.finishIdempotentClaim(pool, key, "old", inst.id, { instanceId: inst.id }), false, "the old run's finish changes nothing");
+      await store.abandonIdempotentClaim(pool, key, "old");
+      assert.deepEqual(await begin("third", 150, 100), { state: "running" }, "nor does its abandon");
     });
 
     if (opts.multiProcess) {

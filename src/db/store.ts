@@ -41,10 +41,22 @@ export interface InstanceRecord {
   joinUrl: string | null;
   profileImage: string | null;
   claimMetadata: Record<string, unknown> | null;
-  /** Idempotency key of the claim that took the instance, if one was given. */
+  /**
+   * Idempotency key of the claim that holds the instance, if one was given. At most one live
+   * instance of a pool carries a given key (a unique index), whatever happens to the key's record.
+   */
   claimKey: string | null;
-  /** Which pool-manager process holds the claim (for the stale-claim sweeper). */
+  /** Which pool-manager process holds the claim (for people reading the row). */
   claimOwner: string | null;
+  /**
+   * Fencing token of the claim attempt that moved the row to `claiming`. Every later write of that
+   * attempt, and the sweeper's, is conditional on it: a write that lost the race changes nothing.
+   */
+  claimAttempt: string | null;
+  /** Database-clock time after which (plus the sweep margin) the sweeper may judge the attempt dead. */
+  claimDeadline: Date | null;
+  /** Where the claim came from (a client's `source`, e.g. "landing"). */
+  claimSource: string | null;
   claimStartedAt: Date | null;
   claimedAt: Date | null;
   createdAt: Date;
@@ -52,9 +64,15 @@ export interface InstanceRecord {
   statusChangedAt: Date;
   /** When the provider resource was deleted; the row stays for the event log. */
   deletedAt: Date | null;
+  /**
+   * When a complete listing last showed the provider resource gone while the row was kept (a
+   * crashed agent, for its operator). Such a row no longer holds a slot against max total.
+   */
+  resourceGoneAt: Date | null;
 }
 
 export interface InstanceEvent {
+  /** bigserial; a JS number is exact up to 2^53. */
   id: number;
   instanceId: string;
   fromStatus: InstanceStatus | null;
@@ -98,6 +116,8 @@ export interface ObservationChange {
   healthError: string | null;
   /** Set when the runtime reports its conversation (pending → claimed); null leaves it as it is. */
   conversationId: string | null;
+  /** True: the resource is gone at the provider (sets resource_gone_at once); false clears it. */
+  resourceGone: boolean;
 }
 
 export interface ApplyResult {
@@ -120,7 +140,10 @@ export type TransitionFields = Partial<
     | "claimMetadata"
     | "claimKey"
     | "claimOwner"
+    | "claimAttempt"
+    | "claimSource"
     | "claimStartedAt"
+    | "claimDeadline"
     | "claimedAt"
     | "url"
     | "deployStatus"
@@ -129,6 +152,23 @@ export type TransitionFields = Partial<
   >
 >;
 
+/** A reconciler lease held for one term (River's leader table: holder + term + expiry). */
+export interface Lease {
+  name: string;
+  holder: string;
+  term: number;
+}
+
+/**
+ * What a racing write is conditional on, in the same statement as the write. `claimAttempt`: the
+ * row still carries that claim attempt's token (null: carries none). `lease`: the writer still holds
+ * that lease term and it has not expired by the database clock.
+ */
+export interface WriteFence {
+  claimAttempt?: string | null;
+  lease?: Lease;
+}
+
 export interface TransitionRequest {
   id: string;
   from: InstanceStatus | readonly InstanceStatus[];
@@ -136,13 +176,22 @@ export interface TransitionRequest {
   actor: TransitionActor;
   reason: string;
   set?: TransitionFields;
+  fence?: WriteFence;
 }
 
 /** What a claim asks of the store: take one idle instance of the pool and mark it `claiming`. */
 export interface ClaimPick {
   poolId: string;
-  /** Pool-manager process making the claim (the sweeper reads it). */
+  /** Pool-manager process making the claim (recorded for people reading the row). */
   owner: string;
+  /** Fencing token of this attempt, unique per attempt. */
+  attempt: string;
+  /** The attempt's own time budget: claim_deadline = now() + this (database clock). */
+  attemptTtlMs: number;
+  /** Idempotency key of the claim, written to the row (one live instance per key). */
+  claimKey: string | null;
+  /** Where the claim came from, recorded with it. */
+  source: string | null;
   agentName: string;
   instructions: string;
   joinUrl: string | null;
@@ -156,7 +205,30 @@ export type ClaimPickResult =
   | { kind: "picked"; instance: InstanceRecord }
   | { kind: "empty" }
   /** Another instance of the pool has joined, or is joining, `joinUrl`. */
-  | { kind: "already_joined"; instanceId: string };
+  | { kind: "already_joined"; instanceId: string }
+  /** A live instance of the pool already carries `claimKey` (an earlier run of the same claim). */
+  | { kind: "key_taken"; instance: InstanceRecord };
+
+export interface IdempotencyBegin {
+  poolId: string;
+  key: string;
+  /** Pool-manager process (for people). */
+  owner: string;
+  /** Fencing token of this run of the claim: finish and abandon are conditional on it. */
+  attempt: string;
+  /** The claim's overall deadline from now (database clock). */
+  deadlineMs: number;
+  /** A running record is taken over only once its deadline is this far past. */
+  takeoverMarginMs: number;
+}
+
+/** A hint between replicas (Postgres NOTIFY, or in-process on PGlite). Never a command. */
+export interface PoolHint {
+  pool: string;
+  /** `claimed`: a claim took an instance (replenish); `bound`: it handed the agent out (rename); `changed`: look. */
+  kind: "claimed" | "bound" | "changed";
+  instanceId?: string;
+}
 
 export type IdempotentClaimState =
   | { state: "new" }
@@ -167,6 +239,12 @@ export interface Store {
   readonly backend: "pglite" | "postgres";
   /** SQL statements sent since open (benchmarks report statements per tick). */
   readonly statementCount: number;
+
+  /**
+   * The deployment's owner id: recorded on first start (`candidate` is used only then) and the same
+   * for every replica and restart after.
+   */
+  ensureOwnerId(candidate: string): Promise<string>;
 
   /** Creates or updates a pool's settings. */
   upsertPool(pool: { id: string; minIdle: number; maxTotal: number }): Promise<PoolRecord>;
@@ -181,25 +259,44 @@ export interface Store {
    * per-pool advisory lock, so creates decided by different replicas, or by a pass and an
    * operator's "add" at once, never take the pool past its limits (seed-system §8 #968).
    */
-  insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }): Promise<InstanceRecord | null>;
-  /** Fills in what the provider answered to a create (ref, url, deploy status). */
-  setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null): Promise<void>;
+  insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }, fence?: Lease): Promise<InstanceRecord | null>;
+  /** Fills in what the provider answered to a create (ref, url, deploy status); false when fenced out. */
+  setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null, fence?: Lease): Promise<boolean>;
   getInstance(id: string): Promise<InstanceRecord | null>;
   /** Instances of a pool, oldest first; deleted ones only when asked. */
   listInstances(poolId: string, opts?: { includeDeleted?: boolean }): Promise<InstanceRecord[]>;
   /** Count per status of the pool's instances that are not deleted. */
   countByStatus(poolId: string): Promise<StatusCounts>;
+  /**
+   * Slots the pool holds against max total: rows whose provider resource may still exist (not
+   * deleted, not seen gone), whatever their status: a dead row whose delete has not landed still
+   * runs at the provider.
+   */
+  occupiedSlots(poolId: string): Promise<number>;
+  /** The row (not deleted) that knows this provider resource, by ref or by our instance id. */
+  rowForResource(ref: string, instanceId: string | null): Promise<{ id: string; status: InstanceStatus } | null>;
 
-  /** Writes a pass's observations in one statement; status changes are checked and logged. */
-  applyObservations(changes: readonly ObservationChange[]): Promise<ApplyResult>;
+  /**
+   * Writes a pass's observations in one statement per chunk; status changes are checked and logged.
+   * With `fence`, nothing is written unless the lease term still holds (same statement).
+   */
+  applyObservations(changes: readonly ObservationChange[], fence?: Lease): Promise<ApplyResult>;
   /**
    * One conditional status change (claim path, sweeper, operator actions): applied only when the
    * row is in `from` and the edge is allowed for `actor`. Returns the updated row, or null when
    * the row was not in `from`. Throws INVALID_TRANSITION for an edge the table does not allow.
    */
   transition(req: TransitionRequest): Promise<InstanceRecord | null>;
-  /** Marks the provider resource deleted (row kept for the event log). */
-  markDeleted(id: string): Promise<void>;
+  /**
+   * Marks the provider resource deleted (row kept for the event log). Only a `dead` row: the delete
+   * was justified by that status, and a row that moved meanwhile is not touched. False when not written.
+   */
+  markDeleted(id: string, fence?: Lease): Promise<boolean>;
+  /**
+   * `claiming` rows of the pool whose attempt is past its deadline plus `marginMs`, judged by the
+   * database clock (never the process clock), oldest deadline first.
+   */
+  staleClaims(poolId: string, marginMs: number, limit: number): Promise<InstanceRecord[]>;
   /** Events of a pool's instances with `id > afterId`, oldest first (server-sent events read these). */
   listPoolEventsSince(poolId: string, afterId: number, limit?: number): Promise<InstanceEvent[]>;
   /** The id of the pool's newest event (0 when none). */
@@ -221,20 +318,49 @@ export interface Store {
   claimIdle(pick: ClaimPick): Promise<ClaimPickResult>;
   /**
    * Registers an idempotency key. `new`: this caller runs the claim; `running`: another does;
-   * `succeeded`: here is the first result. A running record older than `staleAfterMs` (its owner
-   * died) is taken over.
+   * `succeeded`: here is the first result. A running record is taken over only once its deadline
+   * (database clock) is `takeoverMarginMs` past: its run can no longer write.
    */
-  beginIdempotentClaim(poolId: string, key: string, owner: string, staleAfterMs: number): Promise<IdempotentClaimState>;
-  finishIdempotentClaim(poolId: string, key: string, instanceId: string, result: Record<string, unknown>): Promise<void>;
-  /** Forgets a key whose claim failed, so that a retry tries again. */
-  abandonIdempotentClaim(poolId: string, key: string, owner: string): Promise<void>;
+  beginIdempotentClaim(req: IdempotencyBegin): Promise<IdempotentClaimState>;
+  /** Records the result; conditional on `attempt` still running the key. False when it was not. */
+  finishIdempotentClaim(poolId: string, key: string, attempt: string, instanceId: string, result: Record<string, unknown>): Promise<boolean>;
+  /** Forgets a key whose claim failed, so that a retry tries again; conditional on `attempt`. */
+  abandonIdempotentClaim(poolId: string, key: string, attempt: string): Promise<void>;
 
   /**
-   * Takes or renews a named lease for `holder` for `ttlMs` (database clock). True when `holder`
-   * holds it after the call. Only the holder of `reconciler:<pool>` ticks.
+   * Takes the named lease for `holder` for `ttlMs` (database clock), or renews it when `holder`
+   * holds it. Returns the lease with its term (a new term whenever it changes hands or had expired),
+   * or null when another holder has it.
    */
-  acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean>;
-  releaseLease(name: string, holder: string): Promise<void>;
+  acquireLease(name: string, holder: string, ttlMs: number): Promise<Lease | null>;
+  /** Extends a lease still held in the same term and not expired; false when it was lost. */
+  renewLease(lease: Lease, ttlMs: number): Promise<boolean>;
+  /** Lets the lease expire now (the term is kept, so the next holder gets a new one). */
+  releaseLease(lease: Lease): Promise<void>;
+
+  /**
+   * Counts one hit of a fixed window shared by every replica; returns the hits in the current
+   * window (this one included) and when it resets.
+   */
+  hitRateLimit(key: string, windowMs: number): Promise<{ hits: number; resetAt: Date }>;
+  /** The current window of a key without counting a hit (null when none is running). */
+  peekRateLimit(key: string): Promise<{ hits: number; resetAt: Date } | null>;
+  /** Forgets a key's window (a successful login clears its failures). */
+  clearRateLimit(key: string): Promise<void>;
+
+  /** Retention, in batches so no statement holds locks for long. Each returns the rows deleted. */
+  pruneEvents(olderThanMs: number, batch: number): Promise<number>;
+  /** Idempotency records older than this whose instance is not live any more (or that never got one). */
+  pruneClaimRecords(olderThanMs: number, batch: number): Promise<number>;
+  /** Rows deleted at the provider this long ago, once no event or claim record refers to them. */
+  pruneDeletedInstances(olderThanMs: number, batch: number): Promise<number>;
+  /** Rate-limit windows that ended. */
+  pruneRateLimits(batch: number): Promise<number>;
+
+  /** Sends a hint to every replica (this one included). Best effort: a hint may be lost. */
+  publishHint(hint: PoolHint): Promise<void>;
+  /** Receives hints; returns the unsubscribe. */
+  subscribeHints(fn: (hint: PoolHint) => void): Promise<() => Promise<void>>;
 
   /** Closes the connection(s) and, for PGlite, releases the data-dir lock. */
   close(): Promise<void>;

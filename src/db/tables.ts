@@ -42,18 +42,23 @@ export interface InstancesTable {
   claim_metadata: ColumnType<Record<string, unknown> | null, string | null, string | null>;
   claim_key: string | null;
   claim_owner: string | null;
+  claim_attempt: string | null;
+  claim_deadline: Timestamp | null;
+  claim_source: string | null;
   claim_started_at: Timestamp | null;
   claimed_at: Timestamp | null;
   created_at: TimestampDefault;
   updated_at: TimestampDefault;
   status_changed_at: TimestampDefault;
   deleted_at: Timestamp | null;
+  resource_gone_at: Timestamp | null;
 }
 
 export interface InstanceEventsTable {
   /** bigserial: pg returns int8 as string, PGlite as number. */
   id: Generated<string | number>;
   instance_id: string;
+  pool_id: string;
   from_status: string | null;
   to_status: string;
   actor: string;
@@ -65,6 +70,21 @@ export interface LeasesTable {
   name: string;
   holder: string;
   expires_at: Timestamp;
+  /** bigint: pg returns int8 as string, PGlite as number. */
+  term: ColumnType<string | number, string | number | undefined, string | number>;
+}
+
+export interface DeploymentTable {
+  singleton: Generated<boolean>;
+  owner_id: string;
+  created_at: TimestampDefault;
+}
+
+export interface RateLimitsTable {
+  key: string;
+  window_start: Timestamp;
+  window_ms: number;
+  hits: number;
 }
 
 export interface SchemaMigrationsTable {
@@ -77,6 +97,8 @@ export interface ClaimsTable {
   idempotency_key: string;
   state: "running" | "succeeded";
   owner: string;
+  attempt: string;
+  deadline: Timestamp | null;
   instance_id: string | null;
   result: ColumnType<Record<string, unknown> | null, string | null, string | null>;
   created_at: TimestampDefault;
@@ -85,6 +107,8 @@ export interface ClaimsTable {
 
 export interface Database {
   claims: ClaimsTable;
+  deployment: DeploymentTable;
+  rate_limits: RateLimitsTable;
   pools: PoolsTable;
   instances: InstancesTable;
   instance_events: InstanceEventsTable;

@@ -83,6 +83,9 @@ export const TickResultView = z.object({
   created: z.array(z.string()),
   deleted: z.array(z.object({ ref: z.string(), instanceId: z.string().nullable(), reason: z.string() })),
   renamed: z.array(z.string()).describe("claimed instances whose service was renamed to show the agent's name this pass"),
+  foreign: z
+    .array(z.object({ ref: z.string(), name: z.string(), owner: z.string().nullable() }))
+    .describe("resources named like this pool's that belong to another deployment (owner) or to none (null, made before owner ids): never deleted or adopted"),
   notes: z.array(z.string()),
   counts: CountsView,
   errors: z.array(z.string()),

@@ -17,12 +17,13 @@ function row(status: InstanceStatus, extra: Partial<InstanceRecord> = {}): Insta
     healthCheckedAt: ago(5_000), healthOkAt: status === "starting" ? null : ago(5_000), healthFailures: 0, healthError: null,
     agentName: null, instructions: null, conversationId: status === "claimed" ? "conv-1" : null, inviteUrl: null, joinUrl: null,
     profileImage: null, claimMetadata: null, claimKey: null, claimOwner: null, claimStartedAt: null, claimedAt: null,
-    createdAt: ago(60_000), updatedAt: ago(5_000), statusChangedAt: ago(5_000), deletedAt: null,
+    claimAttempt: null, claimDeadline: null, claimSource: null,
+    createdAt: ago(60_000), updatedAt: ago(5_000), statusChangedAt: ago(5_000), deletedAt: null, resourceGoneAt: null,
     ...extra,
   };
 }
 function prov(deployStatus: string | null, extra: Partial<ProviderInstance> = {}): ProviderInstance {
-  return { ref: "ref-1", instanceId: "i-1", name: "n", deployStatus, url: "http://127.0.0.1:1", image: null, createdAt: ago(60_000), ...extra };
+  return { ref: "ref-1", instanceId: "i-1", name: "n", deployStatus, url: "http://127.0.0.1:1", image: null, createdAt: ago(60_000), owner: "own01", ...extra };
 }
 const H = (o: Partial<HealthObservation> = {}): HealthObservation => ({ ready: true, conversationId: null, pending: false, clean: true, version: "1.0.0", ...o });
 const seen = (p: ProviderInstance | undefined, health: Observation["health"], listingComplete = true): Observation => ({ provider: p, health, listingComplete });

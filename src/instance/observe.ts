@@ -19,6 +19,12 @@ export interface ObservePolicy {
   healthRecordIntervalMs: number;
   /** A row with no provider ref is an in-flight create for this long (the provider may answer late). */
   createGraceMs: number;
+  /**
+   * A join still waiting for acceptance this long after the claim is given up: the instance is
+   * asked (its health answer says pending or not) and, still pending, retired. The earlier system's
+   * pending rows waited forever and held their slot. Default: never.
+   */
+  pendingTimeoutMs?: number;
 }
 
 export interface Observation {
@@ -84,6 +90,9 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
   let reason = "";
   let conversationId: string | null = null;
   let goneAtProvider = false;
+  // Once a complete listing shows the resource gone, the row no longer holds a slot; a resource
+  // that shows up again (it was never really gone) holds one again.
+  let resourceGone = p ? false : row.resourceGoneAt !== null;
 
   if (row.status === "claiming") {
     // Only the claim path or the stale-claim sweeper moves a claiming row.
@@ -94,6 +103,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       // In-flight create: the provider has not answered yet.
     } else {
       goneAtProvider = row.providerRef !== null;
+      if (goneAtProvider) resourceGone = true;
       const why = row.providerRef === null ? "never created at the provider" : "gone at the provider";
       if (BOUND.has(row.status)) [next, reason] = ["crashed", why];
       else if (row.status !== "crashed" || neverHandedOut) [next, reason] = ["dead", why];
@@ -155,6 +165,9 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
           }
         } else if (derived === "pending") {
           if (row.status === "claimed") [next, reason] = ["crashed", "runtime reports a pending join"];
+          else if (policy.pendingTimeoutMs !== undefined && now.getTime() - row.statusChangedAt.getTime() >= policy.pendingTimeoutMs) {
+            [next, reason] = ["dead", `join not accepted within ${Math.round(policy.pendingTimeoutMs / 1000)} s`];
+          }
         } else if (derived === "idle" || derived === "dirty") {
           [next, reason] = ["crashed", row.status === "pending_acceptance" ? "join not accepted" : "runtime lost its conversation"];
         } else if (unreachable) {
@@ -194,6 +207,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
     runtimeVersion !== row.runtimeVersion ||
     healthFailures !== row.healthFailures ||
     healthError !== row.healthError ||
+    resourceGone !== (row.resourceGoneAt !== null) ||
     (healthOkAt === null) !== (row.healthOkAt === null);
   const bookkeepingDue =
     healthCheckedAt !== null &&
@@ -219,6 +233,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       healthFailures,
       healthError,
       conversationId,
+      resourceGone,
     },
   };
 }

@@ -53,7 +53,8 @@ const EDGES: readonly Edge[] = [
   // Bound to a conversation.
   ["pending_acceptance", "claimed", [R, C]],
   ["pending_acceptance", "crashed", [R]],
-  ["pending_acceptance", "dead", [O]],
+  // A join never accepted within the pending timeout: the agent served nobody; free its slot.
+  ["pending_acceptance", "dead", [O, R]],
   ["claimed", "crashed", [R]],
   ["claimed", "dead", [O]],
   // Broken agents wait for an operator (kill / dismiss), or recover if the runtime comes back bound.

@@ -54,6 +54,7 @@ describe("Reconciler.tick", () => {
   function reconciler(over: Partial<ReconcilerOptions> = {}): Reconciler {
     return new Reconciler({
       poolId,
+      ownerId: "own01",
       store,
       provider,
       health: runtimes,
@@ -190,7 +191,7 @@ describe("Reconciler.tick", () => {
   it("adopts a provider instance whose create answer was lost (matched by instance id)", async () => {
     const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 0, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     await store.insertInstance({ id: "i-lost", poolId, provider: "memory", name: "lost", gatewayToken: "t", reason: "test" });
-    await provider.create({ instanceId: "i-lost", poolId, name: "lost", gatewayToken: "t", env: {} });
+    await provider.create({ instanceId: "i-lost", poolId, name: "lost", gatewayToken: "t", ownerId: "own01", env: {} });
     const res = await r.tick();
     assert.equal(res.deleted.length, 0, "not an orphan");
     assert.equal(res.created.length, 0, "counted as the one starting instance");
@@ -298,8 +299,9 @@ describe("Reconciler.tick", () => {
     const origList = provider.list.bind(provider);
     provider.list = async () => {
       // Another replica takes over while this pass is looking (as after a pass longer than the TTL).
-      await store.releaseLease(`reconciler:${poolId}`, `test-${poolId}`);
-      assert.equal(await store.acquireLease(`reconciler:${poolId}`, "other-replica", 60_000), true);
+      const mine = await store.acquireLease(`reconciler:${poolId}`, `test-${poolId}`, 60_000);
+      await store.releaseLease(mine!);
+      assert.notEqual(await store.acquireLease(`reconciler:${poolId}`, "other-replica", 60_000), null);
       return origList();
     };
     const res = await r.tick();

@@ -26,6 +26,8 @@ export interface StatusReader {
 
 export interface ReconcilerOptions {
   poolId: string;
+  /** The deployment's owner id: every resource this pool creates carries it. */
+  ownerId: string;
   store: Store;
   provider: Provider;
   health: HealthChecker;
@@ -73,6 +75,11 @@ export interface TickResult {
   deleted: Array<{ ref: string; instanceId: string | null; reason: string }>;
   /** Claimed instances whose provider resource was renamed to show the agent (see #rename). */
   renamed: string[];
+  /**
+   * Resources named like this pool's that are not ours: another deployment's (`owner` its id), or
+   * made before owner ids and matching no row (`owner` null). Never deleted or adopted.
+   */
+  foreign: Array<{ ref: string; name: string; owner: string | null }>;
   notes: PlanNote[];
   counts: StatusCounts & { total: number };
   errors: string[];
@@ -90,6 +97,10 @@ export class Reconciler {
   #wakeRequested = false;
   #replenishQueued = false;
   #last: TickResult | null = null;
+  #lease: import("../db/store.ts").Lease | null = null;
+  #unsubscribe: Promise<() => Promise<void>> | null = null;
+  /** Foreign resources already reported in the log (reported once each). */
+  readonly #reportedForeign = new Set<string>();
   /** Renames this replica's passes tried and that failed: when to try again (Infinity: given up). */
   readonly #renameBackoff = new Map<string, { failures: number; retryAt: number }>();
 
@@ -136,11 +147,23 @@ export class Reconciler {
     return run;
   }
 
-  /** Runs a pass now and then every `intervalMs` after each pass ends. */
+  /** Runs a pass now and then every `intervalMs` after each pass ends; listens for claim hints. */
   start(): void {
     if (!this.#stopped) return;
     this.#stopped = false;
     this.#schedule(0);
+    // A claim on any replica publishes a hint; the replica holding the lease replenishes. A lost
+    // hint costs only latency: the next pass replenishes anyway.
+    this.#unsubscribe = this.#o.store
+      .subscribeHints((h) => {
+        if (h.pool !== this.#o.poolId || this.#lease === null) return;
+        if (h.kind === "claimed") this.replenishSoon();
+        else if (h.kind === "bound" && h.instanceId) this.renameSoon(h.instanceId);
+      })
+      .catch((err) => {
+        this.#o.logger.warn({ err: (err as Error).message }, "could not listen for claim hints; replenishing at each pass only");
+        return async () => undefined;
+      });
   }
 
   /** A hint that something changed (a claim committed): run a pass soon. */
@@ -183,13 +206,34 @@ export class Reconciler {
     this.#chain = run.catch((err) => this.#o.logger.error({ err }, "replenish after claim failed"));
   }
 
+  /**
+   * Renames a just-claimed instance's resource to show its agent, off the claim path (the Railway
+   * provider queues and retries a rename that fails; the earlier system lost 40 of 90 renames to
+   * 429s). A rename that never lands is redone by a later pass (#renameClaimed).
+   */
+  renameSoon(instanceId: string): void {
+    if (this.#stopped) return;
+    const o = this.#o;
+    void (async () => {
+      const inst = await o.store.getInstance(instanceId);
+      if (!inst || !inst.providerRef || !inst.agentName || (inst.status !== "claimed" && inst.status !== "pending_acceptance")) return;
+      const name = agentServiceName(o.provider.serviceName?.(inst.id) ?? inst.name, inst.agentName);
+      await o.provider.rename(inst.providerRef, name);
+    })().catch((err) => o.logger.warn({ err: (err as Error).message, instanceId }, "rename after claim failed; a later pass retries"));
+  }
+
   /** Stops the timer and waits for a running pass; gives up the lease. */
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+    const unsubscribe = this.#unsubscribe;
+    this.#unsubscribe = null;
+    await (await unsubscribe)?.().catch(() => undefined);
     await this.#chain;
-    await this.#o.store.releaseLease(this.#leaseName, this.#holder).catch(() => undefined);
+    const lease = this.#lease;
+    this.#lease = null;
+    if (lease) await this.#o.store.releaseLease(lease).catch(() => undefined);
   }
 
   #schedule(delayMs: number): void {
@@ -233,12 +277,14 @@ export class Reconciler {
       created: [],
       deleted: [],
       renamed: [],
+      foreign: [],
       notes: [],
       counts: { ...emptyCounts(), total: 0 },
       errors: [],
     };
     try {
-      result.leader = await o.store.acquireLease(this.#leaseName, this.#holder, this.#leaseTtlMs);
+      this.#lease = await o.store.acquireLease(this.#leaseName, this.#holder, this.#leaseTtlMs);
+      result.leader = this.#lease !== null;
       if (!result.leader) return this.#finish(result, t0);
       await this.#reconcile(result);
     } catch (err) {
@@ -302,11 +348,16 @@ export class Reconciler {
     }
     result.listing = listing;
 
+    // Ownership first: a resource of another deployment (another owner id) is never matched,
+    // adopted or deleted, only reported; one without an owner id (made before owner ids) is ours
+    // only when a row of this database matches it. Two deployments sharing a project used to
+    // delete each other's services as orphans.
+    const { ours, legacy, foreign } = splitByOwner(fleet, o.ownerId);
     // Match provider resources to rows: by ref, then by the instance id the provider reports
     // (a create whose answer was lost still carries our id).
     const byRef = new Map<string, ProviderInstance>();
     const byId = new Map<string, ProviderInstance>();
-    for (const p of fleet) {
+    for (const p of [...legacy, ...ours]) {
       byRef.set(p.ref, p);
       if (p.instanceId) byId.set(p.instanceId, p);
     }
@@ -316,6 +367,11 @@ export class Reconciler {
       if (p) matched.add(p.ref);
       return [r, p];
     });
+    result.foreign = [
+      ...foreign.map((p) => ({ ref: p.ref, name: p.name, owner: p.owner })),
+      ...legacy.filter((p) => !matched.has(p.ref)).map((p) => ({ ref: p.ref, name: p.name, owner: null })),
+    ];
+    this.#reportForeign(result.foreign);
 
     // Health checks, bounded in parallel: every deployed instance (or one whose deployment the
     // listing did not report), at the listed URL or, when the listing has none this time, the
@@ -366,7 +422,7 @@ export class Reconciler {
 
     const orphans: ObservedOrphan[] = [];
     if (listing !== "failed") {
-      for (const p of fleet) {
+      for (const p of ours) {
         if (!matched.has(p.ref)) orphans.push({ ref: p.ref, instanceId: p.instanceId, createdAt: p.createdAt });
       }
     }
@@ -378,7 +434,7 @@ export class Reconciler {
     // than its TTL, and another replica may have taken over meanwhile. Renew it before acting, or
     // act on nothing: two replicas deleting and creating from their own snapshots is how fleets
     // get over-created (seed-system §8).
-    if ((plan.deletes.length > 0 || plan.create > 0) && !(await o.store.acquireLease(this.#leaseName, this.#holder, this.#leaseTtlMs))) {
+    if ((plan.deletes.length > 0 || plan.create > 0) && !(this.#lease && (await o.store.renewLease(this.#lease, this.#leaseTtlMs)))) {
       result.errors.push("lease lost during the pass: no deletes or creates");
       o.logger.warn({ pool: o.poolId }, "reconciler lease lost during the pass; another replica acts");
       plan.deletes.length = 0;
@@ -417,6 +473,19 @@ export class Reconciler {
     result.counts = { ...counts, total };
   }
 
+  #reportForeign(foreign: TickResult["foreign"]): void {
+    for (const f of foreign) {
+      if (this.#reportedForeign.has(f.ref)) continue;
+      this.#reportedForeign.add(f.ref);
+      this.#o.logger.warn(
+        { ref: f.ref, name: f.name, owner: f.owner, ownerId: this.#o.ownerId },
+        f.owner === null
+          ? "a resource named like this pool's carries no owner id and matches no row: left alone"
+          : "a resource named like this pool's belongs to another deployment: left alone",
+      );
+    }
+  }
+
   /**
    * Creates up to `count` instances; each row is written before the provider is called, and only
    * while the pool is within `limits` at that moment (the store checks under a per-pool lock).
@@ -438,7 +507,7 @@ export class Reconciler {
       made.push(id);
       result.providerCalls.create++;
       try {
-        const p = await o.provider.create({ instanceId: id, poolId: o.poolId, name, gatewayToken, env: { ...(o.instanceEnv ?? {}) } });
+        const p = await o.provider.create({ instanceId: id, poolId: o.poolId, name, gatewayToken, ownerId: o.ownerId, env: { ...(o.instanceEnv ?? {}) } });
         await o.store.setProviderRef(id, p.ref, p.url, p.deployStatus);
         result.created.push(id);
       } catch (err) {
@@ -547,6 +616,18 @@ export class Reconciler {
 export function agentServiceName(base: string, agentName: string): string {
   const slug = agentName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 24) || "agent";
   return `${base}--${slug}`;
+}
+
+/**
+ * Splits a listing by owner: `ours` carries our owner id, `legacy` carries none (made before owner
+ * ids: ours only if a row matches), `foreign` carries another deployment's.
+ */
+export function splitByOwner(fleet: readonly ProviderInstance[], ownerId: string): { ours: ProviderInstance[]; legacy: ProviderInstance[]; foreign: ProviderInstance[] } {
+  const ours: ProviderInstance[] = [];
+  const legacy: ProviderInstance[] = [];
+  const foreign: ProviderInstance[] = [];
+  for (const p of fleet) (p.owner === ownerId ? ours : p.owner === null ? legacy : foreign).push(p);
+  return { ours, legacy, foreign };
 }
 
 /** Runs `fn` over `items` with at most `limit` at once. */

@@ -56,7 +56,7 @@ async function openProvider(opts: Partial<LocalProviderOptions> = {}): Promise<L
 
 function spec(extra: Partial<CreateInstanceSpec> = {}): CreateInstanceSpec {
   const instanceId = `i-${randomId(12)}`;
-  return { instanceId, poolId: "p-test", name: `pool-test-${instanceId}`, gatewayToken: `tok-${randomId(8)}`, env: {}, ...extra };
+  return { instanceId, poolId: "p-test", name: `pool-test-${instanceId}`, gatewayToken: `tok-${randomId(8)}`, ownerId: "own01", env: {}, ...extra };
 }
 
 /** The shared poller at 25 ms. */

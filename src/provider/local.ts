@@ -55,6 +55,8 @@ export interface LocalStateEntry {
   /** ISO time. */
   startedAt: string;
   command: string[];
+  /** The owner id the instance was created with (absent: made before owner ids). */
+  ownerId?: string;
 }
 
 export interface LocalStateFile {
@@ -261,6 +263,7 @@ export class LocalProvider implements Provider {
       port,
       startedAt: this.#clock.now().toISOString(),
       command: [...this.#command],
+      ownerId: spec.ownerId,
       status: "DEPLOYING",
       child,
       procStart: readStat(pid)?.startTime ?? null,
@@ -374,6 +377,7 @@ export class LocalProvider implements Provider {
       url: `http://${host}:${entry.port}`,
       image: entry.command.join(" "),
       createdAt: new Date(entry.startedAt),
+      owner: entry.ownerId ?? null,
     };
   }
 
@@ -573,6 +577,7 @@ export class LocalProvider implements Provider {
         port: e.port,
         startedAt: e.startedAt,
         command: e.command,
+        ...(e.ownerId ? { ownerId: e.ownerId } : {}),
       })),
     };
     const tmp = `${this.#statePath}.${process.pid}.tmp`;

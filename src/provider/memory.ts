@@ -13,6 +13,8 @@ export interface MemoryProviderOptions {
   initialStatus?: string;
   /** Base URL given to instances (`<base>/<id>`). */
   urlBase?: string;
+  /** Owner id new instances carry (the deployment's). Default `own01`. */
+  ownerId?: string;
 }
 
 export class MemoryProvider implements Provider {
@@ -30,11 +32,13 @@ export class MemoryProvider implements Provider {
   readonly #clock: Clock;
   readonly #initial: string;
   readonly #urlBase: string;
+  readonly ownerId: string;
 
   constructor(opts: MemoryProviderOptions = {}) {
     this.#clock = opts.clock ?? systemClock;
     this.#initial = opts.initialStatus ?? "SUCCESS";
     this.#urlBase = opts.urlBase ?? "http://memory.invalid";
+    this.ownerId = opts.ownerId ?? "own01";
   }
 
   async list(): Promise<ProviderListing> {
@@ -63,6 +67,7 @@ export class MemoryProvider implements Provider {
       url: `${this.#urlBase}/${spec.instanceId}`,
       image: "memory:1",
       createdAt: this.#clock.now(),
+      owner: spec.ownerId,
     };
     this.fleet.set(ref, inst);
     return { ...inst };
@@ -85,9 +90,12 @@ export class MemoryProvider implements Provider {
     if (inst) inst.deployStatus = deployStatus;
   }
 
-  /** Adds a resource no row knows about (an orphan). */
-  addForeign(ref: string, createdAt: Date, instanceId: string | null = null): void {
-    this.fleet.set(ref, { ref, instanceId, name: ref, deployStatus: "SUCCESS", url: null, image: null, createdAt });
+  /**
+   * Adds a resource no row knows about: an orphan of ours (default), one of another deployment
+   * (`owner` another id) or one made before owner ids (`owner` null).
+   */
+  addForeign(ref: string, createdAt: Date, instanceId: string | null = null, owner: string | null = this.ownerId): void {
+    this.fleet.set(ref, { ref, instanceId, name: ref, deployStatus: "SUCCESS", url: null, image: null, createdAt, owner });
   }
 
   async close(): Promise<void> {}

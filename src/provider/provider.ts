@@ -21,9 +21,17 @@ export interface ProviderInstance {
   /** Image or runtime command/version the instance was created from. */
   image: string | null;
   createdAt: Date;
+  /**
+   * The owner id the resource carries (the deployment that made it), or null when it carries none
+   * (made by a version before owner ids). The reconciler touches only resources of its own owner;
+   * one of another owner is reported and never deleted or adopted, and one without an owner is
+   * adopted only when a row of this database matches it.
+   */
+  owner: string | null;
 }
 
 export interface ProviderListing {
+  /** Every resource that looks like one of this pool's (by name), whatever owner it carries. */
   instances: ProviderInstance[];
   /**
    * False when the provider could only return part of the fleet (a page failed, a project was
@@ -39,6 +47,8 @@ export interface CreateInstanceSpec {
   name: string;
   /** Per-instance secret the pool uses to talk to the instance. */
   gatewayToken: string;
+  /** The deployment's owner id: the resource must carry it, where `list()` can read it back. */
+  ownerId: string;
   /** Extra environment for the runtime (operator-given and pool settings). */
   env: Record<string, string>;
 }

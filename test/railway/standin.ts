@@ -1402,7 +1402,7 @@ class Standin implements RailwayStandin {
     };
     const gatewayToken = d.env.GATEWAY_TOKEN || randomBytes(32).toString("hex");
     try {
-      const inst = await provider.create({ instanceId, poolId: s.projectId, name: s.name, gatewayToken, env: runtimeEnv });
+      const inst = await provider.create({ instanceId, poolId: s.projectId, name: s.name, gatewayToken, ownerId: "stand", env: runtimeEnv });
       d.localId = instanceId;
       d.runtimeUrl = inst.url;
     } catch (err) {

@@ -27,6 +27,7 @@ export class RuntimeProvider implements Provider {
       url: rt.url,
       image: "reference",
       createdAt: new Date(),
+      owner: spec.ownerId,
     };
     this.running.set(inst.ref, { inst, rt });
     return { ...inst };

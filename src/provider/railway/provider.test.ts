@@ -50,7 +50,7 @@ async function open(extra: Partial<RailwayOptions> = {}, sleeps: number[] = []):
 let seq = 0;
 function spec(extra: Partial<CreateInstanceSpec> = {}): CreateInstanceSpec {
   const instanceId = `i-${(++seq).toString(36).padStart(6, "0")}`;
-  return { instanceId, poolId: "default", name: `ap-default-${instanceId}`, gatewayToken: `gw-${instanceId}`, env: { XMTP_ENV: "dev" }, ...extra };
+  return { instanceId, poolId: "default", name: `ap-default-${instanceId}`, gatewayToken: `gw-${instanceId}`, ownerId: "own01", env: { XMTP_ENV: "dev" }, ...extra };
 }
 
 async function rejects(p: Promise<unknown>, check: (e: PoolError & { failure?: string }) => void): Promise<void> {

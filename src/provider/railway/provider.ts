@@ -542,6 +542,7 @@ export class RailwayProvider implements Provider {
       url: domain ? `${this.#scheme}://${domain}` : null,
       image: ours.source?.image ?? null,
       createdAt: parseDate(svc.createdAt) ?? this.#clock.now(),
+      owner: null,
     };
   }
 
@@ -610,6 +611,7 @@ export class RailwayProvider implements Provider {
       url: `${this.#scheme}://${domain}`,
       image: this.#o.image,
       createdAt,
+      owner: null,
     };
   }
 

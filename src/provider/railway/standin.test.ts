@@ -53,7 +53,7 @@ async function open(s: RailwayStandin, extra: Partial<RailwayOptions> & Pick<Rai
 let seq = 0;
 function spec(): CreateInstanceSpec {
   const instanceId = `i-${Date.now().toString(36)}${(++seq).toString(36)}`.slice(0, 14);
-  return { instanceId, poolId: "default", name: `agent-pool-default-${instanceId}`, gatewayToken: `gw-${instanceId}-secret`, env: { INSTANCE_ENV_CHECK: "yes" } };
+  return { instanceId, poolId: "default", name: `agent-pool-default-${instanceId}`, gatewayToken: `gw-${instanceId}-secret`, ownerId: "own01", env: { INSTANCE_ENV_CHECK: "yes" } };
 }
 
 /** Lists until `done` holds (one request per poll). */
