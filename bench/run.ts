@@ -63,7 +63,6 @@ async function tickBench(label: string, store: Store, n: number): Promise<void> 
     intervalMs: 5000,
     healthTimeoutMs: 1000,
     healthConcurrency: 64,
-    provisionTimeoutMs: 75_000,
   });
   const tFill = performance.now();
   await r.tick(); // creates n

@@ -57,8 +57,25 @@ export const ENV_SCHEMA = z
     HEALTH_FAILURE_THRESHOLD: int(1, 100).default(3),
     /** Timeout of the provision call to an instance during a claim. */
     PROVISION_TIMEOUT_MS: int(1000, 600_000).default(75_000),
-    /** A `claiming` row older than PROVISION_TIMEOUT_MS plus this is resolved by the sweeper. */
+    /**
+     * A `claiming` row is resolved by the sweeper once its attempt's deadline (provision timeout +
+     * reset + status, from the pick, by the database clock) is this far past; an idempotency record
+     * is taken over once its claim's deadline is this far past.
+     */
     CLAIM_SWEEP_MARGIN_MS: int(0, 3600 * 1000).default(30_000),
+    /** Timeout of the reset, and of the status call after it, when a provision failed. */
+    RESET_TIMEOUT_MS: int(100, 120_000).default(15_000),
+    /**
+     * Overall deadline of one claim, waiting included; unset: 60 s of waiting + 2 attempts
+     * (2 × (PROVISION_TIMEOUT_MS + 2 × RESET_TIMEOUT_MS)).
+     */
+    CLAIM_DEADLINE_MS: int(1000, 3600 * 1000).optional(),
+    /** A join still waiting for acceptance this long after its claim is retired (its slot freed). */
+    PENDING_ACCEPTANCE_TIMEOUT_MS: int(1000, 7 * 24 * 3600 * 1000).default(10 * 60 * 1000),
+    /** Status-change events (and dead rows, once their events are gone) are kept this many days. */
+    EVENT_RETENTION_DAYS: int(1, 3650).default(30),
+    /** Idempotency records are kept this many days (longer while their agent lives). */
+    CLAIM_RECORD_RETENTION_DAYS: int(1, 3650).default(7),
     /** How long an instance unknown to the database may live at the provider before it is deleted. */
     ORPHAN_GRACE_MS: int(0, 24 * 3600 * 1000).default(60_000),
     /** Most provider deletions in one pass (a guard against mass deletion). */
@@ -120,6 +137,10 @@ export const ENV_SCHEMA = z
   .refine((c) => typeof c.POOL_MIN_IDLE !== "number" || typeof c.POOL_MAX_TOTAL !== "number" || c.POOL_MIN_IDLE <= c.POOL_MAX_TOTAL, {
     message: "a number no larger than POOL_MAX_TOTAL",
     path: ["POOL_MIN_IDLE"],
+  })
+  .refine((c) => typeof c.CLAIM_DEADLINE_MS !== "number" || typeof c.RESET_TIMEOUT_MS !== "number" || c.CLAIM_DEADLINE_MS >= 2 * c.RESET_TIMEOUT_MS + 2_000, {
+    message: "at least 2 × RESET_TIMEOUT_MS + 2000 (room for one attempt: a provision, then a reset and a status call)",
+    path: ["CLAIM_DEADLINE_MS"],
   })
   .refine((c) => c.PROVIDER !== "railway" || c.RAILWAY_API_TOKEN !== undefined || c.RAILWAY_PROJECT_TOKEN !== undefined, {
     message: "RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN when PROVIDER=railway",

@@ -12,6 +12,7 @@ import type { Store } from "./db/store.ts";
 import { InstanceClient } from "./instance/client.ts";
 import { createLogger } from "./logger.ts";
 import { buildServer, type PoolServer } from "./http/server.ts";
+import { Cleaner } from "./pool/cleaner.ts";
 import { Reconciler } from "./pool/reconciler.ts";
 import { LocalProvider } from "./provider/local.ts";
 import { RailwayProvider } from "./provider/railway/provider.ts";
@@ -142,12 +143,17 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         failureThreshold: config.HEALTH_FAILURE_THRESHOLD,
         healthRecordIntervalMs: 60_000,
         createGraceMs: Math.max(120_000, config.LOCAL_START_TIMEOUT_MS),
+        pendingTimeoutMs: config.PENDING_ACCEPTANCE_TIMEOUT_MS,
       },
       intervalMs: config.TICK_INTERVAL_MS,
       healthTimeoutMs: config.HEALTH_TIMEOUT_MS,
       healthConcurrency: config.HEALTH_CONCURRENCY,
-      provisionTimeoutMs: config.PROVISION_TIMEOUT_MS,
       sweepMarginMs: config.CLAIM_SWEEP_MARGIN_MS,
+      cleaner: new Cleaner({
+        store,
+        eventRetentionMs: config.EVENT_RETENTION_DAYS * 86_400_000,
+        claimRecordRetentionMs: config.CLAIM_RECORD_RETENTION_DAYS * 86_400_000,
+      }),
       startingPollMs: config.STARTING_POLL_MS,
       instanceEnv: config.instanceEnv,
       onTick: (t) => metrics.onTick(config.POOL_ID, t),
@@ -163,6 +169,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       defaultPool: config.POOL_ID,
       owner: reconciler.holder,
       provisionTimeoutMs: config.PROVISION_TIMEOUT_MS,
+      resetTimeoutMs: config.RESET_TIMEOUT_MS,
+      ...(config.CLAIM_DEADLINE_MS !== undefined ? { claimDeadlineMs: config.CLAIM_DEADLINE_MS } : {}),
       sweepMarginMs: config.CLAIM_SWEEP_MARGIN_MS,
       onOutcome: (outcome, seconds, provisionSeconds) => {
         metrics.onClaim(config.POOL_ID, outcome, seconds, provisionSeconds);

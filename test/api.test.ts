@@ -242,7 +242,7 @@ describe("API: claims on a pool of real runtimes", () => {
     assert.equal(typeof r.body.counts.idle, "number");
     const t = await api("POST", "/api/pool/reconcile");
     assert.equal(t.status, 200);
-    assert.deepEqual(Object.keys(t.body).sort(), ["at", "counts", "created", "deleted", "durationMs", "errors", "healthChecks", "healthFailures", "leader", "listing", "notes", "providerCalls", "renamed", "transitions"]);
+    assert.deepEqual(Object.keys(t.body).sort(), ["at", "counts", "created", "deleted", "durationMs", "errors", "foreign", "healthChecks", "healthFailures", "leader", "listing", "notes", "providerCalls", "renamed", "term", "transitions"]);
   });
 
   it("requires the API key on every route but healthz, version and counts", async () => {

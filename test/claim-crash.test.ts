@@ -29,6 +29,7 @@ describe("pool manager killed mid-claim", () => {
       // The runtime takes 2.5 s to provision; the manager dies before it answers.
       INSTANCE_ENV_RUNTIME_PROVISION_DELAY_MS: "2500",
       PROVISION_TIMEOUT_MS: "2000",
+      RESET_TIMEOUT_MS: "1000",
       CLAIM_SWEEP_MARGIN_MS: "1500",
     };
     pool = await startPoolProcess(env);

@@ -330,6 +330,14 @@ export class ClaimService {
   async #recover(inst: InstanceRecord, attempt: string, why: string): Promise<void> {
     const o = this.#o;
     const timeout = o.resetTimeoutMs ?? 15_000;
+    // The reset is a side effect the fence on the write below cannot undo: if the sweeper resolved
+    // this attempt meanwhile (this process stalled past the deadline) and a newer claim now holds
+    // the instance, resetting it would wipe that claim's agent. Look before touching the runtime.
+    const now = await o.store.getInstance(inst.id).catch(() => null);
+    if (!now || now.status !== "claiming" || now.claimAttempt !== attempt) {
+      o.logger.warn({ instanceId: inst.id }, "the failed claim attempt no longer holds the instance; not resetting it");
+      return;
+    }
     let clean = false;
     if (inst.url) {
       const target = { url: inst.url, gatewayToken: inst.gatewayToken };

@@ -128,7 +128,11 @@ export class KyselyStore implements Store {
       UNION ALL
       SELECT owner_id FROM deployment
       LIMIT 1`.execute(this.#db);
-    return first(rows).owner_id;
+    if (rows[0]) return rows[0].owner_id;
+    // Another replica inserted concurrently: our statement waited for it, but its snapshot predates
+    // that insert. A new statement sees it.
+    const again = await this.#db.selectFrom("deployment").select("owner_id").executeTakeFirstOrThrow();
+    return again.owner_id;
   }
 
   // ---- pools ----

@@ -9,56 +9,15 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PGlite } from "@electric-sql/pglite";
 import { Kysely, sql } from "kysely";
-import pg from "pg";
 import { isPoolError } from "../errors.ts";
 import { INSTANCE_STATUSES, type InstanceStatus } from "../instance/status.ts";
-import { startTestPostgres } from "../../test/support/postgres.ts";
+import { inMemoryPglite, realPostgres, type TestDatabase } from "../../test/support/databases.ts";
 import { OBSERVATION_CHUNK_ROWS } from "./kysely-store.ts";
-import { listMigrations, migrate, type MigrationSession } from "./migrate.ts";
+import { listMigrations, migrate } from "./migrate.ts";
 import { openStore } from "./open.ts";
 import { openPglite, pgliteMigrationSession, PgliteSessionPool, writePgliteTemplate, type PgliteHandle } from "./pglite.ts";
-import { withPostgresMigrationSession } from "./postgres.ts";
 import type { ClaimPick, InstanceRecord, ObservationChange, Store } from "./store.ts";
-
-/** A fresh, empty database of one backend. */
-interface TestDatabase {
-  /** A store on the database (migrated). On Postgres every call reaches the same database. */
-  open(): Promise<Store>;
-  /** Runs `fn` with a raw migration session on a fresh database of this backend. */
-  withSession<T>(fn: (s: MigrationSession) => Promise<T>): Promise<T>;
-  stop(): Promise<void>;
-}
-
-const inMemoryPglite = async (): Promise<TestDatabase> => ({
-  open: () => openStore({ dataDir: null }),
-  withSession: async (fn) => {
-    const db = await PGlite.create();
-    try {
-      return await fn(pgliteMigrationSession(db));
-    } finally {
-      await db.close();
-    }
-  },
-  stop: async () => {},
-});
-
-const realPostgres = async (): Promise<TestDatabase> => {
-  const server = await startTestPostgres();
-  return {
-    open: () => openStore({ databaseUrl: server.url }),
-    withSession: async (fn) => {
-      const pool = new pg.Pool({ connectionString: server.url, max: 2 });
-      try {
-        return await withPostgresMigrationSession(pool, fn);
-      } finally {
-        await pool.end();
-      }
-    },
-    stop: () => server.stop(),
-  };
-};
 
 function assertPoolError(code: string) {
   return (err: unknown) => {
@@ -684,16 +643,17 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       const key = uid("key");
       const begin = (attempt: string, deadlineMs: number, takeoverMarginMs: number) =>
         store.beginIdempotentClaim({ poolId: pool, key, owner: "replica", attempt, deadlineMs, takeoverMarginMs });
-      assert.deepEqual(await begin("old", 150, 100), { state: "new" });
-      assert.deepEqual(await begin("new", 150, 100), { state: "running" }, "before its deadline");
-      await sleep(170);
-      assert.deepEqual(await begin("new", 150, 100), { state: "running" }, "past the deadline but within the margin");
-      await sleep(120);
-      assert.deepEqual(await begin("new", 150, 100), { state: "new" }, "past deadline + margin: taken over");
+      // Deadline 200 ms, margin 1.5 s: wide windows, so a loaded machine cannot blur them.
+      assert.deepEqual(await begin("old", 200, 1_500), { state: "new" });
+      assert.deepEqual(await begin("new", 200, 1_500), { state: "running" }, "before its deadline");
+      await sleep(300);
+      assert.deepEqual(await begin("new", 200, 1_500), { state: "running" }, "past the deadline but within the margin");
+      await sleep(1_500);
+      assert.deepEqual(await begin("new", 200, 1_500), { state: "new" }, "past deadline + margin: taken over");
       const inst = await idleInstance(pool);
       assert.equal(await store.finishIdempotentClaim(pool, key, "old", inst.id, { instanceId: inst.id }), false, "the old run's finish changes nothing");
       await store.abandonIdempotentClaim(pool, key, "old");
-      assert.deepEqual(await begin("third", 150, 100), { state: "running" }, "nor does its abandon");
+      assert.deepEqual(await begin("third", 200, 1_500), { state: "running" }, "nor does its abandon");
     });
 
     if (opts.multiProcess) {

@@ -75,6 +75,7 @@ export const TickResultView = z.object({
   at: z.string(),
   durationMs: z.number(),
   leader: z.boolean().describe("false when another replica holds the reconciler lease: this pass did nothing"),
+  term: z.number().nullable().describe("the lease term the pass acted under; every write it made was conditional on it"),
   listing: z.enum(["complete", "partial", "failed", "skipped"]),
   providerCalls: z.object({ list: z.number(), create: z.number(), delete: z.number() }),
   healthChecks: z.number(),
@@ -88,6 +89,10 @@ export const TickResultView = z.object({
     .describe("resources named like this pool's that belong to another deployment (owner) or to none (null, made before owner ids): never deleted or adopted"),
   notes: z.array(z.string()),
   counts: CountsView,
+  cleaned: z
+    .object({ events: z.number(), claimRecords: z.number(), instances: z.number(), rateLimits: z.number(), more: z.boolean() })
+    .optional()
+    .describe("what retention pruned, when the cleaner ran in this pass"),
   errors: z.array(z.string()),
 });
 

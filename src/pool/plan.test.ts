@@ -120,6 +120,33 @@ describe("planPool", () => {
       notes: ["creates_capped"],
     },
     { name: "min idle 0 creates nothing", spec: { minIdle: 0 }, instances: [], create: 0 },
+    {
+      name: "a crashed agent whose resource is gone keeps its row but holds no slot (capacity frees itself)",
+      instances: [...rows("claimed", 8), ...rows("crashed", 2, { holdsSlot: false })],
+      create: 2,
+      notes: ["max_total_reached"],
+    },
+    {
+      name: "the same crashed agents with their resources still there hold their slots",
+      instances: [...rows("claimed", 8), ...rows("crashed", 2)],
+      create: 0,
+      notes: ["max_total_reached"],
+    },
+    {
+      name: "a dead row whose delete waits (capped) still holds its slot: it runs at the provider",
+      spec: { maxDeletesPerTick: 1 },
+      instances: [...rows("claimed", 8), ...rows("dead", 2)],
+      create: 1,
+      deletes: 1,
+      notes: ["deletes_capped", "max_total_reached"],
+    },
+    {
+      name: "a partial listing deletes nothing, so dead rows keep their slots",
+      listing: "partial",
+      instances: [...rows("claimed", 8), ...rows("dead", 2)],
+      create: 0,
+      notes: ["listing_partial_no_deletes", "max_total_reached"],
+    },
     { name: "claiming instances count against max", spec: { maxTotal: 3 }, instances: rows("claiming", 3), create: 0, notes: ["max_total_reached"] },
   ];
 
@@ -150,8 +177,10 @@ describe("planPool", () => {
       for (const s of statuses) instances.push(...rows(s, (trial * 7 + s.length) % 4));
       const maxTotal = 1 + (trial % 15);
       const minIdle = trial % (maxTotal + 1);
-      const plan = planPool({ ...spec, maxTotal, minIdle, maxCreatesPerTick: 100 }, { listing: "complete", instances, orphans: [] }, NOW);
-      const liveAfter = instances.filter((i) => i.status !== "dead").length + plan.create;
+      const plan = planPool({ ...spec, maxTotal, minIdle, maxCreatesPerTick: 100, maxDeletesPerTick: trial % 3 }, { listing: "complete", instances, orphans: [] }, NOW);
+      // Dead rows run at the provider until their delete lands: only the planned deletes free a slot.
+      const deleted = new Set(plan.deletes.map((d) => d.instanceId));
+      const liveAfter = instances.filter((i) => (i.status !== "dead" ? true : i.providerRef !== null && !deleted.has(i.id))).length + plan.create;
       assert.ok(plan.create === 0 || liveAfter <= maxTotal, `trial ${trial}: ${liveAfter} > ${maxTotal}`);
     }
   });

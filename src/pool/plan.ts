@@ -24,6 +24,11 @@ export interface ObservedInstance {
   providerRef: string | null;
   /** True when the provider no longer has the resource (nothing to delete there). */
   goneAtProvider: boolean;
+  /**
+   * False once a complete listing showed the resource gone (a crashed agent kept for its operator):
+   * such a row no longer counts against max total. Default true.
+   */
+  holdsSlot?: boolean;
 }
 
 export interface ObservedOrphan {
@@ -78,7 +83,7 @@ export function planPool(spec: PoolSpec, observed: ObservedPool, now: Date): Poo
     // `starting` includes rows written before the provider answered (in-flight creates): counting
     // them is what stops over-creation from a stale count (agent-sandbox #1215, ~10x over-creation).
     if (inst.status === "starting") starting++;
-    if (COUNTS_AGAINST_MAX.has(inst.status)) live++;
+    if (COUNTS_AGAINST_MAX.has(inst.status) && inst.holdsSlot !== false) live++;
   }
   const deficit = Math.max(0, spec.minIdle - idle - starting);
 
@@ -96,10 +101,11 @@ export function planPool(spec: PoolSpec, observed: ObservedPool, now: Date): Poo
     if (inst.providerRef === null || inst.goneAtProvider) forget.push(inst.id);
     else candidates.push({ ref: inst.providerRef, instanceId: inst.id, reason: "dead" });
   }
-  // Orphans still run and cost money: they count against max until deleted.
-  let orphansLive = 0;
+  // A dead row whose resource is not deleted yet still runs at the provider, and so do orphans:
+  // both hold a slot against max total until their delete lands (the store's guarded insert counts
+  // the same way, so a delete that fails cannot let the pool grow past max total).
+  const occupiedBefore = live + candidates.length + observed.orphans.length;
   for (const orphan of observed.orphans) {
-    orphansLive++;
     if (now.getTime() - orphan.createdAt.getTime() >= spec.orphanGraceMs) {
       candidates.push({ ref: orphan.ref, instanceId: orphan.instanceId, reason: "orphan" });
     }
@@ -111,8 +117,8 @@ export function planPool(spec: PoolSpec, observed: ObservedPool, now: Date): Poo
     deletes.push(...candidates.slice(0, spec.maxDeletesPerTick));
     if (candidates.length > spec.maxDeletesPerTick) notes.push("deletes_capped");
   }
-  const orphansDeleted = deletes.filter((d) => d.reason === "orphan").length;
-  const occupied = live + orphansLive - orphansDeleted;
+  // Planned deletes are counted as freed; if one fails, the guarded insert refuses the create.
+  const occupied = occupiedBefore - deletes.length;
 
   const room = Math.max(0, spec.maxTotal - occupied);
   let create = Math.min(deficit, room);

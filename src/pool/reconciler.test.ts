@@ -67,7 +67,6 @@ describe("Reconciler.tick", () => {
       intervalMs: 1000,
       healthTimeoutMs: 1000,
       healthConcurrency: 8,
-      provisionTimeoutMs: 75_000,
       holder: `test-${poolId}`,
       ...over,
     });
@@ -226,44 +225,62 @@ describe("Reconciler.tick", () => {
     assert.ok(provider.fleet.has(inst!.providerRef!));
   });
 
-  it("never moves a fresh claiming row; the sweeper resolves a stale one by asking the runtime", async () => {
-    const r = reconciler({ spec: { minIdle: 2, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
-    await r.tick();
-    await r.tick();
-    const [a, b] = await store.listInstances(poolId);
-    for (const x of [a!, b!]) {
-      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: { claimStartedAt: clock.now() } });
-    }
-    provider.setStatus(a!.providerRef!, "CRASHED");
-    const fresh = await r.tick();
-    assert.ok(!fresh.transitions.some((t) => t.from === "claiming"), "fresh claims untouched");
-    runtimes.statuses.set(`http://memory.invalid/${a!.id}`, { conversationId: "conv-a", inboxId: null, pending: false, clean: false, inviteUrl: "http://x/i/a" });
-    runtimes.statuses.set(`http://memory.invalid/${b!.id}`, { conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null });
-    clock.advance(75_000 + 31_000);
-    const swept = await r.tick();
-    const byId = new Map(swept.transitions.filter((t) => t.from === "claiming").map((t) => [t.id, t.to]));
-    assert.equal(byId.get(a!.id), "claimed");
-    assert.equal(byId.get(b!.id), "idle");
-    assert.equal((await store.getInstance(a!.id))?.conversationId, "conv-a");
+  // Staleness is judged by the database clock against the attempt's deadline; the process clock
+  // is moved far ahead here to show it plays no part (clock skew between process and database).
+  const claimingFor = (ms: number, attempt: string) => ({
+    claimStartedAt: new Date(Date.now() - 1_000),
+    claimDeadline: new Date(Date.now() + ms),
+    claimAttempt: attempt,
   });
 
-  it("sweeps a stale claim whose runtime is neither bound nor clean, or unreachable, to crashed", async () => {
+  it("never moves a fresh claiming row, whatever the process clock says; the sweeper resolves a stale one by asking the runtime", async () => {
+    const r = reconciler({ spec: { minIdle: 4, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    await r.tick();
+    await r.tick();
+    const [a, b, c, d] = await store.listInstances(poolId);
+    // a, b: claims whose deadline is a minute ahead (database clock); c, d: an hour past.
+    for (const x of [a!, b!]) await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: claimingFor(60_000, `att-${x.id}`) });
+    for (const x of [c!, d!]) await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: claimingFor(-3_600_000, `att-${x.id}`) });
+    for (const x of [a!, c!]) {
+      runtimes.statuses.set(`http://memory.invalid/${x.id}`, { conversationId: `conv-${x.id}`, inboxId: null, pending: false, clean: false, inviteUrl: "http://x/i/a" });
+    }
+    for (const x of [b!, d!]) runtimes.statuses.set(`http://memory.invalid/${x.id}`, { conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null });
+    provider.setStatus(a!.providerRef!, "CRASHED");
+    clock.advance(24 * 3_600_000); // a process clock a day ahead of the database: no effect
+    const swept = await r.tick();
+    const byId = new Map(swept.transitions.filter((t) => t.from === "claiming").map((t) => [t.id, t.to]));
+    assert.equal(byId.has(a!.id) || byId.has(b!.id), false, "fresh claims untouched");
+    assert.equal(byId.get(c!.id), "claimed");
+    assert.equal(byId.get(d!.id), "idle");
+    const boundRow = await store.getInstance(c!.id);
+    assert.equal(boundRow?.conversationId, `conv-${c!.id}`);
+    assert.equal(boundRow?.claimAttempt, `att-${c!.id}`, "a bound row keeps its attempt: the claim, if alive, completes as what it is");
+    const cleanRow = await store.getInstance(d!.id);
+    assert.deepEqual([cleanRow?.claimAttempt, cleanRow?.claimKey, cleanRow?.agentName], [null, null, null], "a released row keeps nothing of the claim");
+  });
+
+  it("sweeps a stale claim whose runtime is neither bound nor clean, or unreachable, to crashed, released (so the next pass retires it)", async () => {
     const r = reconciler({ spec: { minIdle: 2, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     await r.tick();
     await r.tick();
     const [dirty, gone] = await store.listInstances(poolId);
     for (const x of [dirty!, gone!]) {
-      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: { claimStartedAt: clock.now() } });
+      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: { ...claimingFor(-3_600_000, `att-${x.id}`), agentName: "Ada" } });
     }
     runtimes.statuses.set(`http://memory.invalid/${dirty!.id}`, { conversationId: null, inboxId: null, pending: false, clean: false, inviteUrl: null });
     // `gone` has no status answer: the fake throws, as an unreachable runtime would.
-    clock.advance(75_000 + 31_000);
     const swept = await r.tick();
     const byId = new Map(swept.transitions.filter((t) => t.from === "claiming").map((t) => [t.id, t]));
     assert.equal(byId.get(dirty!.id)?.to, "crashed");
     assert.match(byId.get(dirty!.id)!.reason, /neither bound nor clean/);
     assert.equal(byId.get(gone!.id)?.to, "crashed");
     assert.match(byId.get(gone!.id)!.reason, /unreachable/);
+    const next = await r.tick();
+    assert.deepEqual(
+      next.transitions.filter((t) => t.from === "crashed").map((t) => t.to),
+      ["dead", "dead"],
+      "nobody got these agents: retired, not kept for an operator",
+    );
   });
 
   it("checks an instance at its stored URL when a listing omits it, and keeps old healthy instances (seed §8 f1a1fab)", async () => {
@@ -311,19 +328,24 @@ describe("Reconciler.tick", () => {
     assert.equal((await store.listInstances(poolId)).length, 0);
   });
 
-  it("replenishes after claims on replicas that do not hold the lease, without over-creating when they do it at once", async () => {
-    const leader = reconciler();
+  it("the lease holder replenishes on a claim hint from any replica; the others ignore it, and a burst creates once", async () => {
+    // Long intervals: after their first pass only hints make these reconcilers act.
+    const leader = reconciler({ intervalMs: 3_600_000 });
+    const others = [reconciler({ holder: "replica-x", intervalMs: 3_600_000 }), reconciler({ holder: "replica-y", intervalMs: 3_600_000 })];
     await leader.tick();
     await leader.tick();
-    const [a, b] = await store.listInstances(poolId);
+    for (const x of [leader, ...others]) x.start();
+    for (const x of others) assert.equal((await x.tick()).leader, false);
+    const [a, b] = (await store.listInstances(poolId)).filter((x) => x.status === "idle");
     for (const x of [a!, b!]) await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test" });
-    const replicas = [reconciler({ holder: "replica-x" }), reconciler({ holder: "replica-y" })];
-    for (const x of replicas) x.start(); // their passes are no-ops: the leader holds the lease
-    for (const x of replicas) x.replenishSoon();
-    for (const x of replicas) await x.tick(); // queued behind the replenish
-    for (const x of replicas) await x.stop();
+    const createsBefore = provider.calls.create;
+    for (let i = 0; i < 5; i++) await store.publishHint({ pool: poolId, kind: "claimed", instanceId: a!.id });
+    await new Promise((r) => setImmediate(r)); // hints are delivered after the current call stack
+    await leader.createNow(0); // queued behind the replenish the hint started
+    for (const x of [leader, ...others]) await x.stop();
     const counts = await store.countByStatus(poolId);
-    assert.deepEqual([counts.idle, counts.starting, counts.claiming], [1, 2, 2], "min idle 3 met once, not twice");
+    assert.deepEqual([counts.idle, counts.starting, counts.claiming], [1, 2, 2], "min idle 3 met once, not once per hint or replica");
+    assert.equal(provider.calls.create - createsBefore, 2);
   });
 
   it("createNow (an operator's add) is bounded by max total, whoever holds the lease", async () => {
