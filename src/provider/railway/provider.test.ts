@@ -395,9 +395,9 @@ test("every prefix the configuration accepts fits every pool id: create, list, r
       await p.delete(inst.ref);
     }
   }
-  // With the default prefix, pool ids up to 7 characters keep their name (`ap-default-`); longer ones get a tag.
-  const p = await open({ poolId: "production" });
-  assert.match(p.serviceName("i-abc"), /^ap-prod[a-z0-9]{4}-i-abc-own01$/);
+  // With the default prefix, pool ids up to 8 characters are the tag as they are; longer ones are shortened.
+  assert.equal((await open({ poolId: "staging1" })).serviceName("i-abc"), "ap-staging1-i-abc-own01");
+  assert.match((await open({ poolId: "staging12" })).serviceName("i-abc"), /^ap-stag[a-z0-9]{4}-i-abc-own01$/);
 });
 
 test("list() takes every owner's services of this pool, each with its owner; the old form has none", async () => {
