@@ -116,8 +116,19 @@ export const ENV_SCHEMA = z
     RAILWAY_INSTANCE_ENVIRONMENT_NAME: z.string().trim().min(1).default("production"),
     /** Railway: workspace id; set → a new project is created when every project holds 100 services. */
     RAILWAY_WORKSPACE_ID: optionalString,
-    /** Railway: service-name prefix (names are `<prefix>-<pool>-<id>`, at most 32 characters). */
-    RAILWAY_SERVICE_PREFIX: z.string().trim().regex(/^[a-z][a-z0-9]{0,9}$/, "1 to 10 lowercase letters or digits, starting with a letter").default("ap"),
+    /**
+     * Railway: service-name prefix. Names are `<prefix>-<pool tag>-<instance id>-<owner id>`, at most
+     * 32 characters: 14 for the id, 5 for the owner id, 5 at least for the (shortened) pool tag and
+     * 4 dashes leave 5 for the prefix (src/provider/railway/names.ts).
+     */
+    RAILWAY_SERVICE_PREFIX: z
+      .string()
+      .trim()
+      .regex(
+        /^[a-z][a-z0-9]{0,4}$/,
+        "1 to 5 lowercase letters or digits, starting with a letter (a service name holds the prefix, the pool tag, the instance id and the owner id in Railway's 32 characters)",
+      )
+      .default("ap"),
     /** Railway: scheme of instance URLs (http only for a local stand-in). */
     RAILWAY_URL_SCHEME: z.enum(["https", "http"], { message: "https or http" }).default("https"),
     /** Railway: requests per second to stay under (Pro allows 50). */

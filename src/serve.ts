@@ -60,7 +60,7 @@ export function resolveApiKey(config: Config, dataDir: string): { key: string; g
   return { key, generated: true };
 }
 
-async function openRailway(config: Config, logger: ReturnType<typeof createLogger>): Promise<Provider> {
+async function openRailway(config: Config, logger: ReturnType<typeof createLogger>, ownerId: string): Promise<Provider> {
   return RailwayProvider.open({
     apiUrl: config.RAILWAY_API_URL,
     ...(config.RAILWAY_API_TOKEN ? { apiToken: config.RAILWAY_API_TOKEN } : {}),
@@ -70,6 +70,7 @@ async function openRailway(config: Config, logger: ReturnType<typeof createLogge
     environmentName: config.RAILWAY_INSTANCE_ENVIRONMENT_NAME,
     ...(config.RAILWAY_WORKSPACE_ID ? { workspaceId: config.RAILWAY_WORKSPACE_ID } : {}),
     poolId: config.POOL_ID,
+    ownerId,
     servicePrefix: config.RAILWAY_SERVICE_PREFIX,
     image: config.INSTANCE_IMAGE!,
     instancePort: config.INSTANCE_PORT,
@@ -104,7 +105,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     let reconcilerRef: Reconciler | undefined;
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
     const metrics = new PoolMetrics(store, () => [config.POOL_ID]);
-    const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger) : await LocalProvider.open({
+    const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger, ownerId) : await LocalProvider.open({
         stateDir: join(dataDir, "local"),
         ...(config.localRuntimeCommand ? { command: config.localRuntimeCommand } : {}),
         env: { ...config.instanceEnv, POOL_ID: config.POOL_ID, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT },

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import type { Clock } from "../../src/clock.ts";
+import { GraphQLClient } from "../../src/provider/railway/client.ts";
 import { loadConfig } from "../../src/config.ts";
 import type { InstanceRecord } from "../../src/db/store.ts";
 import type { TickResult } from "../../src/pool/reconciler.ts";
@@ -27,8 +28,16 @@ const skip = SCHEMA ? false : "no Railway schema: set RAILWAY_SCHEMA_PATH to Rai
 const API_KEY = "railway-pool-test-key-0123456789";
 const IMAGE = "ghcr.io/acme/agent-runtime:test";
 const POOL = "default";
-/** `ap-default-i-<12>`: the service name of an unrenamed instance. */
-const NAME_RE = /^ap-default-(i-[a-z0-9]{12})$/;
+/**
+ * `ap-<pool>-i-<12>-<owner id>`: the service name of an unrenamed instance (the instance id is group 1).
+ * With pool `default` it is 31 characters: no agent label fits after a claim.
+ */
+const nameRe = (pool: string, ownerId: string) => new RegExp(`^ap-${pool}-(i-[a-z0-9]{12})-${ownerId}$`);
+/**
+ * The pool of the tests that watch renames: `ap-a-i-<12>-<owner>` is 25 characters, which leaves
+ * `--` + 5 for the agent's label.
+ */
+const SHORT_POOL = "a";
 
 // ---- bookkeeping shared by all tests: cleanups, and every stand-in's requests for the schema check ----
 
@@ -76,6 +85,9 @@ function tempDir(): string {
 }
 
 interface Pool extends RunningPool {
+  poolId: string;
+  /** The deployment's owner id (recorded in its database at first start). */
+  ownerId: string;
   /** Log lines (pino JSON) of this server, newest last. */
   logs: string[];
   /** Every pass this server ran (timer-driven and `tick()`), oldest first. */
@@ -114,7 +126,9 @@ async function startPool(s: RailwayStandin, env: Record<string, string>, over: S
     passes.push(t);
     onTick(poolId, t);
   };
-  const pool: Pool = Object.assign(running, { logs, passes });
+  // Recorded by serve() before the provider opened: the candidate is not used.
+  const ownerId = await running.store.ensureOwnerId("never");
+  const pool: Pool = Object.assign(running, { poolId: config.POOL_ID, ownerId, logs, passes });
   cleanups.push(() => pool.close());
   return pool;
 }
@@ -142,7 +156,7 @@ async function settled(pool: Pool, idle: number, timeoutMs = 30_000): Promise<In
   return waitFor(
     `${idle} idle instances`,
     async () => {
-      const rows = await pool.store.listInstances(POOL);
+      const rows = await pool.store.listInstances(pool.poolId);
       return byStatus(rows, "idle").length === idle && byStatus(rows, "starting").length === 0 ? rows : null;
     },
     timeoutMs,
@@ -156,7 +170,7 @@ test("on Railway: fill to min idle, claim + rename, crash of idle and claimed, d
   const s = await standin({ stepMs: 20 });
   const { projectId, environmentId } = s.createProject("agents");
   const dataDir = tempDir();
-  const env = { DATA_DIR: dataDir, RAILWAY_PROJECT_IDS: projectId, POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "6", TICK_INTERVAL_MS: "200" };
+  const env = { DATA_DIR: dataDir, RAILWAY_PROJECT_IDS: projectId, POOL_ID: SHORT_POOL, POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "6", TICK_INTERVAL_MS: "200" };
   const pools: Pool[] = [];
   let pool = await startPool(s, env);
   pools.push(pool);
@@ -169,13 +183,14 @@ test("on Railway: fill to min idle, claim + rename, crash of idle and claimed, d
     for (const r of byStatus(rows, "idle")) {
       const svc = services.find((x) => x.id === r.providerRef);
       assert.ok(svc, `no service for ${r.id}`);
-      assert.equal(NAME_RE.exec(svc.name)?.[1], r.id, "service named <prefix>-<pool>-<instance id>");
+      assert.equal(nameRe(SHORT_POOL, pool.ownerId).exec(svc.name)?.[1], r.id, "service named <prefix>-<pool>-<instance id>-<owner id>");
       assert.ok(svc.name.length <= 32);
       assert.equal(svc.image, IMAGE);
       const vars = svc.variables[environmentId]!;
       assert.equal(vars.GATEWAY_TOKEN, r.gatewayToken);
       assert.equal(vars.INSTANCE_ID, r.id);
       assert.equal(vars.PORT, "8080");
+      assert.equal(vars.AGENT_POOL_OWNER, pool.ownerId);
       assert.equal(svc.domains.length, 1);
       assert.equal(r.url, `http://${svc.domains[0]}`);
       // Variables went in with the create: the first and only deployment booted with them.
@@ -256,7 +271,7 @@ test("on Railway: fill to min idle, claim + rename, crash of idle and claimed, d
     assert.deepEqual(drained.errors, []);
     const drainedRow = (await pool.store.getInstance(drained.drained[0]!))!;
     assert.equal(s.service(drainedRow.providerRef!), null);
-    const toKill = byStatus(await pool.store.listInstances(POOL), "idle").find((r) => r.id !== drainedRow.id)!;
+    const toKill = byStatus(await pool.store.listInstances(pool.poolId), "idle").find((r) => r.id !== drainedRow.id)!;
     assert.deepEqual(await pool.ops.kill(toKill.id), { id: toKill.id, status: "dead" });
     assert.equal(s.service(toKill.providerRef!), null);
     rows = await settled(pool, 2);
@@ -282,7 +297,7 @@ test("on Railway: fill to min idle, claim + rename, crash of idle and claimed, d
     pool = await startPool(s, env);
     pools.push(pool);
     await waitFor("two passes after the restart", () => pool.passes.length >= 2, 15_000, 20);
-    rows = await pool.store.listInstances(POOL);
+    rows = await pool.store.listInstances(pool.poolId);
     assert.deepEqual(live(rows).map((r) => [r.id, r.status, r.providerRef]).sort(), before, "same instances, same statuses");
     assert.equal(countOp(s, "ServiceCreate"), createsBefore, "no create after the restart");
     assert.equal(countOp(s, "ServiceDelete", mark), 0, "no delete after the restart");
@@ -345,7 +360,7 @@ for (const [projects, instances] of [
         assert.deepEqual([r.created, r.deleted, r.errors], [[], [], []]);
       };
       for (let i = 0; i < 3; i++) await quiet(pool);
-      const rowsBefore = (await pool.store.listInstances(POOL)).map((r) => [r.id, r.providerRef]).sort();
+      const rowsBefore = (await pool.store.listInstances(pool.poolId)).map((r) => [r.id, r.providerRef]).sort();
 
       // Restart: the first pass of the new server is one request too (the environments are
       // resolved once at start, before it).
@@ -359,7 +374,7 @@ for (const [projects, instances] of [
       assert.equal(first.listing, "complete");
       assert.deepEqual([first.created, first.deleted], [[], []]);
       assert.deepEqual(opsSince(s, mark), ["ResolveEnvironments", ...Array<string>(passes).fill("PoolList")]);
-      assert.deepEqual((await pool.store.listInstances(POOL)).map((r) => [r.id, r.providerRef]).sort(), rowsBefore);
+      assert.deepEqual((await pool.store.listInstances(pool.poolId)).map((r) => [r.id, r.providerRef]).sort(), rowsBefore);
       for (let i = 0; i < 2; i++) await quiet(pool);
       assert.deepEqual(s.validationFailures, []);
     });
@@ -396,7 +411,7 @@ test("filling 60 instances under Railway's 50/s limit draws no 429 and leaves no
     const services = s.services(projectId);
     assert.equal(services.length, 60);
     assert.deepEqual(services.filter((x) => x.domains.length !== 1).map((x) => x.name), [], "every service has its domain");
-    const rows = await pool.store.listInstances(POOL);
+    const rows = await pool.store.listInstances(pool.poolId);
     assert.equal(rows.length, 60);
     assert.ok(rows.every((x) => x.providerRef && x.url?.startsWith("http://")));
     assert.deepEqual(s.validationFailures, []);
@@ -423,7 +438,8 @@ test("a 10-minute outage, a 429 storm and HTML 5xx delete nothing, lose no claim
   const clock: Clock = { now: () => new Date(Date.now() + offset) };
   const pool = await startPool(
     s,
-    { DATA_DIR: tempDir(), DATABASE_URL: databaseUrl, RAILWAY_PROJECT_IDS: projectId, POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "5" },
+    // The short pool id leaves room for the label of the rename that fails during the outage.
+    { DATA_DIR: tempDir(), DATABASE_URL: databaseUrl, RAILWAY_PROJECT_IDS: projectId, POOL_ID: SHORT_POOL, POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "5" },
     { clock },
   );
   await withLogs(() => [pool], async () => {
@@ -439,7 +455,7 @@ test("a 10-minute outage, a 429 storm and HTML 5xx delete nothing, lose no claim
     const deletesBefore = countOp(s, "ServiceDelete");
 
     const assertNothingLost = async (label: string) => {
-      const rows = await pool.store.listInstances(POOL);
+      const rows = await pool.store.listInstances(pool.poolId);
       for (const c of claims) {
         const row = rows.find((r) => r.id === c.instanceId);
         assert.equal(row?.status, "claimed", `${label}: claimed instance ${c.instanceId} is ${row?.status}`);
@@ -501,7 +517,151 @@ test("a 10-minute outage, a 429 storm and HTML 5xx delete nothing, lose no claim
   });
 });
 
-// ---- 5. schema ----
+// ---- 5. deployments sharing a project (owner ids) ----
+
+/** A second API client on the stand-in (its own token and budget), for what another version or an operator does. */
+function operator(s: RailwayStandin): GraphQLClient {
+  const c = new GraphQLClient({ apiUrl: s.url, apiToken: s.createToken("workspace") });
+  cleanups.push(() => c.close());
+  return c;
+}
+
+/** Waits until `pool` has run `n` passes that started at or after `since` (ms), and returns them. */
+function passesSince(pool: Pool, since: number, n: number): Promise<TickResult[]> {
+  return waitFor(`${n} passes of ${pool.url}`, () => {
+    const ps = pool.passes.filter((p) => Date.parse(p.at) >= since);
+    return ps.length >= n ? ps : null;
+  }, 30_000, 20);
+}
+
+const GRACE_MS = 300;
+
+test("two deployments with the same pool name on one project and environment leave each other's services alone (Postgres)", { skip, timeout: 120_000 }, async () => {
+  const s = await standin({ stepMs: 20 });
+  const { projectId, environmentId } = s.createProject("shared");
+  // The same pool name and project, each with its own database (hence its own owner id): a laptop
+  // pointed at production, or staging beside production.
+  const common = { RAILWAY_PROJECT_IDS: projectId, POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "4", TICK_INTERVAL_MS: "200", ORPHAN_GRACE_MS: String(GRACE_MS) };
+  const a = await startPool(s, { ...common, DATA_DIR: tempDir(), DATABASE_URL: await database() });
+  const b = await startPool(s, { ...common, DATA_DIR: tempDir(), DATABASE_URL: await database() });
+  assert.notEqual(a.ownerId, b.ownerId);
+  const pairs: Array<[Pool, Pool]> = [[a, b], [b, a]];
+
+  await withLogs(() => [a, b], async () => {
+    // Both fill their pools; one agent of each is claimed (a claimed agent is what the earlier
+    // system lost), and both refill.
+    await Promise.all([settled(a, 2), settled(b, 2)]);
+    const claimA = await a.ops.claim({ agentName: "Ada", instructions: "Deployment A's agent." });
+    const claimB = await b.ops.claim({ agentName: "Bob", instructions: "Deployment B's agent." });
+    await Promise.all([settled(a, 2), settled(b, 2)]);
+    const rowsOf = async (p: Pool) => live(await p.store.listInstances(p.poolId));
+    const refsOf = async (p: Pool) => new Set((await rowsOf(p)).map((r) => r.providerRef!));
+    const [refsA, refsB] = [await refsOf(a), await refsOf(b)];
+    assert.equal(refsA.size, 3);
+    assert.equal(refsB.size, 3);
+    const services = s.services(projectId);
+    assert.equal(services.length, 6);
+    for (const [p, refs] of [[a, refsA], [b, refsB]] as const) {
+      for (const ref of refs) {
+        const svc = services.find((x) => x.id === ref)!;
+        assert.match(svc.name, nameRe(POOL, p.ownerId));
+        assert.equal(svc.variables[environmentId]!.AGENT_POOL_OWNER, p.ownerId);
+      }
+    }
+    const namesBefore = services.map((x) => [x.id, x.name]).sort();
+
+    // Several passes of each, all past the orphan grace for every service of the other.
+    const since = Date.now() + GRACE_MS;
+    const [passesA, passesB] = await Promise.all([passesSince(a, since, 4), passesSince(b, since, 4)]);
+    for (const [p, q, passes] of [[a, b, passesA], [b, a, passesB]] as const) {
+      const theirs = await refsOf(q);
+      for (const t of passes) {
+        assert.equal(t.listing, "complete");
+        assert.deepEqual(t.errors, []);
+        // Reported as another deployment's, with its owner id: every one of its services, nothing else.
+        assert.deepEqual(t.foreign.map((f) => [f.ref, f.owner]).sort(), [...theirs].map((ref) => [ref, q.ownerId]).sort());
+      }
+      // Never adopted: no row of one deployment points at the other's services.
+      assert.ok((await rowsOf(p)).every((r) => !theirs.has(r.providerRef!)));
+      assert.ok(p.logs.some((l) => l.includes("belongs to another deployment: left alone") && l.includes(q.ownerId)), "a log line names the other owner");
+    }
+    // Nothing deleted, created or renamed by either, in any pass.
+    for (const [p] of pairs) assert.deepEqual(p.passes.flatMap((t) => t.deleted), []);
+    assert.equal(countOp(s, "ServiceDelete"), 0);
+    assert.equal(countOp(s, "ServiceCreate"), 6);
+    // `ap-default-i-<12>-<owner>` leaves no room for a label: the claims sent no rename either.
+    assert.equal(countOp(s, "ServiceRename"), 0);
+    assert.deepEqual(s.services(projectId).map((x) => [x.id, x.name]).sort(), namesBefore);
+    assert.equal((await a.store.getInstance(claimA.instanceId))!.status, "claimed");
+    assert.equal((await b.store.getInstance(claimB.instanceId))!.status, "claimed");
+    assert.deepEqual([await refsOf(a), await refsOf(b)], [refsA, refsB]);
+    assert.deepEqual(s.validationFailures, []);
+  });
+});
+
+test("services of the old name form (no owner id): the rows' own are adopted, others are left alone and reported (Postgres)", { skip, timeout: 120_000 }, async () => {
+  const s = await standin({ stepMs: 20 });
+  const { projectId, environmentId } = s.createProject("upgrade");
+  const env = { DATA_DIR: tempDir(), DATABASE_URL: await database(), RAILWAY_PROJECT_IDS: projectId, POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "4", TICK_INTERVAL_MS: "200", ORPHAN_GRACE_MS: String(GRACE_MS) };
+  const pools: Pool[] = [];
+  let pool = await startPool(s, env);
+  pools.push(pool);
+
+  await withLogs(() => pools, async () => {
+    await settled(pool, 2);
+    const claimed = await pool.ops.claim({ agentName: "Old", instructions: "Claimed before the upgrade." });
+    await settled(pool, 2);
+    const before = live(await pool.store.listInstances(pool.poolId)).map((r) => [r.id, r.status, r.providerRef!] as const);
+    assert.equal(before.length, 3);
+    await pool.close();
+
+    // What the version before owner ids made: the same services, named `ap-default-<instance id>`.
+    const api = operator(s);
+    for (const [id, , ref] of before) {
+      await api.call("mutation OldFormRename($id: String!, $input: ServiceUpdateInput!) { serviceUpdate(id: $id, input: $input) { id } }", { id: ref, input: { name: `ap-default-${id}` } }, { operation: "oldFormRename", idempotent: false });
+    }
+    // And one of the old form that no row of this database knows (another deployment's, from before owner ids).
+    const stray = await api.call<{ serviceCreate: { id: string } }>(
+      "mutation OldFormCreate($input: ServiceCreateInput!) { serviceCreate(input: $input) { id } }",
+      { input: { projectId, environmentId, name: "ap-default-i-0ldf0rmstray", source: { image: IMAGE } } },
+      { operation: "oldFormCreate", idempotent: false },
+    );
+    const strayRef = stray.data.serviceCreate.id;
+    const servicesBefore = s.services(projectId).map((x) => [x.id, x.name]).sort();
+    assert.equal(servicesBefore.length, 4);
+
+    // The upgraded deployment (same database, so the same rows) starts.
+    const mark = s.requests.length;
+    pool = await startPool(s, env);
+    pools.push(pool);
+    const since = Date.now() + GRACE_MS;
+    const passes = await passesSince(pool, since, 4);
+    for (const t of passes) {
+      assert.equal(t.listing, "complete");
+      assert.deepEqual([t.created, t.deleted, t.errors], [[], [], []]);
+      assert.deepEqual(t.foreign, [{ ref: strayRef, name: "ap-default-i-0ldf0rmstray", owner: null }]);
+    }
+    // Adopted: same rows, same services, same statuses; nothing deleted, nothing made twice.
+    assert.deepEqual(live(await pool.store.listInstances(pool.poolId)).map((r) => [r.id, r.status, r.providerRef!] as const), before);
+    assert.equal(countOp(s, "ServiceDelete", mark), 0);
+    assert.equal(countOp(s, "ServiceCreate", mark), 0);
+    assert.deepEqual(s.services(projectId).map((x) => [x.id, x.name]).sort(), servicesBefore);
+    assert.ok(pool.logs.some((l) => l.includes("carries no owner id and matches no row: left alone") && l.includes(strayRef)));
+    assert.equal((await pool.store.getInstance(claimed.instanceId))!.status, "claimed");
+
+    // Claiming an adopted service renames it to the current form: from then on it carries the owner id.
+    const next = await pool.ops.claim({ agentName: "New", instructions: "Claimed after the upgrade." });
+    const nextRow = (await pool.store.getInstance(next.instanceId))!;
+    assert.ok(before.some(([id]) => id === next.instanceId), "an adopted instance was handed out");
+    await waitFor("the adopted service's rename", () => s.service(nextRow.providerRef!)!.name === `ap-default-${next.instanceId}-${pool.ownerId}`, 15_000, 50);
+    const t = await pool.reconciler.tick();
+    assert.deepEqual(t.foreign.map((f) => f.ref), [strayRef]);
+    assert.ok(s.service(strayRef), "the stray service is still there");
+    assert.deepEqual(s.validationFailures, []);
+  });
+});
+
+// ---- 6. schema ----
 
 test("every operation the pool sent in these tests validated against Railway's schema", { skip }, () => {
   assert.ok(requestsSeen > 0, "run the whole file: this test checks what the tests above sent");

@@ -1,14 +1,15 @@
 /**
- * The Railway provider: one Railway service per instance, named `<servicePrefix>-<poolId>-<instanceId>`,
- * in one environment of one or more projects.
+ * The Railway provider: one Railway service per instance, named
+ * `<servicePrefix>-<poolTag>-<instanceId>-<ownerId>` (names.ts), in one environment of one or more projects.
  *
  * Budget first (seed §5.4: the earlier 1+N calls per tick used 82% of the hourly budget):
  * `list()` is one request per call for every project and instance; creates are two requests
  * (service with image + variables inline, then its domain); every request is paced by the client.
  * Safety second (seed §8): a listing that failed throws or says `complete: false`, never an empty
- * complete listing; a create never leaves a half-made service; a rename is never dropped silently.
+ * complete listing; a create never leaves a half-made service; a rename is never dropped silently;
+ * a service carrying another deployment's owner id is listed (for the reconciler to report) but
+ * never deleted or renamed from here.
  */
-import { createHash } from "node:crypto";
 import { systemClock, type Clock } from "../../clock.ts";
 import { PoolError } from "../../errors.ts";
 import type { CreateInstanceSpec, Provider, ProviderBudget, ProviderInstance, ProviderListing } from "../provider.ts";
@@ -49,26 +50,13 @@ import {
   type ServiceNode,
   type ServiceRenameData,
 } from "./operations.ts";
+import { ServiceNames, type ParsedServiceName } from "./names.ts";
 import { mapDeployStatus, pickDeployment } from "./status.ts";
+
+export { ownPrefixFor } from "./names.ts";
 
 export const DEFAULT_RAILWAY_API_URL = "https://backboard.railway.com/graphql/v2";
 export const DEFAULT_SERVICE_PREFIX = "ap";
-
-/**
- * `<prefix>-<poolTag>-` in at most `room` characters. The tag is the pool id when it fits, else its
- * start + 4 characters of its hash: stable across restarts, and distinct pools stay distinct.
- */
-export function ownPrefixFor(prefix: string, poolId: string, room: number): string {
-  const full = `${prefix}-${poolId}-`;
-  if (full.length <= room) return full;
-  const tagRoom = room - prefix.length - 2;
-  if (tagRoom < 5) {
-    throw new PoolError("CONFIG_INVALID", `railway: service prefix ${JSON.stringify(prefix)} leaves no room for the pool id in a ${room}-character name part`);
-  }
-  const hash = BigInt(`0x${createHash("sha256").update(poolId).digest("hex").slice(0, 12)}`).toString(36).padStart(4, "0").slice(0, 4);
-  const head = poolId.slice(0, tagRoom - 4).replace(/-+$/, "");
-  return `${prefix}-${head}${hash}-`;
-}
 
 /** Options of the Railway provider (plain object; the lead maps env vars onto it). */
 export interface RailwayOptions {
@@ -93,10 +81,15 @@ export interface RailwayOptions {
   /** Pool id; part of every service name. */
   poolId: string;
   /**
-   * First part of every service name; only services named `<servicePrefix>-<poolTag>-<instanceId>`
-   * are ours. Default `ap`: Railway caps service names at 32 characters, and
-   * `agent-pool-default-i-xxxxxxxxxxxx` is 33. `poolTag` is the pool id when the name fits, else a
-   * stable short form of it (its start + 4 hash characters).
+   * The deployment's owner id (5 characters of [a-z0-9], recorded once per database): part of every
+   * service name this provider gives, and `create()` refuses a spec with another one.
+   */
+  ownerId: string;
+  /**
+   * First part of every service name; only services named `<servicePrefix>-<poolTag>-<instanceId>-<ownerId>`
+   * (or, made before owner ids, `<servicePrefix>-<poolTag>-<instanceId>`) are this pool's. Default
+   * `ap`: Railway caps service names at 32 characters. `poolTag` is the pool id when the name fits,
+   * else a stable short form of it (its start + 4 hash characters). At most 5 characters (names.ts).
    */
   servicePrefix?: string;
   /** Railway's service name limit. Default 32. */
@@ -120,9 +113,9 @@ export interface RailwayOptions {
   /** Below this fraction of the hourly budget left, creates are spaced out. Default 0.1. */
   lowBudgetFraction?: number;
   /**
-   * What the part of a service name after `<servicePrefix>-<poolId>-` must look like to be taken
-   * as an instance id. Default: exactly one `-` (`i-abc123`), which keeps pools whose ids prefix
-   * each other apart (`default` never claims `default-2`'s `agent-pool-default-2-i-x`).
+   * What the instance id part of a service name must look like. Default: exactly one `-`
+   * (`i-abc123`), which keeps pools whose ids prefix each other apart (`default` never claims
+   * `default-2`'s `ap-default-2-i-x-k2f9q`).
    */
   instanceIdPattern?: RegExp;
   /** First retry delay of a failed rename (doubles, capped at 5 min). Default 5 000 ms. */
@@ -160,6 +153,10 @@ interface RefInfo {
   projectId: string;
   /** Another environment's instance of the service has an image or a deployment: delete only ours. */
   liveElsewhere: boolean;
+  /** Owner id its name carried in the last listing (or ours, when we made it); null: none. */
+  owner: string | null;
+  /** Its name in the last listing, create or rename. */
+  name: string;
 }
 
 export interface PendingRename {
@@ -187,9 +184,8 @@ export class RailwayProvider implements Provider {
   readonly #clock: Clock;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #random: () => number;
-  readonly #ownPrefix: string;
-  readonly #maxName: number;
-  readonly #idPattern: RegExp;
+  readonly #names: ServiceNames;
+  readonly #ownerId: string;
   readonly #scheme: string;
   readonly #port: number;
   readonly #maxServices: number;
@@ -221,9 +217,15 @@ export class RailwayProvider implements Provider {
     this.#clock = opts.clock ?? systemClock;
     this.#sleep = opts.sleep ?? realSleep;
     this.#random = opts.random ?? Math.random;
-    this.#maxName = opts.maxServiceNameLength ?? 32;
-    this.#ownPrefix = ownPrefixFor(opts.servicePrefix ?? DEFAULT_SERVICE_PREFIX, opts.poolId, this.#maxName - (opts.maxInstanceIdLength ?? 14));
-    this.#idPattern = opts.instanceIdPattern ?? /^[a-z0-9]+-[a-z0-9]+$/;
+    this.#ownerId = opts.ownerId;
+    this.#names = new ServiceNames({
+      prefix: opts.servicePrefix ?? DEFAULT_SERVICE_PREFIX,
+      poolId: opts.poolId,
+      ownerId: opts.ownerId,
+      maxName: opts.maxServiceNameLength ?? 32,
+      maxInstanceIdLength: opts.maxInstanceIdLength ?? 14,
+      idPattern: opts.instanceIdPattern ?? /^[a-z0-9]+-[a-z0-9]+$/,
+    });
     this.#scheme = opts.urlScheme ?? "https";
     this.#port = opts.instancePort ?? 8080;
     this.#maxServices = opts.maxServicesPerProject ?? 100;
@@ -265,20 +267,12 @@ export class RailwayProvider implements Provider {
     return this.#client.rateLimit;
   }
 
-  /** The name a rename to `requested` gives the service: label separator fixed, fitted to 32 characters. */
+  /**
+   * The name a rename to `requested` gives the service: label separator fixed, fitted to 32
+   * characters by cutting the label. Throws for a name that would not be this deployment's.
+   */
   nameFor(requested: string): string {
-    let name = this.#withLabelSeparator(requested);
-    const id = this.parseInstanceId(name);
-    if (id === null) {
-      throw new PoolError("PROVIDER_ERROR", `railway: rename to ${JSON.stringify(name)} would drop the pool's name prefix ${this.#ownPrefix}`);
-    }
-    if (name.length > this.#maxName) {
-      // Keep the identity, shorten the label (Railway rejects longer names).
-      const base = this.serviceName(id);
-      name = name.slice(0, this.#maxName).replace(/-+$/, ""); // no dangling separator after the cut
-      if (name.length < base.length + 3) name = base;
-    }
-    return name;
+    return this.#names.nameFor(requested);
   }
 
   renamePending(ref: string): boolean {
@@ -305,17 +299,19 @@ export class RailwayProvider implements Provider {
     return [...this.#projects.values()].map((p) => ({ id: p.id, environmentId: p.environmentId, services: p.listedCount === null ? null : this.#countOf(p) }));
   }
 
-  /** Service name of an instance. */
+  /** Service name of an instance: `<prefix>-<poolTag>-<instanceId>-<ownerId>`. */
   serviceName(instanceId: string): string {
-    return `${this.#ownPrefix}${instanceId}`;
+    return this.#names.serviceName(instanceId);
   }
 
-  /** Our instance id from a service name, or null when the service is not ours. */
+  /** The pool's instance id in a service name (any owner, or none), or null when it is not this pool's. */
   parseInstanceId(name: string): string | null {
-    if (!name.startsWith(this.#ownPrefix)) return null;
-    // A rename may add `--<label>`; the instance id is what comes before it.
-    const rest = name.slice(this.#ownPrefix.length).split("--")[0] ?? "";
-    return this.#idPattern.test(rest) ? rest : null;
+    return this.#names.parse(name)?.instanceId ?? null;
+  }
+
+  /** Instance id, owner id (null: the form before owner ids) and label of one of this pool's names, or null. */
+  parseServiceName(name: string): ParsedServiceName | null {
+    return this.#names.parse(name);
   }
 
   // ---- open ----
@@ -517,8 +513,10 @@ export class RailwayProvider implements Provider {
 
   #toInstance(svc: ServiceNode, p: ProjectState): ProviderInstance | null | "incomplete" {
     if (!svc.id || typeof svc.name !== "string") return null;
-    const instanceId = this.parseInstanceId(svc.name);
-    if (!instanceId) return null; // not ours: another pool, or something else in the project
+    const parsed = this.#names.parse(svc.name);
+    // Not this pool's: another pool, or something else in the project. Another deployment's
+    // services of this pool ARE listed, with their owner: the reconciler reports them and leaves them alone.
+    if (!parsed) return null;
     const instances = edgesOf(svc.serviceInstances);
     const ours = instances.find((n) => n.environmentId === p.environmentId);
     if (!ours) {
@@ -532,17 +530,17 @@ export class RailwayProvider implements Provider {
     // created for another environment (a same-named pool there): not ours to list or delete.
     const liveElsewhere = instances.some((n) => n.environmentId !== p.environmentId && (!!n.source?.image || !!n.latestDeployment));
     if (liveElsewhere && !ours.source?.image && !dep) return null;
-    this.#refs.set(svc.id, { projectId: p.id, liveElsewhere });
+    this.#refs.set(svc.id, { projectId: p.id, liveElsewhere, owner: parsed.owner, name: svc.name });
     const domain = (ours.domains?.serviceDomains ?? []).find((d) => d && typeof d.domain === "string" && d.domain.length > 0)?.domain ?? null;
     return {
       ref: svc.id,
-      instanceId,
+      instanceId: parsed.instanceId,
       name: svc.name,
       deployStatus: mapDeployStatus(dep?.status),
       url: domain ? `${this.#scheme}://${domain}` : null,
       image: ours.source?.image ?? null,
       createdAt: parseDate(svc.createdAt) ?? this.#clock.now(),
-      owner: null,
+      owner: parsed.owner,
     };
   }
 
@@ -553,10 +551,16 @@ export class RailwayProvider implements Provider {
     if (spec.poolId !== this.#o.poolId) {
       throw new PoolError("PROVIDER_ERROR", `railway: provider of pool ${this.#o.poolId} asked to create for pool ${spec.poolId}`);
     }
+    if (spec.ownerId !== this.#ownerId) {
+      // The name carries the owner id; a service named with another would be another deployment's.
+      throw new PoolError("PROVIDER_ERROR", `railway: provider of owner ${this.#ownerId} asked to create for owner ${JSON.stringify(spec.ownerId)}`);
+    }
     const name = this.serviceName(spec.instanceId);
-    if (this.parseInstanceId(name) !== spec.instanceId || name.length > this.#maxName) {
+    const parsed = this.#names.parse(name);
+    const maxName = this.#o.maxServiceNameLength ?? 32;
+    if (parsed?.instanceId !== spec.instanceId || parsed.owner !== this.#ownerId || name.length > maxName) {
       // A service we could not recognise later would be invisible to list(): a leak.
-      throw new PoolError("PROVIDER_ERROR", `railway: instance id ${JSON.stringify(spec.instanceId)} does not fit the service name pattern or the ${this.#maxName}-character limit`);
+      throw new PoolError("PROVIDER_ERROR", `railway: instance id ${JSON.stringify(spec.instanceId)} does not fit the service name pattern or the ${maxName}-character limit`);
     }
     await this.#creationGate();
     const attempt = async (p: ProjectState) => {
@@ -580,7 +584,7 @@ export class RailwayProvider implements Provider {
       ({ id: svcId, createdAt } = await attempt(project));
     }
     this.#events.push({ seq: ++this.#seq, projectId: project.id, delta: +1 });
-    this.#refs.set(svcId, { projectId: project.id, liveElsewhere: false });
+    this.#refs.set(svcId, { projectId: project.id, liveElsewhere: false, owner: this.#ownerId, name });
 
     let domain: string;
     try {
@@ -611,13 +615,20 @@ export class RailwayProvider implements Provider {
       url: `${this.#scheme}://${domain}`,
       image: this.#o.image,
       createdAt,
-      owner: null,
+      owner: this.#ownerId,
     };
   }
 
   async #createService(project: ProjectState, name: string, spec: CreateInstanceSpec): Promise<{ id: string; createdAt: Date }> {
-    // Ours last, so an operator variable cannot replace the gateway token or the port.
-    const variables: Record<string, string> = { ...spec.env, GATEWAY_TOKEN: spec.gatewayToken, INSTANCE_ID: spec.instanceId, PORT: String(this.#port) };
+    // Ours last, so an operator variable cannot replace the gateway token, the port or the owner.
+    // AGENT_POOL_OWNER is for people reading the Railway console; the name is what the listing reads.
+    const variables: Record<string, string> = {
+      ...spec.env,
+      GATEWAY_TOKEN: spec.gatewayToken,
+      INSTANCE_ID: spec.instanceId,
+      PORT: String(this.#port),
+      AGENT_POOL_OWNER: this.#ownerId,
+    };
     const input = { projectId: project.id, environmentId: project.environmentId, name, source: { image: this.#o.image }, variables };
     let r;
     try {
@@ -638,13 +649,18 @@ export class RailwayProvider implements Provider {
     return { id, createdAt: parseDate(r.data.serviceCreate?.createdAt) ?? this.#clock.now() };
   }
 
+  /**
+   * Removes the service a create without an answer may have made. Only a service with exactly the
+   * full name we sent, owner id included: the instance id alone could also be in another
+   * deployment's name (same pool, same project), and that one is not ours to remove.
+   */
   async #cleanupAmbiguousCreate(project: ProjectState, name: string): Promise<void> {
     try {
       const r = await this.#client.call<ProjectServiceNamesData>(PROJECT_SERVICE_NAMES, { id: project.id }, { operation: "createCleanup", idempotent: true });
       for (const svc of edgesOf(r.data.project?.services)) {
         if (svc.name === name && svc.id) {
           this.#log.warn({ ref: svc.id, name }, "railway: removing a service whose create did not answer");
-          this.#refs.set(svc.id, { projectId: project.id, liveElsewhere: false });
+          this.#refs.set(svc.id, { projectId: project.id, liveElsewhere: false, owner: this.#ownerId, name });
           await this.delete(svc.id);
         }
       }
@@ -697,8 +713,9 @@ export class RailwayProvider implements Provider {
   }
 
   #projectNameBase(): string {
-    // Railway caps project names at 32 characters; 9 are left for `-<time>`.
-    return this.#ownPrefix.slice(0, PROJECT_NAME_MAX - 10).replace(/-+$/, "");
+    // Railway caps project names at 32 characters; 9 are left for `-<time>`. From the prefix of the
+    // names before owner ids, so the projects a pool created before the upgrade are still found.
+    return this.#names.legacyPrefix.slice(0, PROJECT_NAME_MAX - 10).replace(/-+$/, "");
   }
 
   /** One project; at most one per `projectCreateIntervalMs`; waits out the throttle rather than failing. */
@@ -763,6 +780,7 @@ export class RailwayProvider implements Provider {
 
   async delete(ref: string): Promise<void> {
     this.#assertOpen();
+    this.#refuseForeign(ref, "delete");
     const info = this.#refs.get(ref);
     const project = info ? this.#projects.get(info.projectId) : undefined;
     // Live in another environment too: delete only our environment's instance, not theirs.
@@ -816,11 +834,15 @@ export class RailwayProvider implements Provider {
    */
   async rename(ref: string, name: string): Promise<void> {
     this.#assertOpen();
-    // `<serviceName(id)>-<label>` (the form the server builds after a claim) becomes
-    // `<serviceName(id)>--<label>`: with a single `-` the name does not parse back to the instance
-    // id, so such a rename was refused and no claimed service was ever renamed.
+    this.#refuseForeign(ref, "rename");
+    // `<serviceName(id)>-<label>` becomes `<serviceName(id)>--<label>`, and the label is cut to fit.
     name = this.nameFor(name);
     this.#renames.delete(ref);
+    if (this.#refs.get(ref)?.name === name) {
+      // Already so named (with a long pool id no label fits at all): no request.
+      this.#client.count("serviceUpdate", "unchanged");
+      return;
+    }
     try {
       await this.#renameOnce(ref, name);
     } catch (err) {
@@ -830,22 +852,31 @@ export class RailwayProvider implements Provider {
     }
   }
 
-  /** `<prefix><id>-<label>` → `<prefix><id>--<label>`; any other name is returned as it is. */
-  #withLabelSeparator(name: string): string {
-    if (!name.startsWith(this.#ownPrefix) || this.parseInstanceId(name) !== null) return name;
-    const rest = name.slice(this.#ownPrefix.length);
-    for (let i = rest.indexOf("-"); i > 0; i = rest.indexOf("-", i + 1)) {
-      const head = rest.slice(0, i);
-      const label = rest.slice(i + 1).replace(/^-+/, "");
-      if (label && this.#idPattern.test(head)) return `${this.#ownPrefix}${head}--${label}`;
-    }
-    return name;
+  /**
+   * Defence in depth: the reconciler never deletes or renames another deployment's service, and
+   * neither does this provider, whoever asks. Nothing is sent for a ref the last listing showed with
+   * another owner id. A ref never listed, or listed without an owner (made before owner ids, and
+   * adopted through a row), passes.
+   */
+  #refuseForeign(ref: string, what: "delete" | "rename"): void {
+    const owner = this.#refs.get(ref)?.owner ?? null;
+    if (owner === null || owner === this.#ownerId) return;
+    this.#client.count(what === "delete" ? "serviceDelete" : "serviceUpdate", "refused_foreign");
+    throw new PoolError("PROVIDER_ERROR", `railway: refusing to ${what} service ${ref}: it belongs to another deployment (owner ${owner}, ours ${this.#ownerId})`, {
+      ref,
+      owner,
+    });
   }
 
   /** true: done or gone. Throws on a failure worth retrying. */
   async #renameOnce(ref: string, name: string): Promise<void> {
     try {
       await this.#client.call<ServiceRenameData>(SERVICE_RENAME, { id: ref, input: { name } }, { operation: "serviceUpdate", idempotent: true });
+      const info = this.#refs.get(ref);
+      if (info) {
+        info.name = name;
+        info.owner = this.#ownerId; // a rename gives our form: an adopted service of the old form now carries our owner id
+      }
     } catch (err) {
       if (await this.#isGone(err, ref, "serviceUpdate")) {
         this.#client.count("serviceUpdate", "not_found");
@@ -882,6 +913,11 @@ export class RailwayProvider implements Provider {
         if (!opts.force && r.nextAttemptAt.getTime() > now) continue;
         if (this.#renames.get(r.ref) !== r) continue; // replaced meanwhile
         this.#renames.delete(r.ref);
+        const owner = this.#refs.get(r.ref)?.owner ?? null;
+        if (owner !== null && owner !== this.#ownerId) {
+          this.#log.warn({ ref: r.ref, name: r.name, owner }, "railway: queued rename dropped: the service now carries another deployment's owner id");
+          continue;
+        }
         try {
           await this.#renameOnce(r.ref, r.name);
           this.#client.count("serviceUpdate", "rename_retried_ok");

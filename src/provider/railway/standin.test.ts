@@ -41,6 +41,7 @@ async function open(s: RailwayStandin, extra: Partial<RailwayOptions> & Pick<Rai
     apiUrl: s.url,
     apiToken: s.token,
     poolId: "default",
+    ownerId: "own01",
     image: "ghcr.io/acme/agent-runtime:1",
     urlScheme: "http",
     requestTimeoutMs: 10_000,
@@ -98,6 +99,8 @@ test("create → listed progressing to SUCCESS with a domain that reaches the ru
   assert.equal(snap.variables[environmentId]!.INSTANCE_ID, sp.instanceId);
   assert.equal(snap.variables[environmentId]!.INSTANCE_ENV_CHECK, "yes");
   assert.equal(snap.variables[environmentId]!.PORT, "8080");
+  assert.equal(snap.variables[environmentId]!.AGENT_POOL_OWNER, "own01");
+  assert.equal(snap.name, `ap-default-${sp.instanceId}-own01`);
   assert.equal(snap.image, "ghcr.io/acme/agent-runtime:1");
 
   // Step the deployment and watch the listing follow it.
@@ -146,7 +149,7 @@ test("create → listed progressing to SUCCESS with a domain that reaches the ru
 test("a project token works: its scope gives the environment, listing and creating work", { skip, timeout: 120_000 }, async () => {
   const s = await start({ runtimes: false });
   const { projectId, environmentId } = s.createProject("tokened");
-  const p = await RailwayProvider.open({ apiUrl: s.url, projectToken: s.projectToken(projectId, environmentId), projectIds: [projectId], poolId: "default", image: "img:1", urlScheme: "http" });
+  const p = await RailwayProvider.open({ apiUrl: s.url, projectToken: s.projectToken(projectId, environmentId), projectIds: [projectId], poolId: "default", ownerId: "own01", image: "img:1", urlScheme: "http" });
   providers.push(p);
   assert.equal(p.projects[0]!.environmentId, environmentId);
   const inst = await p.create(spec());
