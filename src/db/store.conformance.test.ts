@@ -12,6 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { PGlite } from "@electric-sql/pglite";
 import { Kysely, sql } from "kysely";
 import pg from "pg";
+import { readLockHolder } from "../data-dir-lock.ts";
 import { isPoolError } from "../errors.ts";
 import { INSTANCE_STATUSES, type InstanceStatus } from "../instance/status.ts";
 import { startTestPostgres } from "../../test/support/postgres.ts";
@@ -731,7 +732,7 @@ describe("PGlite data directory", () => {
     const dir = join(root, "locked");
     const first = await openStore({ dataDir: dir });
     try {
-      assert.equal(readFileSync(join(dir, ".lock"), "utf8").trim(), String(process.pid));
+      assert.equal(readLockHolder(join(dir, ".lock"))?.pid, process.pid);
       await assert.rejects(openStore({ dataDir: dir }), (err: unknown) => {
         assertPoolError("DATA_DIR_LOCKED")(err);
         assert.match((err as Error).message, new RegExp(`in use by process ${process.pid}`));
@@ -753,7 +754,7 @@ describe("PGlite data directory", () => {
     writeFileSync(join(dir, ".lock"), `${dead}\n`);
     const store = await openStore({ dataDir: dir });
     try {
-      assert.equal(readFileSync(join(dir, ".lock"), "utf8").trim(), String(process.pid));
+      assert.equal(readLockHolder(join(dir, ".lock"))?.pid, process.pid);
     } finally {
       await store.close();
     }
