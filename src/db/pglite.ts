@@ -3,14 +3,14 @@
  * a data directory that two processes open), plus the adapter that lets Kysely's PostgresDialect
  * drive it as if it were a `pg.Pool`.
  */
-import { closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
 import { PostgresDialect } from "kysely";
 import type { PostgresCursor, PostgresPool, PostgresPoolClient, PostgresQueryResult } from "kysely";
-import { PoolError } from "../errors.ts";
+import { lockDataDir } from "../data-dir-lock.ts";
 import type { MigrationSession } from "./migrate.ts";
 
 export interface PgliteHandle {
@@ -30,7 +30,7 @@ export interface OpenPgliteOptions {
 
 /** Opens PGlite in `dataDir` (which must exist), or in memory when null. */
 export async function openPglite(dataDir: string | null, opts: OpenPgliteOptions = {}): Promise<PgliteHandle> {
-  const unlock = dataDir === null ? () => {} : lockDataDir(dataDir);
+  const unlock = dataDir === null ? () => {} : lockDataDir(dataDir, { hint: "stop it first (PGlite allows one process)" });
   let db: PGlite;
   try {
     const fresh = dataDir === null || !existsSync(join(dataDir, "PG_VERSION"));
@@ -126,77 +126,6 @@ export async function buildPgliteTemplate(base = pgliteTemplatePath()): Promise<
   }
   await writePgliteTemplate(base, dump);
   return base;
-}
-
-// ---- data-directory lock ----
-
-/** Lock paths this process holds: a lockfile naming our own pid but absent here is stale (pid reuse
- * across container restarts, where the service is often pid 1 every time). */
-const heldLocks = new Set<string>();
-
-/** Takes `<dir>/.lock` (O_EXCL, holding our pid); returns the release function. */
-export function lockDataDir(dir: string): () => void {
-  const path = resolve(join(dir, ".lock"));
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fd = openSync(path, "wx");
-      try {
-        writeSync(fd, `${process.pid}\n`);
-      } finally {
-        closeSync(fd);
-      }
-      heldLocks.add(path);
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        heldLocks.delete(path);
-        // Only remove the file if it is still ours.
-        if (readLockPid(path) === process.pid) rmSync(path, { force: true });
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const pid = readLockPid(path);
-      const ours = pid === process.pid && heldLocks.has(path);
-      if (ours || (pid !== null && pid !== process.pid && isProcessAlive(pid))) {
-        throw new PoolError(
-          "DATA_DIR_LOCKED",
-          `data directory ${dir} is in use by process ${pid}; stop it first (PGlite allows one process)`,
-          { dataDir: dir, pid },
-        );
-      }
-      // Stale (dead pid, or unreadable): take it over. Two processes taking over the same stale lock
-      // at the same instant could both succeed; that race needs a crash plus a simultaneous double
-      // start, and a kernel lock (flock) is not reachable from Node without a native module.
-      rmSync(path, { force: true });
-    }
-  }
-  throw new PoolError("DATA_DIR_LOCKED", `could not take the lock ${path}; another process keeps taking it`);
-}
-
-function readLockPid(path: string): number | null {
-  try {
-    const pid = Number.parseInt(readFileSync(path, "utf8").trim(), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM"; // exists, owned by someone else
-  }
-  if (process.platform !== "linux") return true;
-  try {
-    // Field 3 of /proc/<pid>/stat is the state; a zombie has exited but not been reaped.
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return !existsSync("/proc/self/stat"); // no /proc at all: trust kill(0)
-  }
 }
 
 // ---- Kysely adapter ----

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Kysely, sql } from "kysely";
+import { readLockHolder } from "../data-dir-lock.ts";
 import { isPoolError } from "../errors.ts";
 import { INSTANCE_STATUSES, type InstanceStatus } from "../instance/status.ts";
 import { inMemoryPglite, realPostgres, type TestDatabase } from "../../test/support/databases.ts";
@@ -691,7 +692,7 @@ describe("PGlite data directory", () => {
     const dir = join(root, "locked");
     const first = await openStore({ dataDir: dir });
     try {
-      assert.equal(readFileSync(join(dir, ".lock"), "utf8").trim(), String(process.pid));
+      assert.equal(readLockHolder(join(dir, ".lock"))?.pid, process.pid);
       await assert.rejects(openStore({ dataDir: dir }), (err: unknown) => {
         assertPoolError("DATA_DIR_LOCKED")(err);
         assert.match((err as Error).message, new RegExp(`in use by process ${process.pid}`));
@@ -713,7 +714,7 @@ describe("PGlite data directory", () => {
     writeFileSync(join(dir, ".lock"), `${dead}\n`);
     const store = await openStore({ dataDir: dir });
     try {
-      assert.equal(readFileSync(join(dir, ".lock"), "utf8").trim(), String(process.pid));
+      assert.equal(readLockHolder(join(dir, ".lock"))?.pid, process.pid);
     } finally {
       await store.close();
     }

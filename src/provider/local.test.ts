@@ -1,34 +1,53 @@
 import { after, afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { randomId } from "../clock.ts";
+import { readLockHolder } from "../data-dir-lock.ts";
+import type { PoolError } from "../errors.ts";
 import type { CreateInstanceSpec } from "./provider.ts";
 import { LocalProvider, type LocalProviderOptions, type LocalStateFile } from "./local.ts";
-import { findProcesses, isRunning, readStat } from "./process-table.ts";
-import { waitFor } from "../../test/support/process.ts";
+import { findProcesses, isRunning, readEnviron, readStat } from "./process-table.ts";
+import { freePort, waitFor } from "../../test/support/process.ts";
 
 const NODE = process.execPath;
-/** Stand-in runtime: answers every request with its pid and the env vars the test looks at. */
+/** Stand-in runtime: answers every request with its pid, the pids of the processes it started
+ * (`globalThis.kids`) and the env vars the test looks at. */
 const SERVER_JS =
   "const h=require('node:http');h.createServer((q,s)=>{const e=process.env;" +
   "s.setHeader('content-type','application/json');" +
-  "s.end(JSON.stringify({pid:process.pid,env:{PORT:e.PORT,INSTANCE_ID:e.INSTANCE_ID,GATEWAY_TOKEN:e.GATEWAY_TOKEN," +
-  "AGENT_POOL_OWNER:e.AGENT_POOL_OWNER,POOL_SETTING:e.POOL_SETTING,SPEC_VAR:e.SPEC_VAR,MANAGER_SECRET:e.MANAGER_SECRET}}))" +
+  "s.end(JSON.stringify({pid:process.pid,kids:globalThis.kids||[],env:{PORT:e.PORT,INSTANCE_ID:e.INSTANCE_ID,GATEWAY_TOKEN:e.GATEWAY_TOKEN," +
+  "AGENT_POOL_OWNER:e.AGENT_POOL_OWNER,AGENT_POOL_OWNER_ID:e.AGENT_POOL_OWNER_ID,POOL_SETTING:e.POOL_SETTING,SPEC_VAR:e.SPEC_VAR,MANAGER_SECRET:e.MANAGER_SECRET}}))" +
   "}).listen(Number(process.env.PORT),'127.0.0.1')";
 const SERVER_CMD = [NODE, "-e", SERVER_JS];
 /** A shell that forks a grandchild (sleep) and then becomes the server: the group has two processes. */
 const FORKING_CMD = ["sh", "-c", 'sleep 1000 & exec "$0" -e "$1"', NODE, SERVER_JS];
 /** A server that ignores SIGTERM, so only the SIGKILL of the group stops it. */
 const STUBBORN_CMD = [NODE, "-e", `process.on('SIGTERM',()=>{});${SERVER_JS}`];
+/**
+ * A runtime wrapper like the earlier system's pool-server: it starts its "runtime" detached (own
+ * session and group, setsid) and serves. Two such grandchildren: one keeps the env (marker), one runs
+ * with a cleared env (found only through the ppid tree). Both ignore SIGTERM, the way a busy runtime
+ * may, so only a SIGKILL aimed at them stops them.
+ */
+const DETACHING_JS =
+  "const{spawn}=require('node:child_process');" +
+  "const keep=\"process.on('SIGTERM',()=>{});setInterval(()=>{},1<<30)\";" +
+  "const a=spawn(process.execPath,['-e',keep],{detached:true,stdio:'ignore'});" +
+  "const b=spawn(process.execPath,['-e',keep],{detached:true,stdio:'ignore',env:{PATH:process.env.PATH}});" +
+  "a.unref();b.unref();globalThis.kids=[a.pid,b.pid];" +
+  SERVER_JS;
+const DETACHING_CMD = [NODE, "-e", DETACHING_JS];
 
 const dirs: string[] = [];
 const tags: string[] = [];
 const providers: LocalProvider[] = [];
 const spawned: ChildProcess[] = [];
+/** Processes a test found and must not leave behind if it fails. */
+const loosePids: number[] = [];
 
 function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), "agent-pool-local-"));
@@ -92,7 +111,7 @@ const { LocalProvider } = await import(localUrl);
 const p = await LocalProvider.open({ stateDir, ownerTag, command: JSON.parse(cmd), startTimeoutMs: 15000 });
 const out = [];
 for (const id of ["i-adopt-a", "i-adopt-b"]) {
-  out.push(await p.create({ instanceId: id, poolId: "p", name: "n-" + id, gatewayToken: "t", env: {} }));
+  out.push(await p.create({ instanceId: id, poolId: "p", name: "n-" + id, gatewayToken: "t", ownerId: "own42", env: {} }));
 }
 for (;;) {
   const { instances } = await p.list();
@@ -130,6 +149,13 @@ after(() => {
       }
     }
   }
+  for (const pid of loosePids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
   for (const tag of tags) {
     for (const pid of ownedProcesses(tag)) {
       try {
@@ -161,6 +187,9 @@ test("create: DEPLOYING, then SUCCESS; the server answers at the url with the en
     assert.equal(body.env.INSTANCE_ID, s.instanceId);
     assert.equal(body.env.GATEWAY_TOKEN, s.gatewayToken);
     assert.equal(body.env.AGENT_POOL_OWNER, provider.ownerTag);
+    assert.equal(body.env.AGENT_POOL_OWNER_ID, s.ownerId, "the process carries the owner id");
+    assert.equal(created.owner, s.ownerId);
+    assert.equal((await provider.list()).instances[0]?.owner, s.ownerId);
     assert.equal(body.env.POOL_SETTING, "from-pool");
     assert.equal(body.env.SPEC_VAR, "from-spec");
     assert.equal(body.env.MANAGER_SECRET, undefined, "the manager's own env is not passed through");
@@ -171,7 +200,10 @@ test("create: DEPLOYING, then SUCCESS; the server answers at the url with the en
     const state = JSON.parse(readFileSync(join(provider.stateDir, "instances.json"), "utf8")) as LocalStateFile;
     assert.deepEqual(
       { ...state.instances[0], startedAt: undefined },
-      { instanceId: s.instanceId, name: s.name, pid: body.pid, port: Number(new URL(created.url!).port), startedAt: undefined, command: SERVER_CMD },
+      {
+        instanceId: s.instanceId, name: s.name, pid: body.pid, port: Number(new URL(created.url!).port), startedAt: undefined,
+        command: SERVER_CMD, ownerId: s.ownerId, ownerTag: provider.ownerTag,
+      },
     );
     assert.ok(existsSync(join(provider.stateDir, "logs", `${s.instanceId}.log`)));
   } finally {
@@ -287,11 +319,19 @@ test("a new manager adopts the instances of a killed one, kills strays, reports 
   let out = "";
   manager.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   await until("manager output", () => out.includes("\n"), 30_000);
-  const before = JSON.parse(out) as { ref: string; url: string }[];
+  const before = JSON.parse(out) as { ref: string; url: string; owner: string | null }[];
+  assert.deepEqual(before.map((b) => b.owner), ["own42", "own42"]);
   const pidsBefore = ownedProcesses(tag).sort();
   assert.equal(pidsBefore.length, 2);
 
-  manager.kill("SIGKILL");
+  // While that manager lives, no other may run from its state dir (whatever database they use).
+  await assert.rejects(openProvider({ stateDir, ownerTag: tag }), (err: unknown) => {
+    assert.equal((err as PoolError).code, "DATA_DIR_LOCKED");
+    assert.match((err as Error).message, new RegExp(`in use by process ${manager.pid}\\b`));
+    return true;
+  });
+
+  manager.kill("SIGKILL"); // its lock file stays, naming a dead process: taken over below
   await until("manager gone", () => manager.exitCode !== null || manager.signalCode !== null);
   assert.deepEqual(ownedProcesses(tag).sort(), pidsBefore, "instances survive the manager");
 
@@ -319,7 +359,9 @@ test("a new manager adopts the instances of a killed one, kills strays, reports 
   for (const b of before) {
     assert.equal(byRef.get(b.ref)?.deployStatus, "SUCCESS", `${b.ref} adopted`);
     assert.equal(byRef.get(b.ref)?.url, b.url);
+    assert.equal(byRef.get(b.ref)?.owner, "own42", "an adopted instance reports the owner id its process carries");
   }
+  assert.equal(readLockHolder(join(stateDir, ".lock"))?.pid, process.pid, "the dead manager's lock was taken over");
   assert.equal(byRef.get("local:i-recycled")?.deployStatus, "CRASHED");
   assert.equal(byRef.get("local:i-dead")?.deployStatus, "CRASHED");
   assert.equal(listing.instances.length, 4);
@@ -368,4 +410,185 @@ test("the default command runs the reference runtime", async () => {
   const pid = pidOf(provider, created.instanceId!);
   await provider.delete(created.ref);
   assert.equal(isRunning(pid), false);
+});
+
+/** The pids the DETACHING_CMD wrapper reports, once it answers. */
+async function wrapperTree(url: string): Promise<{ pid: number; kids: number[] }> {
+  const body = (await (await fetch(`${url}/`)).json()) as { pid: number; kids: number[] };
+  loosePids.push(...body.kids);
+  return body;
+}
+
+test("delete stops a runtime its wrapper started detached (own session), env cleared or not", async () => {
+  const provider = await openProvider({ command: DETACHING_CMD, stopTimeoutMs: 300 });
+  const s = spec();
+  const created = await provider.create(s);
+  await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS");
+  const { pid, kids } = await wrapperTree(created.url!);
+  assert.equal(kids.length, 2);
+  for (const kid of kids) {
+    assert.equal(isRunning(kid), true);
+    assert.equal(readStat(kid)?.ppid, pid, "a child of the wrapper");
+    assert.notEqual(readStat(kid)?.pgid, pid, "that left the instance's process group");
+    assert.notEqual(readStat(kid)?.sid, pid, "and its session");
+  }
+  assert.equal(readEnviron(kids[1]!)?.INSTANCE_ID, undefined, "the second one carries no marker");
+
+  await provider.delete(created.ref);
+  for (const p of [pid, ...kids]) assert.equal(isRunning(p), false, `pid ${p} is gone`);
+  assert.deepEqual(findProcesses({ INSTANCE_ID: s.instanceId }), []);
+});
+
+test("close() stops the detached runtimes of every instance too", async () => {
+  const provider = await openProvider({ command: DETACHING_CMD, stopTimeoutMs: 300 });
+  const trees: { pid: number; kids: number[] }[] = [];
+  for (let i = 0; i < 2; i++) {
+    const created = await provider.create(spec());
+    await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS");
+    trees.push(await wrapperTree(created.url!));
+  }
+  await provider.close();
+  for (const { pid, kids } of trees) for (const p of [pid, ...kids]) assert.equal(isRunning(p), false, `pid ${p} is gone`);
+});
+
+test("when an instance exits, the runtime it started detached is stopped too", async () => {
+  const provider = await openProvider({ command: DETACHING_CMD });
+  const s = spec();
+  const created = await provider.create(s);
+  await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS");
+  const { pid, kids } = await wrapperTree(created.url!);
+  process.kill(pid, "SIGKILL"); // the wrapper crashes; its children are reparented to init
+  await until("CRASHED", async () => (await statusOf(provider, created.ref)) === "CRASHED");
+  // The one that kept its env is found by its marker after reparenting. The one with a cleared env
+  // is not findable once orphaned (a documented limit): the test's cleanup kills it.
+  await until("detached runtime stopped", () => !isRunning(kids[0]!));
+  assert.deepEqual(findProcesses({ INSTANCE_ID: s.instanceId }), []);
+});
+
+test("one provider per state dir: a second fails with DATA_DIR_LOCKED; after close() one opens; a stale lock is taken over", async () => {
+  const stateDir = join(tempDir(), "local");
+  const first = await openProvider({ stateDir });
+  const created = await first.create(spec());
+  await assert.rejects(openProvider({ stateDir }), (err: unknown) => {
+    assert.equal((err as PoolError).code, "DATA_DIR_LOCKED");
+    assert.match((err as Error).message, new RegExp(`state directory .* is in use by process ${process.pid}\\b`));
+    return true;
+  });
+  assert.ok((await first.list()).instances.some((i) => i.ref === created.ref), "the refused one touched nothing");
+  assert.equal(isRunning(pidOf(first, created.instanceId!)), true);
+
+  await first.close();
+  assert.equal(existsSync(join(stateDir, ".lock")), false, "close() releases the lock");
+  const second = await openProvider({ stateDir });
+  await second.close();
+
+  // A lock left by a process that died (a crashed manager) is stale.
+  const dead = spawn(NODE, ["-e", "0"], { stdio: "ignore" });
+  await new Promise((r) => dead.once("exit", r));
+  writeFileSync(join(stateDir, ".lock"), JSON.stringify({ pid: dead.pid, startTime: "1", token: "dead" }));
+  const third = await openProvider({ stateDir });
+  assert.equal(readLockHolder(join(stateDir, ".lock"))?.pid, process.pid);
+  await third.close();
+});
+
+test("two providers on different state dirs (same owner id): closing one leaves the other's processes running", async () => {
+  // Even with the same tag (which only a caller passing one can cause): close() stops its own
+  // instances, not whatever carries its tag or owner id.
+  const tag = newTag();
+  const a = await openProvider({ ownerTag: tag, command: FORKING_CMD });
+  const b = await openProvider({ ownerTag: tag, command: FORKING_CMD });
+  const ia = await a.create(spec({ ownerId: "same1" }));
+  const ib = await b.create(spec({ ownerId: "same1" }));
+  for (const [p, i] of [[a, ia], [b, ib]] as const) await until("SUCCESS", async () => (await statusOf(p, i.ref)) === "SUCCESS");
+  const bProcesses = await until("b's two processes", () => {
+    const found = findProcesses({ INSTANCE_ID: ib.instanceId! });
+    return found.length === 2 ? found : null;
+  });
+
+  await a.close();
+  assert.deepEqual(findProcesses({ INSTANCE_ID: ia.instanceId! }), []);
+  for (const p of bProcesses) assert.equal(isRunning(p.pid), true, `b's pid ${p.pid} still runs`);
+  assert.equal(await statusOf(b, ib.ref), "SUCCESS");
+  assert.equal((await (await fetch(`${ib.url}/`)).json() as { pid: number }).pid, pidOf(b, ib.instanceId!));
+});
+
+/** The tag the earlier serve.ts gave a data dir's instances (sha256 of the data dir, 16 hex). */
+function earlierServeTag(dataDir: string): string {
+  return createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
+}
+
+/** A runtime process as an earlier version started it: the old tag, no owner id in its env. */
+function earlierInstance(tag: string, instanceId: string, port: number): ChildProcess {
+  const child = spawn(NODE, ["-e", SERVER_JS], {
+    detached: true,
+    stdio: "ignore",
+    env: { PATH: process.env.PATH ?? "", INSTANCE_ID: instanceId, AGENT_POOL_OWNER: tag, PORT: String(port), GATEWAY_TOKEN: "t" },
+  });
+  spawned.push(child);
+  return child;
+}
+
+/** A manager that dies without close(): its lock file stays behind, naming a process that is gone. */
+async function crash(provider: LocalProvider): Promise<void> {
+  providers.splice(providers.indexOf(provider), 1); // never closed
+  const dead = spawn(NODE, ["-e", "0"], { stdio: "ignore" });
+  await new Promise((r) => dead.once("exit", r));
+  writeFileSync(join(provider.stateDir, ".lock"), JSON.stringify({ pid: dead.pid, startTime: "1", token: "crashed" }));
+}
+
+test("processes of an earlier version (old tag, no owner id) are adopted and report owner null, across restarts", async () => {
+  const dataDir = tempDir();
+  const stateDir = join(dataDir, "local");
+  mkdirSync(stateDir, { recursive: true });
+  const oldTag = earlierServeTag(dataDir);
+  tags.push(oldTag);
+  const [portA, portB] = [await freePort(), await freePort()];
+  const a = earlierInstance(oldTag, "i-old-a", portA);
+  const b = earlierInstance(oldTag, "i-old-b", portB);
+  // A stray of that version: carries the old tag, never recorded.
+  const stray = spawn(NODE, ["-e", "setInterval(()=>{},1<<30)"], {
+    detached: true, stdio: "ignore", env: { PATH: process.env.PATH ?? "", AGENT_POOL_OWNER: oldTag, INSTANCE_ID: "i-old-stray" },
+  });
+  spawned.push(stray);
+  await until("stray running", () => readEnviron(stray.pid!)?.AGENT_POOL_OWNER === oldTag);
+  for (const port of [portA, portB]) await until("answering", () => fetch(`http://127.0.0.1:${port}/`).then((r) => r.ok, () => false));
+  // The state file as earlier versions wrote it: no per-entry tag; `b` recorded with an owner id its
+  // process does not carry (the version that recorded owner ids only in the state file).
+  const entry = (id: string, pid: number, port: number) =>
+    ({ instanceId: id, name: id, pid, port, startedAt: new Date().toISOString(), command: ["node"] });
+  writeFileSync(join(stateDir, "instances.json"), JSON.stringify({
+    version: 1,
+    ownerTag: oldTag,
+    instances: [entry("i-old-a", a.pid!, portA), { ...entry("i-old-b", b.pid!, portB), ownerId: "own01" }],
+  }));
+
+  // A new version with another tag adopts both, reports them ownerless, and stops the stray.
+  const first = await openProvider({ stateDir });
+  assert.notEqual(first.ownerTag, oldTag);
+  const listed = async (p: LocalProvider) => new Map((await p.list()).instances.map((i) => [i.instanceId, i]));
+  let byId = await listed(first);
+  assert.equal(byId.get("i-old-a")?.deployStatus, "SUCCESS");
+  assert.equal(byId.get("i-old-b")?.deployStatus, "SUCCESS");
+  assert.equal(byId.get("i-old-a")?.owner, null);
+  assert.equal(byId.get("i-old-b")?.owner, null, "the process is the truth: it carries no owner id");
+  await until("stray stopped", () => !isRunning(stray.pid!));
+  const made = await first.create(spec({ ownerId: "own77" }));
+  await until("SUCCESS", async () => (await statusOf(first, made.ref)) === "SUCCESS");
+
+  // That manager crashes; the next one (yet another tag) still adopts all three, owners as carried.
+  await crash(first);
+  const second = await openProvider({ stateDir });
+  byId = await listed(second);
+  assert.equal(byId.size, 3);
+  for (const i of byId.values()) assert.equal(i.deployStatus, "SUCCESS", `${i.instanceId} adopted`);
+  assert.equal(byId.get("i-old-a")?.owner, null);
+  assert.equal(byId.get("i-old-b")?.owner, null);
+  assert.equal(byId.get(made.instanceId!)?.owner, "own77");
+  for (const c of [a, b]) assert.equal(isRunning(c.pid!), true);
+
+  // And deletes them like its own.
+  for (const i of byId.values()) await second.delete(i.ref);
+  for (const c of [a, b]) assert.equal(isRunning(c.pid!), false);
+  assert.deepEqual(findProcesses({ AGENT_POOL_OWNER: oldTag }), []);
+  assert.deepEqual(findProcesses({ AGENT_POOL_OWNER: first.ownerTag }), []);
 });

@@ -1,20 +1,32 @@
 /**
  * The local provider: runs each instance as a child process on this machine, the way a cloud runs a
- * service. Every child gets its own process group (so a delete kills the runtime and everything it
- * forked) and the env marker `AGENT_POOL_OWNER` (so orphans of a crashed manager can be found in the
- * process table). What runs is recorded in `<stateDir>/instances.json`, so a restarted manager adopts
- * the instances still alive instead of leaking them (the earlier system leaked instances).
+ * service. Every child gets its own process group and the env marker `INSTANCE_ID` + `AGENT_POOL_OWNER`
+ * (the state dir's tag), so everything an instance runs can be found in the process table, even a
+ * descendant that left the group (setsid) and was reparented to init; and `AGENT_POOL_OWNER_ID`, the
+ * deployment's owner id, which `list()` reports as the instance's owner. What runs is recorded in
+ * `<stateDir>/instances.json`, so a restarted manager adopts the instances still alive instead of
+ * leaking them (the earlier system leaked instances).
+ *
+ * One manager per state dir: `start()` locks it (`<stateDir>/.lock`, pid + start time), because two
+ * managers adopting the same processes from one state file delete each other's instances, and on
+ * Postgres nothing else stops two of them sharing a DATA_DIR.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createHash } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import net from "node:net";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { systemClock, type Clock } from "../clock.ts";
+import { lockDataDir } from "../data-dir-lock.ts";
 import { PoolError } from "../errors.ts";
 import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "./provider.ts";
-import { HAS_PROCFS, findProcesses, groupAlive, groupMembers, isRunning, readEnviron, readStat } from "./process-table.ts";
+import {
+  SAFE_ID, defaultOwnerTag, legacyOwnerTags, readStateFile, writeStateFile, type LocalStateEntry,
+} from "./local-state.ts";
+import {
+  HAS_PROCFS, ProcessSnapshot, groupAlive, isRunning, pollUntil, readEnviron, readStat, stopProcesses, strayProcesses,
+  treeProcesses, type ProcessSet,
+} from "./process-table.ts";
 
 export interface LocalProviderLogger {
   info(obj: object, msg?: string): void;
@@ -36,7 +48,7 @@ export interface LocalProviderOptions {
   logger?: LocalProviderLogger;
   /** How long the port probe keeps trying before the instance is left DEPLOYING. Default 120 s. */
   startTimeoutMs?: number;
-  /** Grace between SIGTERM and SIGKILL of an instance's process group. Default 3 s. */
+  /** Grace between SIGTERM and SIGKILL of an instance's processes. Default 3 s. */
   stopTimeoutMs?: number;
   clock?: Clock;
   /**
@@ -46,28 +58,13 @@ export interface LocalProviderOptions {
   onChange?: () => void;
 }
 
-/** One line of the state file. */
-export interface LocalStateEntry {
-  instanceId: string;
-  name: string;
-  pid: number;
-  port: number;
-  /** ISO time. */
-  startedAt: string;
-  command: string[];
-  /** The owner id the instance was created with (absent: made before owner ids). */
-  ownerId?: string;
-}
-
-export interface LocalStateFile {
-  version: 1;
-  ownerTag: string;
-  instances: LocalStateEntry[];
-}
+export type { LocalStateEntry, LocalStateFile } from "./local-state.ts";
+export { defaultOwnerTag, legacyOwnerTags } from "./local-state.ts";
 
 type LocalStatus = "DEPLOYING" | "SUCCESS" | "CRASHED";
 
 interface Entry extends LocalStateEntry {
+  ownerTag: string;
   status: LocalStatus;
   /** Our child; null for an instance adopted from an earlier manager. */
   child: ChildProcess | null;
@@ -85,7 +82,8 @@ const STATE_FILE = "instances.json";
 const PROBE_INTERVAL_MS = 100;
 const PROBE_CONNECT_TIMEOUT_MS = 1_000;
 const KILL_WAIT_MS = 2_000;
-const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Env var carrying the deployment's owner id into the instance (read back from /proc on adoption). */
+export const OWNER_ID_ENV = "AGENT_POOL_OWNER_ID";
 
 /** Parent env passed through to instances; the rest (DB URLs, API tokens) stays with the manager. */
 const PASS_ENV = new Set([
@@ -104,10 +102,6 @@ export function defaultRuntimeCommand(): string[] {
   return [process.execPath, "--import", tsx, main];
 }
 
-export function defaultOwnerTag(stateDir: string): string {
-  return `agent-pool-${createHash("sha256").update(resolve(stateDir)).digest("hex").slice(0, 16)}`;
-}
-
 export class LocalProvider implements Provider {
   readonly kind = "local";
   readonly stateDir: string;
@@ -121,6 +115,9 @@ export class LocalProvider implements Provider {
   readonly #clock: Clock;
   readonly #onChange: (() => void) | undefined;
   readonly #entries = new Map<string, Entry>();
+  /** Every `AGENT_POOL_OWNER` tag a process of this state dir may carry (see legacyOwnerTags). */
+  readonly #tags = new Set<string>();
+  #unlock: (() => void) | null = null;
   #started = false;
   #closing: Promise<void> | null = null;
 
@@ -137,6 +134,8 @@ export class LocalProvider implements Provider {
     this.#stopTimeoutMs = opts.stopTimeoutMs ?? 3_000;
     this.#clock = opts.clock ?? systemClock;
     this.#onChange = opts.onChange;
+    this.#tags.add(this.ownerTag);
+    for (const tag of legacyOwnerTags(this.stateDir)) this.#tags.add(tag);
   }
 
   /** A started provider: instances of an earlier manager adopted, its strays killed. */
@@ -155,18 +154,39 @@ export class LocalProvider implements Provider {
   }
 
   /**
-   * Reads the state file left by an earlier manager: live instances that are provably ours are adopted,
-   * the rest are listed CRASHED for the reconciler; processes carrying our owner tag that the state does
-   * not know (spawned just before a crash) are killed.
+   * Locks the state dir (DATA_DIR_LOCKED if another live manager holds it), then reads the state file
+   * left by an earlier manager: live instances that are provably ours are adopted, the rest are listed
+   * CRASHED for the reconciler; processes carrying our tag that no adopted instance accounts for
+   * (spawned just before a crash, or left behind by a crashed instance) are stopped.
    */
   async start(): Promise<void> {
     if (this.#started) return;
     mkdirSync(join(this.stateDir, "logs"), { recursive: true });
+    this.#unlock ??= lockDataDir(this.stateDir, {
+      what: "local provider state directory",
+      hint: "another agent-pool manager runs its instances from it; stop it first or give this one its own DATA_DIR",
+    });
+    try {
+      await this.#adopt();
+    } catch (err) {
+      this.#unlock();
+      this.#unlock = null;
+      throw err;
+    }
+    this.#started = true;
+  }
+
+  async #adopt(): Promise<void> {
+    const { fileTag, entries } = readStateFile(this.#statePath, this.#log);
+    if (fileTag) this.#tags.add(fileTag);
+    for (const rec of entries) if (rec.ownerTag) this.#tags.add(rec.ownerTag);
     const adoptProbes: Promise<void>[] = [];
-    for (const rec of this.#readState()) {
-      const owned = this.#isOurProcess(rec.pid, rec.instanceId);
+    for (const rec of entries) {
+      const env = this.#recordedProcessEnv(rec);
+      const owned = env !== null;
       const entry: Entry = {
         ...rec,
+        ownerTag: rec.ownerTag ?? fileTag ?? this.ownerTag,
         status: owned ? "DEPLOYING" : "CRASHED",
         child: null,
         procStart: owned ? (readStat(rec.pid)?.startTime ?? null) : null,
@@ -176,6 +196,13 @@ export class LocalProvider implements Provider {
         probeTimer: null,
         probeSocket: null,
       };
+      if (env && HAS_PROCFS) {
+        // What the process really carries wins over the state file: a process without an owner id
+        // (made by an earlier version) is reported ownerless, adopted only where a row matches it.
+        entry.ownerTag = env.AGENT_POOL_OWNER!;
+        if (env[OWNER_ID_ENV]) entry.ownerId = env[OWNER_ID_ENV];
+        else delete entry.ownerId;
+      }
       this.#entries.set(rec.instanceId, entry);
       if (owned) {
         this.#log.info({ instanceId: rec.instanceId, pid: rec.pid, port: rec.port }, "local provider: adopted instance");
@@ -189,7 +216,6 @@ export class LocalProvider implements Provider {
     }
     await this.#killStrays();
     await Promise.all(adoptProbes);
-    this.#started = true;
     this.#writeState();
   }
 
@@ -223,6 +249,7 @@ export class LocalProvider implements Provider {
       GATEWAY_TOKEN: spec.gatewayToken,
       INSTANCE_ID: instanceId,
       AGENT_POOL_OWNER: this.ownerTag,
+      ...(spec.ownerId ? { [OWNER_ID_ENV]: spec.ownerId } : {}),
     });
 
     // Output goes to a file, not a pipe: a pipe would break (SIGPIPE/EPIPE) when the manager dies, and
@@ -231,8 +258,9 @@ export class LocalProvider implements Provider {
     let child: ChildProcess;
     try {
       const [file, ...args] = this.#command as [string, ...string[]];
-      // detached: own process group, so delete can signal the whole group (a plain child.kill() on a
-      // shell left the grandchild orphaned) and a Ctrl-C to the manager's terminal does not reach it.
+      // detached: own session and process group, so a Ctrl-C to the manager's terminal does not reach
+      // it, and what it forks is told apart from the manager's other processes (a plain child.kill()
+      // on a shell left the grandchild orphaned).
       child = spawn(file, args, { detached: true, stdio: ["ignore", logFd, logFd], env });
       await new Promise<void>((resolveSpawn, rejectSpawn) => {
         child.once("spawn", resolveSpawn);
@@ -263,7 +291,8 @@ export class LocalProvider implements Provider {
       port,
       startedAt: this.#clock.now().toISOString(),
       command: [...this.#command],
-      ownerId: spec.ownerId,
+      ...(spec.ownerId ? { ownerId: spec.ownerId } : {}),
+      ownerTag: this.ownerTag,
       status: "DEPLOYING",
       child,
       procStart: readStat(pid)?.startTime ?? null,
@@ -320,7 +349,12 @@ export class LocalProvider implements Provider {
     this.#writeState();
   }
 
-  /** Stops every instance (the manager calls this on SIGTERM/SIGINT: nothing may be left running). */
+  /**
+   * Stops every instance this provider runs, each with its descendants (the manager calls this on
+   * SIGTERM/SIGINT: nothing of ours may be left running), then releases the state-dir lock. Only its
+   * own entries: another manager's processes (another state dir, maybe the same owner id when both
+   * share a database) are never signalled, as a sweep by tag or owner id would.
+   */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       const entries = [...this.#entries.values()];
@@ -340,18 +374,15 @@ export class LocalProvider implements Provider {
         entry.child?.unref();
         entry.child?.removeAllListeners();
       });
-      // Anything still carrying our tag (a grandchild that left the group) goes too.
-      for (const p of findProcesses({ AGENT_POOL_OWNER: this.ownerTag })) {
-        if (p.pid === process.pid || failed.some((f) => f.pid === p.pgid)) continue;
-        this.#signal(p.pid, "SIGKILL");
-      }
       this.#entries.clear();
       for (const f of failed) this.#entries.set(f.instanceId, f); // keep them recorded for the next manager
       try {
-        this.#writeState();
+        if (this.#started) this.#writeState();
       } catch (err) {
         this.#log.error({ err }, "local provider: could not clear the state file");
       }
+      this.#unlock?.();
+      this.#unlock = null;
     })();
     return this.#closing;
   }
@@ -381,22 +412,31 @@ export class LocalProvider implements Provider {
     };
   }
 
-  /** A recorded pid is ours only if it runs with our instance id and owner tag (pids get recycled). */
-  #isOurProcess(pid: number, instanceId: string): boolean {
-    if (!isRunning(pid)) return false;
-    if (!HAS_PROCFS) return true; // cannot check more off Linux
-    const env = readEnviron(pid);
-    return env !== null && env.INSTANCE_ID === instanceId && env.AGENT_POOL_OWNER === this.ownerTag;
+  /** Whether a process environment is marked as one of `instanceId`'s, by this state dir. */
+  #carriesMarker(env: Record<string, string> | null, instanceId: string): boolean {
+    return env !== null && env.INSTANCE_ID === instanceId && env.AGENT_POOL_OWNER !== undefined && this.#tags.has(env.AGENT_POOL_OWNER);
   }
 
-  /** Whether the process group led by `entry.pid` still holds a process of this instance. */
-  #groupIsOurs(entry: Entry): boolean {
-    if (entry.child && !entry.exited) return true;
-    if (!HAS_PROCFS) return !entry.exited;
-    return groupMembers(entry.pid).some((m) => {
-      const env = readEnviron(m.pid);
-      return env !== null && env.INSTANCE_ID === entry.instanceId && env.AGENT_POOL_OWNER === this.ownerTag;
-    });
+  /**
+   * The environment of a recorded pid if it is provably that instance's process: it runs with the
+   * instance id and one of our tags (pids get recycled). `{}` off Linux, where nothing more can be
+   * checked than that the pid runs; null when it is not ours.
+   */
+  #recordedProcessEnv(rec: LocalStateEntry): Record<string, string> | null {
+    if (!isRunning(rec.pid)) return null;
+    if (!HAS_PROCFS) return {};
+    const env = readEnviron(rec.pid);
+    return this.#carriesMarker(env, rec.instanceId) ? env : null;
+  }
+
+  /** The instance's processes in `snap` (see treeProcesses): its pid is its group and session id. */
+  #processesOf(entry: Entry, snap: ProcessSnapshot, known: ProcessSet): ProcessSet {
+    return treeProcesses(snap, {
+      pid: entry.pid,
+      startTime: entry.procStart,
+      alive: entry.child !== null && !entry.exited,
+      marked: (env) => this.#carriesMarker(env, entry.instanceId),
+    }, known);
   }
 
   #signal(target: number, sig: NodeJS.Signals): void {
@@ -408,39 +448,64 @@ export class LocalProvider implements Provider {
     }
   }
 
-  /** SIGTERM the instance's process group, wait, then SIGKILL it. Throws if it survives. */
-  async #terminate(entry: Entry): Promise<void> {
+  /**
+   * Stops the instance's processes, descendants included (see #processesOf): SIGTERM, grace, SIGKILL
+   * (`graceful` false: SIGKILL at once). Throws if one survives.
+   */
+  async #terminate(entry: Entry, graceful = true): Promise<void> {
+    if (!HAS_PROCFS) return this.#terminateGroup(entry, graceful);
+    const known: ProcessSet = new Map();
+    const stopped = await stopProcesses(() => this.#processesOf(entry, ProcessSnapshot.take(), known), {
+      graceMs: graceful ? this.#stopTimeoutMs : 0,
+      killWaitMs: KILL_WAIT_MS,
+      onSignalError: (err, pid, sig) => this.#log.warn({ err, pid, sig }, "local provider: kill failed"),
+    });
+    if (!stopped) {
+      throw new PoolError("PROVIDER_ERROR", `local provider: processes of instance ${entry.instanceId} survived SIGKILL`, {
+        instanceId: entry.instanceId,
+        pids: [...known.keys()].filter((pid) => isRunning(pid, known.get(pid))),
+      });
+    }
+  }
+
+  /** Off Linux (no /proc to walk): signal the process group, which is all that can be found. */
+  async #terminateGroup(entry: Entry, graceful: boolean): Promise<void> {
     const pgid = entry.pid;
-    if (!this.#groupIsOurs(entry)) return;
-    this.#signal(-pgid, "SIGTERM");
-    if (await waitUntil(() => !groupAlive(pgid), this.#stopTimeoutMs)) return;
-    if (this.#groupIsOurs(entry)) this.#signal(-pgid, "SIGKILL");
-    if (!(await waitUntil(() => !groupAlive(pgid), KILL_WAIT_MS))) {
+    if (entry.exited || !groupAlive(pgid)) return;
+    if (graceful) {
+      this.#signal(-pgid, "SIGTERM");
+      if (await pollUntil(() => !groupAlive(pgid), this.#stopTimeoutMs)) return;
+    }
+    this.#signal(-pgid, "SIGKILL");
+    if (!(await pollUntil(() => !groupAlive(pgid), KILL_WAIT_MS))) {
       throw new PoolError("PROVIDER_ERROR", `local provider: process group ${pgid} survived SIGKILL`, { instanceId: entry.instanceId });
     }
   }
 
-  /** Kills process groups carrying our owner tag that no adopted instance accounts for. */
+  /**
+   * Stops processes carrying one of our tags that no live adopted instance accounts for, with their
+   * descendants: instances spawned just before a crash (not recorded yet), and what a crashed
+   * instance left running. The lock makes this safe: no other live manager uses these tags.
+   */
   async #killStrays(): Promise<void> {
-    const live = new Set<number>();
-    for (const e of this.#entries.values()) if (!e.exited) live.add(e.pid);
-    const ownPgid = readStat(process.pid)?.pgid ?? null;
-    const groups = new Set<number>();
-    for (const p of findProcesses({ AGENT_POOL_OWNER: this.ownerTag })) {
-      if (p.pid === process.pid || live.has(p.pgid)) continue;
-      if (p.pgid > 1 && p.pgid !== ownPgid) groups.add(p.pgid);
-      else this.#signal(p.pid, "SIGKILL");
-    }
-    if (groups.size === 0) return;
-    this.#log.warn({ pgids: [...groups] }, "local provider: killing stray instance processes not in the state file");
-    await Promise.all(
-      [...groups].map(async (pgid) => {
-        this.#signal(-pgid, "SIGTERM");
-        if (await waitUntil(() => !groupAlive(pgid), this.#stopTimeoutMs)) return;
-        this.#signal(-pgid, "SIGKILL");
-        await waitUntil(() => !groupAlive(pgid), KILL_WAIT_MS);
-      }),
-    );
+    if (!HAS_PROCFS) return;
+    const known: ProcessSet = new Map();
+    const live = [...this.#entries.values()].filter((e) => !e.exited);
+    const look = (): ProcessSet => {
+      const snap = ProcessSnapshot.take();
+      const accounted = new Set<number>();
+      for (const e of live) for (const pid of this.#processesOf(e, snap, new Map()).keys()) accounted.add(pid);
+      return strayProcesses(snap, (tag) => this.#tags.has(tag), accounted, known);
+    };
+    const first = look();
+    if (first.size === 0) return;
+    this.#log.warn({ pids: [...first.keys()] }, "local provider: stopping stray instance processes not in the state file");
+    const stopped = await stopProcesses(look, {
+      graceMs: this.#stopTimeoutMs,
+      killWaitMs: KILL_WAIT_MS,
+      onSignalError: (err, pid, sig) => this.#log.warn({ err, pid, sig }, "local provider: kill failed"),
+    });
+    if (!stopped) this.#log.error({ pids: [...known.keys()] }, "local provider: stray processes survived SIGKILL");
   }
 
   #markExited(entry: Entry, code: number | null, signal: NodeJS.Signals | null): void {
@@ -450,8 +515,11 @@ export class LocalProvider implements Provider {
     if (entry.removing) return;
     entry.status = "CRASHED";
     this.#log.warn({ instanceId: entry.instanceId, pid: entry.pid, code, signal }, "local provider: instance exited");
-    // Like a cloud's crashed service, nothing of it keeps running (e.g. a grandchild of a shell).
-    if (this.#groupIsOurs(entry)) this.#signal(-entry.pid, "SIGKILL");
+    // Like a cloud's crashed service, nothing of it keeps running (a grandchild of a shell, a runtime
+    // its wrapper started detached).
+    this.#terminate(entry, false).catch((err) =>
+      this.#log.error({ err, instanceId: entry.instanceId }, "local provider: could not stop what the exited instance left running"),
+    );
     this.#hint();
   }
 
@@ -533,71 +601,7 @@ export class LocalProvider implements Provider {
     throw new PoolError("PROVIDER_ERROR", "local provider: no free port");
   }
 
-  #readState(): LocalStateEntry[] {
-    let text: string;
-    try {
-      text = readFileSync(this.#statePath, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-      throw err;
-    }
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch (err) {
-      // Unreadable state: its processes become strays and are killed below, rather than leaked.
-      this.#log.error({ err, path: this.#statePath }, "local provider: state file is corrupt; ignoring it");
-      return [];
-    }
-    const list = (parsed as Partial<LocalStateFile> | null)?.instances;
-    if (!Array.isArray(list)) return [];
-    return list.filter((e): e is LocalStateEntry => {
-      const ok =
-        e !== null && typeof e === "object" &&
-        typeof e.instanceId === "string" && SAFE_ID.test(e.instanceId) &&
-        typeof e.name === "string" &&
-        Number.isInteger(e.pid) && e.pid > 1 &&
-        Number.isInteger(e.port) &&
-        typeof e.startedAt === "string" &&
-        Array.isArray(e.command);
-      if (!ok) this.#log.warn({ entry: e }, "local provider: skipping malformed state entry");
-      return ok;
-    });
-  }
-
-  /** Temp file + fsync + rename: a crash mid-write leaves the old state, never half a file. */
   #writeState(): void {
-    const state: LocalStateFile = {
-      version: 1,
-      ownerTag: this.ownerTag,
-      instances: [...this.#entries.values()].map((e) => ({
-        instanceId: e.instanceId,
-        name: e.name,
-        pid: e.pid,
-        port: e.port,
-        startedAt: e.startedAt,
-        command: e.command,
-        ...(e.ownerId ? { ownerId: e.ownerId } : {}),
-      })),
-    };
-    const tmp = `${this.#statePath}.${process.pid}.tmp`;
-    const fd = openSync(tmp, "w");
-    try {
-      writeSync(fd, JSON.stringify(state, null, 2) + "\n");
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.#statePath);
-  }
-}
-
-/** Polls `pred` every 50 ms until it holds (true) or `timeoutMs` passes (false). */
-async function waitUntil(pred: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (pred()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
+    writeStateFile(this.#statePath, this.ownerTag, this.#entries.values());
   }
 }
