@@ -88,7 +88,7 @@ export interface ClaimServiceOptions {
   monotonic?: () => number;
 }
 
-/** An attempt is not started with less than this left for its provision call. */
+/** An attempt is not started with less than this left for its provision call (or the whole timeout, if shorter). */
 const MIN_PROVISION_MS = 1_000;
 
 export class ClaimService {
@@ -204,7 +204,7 @@ export class ClaimService {
     while (tried.length < maxAttempts) {
       // No attempt starts that could not end (provision, then reset and status) by the deadline.
       const provisionMs = Math.min(o.provisionTimeoutMs, deadline - this.#mono() - this.#recoveryMs);
-      if (provisionMs < MIN_PROVISION_MS) break;
+      if (provisionMs < Math.min(MIN_PROVISION_MS, o.provisionTimeoutMs)) break;
       const attempt = this.#newAttempt();
       const pick = await o.store.claimIdle({
         poolId,

@@ -403,20 +403,22 @@ export class KyselyStore implements Store {
   // ---- claims ----
 
   async claimIdle(pick: ClaimPick): Promise<ClaimPickResult> {
-    try {
-      return await this.#claimIdle(pick);
-    } catch (err) {
-      // The unique index on (pool, claim_key) of live rows: an earlier run of this claim (same
-      // idempotency key) holds an instance. Hand that one back instead of taking a second.
-      if (pick.claimKey !== null && pgErrorCode(err) === "23505" && /claim_key/.test(String((err as { constraint?: string }).constraint ?? (err as Error).message))) {
-        const { rows } = await sql<InstanceRow>`
-          SELECT * FROM instances
-           WHERE pool_id = ${pick.poolId} AND claim_key = ${pick.claimKey} AND deleted_at IS NULL AND status IN ${BOUND_SQL}
-           LIMIT 1`.execute(this.#db);
-        if (rows[0]) return { kind: "key_taken", instance: toInstance(rows[0]) };
+    // The unique index on (pool, claim_key) of live rows: an earlier run of this claim (same
+    // idempotency key) holds an instance. Hand that one back instead of taking a second. The
+    // holder may let go between the refused pick and the look-up: then the key is free, try again.
+    for (let round = 0; round < 3; round++) {
+      try {
+        return await this.#claimIdle(pick);
+      } catch (err) {
+        if (pick.claimKey === null || pgErrorCode(err) !== "23505" || !/claim_key/.test(String((err as { constraint?: string }).constraint ?? (err as Error).message))) throw err;
       }
-      throw err;
+      const { rows } = await sql<InstanceRow>`
+        SELECT * FROM instances
+         WHERE pool_id = ${pick.poolId} AND claim_key = ${pick.claimKey} AND deleted_at IS NULL AND status IN ${BOUND_SQL}
+         LIMIT 1`.execute(this.#db);
+      if (rows[0]) return { kind: "key_taken", instance: toInstance(rows[0]) };
     }
+    throw new PoolError("CLAIM_IN_PROGRESS", "Another run of this claim (same idempotency key) keeps changing its instance; try again.");
   }
 
   async #claimIdle(pick: ClaimPick): Promise<ClaimPickResult> {
