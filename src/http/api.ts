@@ -99,7 +99,7 @@ const Count = (max: number, def: number | undefined) =>
 
 const IdParams = z.object({ id: z.string().min(1).max(100) });
 
-const Summary = z.object({ pool: z.string(), minIdle: z.number(), maxTotal: z.number(), counts: CountsView });
+export const Summary = z.object({ pool: z.string(), minIdle: z.number(), maxTotal: z.number(), counts: CountsView });
 
 /** What one reconcile pass did (`TickResult` of the reconciler). */
 export const TickResultView = z.object({
@@ -121,6 +121,20 @@ export const TickResultView = z.object({
   counts: CountsView,
   errors: z.array(z.string()),
 });
+
+/** POST /api/pool/replenish: `created`/`errors` with a count, the reconcile pass's `result` without. */
+export const ReplenishResult = z.object({
+  ok: z.boolean(),
+  created: z.array(z.string()).optional(),
+  errors: z.array(z.string()).optional(),
+  result: TickResultView.optional(),
+  counts: CountsView,
+});
+
+export const DrainResult = z.object({ ok: z.boolean(), drained: z.array(z.string()), errors: z.array(z.string()), counts: CountsView });
+
+/** DELETE /api/pool/instances/:id and /api/pool/crashed/:id. */
+export const Killed = z.object({ ok: z.boolean(), id: z.string(), status: z.string() });
 
 /** A plain-text or event-stream 200 for the OpenAPI document (these routes do not send JSON). */
 const textResponse = (contentType: string, description: string) => ({ description, content: { [contentType]: { schema: z.string() } } });
@@ -237,13 +251,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
         security,
         body: Count(20, undefined).optional(),
         response: {
-          200: z.object({
-            ok: z.boolean(),
-            created: z.array(z.string()).optional(),
-            errors: z.array(z.string()).optional(),
-            result: TickResultView.optional(),
-            counts: CountsView,
-          }),
+          200: ReplenishResult,
           ...errs,
         },
       },
@@ -268,7 +276,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
         description: "Delete up to `count` idle instances (default 1).",
         security,
         body: Count(20, 1).optional(),
-        response: { 200: z.object({ ok: z.boolean(), drained: z.array(z.string()), errors: z.array(z.string()), counts: CountsView }), ...errs },
+        response: { 200: DrainResult, ...errs },
       },
     },
     async (req) => {
@@ -283,7 +291,6 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
     async () => ops.reconcile(),
   );
 
-  const Killed = z.object({ ok: z.boolean(), id: z.string(), status: z.string() });
   app.delete(
     "/api/pool/instances/:id",
     { preHandler: auth, config: limited, schema: { description: "Kill an instance: provider delete, row kept as dead in the event log.", security, params: IdParams, response: { 200: Killed, ...errs } } },
