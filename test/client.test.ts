@@ -17,7 +17,7 @@ import { ClaimBody, PoolApiError, PoolClient, PoolUnreachableError, ROUTES, isPo
 import { loadConfig } from "../src/config.ts";
 import { serve, type RunningPool } from "../src/serve.ts";
 import { RuntimeProvider } from "./support/runtime-provider.ts";
-import { waitFor } from "./support/process.ts";
+import { freePort, waitFor } from "./support/process.ts";
 
 /** A fetch that records each claim's idempotency key before sending it on. */
 function recordingFetch(keys: string[]): typeof fetch {
@@ -164,13 +164,14 @@ describe("client library against a real server", () => {
     });
     await assert.rejects(new PoolClient({ url: pool.url, apiKey: "wrong-key-wrong-key" }).status(), (err) => isPoolApiError(err, "UNAUTHORIZED") && err.status === 401);
     await assert.rejects(client.claim({ agentName: "" }), (err) => isPoolApiError(err, "VALIDATION_FAILED") && err.status === 400);
-    // Nothing listens on port 9: no answer at all, retried with backoff until the deadline.
+    // Nothing listens on that port: connection refused, retried with backoff until the deadline.
+    const closed = `http://127.0.0.1:${await freePort()}`;
     const t0 = performance.now();
     const retries: number[] = [];
-    await assert.rejects(new PoolClient({ url: "http://127.0.0.1:9" }).claim({}, { deadlineMs: 800, onRetry: (r) => retries.push(r.delayMs) }), (err) => {
+    await assert.rejects(new PoolClient({ url: closed }).claim({}, { deadlineMs: 800, onRetry: (r) => retries.push(r.delayMs) }), (err) => {
       assert.ok(err instanceof PoolUnreachableError);
       assert.equal(err.code, "UNREACHABLE");
-      assert.match(err.message, /cannot reach the pool manager at http:\/\/127\.0\.0\.1:9/);
+      assert.match(err.message, /cannot reach the pool manager at http:\/\/127\.0\.0\.1:\d+ \(.*ECONNREFUSED/);
       return true;
     });
     assert.ok(retries.length >= 1, "retried");
