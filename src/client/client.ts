@@ -209,6 +209,8 @@ function apiError(res: Response, json: unknown): PoolApiError {
 export function parseRetryAfter(v: string | null, now = Date.now()): number | undefined {
   if (v === null || v.trim() === "") return undefined;
   if (/^\d+$/.test(v.trim())) return Number(v.trim());
+  // An HTTP date names its day and month; Date.parse alone would take "-1" for a year.
+  if (!/[A-Za-z]{3}/.test(v)) return undefined;
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
 }
