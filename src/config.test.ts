@@ -46,6 +46,19 @@ describe("loadConfig", () => {
     assert.equal(explicit.RAILWAY_INSTANCE_ENVIRONMENT_ID, "env-2");
   });
 
+  it("gives claims documented defaults and parses the invite-link host list", () => {
+    const d = loadConfig({});
+    assert.equal(d.CLAIM_DEFAULT_AGENT_NAME, "Assistant");
+    assert.equal(d.CLAIM_DEFAULT_INSTRUCTIONS, "You are a helpful AI assistant.");
+    assert.equal(d.JOIN_URL_HOSTS, undefined, "unset: any host");
+    assert.equal(loadConfig({ JOIN_URL_HOSTS: " " }).JOIN_URL_HOSTS, undefined);
+    assert.equal(loadConfig({ CLAIM_DEFAULT_AGENT_NAME: "" }).CLAIM_DEFAULT_AGENT_NAME, "Assistant", "empty: the default");
+    const c = loadConfig({ CLAIM_DEFAULT_AGENT_NAME: " Concierge ", CLAIM_DEFAULT_INSTRUCTIONS: "Be brief.", JOIN_URL_HOSTS: "Convos.org., popup.convos.org,," });
+    assert.equal(c.CLAIM_DEFAULT_AGENT_NAME, "Concierge");
+    assert.equal(c.CLAIM_DEFAULT_INSTRUCTIONS, "Be brief.");
+    assert.deepEqual(c.JOIN_URL_HOSTS, ["convos.org", "popup.convos.org"]);
+  });
+
   it("treats an empty DATABASE_URL as unset (embedded database)", () => {
     assert.equal(loadConfig({ DATABASE_URL: "" }).DATABASE_URL, undefined);
   });
@@ -56,6 +69,9 @@ describe("loadConfig", () => {
     [{ POOL_MIN_IDLE: "-1" }, /POOL_MIN_IDLE: expected a whole number/],
     [{ POOL_MIN_IDLE: "11", POOL_MAX_TOTAL: "10" }, /POOL_MIN_IDLE: expected a number no larger than POOL_MAX_TOTAL \(got "11"\)/],
     [{ PROVIDER: "aws" }, /PROVIDER: expected one of: local, railway/],
+    [{ JOIN_URL_HOSTS: "https://convos.org" }, /JOIN_URL_HOSTS: expected comma-separated host names, e\.g\. convos\.org,popup\.convos\.org \(got "https:\/\/convos\.org"\)/],
+    [{ JOIN_URL_HOSTS: "," }, /JOIN_URL_HOSTS: expected comma-separated host names/],
+    [{ CLAIM_DEFAULT_AGENT_NAME: "n".repeat(201) }, /CLAIM_DEFAULT_AGENT_NAME: expected a name of at most 200 characters/],
     [{ PROVIDER: "railway", RAILWAY_PROJECT_IDS: "p1", INSTANCE_IMAGE: "img" }, /RAILWAY_API_TOKEN: expected RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN/],
     [{ PROVIDER: "railway", RAILWAY_API_TOKEN: "t", INSTANCE_IMAGE: "img" }, /RAILWAY_PROJECT_IDS: expected at least one project id/],
     [{ PROVIDER: "railway", RAILWAY_API_TOKEN: "t", RAILWAY_PROJECT_IDS: "p1" }, /INSTANCE_IMAGE: expected the runtime image/],

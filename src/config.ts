@@ -19,6 +19,13 @@ const optionalString = z
   .transform((s) => (s === "" ? undefined : s))
   .optional();
 
+/** Defaults of a claim body's optional `agentName` and `instructions` (those of the earlier system, seed §2.4). */
+export const DEFAULT_CLAIM_AGENT_NAME = "Assistant";
+export const DEFAULT_CLAIM_INSTRUCTIONS = "You are a helpful AI assistant.";
+
+/** A DNS name or an IPv4 address, as `URL.hostname` gives them (lowercase, no port). */
+const HOST_NAME = /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
 export const ENV_SCHEMA = z
   .object({
     /** HTTP port of the pool manager. */
@@ -93,6 +100,22 @@ export const ENV_SCHEMA = z
     TRUST_PROXY: int(0, 10).default(0),
     /** Requests per minute per client on the API's mutating routes. */
     MUTATION_RATE_LIMIT_PER_MIN: int(1, 100_000).default(120),
+    /** Agent name of a claim whose body has none (the earlier system's landing page sends only `joinUrl`); empty → the default. */
+    CLAIM_DEFAULT_AGENT_NAME: optionalString.pipe(z.string().max(200, "a name of at most 200 characters").default(DEFAULT_CLAIM_AGENT_NAME)),
+    /** Instructions of a claim whose body has none; empty → the default. */
+    CLAIM_DEFAULT_INSTRUCTIONS: optionalString.pipe(z.string().max(50_000, "at most 50,000 characters").default(DEFAULT_CLAIM_INSTRUCTIONS)),
+    /**
+     * Comma-separated host names a claim's `joinUrl` may have (exact match, case-insensitive);
+     * unset → any. The earlier system refused `dev.` invite links in production, where joining a
+     * conversation of the other network only fails after an instance was spent on it.
+     */
+    JOIN_URL_HOSTS: optionalString.pipe(
+      z
+        .string()
+        .transform((s) => s.split(",").map((h) => h.trim().toLowerCase().replace(/\.$/, "")).filter((h) => h !== ""))
+        .pipe(z.array(z.string().regex(HOST_NAME, "comma-separated host names, e.g. convos.org,popup.convos.org")).min(1, "comma-separated host names, e.g. convos.org,popup.convos.org"))
+        .optional(),
+    ),
     /** Compute provider: `local` runs instances as child processes on this machine. */
     PROVIDER: z.enum(["local", "railway"], { message: "one of: local, railway" }).default("local"),
     /** Local provider: command that starts one instance (JSON array or a shell-free space-separated line); unset → the reference runtime. */

@@ -5,6 +5,7 @@
 
 export const ERROR_CODES = {
   VALIDATION_FAILED: { status: 400, message: "The request is not valid." },
+  JOIN_URL_NOT_ALLOWED: { status: 400, message: "This pool does not accept invite links of that host." },
   UNAUTHORIZED: { status: 401, message: "Missing or invalid API key." },
   NOT_FOUND: { status: 404, message: "Not found." },
   POOL_NOT_FOUND: { status: 404, message: "No such pool." },

@@ -208,6 +208,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       mutationRateLimit: config.MUTATION_RATE_LIMIT_PER_MIN,
       trustProxy: config.TRUST_PROXY,
       adminPassword: config.ADMIN_PASSWORD, environment: config.POOL_ENVIRONMENT,
+      claimPolicy: { defaultAgentName: config.CLAIM_DEFAULT_AGENT_NAME, defaultInstructions: config.CLAIM_DEFAULT_INSTRUCTIONS, joinUrlHosts: config.JOIN_URL_HOSTS },
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });

@@ -279,13 +279,13 @@ describe("API: claims on a pool of real runtimes", () => {
     const before = await snapshot();
     const cases: Array<[string, string, unknown, number, string, Record<string, string>?]> = [
       ["malformed JSON", "/api/pool/claim", "{not json", 400, "VALIDATION_FAILED"],
-      ["missing agentName", "/api/pool/claim", { instructions: "x" }, 400, "VALIDATION_FAILED"],
+      ["instructions not a string", "/api/pool/claim", { instructions: 42 }, 400, "VALIDATION_FAILED"],
       ["wrong type", "/api/pool/claim", { agentName: 42, instructions: "x" }, 400, "VALIDATION_FAILED"],
       ["empty name", "/api/pool/claim", { agentName: "  ", instructions: "x" }, 400, "VALIDATION_FAILED"],
       ["oversized string", "/api/pool/claim", { agentName: "a".repeat(201), instructions: "x" }, 400, "VALIDATION_FAILED"],
       ["oversized body", "/api/pool/claim", { agentName: "a", instructions: "x".repeat(70_000) }, 413, "PAYLOAD_TOO_LARGE"],
       ["invalid join URL", "/api/pool/claim", { agentName: "a", instructions: "x", joinUrl: "javascript:alert(1)" }, 400, "VALIDATION_FAILED"],
-      ["unknown field", "/api/pool/claim", { agentName: "a", instructions: "x", admin: true }, 400, "VALIDATION_FAILED"],
+      ["empty source", "/api/pool/claim", { agentName: "a", instructions: "x", source: " " }, 400, "VALIDATION_FAILED"],
       ["unknown pool", "/api/pool/claim", { agentName: "a", instructions: "x", pool: "nosuchpool" }, 404, "POOL_NOT_FOUND"],
       ["bad waitMs", "/api/pool/claim", { agentName: "a", instructions: "x", waitMs: 10_000_000 }, 400, "VALIDATION_FAILED"],
       ["bad idempotency key", "/api/pool/claim", { agentName: "a", instructions: "x" }, 400, "VALIDATION_FAILED", { "idempotency-key": "has space" }],

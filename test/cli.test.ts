@@ -1,6 +1,8 @@
 /**
- * End to end on the embedded defaults, through the CLI: start the server, claim with the CLI,
- * open the invite URL, talk to the agent in its room, and see the pool back to 3 idle.
+ * End to end on the embedded defaults, through the CLI (the package's bin, as `npx agent-pool`
+ * runs it): start the server, claim with the CLI, open the invite URL, talk to the agent in its
+ * room, and see the pool back to 3 idle; every command's --json output parses; errors carry the
+ * server's message and code; --help lists every command with an example.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -16,7 +18,7 @@ describe("CLI against a running pool manager", () => {
   let env: Record<string, string>;
 
   const cli = (...args: string[]) => {
-    const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(process.execPath, ["bin/agent-pool.mjs", ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
   const counts = async () => (await (await fetch(`${pool.url}/api/pool/counts`)).json()) as Record<string, number>;
@@ -122,5 +124,61 @@ describe("CLI against a running pool manager", () => {
     });
     assert.notEqual(noServer.status, 0);
     assert.match(noServer.stderr, /cannot reach the pool manager/);
+  });
+  it("claims with the server's defaults and says where the claim came from; every command's --json parses", async () => {
+    await waitFor("3 idle", async () => (await counts()).idle === 3, 30_000);
+    const json = (...args: string[]) => {
+      const r = cli(...args, "--json");
+      assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+      return JSON.parse(r.stdout);
+    };
+    const claim = json("claim");
+    assert.equal(claim.agentName, "Assistant", "the server's CLAIM_DEFAULT_AGENT_NAME");
+    const agents = json("agents").agents as Array<{ id: string; agentName: string; claimSource: string | null }>;
+    assert.equal(agents.find((a) => a.id === claim.instanceId)?.claimSource, "cli");
+    const human = cli("agents");
+    assert.match(human.stdout, new RegExp(`${claim.instanceId}\\s+claimed\\s+Assistant\\s+cli`));
+    const detail = json("instance", claim.instanceId);
+    assert.equal(detail.instance.agentName, "Assistant");
+    assert.ok(detail.events.length >= 3);
+    assert.match(cli("instance", claim.instanceId).stdout, /agent\s+Assistant via cli/);
+    assert.equal(typeof json("counts").idle, "number");
+    assert.equal(json("status").pool, "default");
+    assert.ok(Array.isArray(json("add", "1").created));
+    assert.ok(Array.isArray(json("drain", "1").drained));
+    assert.equal(typeof json("reconcile").durationMs, "number");
+    assert.ok(json("replenish").result);
+    assert.equal(json("kill", claim.instanceId).status, "dead");
+  });
+
+  it("an error prints the server's message and code, on stdout as JSON too with --json", () => {
+    const r = cli("instance", "no-such-instance", "--json");
+    assert.equal(r.code, 1);
+    assert.deepEqual(JSON.parse(r.stdout), { error: 'No instance "no-such-instance".', code: "INSTANCE_NOT_FOUND", status: 404 });
+    assert.match(r.stderr, /^agent-pool: No instance "no-such-instance"\. \(INSTANCE_NOT_FOUND\)$/m);
+    const bad = cli("claim", "--join", "not a link", "--wait", "0");
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /Invalid request at joinUrl: .*\(VALIDATION_FAILED\)/);
+    const unauthorized = spawnSync(process.execPath, ["bin/agent-pool.mjs", "status", "--json"], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, POOL_URL: pool.url, POOL_API_KEY: "wrong-key-wrong-key" },
+      encoding: "utf8",
+    });
+    assert.equal(unauthorized.status, 1);
+    assert.equal(JSON.parse(unauthorized.stdout).code, "UNAUTHORIZED");
+    assert.match(unauthorized.stderr, /\(UNAUTHORIZED\)\nagent-pool: set POOL_API_KEY/);
+  });
+
+  it("--help through npx lists every command, each with an example", () => {
+    const r = spawnSync("npx", ["agent-pool", "--help"], { cwd: REPO_ROOT, env: process.env, encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const section = (name: string) => r.stdout.split(`${name}:\n`)[1]!.split("\n\n")[0]!;
+    const commands = section("Commands")
+      .split("\n")
+      .map((l) => /^ {2}(\S+)/.exec(l)?.[1])
+      .filter((c): c is string => c !== undefined && c !== "help");
+    assert.deepEqual(commands, ["serve", "migrate", "status", "counts", "agents", "instance", "claim", "add", "replenish", "drain", "reconcile", "kill", "dismiss"]);
+    const examples = section("Examples");
+    for (const c of commands) assert.match(examples, new RegExp(`\\$ (\\S+=\\S+ )?agent-pool ${c}\\b`), `an example of ${c}`);
   });
 });

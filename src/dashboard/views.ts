@@ -312,7 +312,7 @@ function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean): SafeHtml
     <strong class="agent-name">${name}</strong>
     <span class="badge s-${a.status}">${STATUS_LABELS[a.status]}</span>
   </div>
-  <p class="meta">${since}${since ? " · " : ""}<code>${a.id}</code></p>
+  <p class="meta">${since}${since ? " · " : ""}${a.claimSource ? html`<span class="source">via ${a.claimSource}</span> · ` : ""}<code>${a.id}</code></p>
   ${a.instructions ? html`<p class="instructions">${clip(a.instructions, 300)}</p>` : ""}
   ${crashed && a.healthError ? html`<p class="meta error-text">${a.healthError}</p>` : ""}
   <div class="actions">

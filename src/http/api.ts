@@ -4,6 +4,7 @@
  * the OpenAPI document. Mutating routes are rate-limited per client.
  */
 import { z } from "zod";
+import { DEFAULT_CLAIM_AGENT_NAME, DEFAULT_CLAIM_INSTRUCTIONS } from "../config.ts";
 import { PoolError } from "../errors.ts";
 import type { PoolOperations } from "../pool/operations.ts";
 import type { PoolMetrics } from "../metrics.ts";
@@ -25,23 +26,53 @@ const httpUrl = (max: number) =>
       }
     }, "must be an http(s) URL");
 
-export const ClaimBody = z
-  .object({
-    agentName: z.string().trim().min(1).max(200),
-    instructions: z.string().max(50_000),
-    joinUrl: httpUrl(2_000).optional(),
-    profileImage: httpUrl(2_000).optional(),
-    metadata: z
-      .record(z.string().max(200), z.unknown())
-      .refine((m) => JSON.stringify(m).length <= 8_192, "must serialize to at most 8 KiB")
-      .optional(),
-    pool: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9-]{0,31}$/)
-      .optional(),
-    waitMs: z.number().int().min(0).max(60_000).optional(),
-  })
-  .strict();
+/**
+ * A claim's body, as today's clients send it (issue 9). Every field is optional: the earlier
+ * system's landing page posts only `{joinUrl}` (agentName and instructions then come from
+ * CLAIM_DEFAULT_AGENT_NAME / CLAIM_DEFAULT_INSTRUCTIONS), and its web proxy adds `source` to every
+ * body. Unknown fields are accepted and dropped (not `.strict()`): a client one field ahead of the
+ * server, or a proxy that adds one, must still claim. A known field with a bad value is still a
+ * 400 VALIDATION_FAILED.
+ */
+export const ClaimBody = z.object({
+  agentName: z.string().trim().min(1).max(200).optional().describe("default: CLAIM_DEFAULT_AGENT_NAME (\"Assistant\")"),
+  instructions: z.string().max(50_000).optional().describe("default: CLAIM_DEFAULT_INSTRUCTIONS"),
+  joinUrl: httpUrl(2_000).optional().describe("invite URL of a conversation to join; its host must be one of JOIN_URL_HOSTS when that is set"),
+  profileImage: httpUrl(2_000).optional(),
+  metadata: z
+    .record(z.string().max(200), z.unknown())
+    .refine((m) => JSON.stringify(m).length <= 8_192, "must serialize to at most 8 KiB")
+    .optional(),
+  pool: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,31}$/)
+    .optional(),
+  waitMs: z.number().int().min(0).max(60_000).optional(),
+  source: z
+    .string()
+    .trim()
+    .min(1)
+    .max(64)
+    .regex(/^[^\p{Cc}]*$/u, "no control characters")
+    .optional()
+    .describe("where the claim comes from (e.g. \"landing\"): recorded with the claim and shown with the agent"),
+});
+export type ClaimBody = z.input<typeof ClaimBody>;
+
+/** What a claim without `agentName` / `instructions` gets, and which invite-link hosts it may join. */
+export interface ClaimPolicy {
+  defaultAgentName: string;
+  defaultInstructions: string;
+  /** Lowercase host names a `joinUrl` may have; undefined → any. */
+  joinUrlHosts?: readonly string[] | undefined;
+}
+
+/** True when `joinUrl`'s host is allowed (exact host name, case-insensitive; a trailing dot ignored). */
+export function joinUrlHostAllowed(joinUrl: string, hosts: readonly string[] | undefined): boolean {
+  if (hosts === undefined) return true;
+  const host = new URL(joinUrl).hostname.toLowerCase().replace(/\.$/, "");
+  return hosts.includes(host);
+}
 
 export const ClaimResult = z.object({
   inviteUrl: z.string().nullable(),
@@ -68,7 +99,7 @@ const Count = (max: number, def: number | undefined) =>
 
 const IdParams = z.object({ id: z.string().min(1).max(100) });
 
-const Summary = z.object({ pool: z.string(), minIdle: z.number(), maxTotal: z.number(), counts: CountsView });
+export const Summary = z.object({ pool: z.string(), minIdle: z.number(), maxTotal: z.number(), counts: CountsView });
 
 /** What one reconcile pass did (`TickResult` of the reconciler). */
 export const TickResultView = z.object({
@@ -96,10 +127,24 @@ export const TickResultView = z.object({
   errors: z.array(z.string()),
 });
 
+/** POST /api/pool/replenish: `created`/`errors` with a count, the reconcile pass's `result` without. */
+export const ReplenishResult = z.object({
+  ok: z.boolean(),
+  created: z.array(z.string()).optional(),
+  errors: z.array(z.string()).optional(),
+  result: TickResultView.optional(),
+  counts: CountsView,
+});
+
+export const DrainResult = z.object({ ok: z.boolean(), drained: z.array(z.string()), errors: z.array(z.string()), counts: CountsView });
+
+/** DELETE /api/pool/instances/:id and /api/pool/crashed/:id. */
+export const Killed = z.object({ ok: z.boolean(), id: z.string(), status: z.string() });
+
 /** A plain-text or event-stream 200 for the OpenAPI document (these routes do not send JSON). */
 const textResponse = (contentType: string, description: string) => ({ description, content: { [contentType]: { schema: z.string() } } });
 
-const AgentView = z.object({
+export const AgentView = z.object({
   id: z.string(),
   /** The instance's name (the provider resource); `agentName` is the claimed agent's. */
   name: z.string(),
@@ -109,6 +154,8 @@ const AgentView = z.object({
   inviteUrl: z.string().nullable(),
   conversationId: z.string().nullable(),
   joinUrl: z.string().nullable(),
+  /** The claim body's `source` (e.g. "landing"), null when it said nothing. */
+  claimSource: z.string().nullable(),
   claimedAt: z.string().nullable(),
 });
 
@@ -119,6 +166,8 @@ export interface ApiDeps {
   auth: (req: never, reply: never) => Promise<void>;
   /** Requests per minute per client on mutating routes. */
   mutationRateLimit: number;
+  /** Claim defaults and the invite-link host allow-list (default: the documented defaults, any host). */
+  claimPolicy?: ClaimPolicy | undefined;
 }
 
 export function registerApi(app: PoolServer, deps: ApiDeps): void {
@@ -127,6 +176,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   const security = [{ bearer: [] }];
   const errs = { 400: ErrorView, 401: ErrorView, 404: ErrorView, 409: ErrorView, 429: ErrorView, 500: ErrorView, 502: ErrorView, 503: ErrorView };
   const limited = { rateLimit: { max: deps.mutationRateLimit, timeWindow: 60_000 } };
+  const policy: ClaimPolicy = deps.claimPolicy ?? { defaultAgentName: DEFAULT_CLAIM_AGENT_NAME, defaultInstructions: DEFAULT_CLAIM_INSTRUCTIONS };
 
   app.post(
     "/api/pool/claim",
@@ -142,8 +192,19 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
       },
     },
     async (req, reply) => {
+      const body = req.body;
+      if (body.joinUrl !== undefined && !joinUrlHostAllowed(body.joinUrl, policy.joinUrlHosts)) {
+        // Refused before an instance is picked: a link of the other network would spend one.
+        const host = new URL(body.joinUrl).hostname;
+        throw new PoolError("JOIN_URL_NOT_ALLOWED", `This pool does not accept invite links of ${host}; it accepts links of ${policy.joinUrlHosts!.join(", ")}.`, { host });
+      }
       try {
-        return await ops.claim({ ...req.body, idempotencyKey: req.headers["idempotency-key"] });
+        return await ops.claim({
+          ...body,
+          agentName: body.agentName ?? policy.defaultAgentName,
+          instructions: body.instructions ?? policy.defaultInstructions,
+          idempotencyKey: req.headers["idempotency-key"],
+        });
       } catch (err) {
         if (err instanceof PoolError && err.code === "POOL_EMPTY") {
           reply.header("retry-after", String(err.details?.retryAfter ?? 30));
@@ -166,6 +227,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
         inviteUrl: r.inviteUrl,
         conversationId: r.conversationId,
         joinUrl: r.joinUrl,
+        claimSource: r.claimSource,
         claimedAt: r.claimedAt?.toISOString() ?? null,
       })),
     }),
@@ -194,13 +256,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
         security,
         body: Count(20, undefined).optional(),
         response: {
-          200: z.object({
-            ok: z.boolean(),
-            created: z.array(z.string()).optional(),
-            errors: z.array(z.string()).optional(),
-            result: TickResultView.optional(),
-            counts: CountsView,
-          }),
+          200: ReplenishResult,
           ...errs,
         },
       },
@@ -225,7 +281,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
         description: "Delete up to `count` idle instances (default 1).",
         security,
         body: Count(20, 1).optional(),
-        response: { 200: z.object({ ok: z.boolean(), drained: z.array(z.string()), errors: z.array(z.string()), counts: CountsView }), ...errs },
+        response: { 200: DrainResult, ...errs },
       },
     },
     async (req) => {
@@ -240,7 +296,6 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
     async () => ops.reconcile(),
   );
 
-  const Killed = z.object({ ok: z.boolean(), id: z.string(), status: z.string() });
   app.delete(
     "/api/pool/instances/:id",
     { preHandler: auth, config: limited, schema: { description: "Kill an instance: provider delete, row kept as dead in the event log.", security, params: IdParams, response: { 200: Killed, ...errs } } },

@@ -17,7 +17,7 @@ import {
 } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { ERROR_CODES, PoolError, isPoolError } from "../errors.ts";
-import { registerApi } from "./api.ts";
+import { registerApi, type ClaimPolicy } from "./api.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
 import { PoolEventStream } from "./events.ts";
@@ -46,6 +46,8 @@ export interface ServerDeps {
   /** Dashboard login password (default: the API key) and POOL_ENVIRONMENT shown on its badge. */
   adminPassword?: string | undefined;
   environment?: string | undefined;
+  /** Defaults of a claim's agent name and instructions, and the invite-link hosts it may join. */
+  claimPolicy?: ClaimPolicy | undefined;
 }
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -155,8 +157,8 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   // connections; onClose again stops a poller that a request started meanwhile.
   app.addHook("preClose", async () => events.close());
   app.addHook("onClose", async () => events.close());
-  registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, mutationRateLimit: deps.mutationRateLimit ?? 120 });
-  await app.register(dashboardPlugin, { ops: deps.ops, store: deps.store, poolId: deps.poolId, apiKey: deps.apiKey, adminPassword: deps.adminPassword, environment: deps.environment });
+  registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, mutationRateLimit: deps.mutationRateLimit ?? 120, claimPolicy: deps.claimPolicy });
+  await app.register(dashboardPlugin, { ops: deps.ops, store: deps.store, poolId: deps.poolId, apiKey: deps.apiKey, adminPassword: deps.adminPassword, environment: deps.environment, joinUrlHosts: deps.claimPolicy?.joinUrlHosts });
 
   return app;
 }

@@ -28,6 +28,8 @@ export const InstanceView = z.object({
   conversationId: z.string().nullable(),
   inviteUrl: z.string().nullable(),
   joinUrl: z.string().nullable(),
+  /** Where the claim came from (the claim body's `source`, e.g. "landing"; "dashboard"), null when it said nothing. */
+  claimSource: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
   statusChangedAt: z.string(),
@@ -56,6 +58,7 @@ export function instanceView(r: InstanceRecord): InstanceView {
     conversationId: r.conversationId,
     inviteUrl: r.inviteUrl,
     joinUrl: r.joinUrl,
+    claimSource: r.claimSource,
     createdAt: r.createdAt.toISOString(),
     updatedAt: r.updatedAt.toISOString(),
     statusChangedAt: r.statusChangedAt.toISOString(),

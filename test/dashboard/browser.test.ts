@@ -1,5 +1,6 @@
 /**
- * The dashboard in a real browser (Debian's Chromium driven by playwright-core) against the real
+ * The dashboard in a real browser (headless Chromium driven by playwright-core: Debian's when it is
+ * installed, else the one the @sparticuz/chromium package ships, see test/support/browser.ts) against the real
  * server started as a process on its embedded defaults: sign in, watch the pool fill, see a change
  * arrive without a reload, launch an agent and chat with it at its invite link, kill it, crash one
  * and dismiss it. The page must make no request outside our server and violate no CSP rule.
@@ -7,13 +8,13 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { launchChromium } from "../support/browser.ts";
 import { REPO_ROOT, cleanUpPool, runtimeProcesses, startPoolProcess, waitFor, type PoolProcess } from "../support/process.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ARTIFACTS = join(REPO_ROOT, ".test-artifacts");
 
 describe("dashboard in Chromium", () => {
@@ -26,16 +27,11 @@ describe("dashboard in Chromium", () => {
   const consoleErrors: string[] = [];
 
   before(async () => {
-    // Never skip and never download a browser: CI installs Debian's Chromium (see .ci/run).
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's Chromium (apt-get install -y chromium) to run the browser test`);
+    // Never skip and never download a browser: a missing one fails the test with its reason.
     mkdirSync(ARTIFACTS, { recursive: true });
-    [pool, browser] = await Promise.all([
-      startPoolProcess({ DATA_DIR: dataDir, TICK_INTERVAL_MS: "1000", LOCAL_START_TIMEOUT_MS: "20000" }),
-      chromium.launch({
-        executablePath: CHROMIUM,
-        args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-      }),
-    ]);
+    let launched: Awaited<ReturnType<typeof launchChromium>>;
+    [pool, launched] = await Promise.all([startPoolProcess({ DATA_DIR: dataDir, TICK_INTERVAL_MS: "1000", LOCAL_START_TIMEOUT_MS: "20000" }), launchChromium()]);
+    browser = launched.browser;
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     context.setDefaultTimeout(10_000);
     page = await context.newPage();

@@ -1,0 +1,231 @@
+/**
+ * A typed client of the pool manager's API (the CLI is built on it; other services import it as
+ * `agent-pool/client`). Request and response types are the server's zod schemas (contract.ts).
+ *
+ * `claim()` is the one call that retries, because it is the one a client must not give up on too
+ * early nor repeat blindly:
+ * - one idempotency key per logical claim, generated at the call and sent on every try, so a retry
+ *   after a dropped connection gets the agent the first try provisioned instead of a second one
+ *   (the server answers a replay with the first result, and 409 CLAIM_IN_PROGRESS while the first
+ *   try still runs, which is retried too);
+ * - POOL_EMPTY and RATE_LIMITED wait what the server's Retry-After says (its estimate from the
+ *   pool's boot times), other retryable answers back off exponentially with jitter;
+ * - no try starts after the caller's deadline: when the next wait would end past it, the last
+ *   error is thrown (with its `retryAfterSeconds`). A try in flight is never cut short by the
+ *   deadline: abandoning a claim mid-provision would leave an agent that nobody holds.
+ * Admin calls do not retry: a drain or an add repeated after a lost answer would act twice.
+ */
+import { randomUUID } from "node:crypto";
+import type {
+  Agents,
+  ClaimInput,
+  ClaimResult,
+  Counts,
+  DrainResult,
+  InstanceDetail,
+  Killed,
+  ReplenishResult,
+  Status,
+  Summary,
+  TickResult,
+  Version,
+} from "./contract.ts";
+import { PoolApiError, PoolUnreachableError, type ApiErrorCode } from "./errors.ts";
+
+export interface PoolClientOptions {
+  /** Base URL of the pool manager, e.g. http://127.0.0.1:3001. */
+  url: string;
+  /** The API key (POOL_API_KEY); only /healthz, /version and the counts answer without it. */
+  apiKey?: string | null | undefined;
+  /** Timeout of one HTTP request. Default 120 s: a claim provisions for up to PROVISION_TIMEOUT_MS (75 s). */
+  requestTimeoutMs?: number;
+  /** Defaults to the global fetch. */
+  fetch?: typeof globalThis.fetch;
+  /** Idempotency keys of claims (tests make them readable). Default `claim-<uuid>`. */
+  newIdempotencyKey?: () => string;
+  /** Monotonic milliseconds for deadlines. Default performance.now. */
+  now?: () => number;
+  /** [0,1) source for backoff jitter. Default Math.random. */
+  random?: () => number;
+  /** Waits between tries. Default: a timer, cut short by the claim's signal. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+export interface ClaimOptions {
+  /** No try starts later than this many ms after the call. Default 60 s; 0 → one try only. */
+  deadlineMs?: number;
+  /** The logical claim's key; default: a new one per call. Pass your own to survive a restart of the caller. */
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+  /** Told before each wait (for logs and progress output). */
+  onRetry?: (info: { attempt: number; delayMs: number; error: PoolApiError | PoolUnreachableError; idempotencyKey: string }) => void;
+}
+
+/** Answers worth another try of the same claim; anything else is final. */
+const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set(["POOL_EMPTY", "RATE_LIMITED", "CLAIM_IN_PROGRESS", "NOT_READY", "HTTP_502", "HTTP_503", "HTTP_504"]);
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_MAX_MS = 5_000;
+
+export class PoolClient {
+  readonly url: string;
+  readonly #key: string | null;
+  readonly #timeoutMs: number;
+  readonly #fetch: typeof globalThis.fetch;
+  readonly #newKey: () => string;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  readonly #sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+
+  constructor(o: PoolClientOptions) {
+    this.url = o.url.replace(/\/+$/, "");
+    this.#key = o.apiKey ?? null;
+    this.#timeoutMs = o.requestTimeoutMs ?? 120_000;
+    this.#fetch = o.fetch ?? globalThis.fetch;
+    this.#newKey = o.newIdempotencyKey ?? (() => `claim-${randomUUID()}`);
+    this.#now = o.now ?? (() => performance.now());
+    this.#random = o.random ?? Math.random;
+    this.#sleep = o.sleep ?? sleep;
+  }
+
+  /** Claims an instance: a new conversation, or a join of `joinUrl`. Retries as the header says. */
+  async claim(input: ClaimInput = {}, o: ClaimOptions = {}): Promise<ClaimResult> {
+    const idempotencyKey = o.idempotencyKey ?? this.#newKey();
+    const deadline = this.#now() + (o.deadlineMs ?? 60_000);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#request<ClaimResult>("POST", "/api/pool/claim", input, { "idempotency-key": idempotencyKey }, o.signal);
+      } catch (err) {
+        if (!(err instanceof PoolUnreachableError) && !(err instanceof PoolApiError && RETRYABLE.has(err.code))) throw err;
+        if (o.signal?.aborted) throw err;
+        const delayMs = this.#delay(err, attempt);
+        if (this.#now() + delayMs > deadline) throw err;
+        o.onRetry?.({ attempt, delayMs, error: err, idempotencyKey });
+        await this.#sleep(delayMs, o.signal);
+      }
+    }
+  }
+
+  /** Retry-After when the server sent one (plus up to 10 % so clients told alike do not return alike), else backoff. */
+  #delay(err: PoolApiError | PoolUnreachableError, attempt: number): number {
+    if (err instanceof PoolApiError && err.retryAfterSeconds !== undefined) {
+      return Math.round(err.retryAfterSeconds * 1000 * (1 + 0.1 * this.#random()));
+    }
+    const exp = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1));
+    return Math.round(exp * (0.5 + 0.5 * this.#random()));
+  }
+
+  /** Counts, min idle, max total and every live instance. */
+  status(): Promise<Status> {
+    return this.#request("GET", "/api/pool/status");
+  }
+  /** Instances per status (public: no key needed). */
+  counts(): Promise<Counts> {
+    return this.#request("GET", "/api/pool/counts");
+  }
+  /** Counts with the pool's min idle and max total. */
+  summary(): Promise<Summary> {
+    return this.#request("GET", "/api/pool/summary");
+  }
+  /** Crashed, pending and claimed agents, crashed first. */
+  agents(): Promise<Agents> {
+    return this.#request("GET", "/api/pool/agents");
+  }
+  /** One instance and its recent events. */
+  instance(id: string): Promise<InstanceDetail> {
+    return this.#request("GET", `/api/pool/instances/${encodeURIComponent(id)}`);
+  }
+  /** With a count: create up to that many instances now (within max total). Without: a reconcile pass. */
+  replenish(count?: number): Promise<ReplenishResult> {
+    return this.#request("POST", "/api/pool/replenish", count === undefined ? {} : { count });
+  }
+  /** Create up to `count` instances now (within max total). */
+  add(count: number): Promise<ReplenishResult> {
+    return this.replenish(count);
+  }
+  /** Delete up to `count` idle instances. */
+  drain(count = 1): Promise<DrainResult> {
+    return this.#request("POST", "/api/pool/drain", { count });
+  }
+  /** Run a reconcile pass now. */
+  reconcile(): Promise<TickResult> {
+    return this.#request("POST", "/api/pool/reconcile");
+  }
+  /** Kill an instance (provider delete; the row stays, dead, in the event log). */
+  kill(id: string): Promise<Killed> {
+    return this.#request("DELETE", `/api/pool/instances/${encodeURIComponent(id)}`);
+  }
+  /** Dismiss a crashed agent. */
+  dismiss(id: string): Promise<Killed> {
+    return this.#request("DELETE", `/api/pool/crashed/${encodeURIComponent(id)}`);
+  }
+  /** The server's version (public). */
+  version(): Promise<Version> {
+    return this.#request("GET", "/version");
+  }
+
+  async #request<T>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}, signal?: AbortSignal): Promise<T> {
+    const headers: Record<string, string> = { accept: "application/json", ...extra };
+    if (this.#key) headers.authorization = `Bearer ${this.#key}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.#fetch(`${this.url}${path}`, {
+        method,
+        headers,
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      text = await res.text();
+    } catch (err) {
+      // The caller's own abort is theirs to handle; everything else is "no answer".
+      if (signal?.aborted) throw signal.reason;
+      throw new PoolUnreachableError(this.url, err);
+    }
+    let json: unknown = undefined;
+    try {
+      json = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      // Not JSON: a proxy's error page, described below by its status.
+    }
+    if (res.ok) return json as T;
+    throw apiError(res, json);
+  }
+}
+
+function apiError(res: Response, json: unknown): PoolApiError {
+  const retryAfterSeconds = parseRetryAfter(res.headers.get("retry-after"));
+  const body = json !== null && typeof json === "object" ? (json as Record<string, unknown>) : {};
+  if (typeof body.error === "string" && typeof body.code === "string") {
+    const { error, code, ...details } = body;
+    return new PoolApiError({ message: error, code, status: res.status, details, retryAfterSeconds });
+  }
+  // Not one of our answers (a proxy in front of the server, or a server that is shutting down).
+  return new PoolApiError({ message: `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`, code: `HTTP_${res.status}`, status: res.status, retryAfterSeconds });
+}
+
+/** Retry-After as seconds: a number of seconds or an HTTP date. */
+export function parseRetryAfter(v: string | null, now = Date.now()): number | undefined {
+  if (v === null || v.trim() === "") return undefined;
+  if (/^\d+$/.test(v.trim())) return Number(v.trim());
+  // An HTTP date names its day and month; Date.parse alone would take "-1" for a year.
+  if (!/[A-Za-z]{3}/.test(v)) return undefined;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - now) / 1000));
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
