@@ -36,6 +36,21 @@ export class PoolMetrics {
         }
       },
     });
+    new Gauge({
+      name: "agent_pool_foreign_resources",
+      help: "Resources named like the pool's that belong to another deployment (owner = its id) or to none (owner = none): left alone, never deleted.",
+      labelNames: ["pool", "owner"],
+      registers: [r],
+      async collect() {
+        this.reset();
+        for (const pool of pools()) {
+          const rec = await store.getPool(pool);
+          const byOwner = new Map<string, number>();
+          for (const f of rec?.foreignResources ?? []) byOwner.set(f.owner ?? "none", (byOwner.get(f.owner ?? "none") ?? 0) + 1);
+          for (const [owner, n] of byOwner) this.set({ pool, owner }, n);
+        }
+      },
+    });
     this.claims = new Counter({ name: "agent_pool_claims_total", help: "Claims by outcome.", labelNames: ["pool", "outcome"], registers: [r] });
     const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 75];
     this.claimSeconds = new Histogram({ name: "agent_pool_claim_duration_seconds", help: "Claim latency as the client sees it.", labelNames: ["pool"], buckets, registers: [r] });

@@ -199,7 +199,18 @@ export function poolStats(s: PoolSummary): SafeHtml {
   )}
 </div>
 <svg class="capbar" viewBox="0 0 ${cap} 1" preserveAspectRatio="none" role="img" aria-label="${c.total} of ${s.maxTotal} instances in use">${segments}</svg>
-<p class="capacity"><strong id="count-total">${c.total}</strong> of ${s.maxTotal} max · keeps <strong>${s.minIdle}</strong> idle</p>`;
+<p class="capacity"><strong id="count-total">${c.total}</strong> of ${s.maxTotal} max · keeps <strong>${s.minIdle}</strong> idle</p>
+${foreignNotice(s.foreign)}`;
+}
+
+/** Other deployments' resources sharing this pool's naming at the provider: said, never hidden. */
+function foreignNotice(foreign: PoolSummary["foreign"]): SafeHtml | "" {
+  if (foreign.length === 0) return "";
+  const owners = [...new Set(foreign.map((f) => f.owner ?? "none"))];
+  const names = foreign.slice(0, 5).map((f) => f.name).join(", ") + (foreign.length > 5 ? ", …" : "");
+  return html`<div id="foreign-notice" class="banner info" role="status">${foreign.length} resource${foreign.length === 1 ? "" : "s"} named like this pool's
+  belong${foreign.length === 1 ? "s" : ""} to ${owners.length === 1 ? (owners[0] === "none" ? "no deployment (made before owner ids)" : `another deployment (owner ${owners[0]})`) : `other deployments (owners ${owners.join(", ")})`}
+  and ${foreign.length === 1 ? "is" : "are"} left alone: ${names}.</div>`;
 }
 
 /** The launch button and its availability message; swapped out-of-band when the counts change. */

@@ -17,6 +17,7 @@ import type {
   ApplyResult,
   ClaimPick,
   ClaimPickResult,
+  ForeignResource,
   IdempotencyBegin,
   IdempotentClaimState,
   InstanceEvent,
@@ -156,6 +157,12 @@ export class KyselyStore implements Store {
   async getPool(id: string): Promise<PoolRecord | null> {
     const row = await this.#db.selectFrom("pools").selectAll().where("id", "=", id).executeTakeFirst();
     return row ? toPool(row) : null;
+  }
+
+  async recordForeignResources(poolId: string, resources: readonly ForeignResource[], fence?: Lease): Promise<void> {
+    await sql`
+      UPDATE pools SET foreign_resources = ${JSON.stringify(resources)}::text::jsonb
+       WHERE id = ${poolId} AND ${leaseHeld(fence)}`.execute(this.#db);
   }
 
   async listPools(): Promise<PoolRecord[]> {
@@ -721,10 +728,16 @@ function toDateOrNull(v: Date | string | null): Date | null {
 }
 
 function toPool(r: Selectable<PoolsTable>): PoolRecord {
+  const foreign = parseJsonArray(r.foreign_resources);
   return {
     id: r.id,
     minIdle: Number(r.min_idle),
     maxTotal: Number(r.max_total),
+    foreignResources: foreign.flatMap((f) =>
+      f && typeof f === "object" && typeof (f as ForeignResource).ref === "string"
+        ? [{ ref: (f as ForeignResource).ref, name: String((f as ForeignResource).name ?? ""), owner: typeof (f as ForeignResource).owner === "string" ? (f as ForeignResource).owner : null }]
+        : [],
+    ),
     createdAt: toDate(r.created_at),
     updatedAt: toDate(r.updated_at),
   };
@@ -783,6 +796,11 @@ function toEvent(r: Selectable<InstanceEventsTable>): InstanceEvent {
     reason: r.reason,
     at: toDate(r.at),
   };
+}
+
+function parseJsonArray(v: unknown): unknown[] {
+  const parsed = typeof v === "string" ? (() => { try { return JSON.parse(v) as unknown; } catch { return []; } })() : v;
+  return Array.isArray(parsed) ? parsed : [];
 }
 
 /** jsonb comes back parsed on both drivers, or as text from a text cast: accept both. */

@@ -6,10 +6,20 @@
  */
 import type { InstanceStatus, StatusCounts, TransitionActor } from "../instance/status.ts";
 
+/** A resource named like the pool's that is not ours (see ProviderInstance.owner). */
+export interface ForeignResource {
+  ref: string;
+  name: string;
+  /** Another deployment's owner id, or null: made before owner ids and matching no row. */
+  owner: string | null;
+}
+
 export interface PoolRecord {
   id: string;
   minIdle: number;
   maxTotal: number;
+  /** What the lease holder's last listing showed of other owners' resources with this pool's naming. */
+  foreignResources: ForeignResource[];
   createdAt: Date;
   updatedAt: Date;
 }
@@ -249,6 +259,8 @@ export interface Store {
   /** Creates or updates a pool's settings. */
   upsertPool(pool: { id: string; minIdle: number; maxTotal: number }): Promise<PoolRecord>;
   getPool(id: string): Promise<PoolRecord | null>;
+  /** Records the foreign resources a pass saw (the lease holder's, fenced on its term). */
+  recordForeignResources(poolId: string, resources: readonly ForeignResource[], fence?: Lease): Promise<void>;
   listPools(): Promise<PoolRecord[]>;
 
   /** Records intent: the row (status `starting`) is written BEFORE the provider is asked to create. */

@@ -12,6 +12,8 @@ export interface PoolsTable {
   id: string;
   min_idle: number;
   max_total: number;
+  /** jsonb array of {ref, name, owner}; written as JSON text. */
+  foreign_resources: ColumnType<unknown, string | undefined, string>;
   created_at: TimestampDefault;
   updated_at: TimestampDefault;
 }

@@ -99,7 +99,17 @@ const Count = (max: number, def: number | undefined) =>
 
 const IdParams = z.object({ id: z.string().min(1).max(100) });
 
-export const Summary = z.object({ pool: z.string(), minIdle: z.number(), maxTotal: z.number(), counts: CountsView });
+const ForeignView = z.object({ ref: z.string(), name: z.string(), owner: z.string().nullable() });
+
+export const Summary = z.object({
+  pool: z.string(),
+  minIdle: z.number(),
+  maxTotal: z.number(),
+  counts: CountsView,
+  foreign: z
+    .array(ForeignView)
+    .describe("resources named like this pool's that belong to another deployment (owner) or to none (null): never deleted or adopted"),
+});
 
 /** What one reconcile pass did (`TickResult` of the reconciler). */
 export const TickResultView = z.object({
@@ -116,7 +126,7 @@ export const TickResultView = z.object({
   deleted: z.array(z.object({ ref: z.string(), instanceId: z.string().nullable(), reason: z.string() })),
   renamed: z.array(z.string()).describe("claimed instances whose service was renamed to show the agent's name this pass"),
   foreign: z
-    .array(z.object({ ref: z.string(), name: z.string(), owner: z.string().nullable() }))
+    .array(ForeignView)
     .describe("resources named like this pool's that belong to another deployment (owner) or to none (null, made before owner ids): never deleted or adopted"),
   notes: z.array(z.string()),
   counts: CountsView,

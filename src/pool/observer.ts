@@ -10,7 +10,7 @@
  * services as orphans.
  */
 import type { Clock } from "../clock.ts";
-import type { InstanceRecord, Lease, ObservationChange, Store } from "../db/store.ts";
+import type { ForeignResource, InstanceRecord, Lease, ObservationChange, Store } from "../db/store.ts";
 import type { HealthChecker } from "../instance/client.ts";
 import type { HealthObservation } from "../instance/derive.ts";
 import { observeInstance, type ObservePolicy } from "../instance/observe.ts";
@@ -31,12 +31,7 @@ export interface ObserverOptions {
   healthConcurrency: number;
 }
 
-export interface ForeignResource {
-  ref: string;
-  name: string;
-  /** Another deployment's owner id, or null: made before owner ids and matching no row. */
-  owner: string | null;
-}
+export type { ForeignResource } from "../db/store.ts";
 
 export interface StatusChangeNote {
   id: string;

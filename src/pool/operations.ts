@@ -3,7 +3,7 @@
  * read counts and agents, add, drain, kill, dismiss, reconcile, claim. Each operation is a
  * conditional transition first (so it cannot clobber a concurrent claim), the provider call after.
  */
-import type { InstanceEvent, InstanceRecord, Store } from "../db/store.ts";
+import type { ForeignResource, InstanceEvent, InstanceRecord, Store } from "../db/store.ts";
 import { PoolError } from "../errors.ts";
 import { LIVE_STATUSES, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
@@ -29,6 +29,8 @@ export interface PoolSummary {
   minIdle: number;
   maxTotal: number;
   counts: StatusCounts & { total: number };
+  /** Resources named like this pool's that belong to another deployment (or none): left alone. */
+  foreign: ForeignResource[];
 }
 
 export class PoolOperations {
@@ -47,10 +49,10 @@ export class PoolOperations {
   }
 
   async summary(): Promise<PoolSummary> {
-    const c = await this.#o.store.countByStatus(this.#o.poolId);
+    const [c, pool] = await Promise.all([this.#o.store.countByStatus(this.#o.poolId), this.#o.store.getPool(this.#o.poolId)]);
     let total = 0;
     for (const s of LIVE_STATUSES) total += c[s];
-    return { pool: this.#o.poolId, minIdle: this.#o.minIdle, maxTotal: this.#o.maxTotal, counts: { ...c, total } };
+    return { pool: this.#o.poolId, minIdle: this.#o.minIdle, maxTotal: this.#o.maxTotal, counts: { ...c, total }, foreign: pool?.foreignResources ?? [] };
   }
 
   instances(): Promise<InstanceRecord[]> {

@@ -112,6 +112,35 @@ describe("Reconciler.tick", () => {
     assert.equal(store.statementCount - before, 2);
   });
 
+  it("never deletes or adopts another deployment's resources, nor unowned ones no row matches; reports and records them", async () => {
+    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 0, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    const old = new Date(clock.now().getTime() - 3_600_000);
+    provider.addForeign("theirs", old, "i-theirs", "other"); // another deployment, same pool naming
+    provider.addForeign("ancient", old, "i-ancient", null); // made before owner ids, no row of ours
+    provider.addForeign("stray", old, "i-stray"); // ours (our owner id), no row: an orphan
+    // An unowned resource that a row of ours matches is adopted (an upgrade from before owner ids).
+    await store.insertInstance({ id: "i-legacy-ours", poolId, provider: "memory", name: "legacy", gatewayToken: "t", reason: "test" });
+    await store.setProviderRef("i-legacy-ours", "legacy-ours", null, null);
+    provider.addForeign("legacy-ours", old, "i-legacy-ours", null);
+    const first = await r.tick();
+    assert.deepEqual(first.deleted.map((d) => d.ref), ["stray"], "only our own orphan is deleted");
+    assert.deepEqual(
+      first.foreign.map((f) => [f.ref, f.owner]).sort(),
+      [["ancient", null], ["theirs", "other"]],
+    );
+    for (let i = 0; i < 3; i++) await r.tick();
+    assert.ok(provider.fleet.has("theirs") && provider.fleet.has("ancient"), "left alone pass after pass");
+    const adopted = await store.getInstance("i-legacy-ours");
+    assert.deepEqual([adopted?.providerRef, adopted?.deletedAt], ["legacy-ours", null], "the unowned resource our row knows is adopted, not reported");
+    assert.ok(provider.fleet.has("legacy-ours"));
+    const pool = await store.getPool(poolId);
+    assert.deepEqual(pool?.foreignResources.map((f) => f.ref).sort(), ["ancient", "theirs"], "recorded for every replica's dashboard");
+    // A quiet pass does not rewrite it.
+    const before = store.statementCount;
+    await r.tick();
+    assert.equal(store.statementCount - before, 2);
+  });
+
   it("deletes nothing and creates nothing when the provider listing fails", async () => {
     const r = reconciler();
     await r.tick();

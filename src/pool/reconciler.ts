@@ -119,6 +119,8 @@ export class Reconciler {
   #last: TickResult | null = null;
   #lastCleanAt = Number.NEGATIVE_INFINITY;
   #unsubscribe: Promise<() => Promise<void>> | null = null;
+  /** The foreign resources last recorded in the pool's row (JSON), so a quiet pass writes nothing. */
+  #recordedForeign: string | null = null;
   /** Foreign resources already reported in the log (reported once each). */
   readonly #reportedForeign = new Set<string>();
 
@@ -342,6 +344,14 @@ export class Reconciler {
     result.errors.push(...seen.errors);
     if (seen.listing === "failed") o.logger.warn({ provider: o.provider.kind, errors: seen.errors }, "provider listing failed; nothing is deleted this pass");
     this.#reportForeign(seen.foreign);
+    if (seen.listing === "complete") {
+      // Recorded for every replica's dashboard and metrics, only when it changed.
+      const key = JSON.stringify(seen.foreign);
+      if (key !== this.#recordedForeign) {
+        await o.store.recordForeignResources(o.poolId, seen.foreign, lease);
+        this.#recordedForeign = key;
+      }
+    }
     const status = new Map<string, InstanceStatus>(seen.observed.map((x) => [x.id, x.status]));
 
     // Only a row that was `claiming` when the pass read its rows can be stale: one picked since
