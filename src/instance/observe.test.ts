@@ -96,6 +96,34 @@ describe("observeInstance", () => {
     });
   }
 
+  it("a crashed agent whose resource is gone frees its slot: resourceGone is written once, and cleared if it shows up again", () => {
+    const claimed = observeInstance(row("claimed"), seen(undefined, undefined), NOW, policy);
+    assert.deepEqual([claimed.status, claimed.change?.resourceGone], ["crashed", true]);
+    const kept = row("crashed", { agentName: "Ada", claimedAt: ago(60_000), resourceGoneAt: ago(30_000) });
+    assert.equal(observeInstance(kept, seen(undefined, undefined), NOW, policy).change, null, "already recorded: nothing to write");
+    const back = observeInstance(kept, seen(prov("CRASHED"), undefined), NOW, policy);
+    assert.equal(back.change?.resourceGone, false, "the resource is there after all: it holds a slot again");
+    // A partial listing proves nothing gone.
+    const partial = observeInstance(row("claimed"), seen(undefined, undefined, false), NOW, policy);
+    assert.deepEqual([partial.status, partial.change?.resourceGone ?? false], ["claimed", false]);
+  });
+
+  it("pending_acceptance times out: still pending after the timeout → retired (dead); before it, or accepted, not", () => {
+    const timed: ObservePolicy = { ...policy, pendingTimeoutMs: 5 * 60_000 };
+    const pending = H({ pending: true, clean: false });
+    const old = observeInstance(row("pending_acceptance", { statusChangedAt: ago(6 * 60_000) }), seen(prov("SUCCESS"), pending), NOW, timed);
+    assert.equal(old.status, "dead");
+    assert.match(old.change!.reason, /join not accepted within 300 s/);
+    const young = observeInstance(row("pending_acceptance", { statusChangedAt: ago(4 * 60_000) }), seen(prov("SUCCESS"), pending), NOW, timed);
+    assert.equal(young.status, "pending_acceptance");
+    const accepted = observeInstance(row("pending_acceptance", { statusChangedAt: ago(60 * 60_000) }), seen(prov("SUCCESS"), H({ conversationId: "c9", clean: false })), NOW, timed);
+    assert.equal(accepted.status, "claimed", "accepted late: kept");
+    const unreachable = observeInstance(row("pending_acceptance", { statusChangedAt: ago(60 * 60_000) }), seen(prov("SUCCESS"), null), NOW, timed);
+    assert.equal(unreachable.status, "pending_acceptance", "not asked successfully: nothing decided on a timeout alone");
+    const noPolicy = observeInstance(row("pending_acceptance", { statusChangedAt: ago(60 * 60_000) }), seen(prov("SUCCESS"), pending), NOW, policy);
+    assert.equal(noPolicy.status, "pending_acceptance");
+  });
+
   it("writes nothing when nothing changed and bookkeeping is recent (quiet ticks are write-free)", () => {
     const out = observeInstance(row("idle"), seen(prov("SUCCESS"), H()), NOW, policy);
     assert.equal(out.change, null);
