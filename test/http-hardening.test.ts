@@ -11,7 +11,13 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { openStore } from "../src/db/open.ts";
 import type { Store } from "../src/db/store.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../src/config.ts";
 import { trustHops } from "../src/http/server.ts";
+import { MemoryProvider } from "../src/provider/memory.ts";
+import { serve } from "../src/serve.ts";
 import { ensureIdle, poolState, startTestServer, type TestServer } from "./support/http-server.ts";
 
 const POOL = "default";
@@ -204,5 +210,25 @@ describe("TRUST_PROXY", () => {
       assert.equal((await login(t, "203.0.113.1")).statusCode, 429);
       assert.equal(lines.filter((l) => l.includes("X-Forwarded-For")).length, 0);
     });
+  });
+
+  it("serve() applies the platform's default and warns at start-up when a proxy platform runs with TRUST_PROXY=0", async () => {
+    const start = async (env: Record<string, string>) => {
+      const dir = mkdtempSync(join(tmpdir(), "agent-pool-trust-"));
+      const lines: string[] = [];
+      const pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", POOL_MIN_IDLE: "0", POOL_API_KEY: "k".repeat(32), TICK_INTERVAL_MS: "3600000", ...env }), {
+        provider: new MemoryProvider(),
+        logDestination: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }),
+      });
+      await pool.close();
+      rmSync(dir, { recursive: true, force: true });
+      return lines.map((l) => JSON.parse(l) as { level: number; msg: string; trustProxy?: number });
+    };
+    const heroku = await start({ DYNO: "web.1" });
+    assert.equal(heroku.find((l) => l.msg.startsWith("agent-pool listening"))?.trustProxy, 0);
+    assert.ok(heroku.some((l) => l.level === 40 && /running on Heroku with TRUST_PROXY=0/.test(l.msg)), JSON.stringify(heroku));
+    const railway = await start({ RAILWAY_SERVICE_ID: "svc" });
+    assert.equal(railway.find((l) => l.msg.startsWith("agent-pool listening"))?.trustProxy, 1);
+    assert.ok(!railway.some((l) => /TRUST_PROXY/.test(l.msg)), "no warning with the Railway default");
   });
 });
