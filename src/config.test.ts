@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { ConfigError, loadConfig } from "./config.ts";
+import { ConfigError, loadConfig, proxyPlatform, trustProxyWarning } from "./config.ts";
 
 describe("loadConfig", () => {
   it("gives the documented defaults on an empty environment", () => {
@@ -78,6 +78,8 @@ describe("loadConfig", () => {
     [{ DATABASE_URL: "mysql://x" }, /DATABASE_URL: expected a postgres:\/\/ or postgresql:\/\/ URL$/m],
     [{ POOL_API_KEY: "short" }, /POOL_API_KEY: expected at least 16 characters$/m],
     [{ TICK_INTERVAL_MS: "1.5" }, /TICK_INTERVAL_MS: expected a whole number/],
+    [{ TRUST_PROXY: "yes" }, /TRUST_PROXY: expected a whole number from 0 to 10 \(got "yes"\)/],
+    [{ TRUST_PROXY: "11" }, /TRUST_PROXY: expected a whole number from 0 to 10/],
   ];
   for (const [env, pattern] of bad) {
     it(`rejects ${JSON.stringify(env)} naming the variable`, () => {
@@ -121,5 +123,40 @@ describe("loadConfig", () => {
     assert.deepEqual(loadConfig({ LOCAL_RUNTIME_COMMAND: '["node","x.js"]' }).localRuntimeCommand, ["node", "x.js"]);
     assert.deepEqual(loadConfig({ LOCAL_RUNTIME_COMMAND: "python3 -m runtime" }).localRuntimeCommand, ["python3", "-m", "runtime"]);
     assert.throws(() => loadConfig({ LOCAL_RUNTIME_COMMAND: "[1,2]" }), /LOCAL_RUNTIME_COMMAND/);
+  });
+
+  describe("TRUST_PROXY", () => {
+    const cases: Array<[string, Record<string, string>, number, string, string | null, boolean]> = [
+      // what, environment, TRUST_PROXY, from, platform, warns at start-up
+      ["unset, no platform: 0", {}, 0, "default", null, false],
+      ["unset on Railway (RAILWAY_SERVICE_ID): its edge is one hop", { RAILWAY_SERVICE_ID: "svc" }, 1, "platform", "Railway", false],
+      ["unset on Railway (RAILWAY_PUBLIC_DOMAIN only)", { RAILWAY_PUBLIC_DOMAIN: "pool.up.railway.app" }, 1, "platform", "Railway", false],
+      ["set on Railway: the setting wins", { RAILWAY_SERVICE_ID: "svc", TRUST_PROXY: "2" }, 2, "env", "Railway", false],
+      ["set to 0 on Railway: kept, with a warning", { RAILWAY_SERVICE_ID: "svc", TRUST_PROXY: "0" }, 0, "env", "Railway", true],
+      ["RAILWAY_ENVIRONMENT_ID alone is no deployment (people set it by hand)", { RAILWAY_ENVIRONMENT_ID: "env-1", RAILWAY_API_TOKEN: "t" }, 0, "default", null, false],
+      ["an empty RAILWAY_SERVICE_ID is none", { RAILWAY_SERVICE_ID: "" }, 0, "default", null, false],
+      ["Heroku: hop count not assumed, a warning", { DYNO: "web.1" }, 0, "default", "Heroku", true],
+      ["Fly.io", { FLY_APP_NAME: "pool" }, 0, "default", "Fly.io", true],
+      ["Render", { RENDER_SERVICE_ID: "srv-1" }, 0, "default", "Render", true],
+      ["Cloud Run", { K_SERVICE: "pool" }, 0, "default", "Cloud Run", true],
+      ["Heroku with TRUST_PROXY set: no warning", { DYNO: "web.1", TRUST_PROXY: "1" }, 1, "env", "Heroku", false],
+    ];
+    for (const [what, env, value, from, platform, warns] of cases) {
+      it(what, () => {
+        const c = loadConfig(env);
+        assert.equal(c.TRUST_PROXY, value);
+        assert.equal(c.trustProxyFrom, from);
+        assert.equal(c.proxyPlatform?.name ?? null, platform);
+        assert.equal(proxyPlatform(env)?.name ?? null, platform);
+        const warning = trustProxyWarning(c);
+        assert.equal(warning !== null, warns, String(warning));
+        if (warning) assert.match(warning, new RegExp(`${platform!.replace(".", "\\.")} with TRUST_PROXY=0.*share one rate-limit bucket`));
+      });
+    }
+
+    it("says in the warning when 0 was set explicitly, and the hop count where it is known", () => {
+      assert.match(trustProxyWarning(loadConfig({ RAILWAY_SERVICE_ID: "svc", TRUST_PROXY: "0" }))!, /\(set explicitly\).*\(1 on Railway\)$/);
+      assert.doesNotMatch(trustProxyWarning(loadConfig({ DYNO: "web.1" }))!, /set explicitly|\d on Heroku/);
+    });
   });
 });

@@ -96,8 +96,11 @@ export const ENV_SCHEMA = z
      * Railway (deploys take minutes; a faster poll would only spend the hourly API budget).
      */
     STARTING_POLL_MS: int(100, 3600 * 1000).optional(),
-    /** Trust X-Forwarded-For from this many proxy hops (1 behind Railway's edge); 0 = use the socket address. */
-    TRUST_PROXY: int(0, 10).default(0),
+    /**
+     * Trust X-Forwarded-For from this many proxy hops; 0 = use the socket address. Unset: 1 inside a
+     * Railway deployment (its edge is one hop), else 0 (see `proxyPlatform`).
+     */
+    TRUST_PROXY: int(0, 10).optional(),
     /** Requests per minute per client on the API's mutating routes. */
     MUTATION_RATE_LIMIT_PER_MIN: int(1, 100_000).default(120),
     /** Agent name of a claim whose body has none (the earlier system's landing page sends only `joinUrl`); empty → the default. */
@@ -189,14 +192,52 @@ export const ENV_SCHEMA = z
     path: ["INSTANCE_IMAGE"],
   });
 
-export type Config = Omit<z.infer<typeof ENV_SCHEMA>, "STARTING_POLL_MS"> & {
+export type Config = Omit<z.infer<typeof ENV_SCHEMA>, "STARTING_POLL_MS" | "TRUST_PROXY"> & {
   /** STARTING_POLL_MS, or the provider's default when unset. */
   STARTING_POLL_MS: number;
+  /** TRUST_PROXY, or the platform's default when unset (`trustProxyFrom` says which). */
+  TRUST_PROXY: number;
+  trustProxyFrom: "env" | "platform" | "default";
+  /** The hosting platform the environment shows, when it is one known to put a proxy in front. */
+  proxyPlatform: ProxyPlatform | null;
   /** Environment variables passed through to every instance (`INSTANCE_ENV_FOO=bar` → `FOO=bar`). */
   instanceEnv: Record<string, string>;
   /** LOCAL_RUNTIME_COMMAND parsed into argv, or undefined for the reference runtime. */
   localRuntimeCommand: string[] | undefined;
 };
+
+export interface ProxyPlatform {
+  name: string;
+  /** Proxies it puts in front of the server, when that is known and fixed; null: not known. */
+  hops: number | null;
+}
+
+/**
+ * Hosting platforms that put a proxy in front of the server, recognised by variables they set in
+ * every deployment (and that people do not set by hand: not RAILWAY_ENVIRONMENT_ID, which the
+ * configuration also accepts outside Railway). Only Railway's hop count is relied on (its edge is
+ * one proxy); on the others the server warns and leaves TRUST_PROXY to the operator.
+ */
+export function proxyPlatform(env: NodeJS.ProcessEnv): ProxyPlatform | null {
+  const set = (...names: string[]) => names.some((n) => (env[n] ?? "") !== "");
+  if (set("RAILWAY_SERVICE_ID", "RAILWAY_DEPLOYMENT_ID", "RAILWAY_REPLICA_ID", "RAILWAY_PUBLIC_DOMAIN")) return { name: "Railway", hops: 1 };
+  if (set("RENDER_SERVICE_ID")) return { name: "Render", hops: null };
+  if (set("FLY_APP_NAME", "FLY_ALLOC_ID")) return { name: "Fly.io", hops: null };
+  if (set("K_SERVICE", "K_REVISION")) return { name: "Cloud Run", hops: null };
+  if (set("DYNO")) return { name: "Heroku", hops: null };
+  return null;
+}
+
+/** The start-up warning when a known proxy platform runs the server with TRUST_PROXY=0, else null. */
+export function trustProxyWarning(c: Pick<Config, "TRUST_PROXY" | "trustProxyFrom" | "proxyPlatform">): string | null {
+  if (c.TRUST_PROXY !== 0 || !c.proxyPlatform) return null;
+  const hint = c.proxyPlatform.hops !== null ? ` (${c.proxyPlatform.hops} on ${c.proxyPlatform.name})` : "";
+  return (
+    `running on ${c.proxyPlatform.name} with TRUST_PROXY=0${c.trustProxyFrom === "env" ? " (set explicitly)" : ""}: ` +
+    `if a proxy forwards the requests, every client has its address, so all of them share one rate-limit bucket ` +
+    `and five wrong passwords lock every operator out of the dashboard; set TRUST_PROXY to the number of proxies in front${hint}`
+  );
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -249,7 +290,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   const STARTING_POLL_MS = parsed.data.STARTING_POLL_MS ?? (parsed.data.PROVIDER === "railway" ? 5_000 : 250);
-  return Object.freeze({ ...parsed.data, STARTING_POLL_MS, instanceEnv, localRuntimeCommand });
+  const platform = proxyPlatform(env);
+  const TRUST_PROXY = parsed.data.TRUST_PROXY ?? platform?.hops ?? 0;
+  const trustProxyFrom = parsed.data.TRUST_PROXY !== undefined ? "env" : platform?.hops != null ? "platform" : "default";
+  return Object.freeze({ ...parsed.data, STARTING_POLL_MS, TRUST_PROXY, trustProxyFrom, proxyPlatform: platform, instanceEnv, localRuntimeCommand });
 }
 
 function safeJson(s: string): unknown {

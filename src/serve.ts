@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { randomId, randomIds, randomToken, systemClock, type Clock, type IdSource } from "./clock.ts";
-import type { Config } from "./config.ts";
+import { trustProxyWarning, type Config } from "./config.ts";
 import { openStore } from "./db/open.ts";
 import type { Store } from "./db/store.ts";
 import { InstanceClient } from "./instance/client.ts";
@@ -212,7 +212,9 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });
-    logger.info({ url, pool: config.POOL_ID, backend: store.backend, provider: provider.kind }, `agent-pool listening on ${url}`);
+    logger.info({ url, pool: config.POOL_ID, backend: store.backend, provider: provider.kind, trustProxy: config.TRUST_PROXY }, `agent-pool listening on ${url}`);
+    const proxyWarning = trustProxyWarning(config);
+    if (proxyWarning) logger.warn({ platform: config.proxyPlatform?.name }, proxyWarning);
 
     let closing: Promise<void> | null = null;
     return {

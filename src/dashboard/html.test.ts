@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { escapeHtml, html, raw } from "./html.ts";
-import { FailureLimiter, SessionKeys, readCookie } from "./session.ts";
+import { SessionKeys, readCookie } from "./session.ts";
 import { ago } from "./views.ts";
 
 describe("html template", () => {
@@ -59,16 +59,6 @@ describe("sessions", () => {
   it("reads a cookie among others", () => {
     assert.equal(readCookie("a=1; ap_session=v1.x.y.z; b=2", "ap_session"), "v1.x.y.z");
     assert.equal(readCookie("a=1", "ap_session"), undefined);
-  });
-
-  it("limits failures per key within a window", () => {
-    const l = new FailureLimiter(2, 60_000);
-    l.fail("ip", t0);
-    assert.equal(l.blockedFor("ip", t0), 0);
-    l.fail("ip", t0);
-    assert.equal(l.blockedFor("ip", t0 + 1000), 59);
-    assert.equal(l.blockedFor("other", t0), 0);
-    assert.equal(l.blockedFor("ip", t0 + 60_000), 0);
   });
 });
 

@@ -7,8 +7,9 @@
  *
  * Security: a signed, expiring, HttpOnly, SameSite=Strict session cookie (session.ts); every POST
  * needs the session's CSRF token (hidden field or `X-CSRF-Token`) and, when the browser sends one,
- * a same-origin `Origin`; failed logins are rate-limited per address; responses carry a strict CSP
- * with no inline script or style.
+ * a same-origin `Origin`; failed logins are rate-limited per address (TRUST_PROXY applied) on the
+ * store's shared counters, so every replica sees the same failures; responses carry a strict CSP
+ * with no inline script or style. The session is checked in `onRequest`, before a body is parsed.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -25,7 +26,8 @@ import type { Logger } from "../logger.ts";
 import type { PoolOperations } from "../pool/operations.ts";
 import { html, type SafeHtml } from "./html.ts";
 import { ChangeFeed } from "./live.ts";
-import { FailureLimiter, SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
+import { LoginThrottle } from "../http/rate-limit.ts";
+import { SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
 import * as v from "./views.ts";
 
 export interface DashboardOptions {
@@ -95,9 +97,9 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   const environment = opts.environment ?? "local";
   const keys = new SessionKeys(opts.adminPassword ?? opts.apiKey);
   const ttlMs = opts.sessionTtlMs ?? 12 * 3600 * 1000;
-  const limiter = new FailureLimiter(opts.loginAttemptsPerMinute ?? 5, 60_000);
   const assets = loadAssets();
   const logger = app.log as unknown as Logger;
+  const throttle = new LoginThrottle({ store: opts.store, max: opts.loginAttemptsPerMinute ?? 5, windowMs: 60_000, logger, now });
   const feed = new ChangeFeed({ store: opts.store, poolId, summary: () => ops.summary(), logger, ...(opts.pollMs ? { pollMs: opts.pollMs } : {}) });
   // Open streams would hold the server's close forever; onClose also stops a late-started poller.
   app.addHook("preClose", async () => feed.close());
@@ -151,7 +153,10 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     return send(reply, status, isHtmx(req) ? v.banner("error", message) : v.errorPage(ctx(), status, message));
   });
 
-  /** preHandler: the request must carry a valid session. */
+  /**
+   * onRequest: the request must carry a valid session. Before the body is parsed, so a signed-out
+   * request is a 401 (or the login redirect) whatever it carries.
+   */
   async function requireSession(req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     if (session(req)) return;
     if (isHtmx(req)) {
@@ -184,8 +189,9 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     if (!same) throw new Forbidden("Cross-site request refused.");
   }
 
-  const authed = { preHandler: requireSession };
-  const mutating = { preHandler: [requireSession, requireCsrf] };
+  const authed = { onRequest: requireSession };
+  // The CSRF token may be in the form, so it is checked once the body is parsed.
+  const mutating = { onRequest: requireSession, preHandler: requireCsrf };
 
   // ------------------------------------------------------------ assets (public: no data in them)
 
@@ -205,18 +211,18 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
 
   app.post<{ Body: Record<string, string> | undefined }>("/login", async (req, reply) => {
     requireSameOrigin(req);
-    const wait = limiter.blockedFor(req.ip, now());
+    // Counted before the password is checked (see LoginThrottle); req.ip honours TRUST_PROXY.
+    const wait = await throttle.attempt(req.ip);
     if (wait > 0) {
       reply.header("retry-after", String(wait));
       return send(reply, 429, v.errorPage(ctx(), 429, `Too many failed sign-ins from your address; try again in ${wait} s.`));
     }
     const password = typeof req.body?.password === "string" ? req.body.password : "";
     if (!password || !keys.checkPassword(password)) {
-      limiter.fail(req.ip, now());
       req.log.warn({ ip: req.ip }, "dashboard sign-in failed");
       return send(reply, 401, v.loginPage(ctx(), { usesApiKey: !opts.adminPassword, error: "Wrong password." }));
     }
-    limiter.reset(req.ip);
+    await throttle.succeeded(req.ip);
     const { value } = keys.issue(now(), ttlMs);
     const sec = secure(req);
     reply.header("set-cookie", serializeCookie(sec ? SECURE_COOKIE : COOKIE, value, { secure: sec, maxAgeSeconds: Math.floor(ttlMs / 1000) }));
@@ -267,7 +273,8 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     return send(reply, 200, v.qrFragment(instance.id, instance.inviteUrl, await qrSvg(instance.inviteUrl)));
   });
 
-  app.get("/dashboard/events", authed, async (req, reply) => {
+  // No HEAD twin: it would open a stream whose head Node never sends (no body is ever written).
+  app.get("/dashboard/events", { ...authed, exposeHeadRoute: false }, async (req, reply) => {
     reply.hijack();
     await feed.add(reply.raw, session(req)!.exp);
   });

@@ -87,33 +87,3 @@ export interface CookieOptions {
 export function serializeCookie(name: string, value: string, o: CookieOptions): string {
   return [`${name}=${value}`, "Path=/", `Max-Age=${o.maxAgeSeconds}`, "HttpOnly", "SameSite=Strict", ...(o.secure ? ["Secure"] : [])].join("; ");
 }
-
-/**
- * Fixed-window counter of failed logins per client address. In memory, per replica: enough to make
- * guessing a password slow, which is all it is for.
- */
-export class FailureLimiter {
-  readonly #hits = new Map<string, { count: number; resetAt: number }>();
-  constructor(
-    readonly max: number,
-    readonly windowMs: number,
-  ) {}
-
-  /** Seconds until `key` may try again, or 0 when it may try now. */
-  blockedFor(key: string, now: number): number {
-    const h = this.#hits.get(key);
-    if (!h || h.resetAt <= now) return 0;
-    return h.count >= this.max ? Math.ceil((h.resetAt - now) / 1000) : 0;
-  }
-
-  fail(key: string, now: number): void {
-    if (this.#hits.size > 10_000) for (const [k, h] of this.#hits) if (h.resetAt <= now) this.#hits.delete(k);
-    const h = this.#hits.get(key);
-    if (!h || h.resetAt <= now) this.#hits.set(key, { count: 1, resetAt: now + this.windowMs });
-    else h.count++;
-  }
-
-  reset(key: string): void {
-    this.#hits.delete(key);
-  }
-}

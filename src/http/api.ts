@@ -1,7 +1,9 @@
 /**
  * The pool API beyond the public basics: claim, agents, instances, operator actions, events and
  * metrics. Handlers are thin over `PoolOperations`; the zod schemas validate requests and generate
- * the OpenAPI document. Mutating routes are rate-limited per client.
+ * the OpenAPI document. Every protected route authenticates in `onRequest`, before its body is read
+ * or validated (an unauthenticated request is a 401 whatever it carries); mutating routes then
+ * count against the client's shared rate limit.
  */
 import { z } from "zod";
 import { DEFAULT_CLAIM_AGENT_NAME, DEFAULT_CLAIM_INSTRUCTIONS } from "../config.ts";
@@ -173,9 +175,10 @@ export interface ApiDeps {
   ops: PoolOperations;
   metrics: PoolMetrics;
   events: PoolEventStream;
+  /** onRequest hook: the API key. */
   auth: (req: never, reply: never) => Promise<void>;
-  /** Requests per minute per client on mutating routes. */
-  mutationRateLimit: number;
+  /** onRequest hooks of mutating routes: the API key, then the client's rate limit. */
+  limited: ReadonlyArray<(req: never, reply: never) => Promise<void>>;
   /** Claim defaults and the invite-link host allow-list (default: the documented defaults, any host). */
   claimPolicy?: ClaimPolicy | undefined;
 }
@@ -185,14 +188,13 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   const auth = deps.auth as never;
   const security = [{ bearer: [] }];
   const errs = { 400: ErrorView, 401: ErrorView, 404: ErrorView, 409: ErrorView, 429: ErrorView, 500: ErrorView, 502: ErrorView, 503: ErrorView };
-  const limited = { rateLimit: { max: deps.mutationRateLimit, timeWindow: 60_000 } };
+  const limited = deps.limited as never;
   const policy: ClaimPolicy = deps.claimPolicy ?? { defaultAgentName: DEFAULT_CLAIM_AGENT_NAME, defaultInstructions: DEFAULT_CLAIM_INSTRUCTIONS };
 
   app.post(
     "/api/pool/claim",
     {
-      preHandler: auth,
-      config: limited,
+      onRequest: limited,
       schema: {
         description: "Claim an idle instance and provision it: create a conversation, or join one by invite URL.",
         security,
@@ -226,7 +228,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
 
   app.get(
     "/api/pool/agents",
-    { preHandler: auth, schema: { description: "Crashed, pending and claimed agents, crashed first.", security, response: { 200: z.object({ agents: z.array(AgentView) }), ...errs } } },
+    { onRequest: auth, schema: { description: "Crashed, pending and claimed agents, crashed first.", security, response: { 200: z.object({ agents: z.array(AgentView) }), ...errs } } },
     async () => ({
       agents: (await ops.agents()).map((r) => ({
         id: r.id,
@@ -246,7 +248,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   app.get(
     "/api/pool/instances/:id",
     {
-      preHandler: auth,
+      onRequest: auth,
       schema: { description: "One instance and its recent events.", security, params: IdParams, response: { 200: z.object({ instance: InstanceView, events: z.array(EventView) }), ...errs } },
     },
     async (req) => {
@@ -258,8 +260,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   app.post(
     "/api/pool/replenish",
     {
-      preHandler: auth,
-      config: limited,
+      onRequest: limited,
       schema: {
         description:
           "With `count`: create up to that many instances now (bounded by max total) → `{ok, created, errors, counts}`. Without: run a reconcile pass → `{ok, result, counts}`.",
@@ -285,8 +286,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   app.post(
     "/api/pool/drain",
     {
-      preHandler: auth,
-      config: limited,
+      onRequest: limited,
       schema: {
         description: "Delete up to `count` idle instances (default 1).",
         security,
@@ -302,25 +302,25 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
 
   app.post(
     "/api/pool/reconcile",
-    { preHandler: auth, config: limited, schema: { description: "Run a reconcile pass now and return its result.", security, response: { 200: TickResultView, ...errs } } },
+    { onRequest: limited, schema: { description: "Run a reconcile pass now and return its result.", security, response: { 200: TickResultView, ...errs } } },
     async () => ops.reconcile(),
   );
 
   app.delete(
     "/api/pool/instances/:id",
-    { preHandler: auth, config: limited, schema: { description: "Kill an instance: provider delete, row kept as dead in the event log.", security, params: IdParams, response: { 200: Killed, ...errs } } },
+    { onRequest: limited, schema: { description: "Kill an instance: provider delete, row kept as dead in the event log.", security, params: IdParams, response: { 200: Killed, ...errs } } },
     async (req) => ({ ok: true, ...(await ops.kill(req.params.id)) }),
   );
 
   app.delete(
     "/api/pool/crashed/:id",
-    { preHandler: auth, config: limited, schema: { description: "Dismiss a crashed agent.", security, params: IdParams, response: { 200: Killed, ...errs } } },
+    { onRequest: limited, schema: { description: "Dismiss a crashed agent.", security, params: IdParams, response: { 200: Killed, ...errs } } },
     async (req) => ({ ok: true, ...(await ops.dismiss(req.params.id)) }),
   );
 
   app.get(
     "/api/pool/summary",
-    { preHandler: auth, schema: { description: "Counts with the pool's min idle and max total.", security, response: { 200: Summary, ...errs } } },
+    { onRequest: auth, schema: { description: "Counts with the pool's min idle and max total.", security, response: { 200: Summary, ...errs } } },
     async () => {
       const s = await ops.summary();
       return { ...s, counts: countsView(s.counts) };
@@ -330,7 +330,9 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   app.get(
     "/api/pool/events",
     {
-      preHandler: auth,
+      onRequest: auth,
+      // A HEAD twin would open a stream whose head Node never sends (no body is ever written).
+      exposeHeadRoute: false,
       schema: {
         description:
           "Server-sent events of the pool. `event: status` with `id: <event id>` and data `{id, instanceId, from, to, actor, reason, at}` for each status change (from any replica); `event: counts` with the pool summary on connect and after changes; a `: ping` comment every 15 s. Send `Last-Event-ID` to replay what was missed.",
@@ -345,7 +347,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   app.get(
     "/metrics",
     {
-      preHandler: auth,
+      onRequest: auth,
       schema: {
         description: "Prometheus metrics (text exposition format).",
         security,

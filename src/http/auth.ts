@@ -18,7 +18,11 @@ export function bearerFrom(header: string | undefined): string | null {
   return m ? m[1]! : null;
 }
 
-/** A Fastify preHandler that rejects requests without the API key. */
+/**
+ * Rejects requests without the API key. Used as an `onRequest` hook, so it runs before the body is
+ * parsed and the schemas validate: without the key, every request is a 401 whatever it carries
+ * (as a preHandler it ran after validation, and a bad body answered 400 to anyone, issue 8).
+ */
 export function requireApiKey(apiKey: string) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const token = bearerFrom(req.headers.authorization);

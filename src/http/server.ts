@@ -3,11 +3,10 @@
  * `/openapi.json`. Errors leave as `{error, code}` from the registry in `errors.ts`; a driver
  * error or a stack never reaches a client.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type RawServerDefault } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type RawServerDefault } from "fastify";
 import { createHash } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import swagger from "@fastify/swagger";
-import rateLimit from "@fastify/rate-limit";
 import {
   hasZodFastifySchemaValidationErrors,
   jsonSchemaTransform,
@@ -16,7 +15,7 @@ import {
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
 import { z } from "zod";
-import { ERROR_CODES, PoolError, isPoolError } from "../errors.ts";
+import { ERROR_CODES, isPoolError } from "../errors.ts";
 import { registerApi, type ClaimPolicy } from "./api.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
@@ -26,6 +25,8 @@ import type { Reconciler } from "../pool/reconciler.ts";
 import type { PoolOperations } from "../pool/operations.ts";
 import type { PoolMetrics } from "../metrics.ts";
 import { bearerFrom, requireApiKey, sameSecret } from "./auth.ts";
+import { mutationLimit } from "./rate-limit.ts";
+import { refuseUnstorableInput } from "./storable-text.ts";
 import { CountsView, ErrorView, InstanceView, countsView, instanceView } from "./views.ts";
 
 export interface ServerDeps {
@@ -41,6 +42,8 @@ export interface ServerDeps {
   mutationRateLimit?: number;
   /** Proxy hops whose X-Forwarded-For is trusted (0: none). */
   trustProxy?: number;
+  /** Failed dashboard sign-ins allowed per address per minute (default 5). */
+  loginAttemptsPerMinute?: number;
   /** Largest accepted request body, in bytes. */
   bodyLimit?: number;
   /** Dashboard login password (default: the API key) and POOL_ENVIRONMENT shown on its badge. */
@@ -52,17 +55,67 @@ export interface ServerDeps {
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
 
+/** Every route of a server, as registered (HEAD twins included): the fuzz test walks them all. */
+const ROUTES = new WeakMap<object, Array<{ method: string; url: string }>>();
+export function routeTable(app: PoolServer): ReadonlyArray<{ method: string; url: string }> {
+  return ROUTES.get(app) ?? [];
+}
+
+/**
+ * Trust `hops` proxies in front of the server: `req.ip` is then the address the outermost of them
+ * saw. A function, not the number: Fastify 5 treats a numeric `trustProxy` as "trust nothing"
+ * (its hop count cannot validate the immediate peer), so TRUST_PROXY=1 used to change nothing.
+ * The trade-off is the same as any hop count: whoever reaches the server without going through
+ * the proxy can name any address in X-Forwarded-For.
+ */
+export function trustHops(hops: number): (address: string, hop: number) => boolean {
+  return (_address, hop) => hop < hops;
+}
+
 export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
+  const trustProxy = deps.trustProxy ?? 0;
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: deps.bodyLimit ?? 64 * 1024,
     logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: true,
+    // A path that does not decode, or a parameter longer than the router takes: refused before
+    // any route runs, in our `{error, code}` shape rather than Fastify's own.
+    frameworkErrors: (err, _req, reply: FastifyReply) => {
+      const long = err.code === "FST_ERR_MAX_PARAM_LENGTH";
+      return reply
+        .status(long ? 414 : 400)
+        .send({ error: long ? "A path segment is too long." : "The request path could not be decoded.", code: "VALIDATION_FAILED" });
+    },
     // Behind a proxy every client shares its address; rate limits need the forwarded one.
-    ...(deps.trustProxy ? { trustProxy: deps.trustProxy as unknown as true } : {}),
+    ...(trustProxy > 0 ? { trustProxy: trustHops(trustProxy) } : {}),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  const routes: Array<{ method: string; url: string }> = [];
+  ROUTES.set(app, routes);
+  app.addHook("onRoute", (r) => {
+    for (const method of [r.method].flat()) routes.push({ method, url: r.url });
+  });
+
+  // Characters Postgres cannot store, nesting too deep: 400 at validation, for every route. A
+  // preValidation hook, so it runs after each route's authentication (onRequest) and after the
+  // body is parsed.
+  app.addHook("preValidation", refuseUnstorableInput);
+
+  if (trustProxy === 0) {
+    // Requests forwarded by a proxy while TRUST_PROXY=0: every client has the proxy's address, so
+    // they share one rate-limit bucket and five wrong passwords lock every operator out. Said
+    // once per server (not per request: that would flood the log).
+    let warned = false;
+    app.addHook("onRequest", async (req) => {
+      if (warned || req.headers["x-forwarded-for"] === undefined) return;
+      warned = true;
+      req.log.warn(
+        "requests carry X-Forwarded-For but TRUST_PROXY=0: every client shares the proxy's address, one rate-limit bucket and one sign-in throttle; set TRUST_PROXY to the number of proxies in front of the server (1 behind Railway's edge)",
+      );
+    });
+  }
 
   await app.register(swagger, {
     openapi: {
@@ -78,7 +131,8 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     }
     if (hasZodFastifySchemaValidationErrors(err)) {
       const first = err.validation[0];
-      const where = first?.instancePath ? ` at ${first.instancePath.replace(/^\//, "").replaceAll("/", ".")}` : "";
+      const path = (first?.instancePath ?? "").replace(/^\//, "").replaceAll("/", ".");
+      const where = path ? ` at ${path}` : "";
       return reply.status(400).send({ error: `Invalid request${where}: ${first?.message ?? "bad input"}`, code: "VALIDATION_FAILED" });
     }
     const e = err as { statusCode?: number; code?: string };
@@ -115,7 +169,9 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   app.get(
     "/api/pool/status",
     {
-      preHandler: auth,
+      // onRequest, not preHandler: authentication comes before body parsing and validation, so an
+      // unauthenticated request is a 401 whatever it carries (issue 8).
+      onRequest: auth,
       schema: {
         description: "Counts, the pool's min idle and max total, and every live instance. Never includes a gateway token.",
         security: [{ bearer: [] }],
@@ -132,17 +188,20 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   );
 
   // Behind the key like the rest of the API: only /healthz, /version and the counts are public.
-  app.get("/openapi.json", { schema: { hide: true }, preHandler: auth }, async () => app.swagger());
+  app.get("/openapi.json", { schema: { hide: true }, onRequest: auth }, async () => app.swagger());
 
-  await app.register(rateLimit, {
-    global: false,
-    // Per client = address + key: callers with the key and anonymous ones from one address get
-    // separate buckets (a hash, so the key itself is never a map key or in a log).
-    keyGenerator: (req) => {
+  // Mutating routes: authentication, then one hit on the client's shared counter (every replica
+  // counts in the same row). Per client = address + key tag: a hash of the key, so the key
+  // itself is never stored; anonymous callers never get this far (401 first).
+  const limit = mutationLimit({
+    store: deps.store,
+    max: deps.mutationRateLimit ?? 120,
+    windowMs: 60_000,
+    clientOf: (req) => {
       const token = bearerFrom(req.headers.authorization);
       return `${req.ip}|${token !== null && sameSecret(token, deps.apiKey) ? keyTag : "anon"}`;
     },
-    errorResponseBuilder: (_req, ctx) => new PoolError("RATE_LIMITED", `Too many requests; retry in ${Math.ceil(ctx.ttl / 1000)} s.`),
+    logger: deps.logger as unknown as Logger,
   });
   const events = new PoolEventStream({
     store: deps.store,
@@ -157,8 +216,17 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   // connections; onClose again stops a poller that a request started meanwhile.
   app.addHook("preClose", async () => events.close());
   app.addHook("onClose", async () => events.close());
-  registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, mutationRateLimit: deps.mutationRateLimit ?? 120, claimPolicy: deps.claimPolicy });
-  await app.register(dashboardPlugin, { ops: deps.ops, store: deps.store, poolId: deps.poolId, apiKey: deps.apiKey, adminPassword: deps.adminPassword, environment: deps.environment, joinUrlHosts: deps.claimPolicy?.joinUrlHosts });
+  registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never, claimPolicy: deps.claimPolicy });
+  await app.register(dashboardPlugin, {
+    ops: deps.ops,
+    store: deps.store,
+    poolId: deps.poolId,
+    apiKey: deps.apiKey,
+    adminPassword: deps.adminPassword,
+    environment: deps.environment,
+    joinUrlHosts: deps.claimPolicy?.joinUrlHosts,
+    ...(deps.loginAttemptsPerMinute ? { loginAttemptsPerMinute: deps.loginAttemptsPerMinute } : {}),
+  });
 
   return app;
 }
