@@ -16,7 +16,7 @@ import {
 } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { ERROR_CODES, isPoolError } from "../errors.ts";
-import { registerApi, type ClaimPolicy } from "./api.ts";
+import { registerApi, Summary, type ClaimPolicy } from "./api.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
 import { PoolEventStream } from "./events.ts";
@@ -176,14 +176,14 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
         description: "Counts, the pool's min idle and max total, and every live instance. Never includes a gateway token.",
         security: [{ bearer: [] }],
         response: {
-          200: z.object({ pool: z.string(), minIdle: z.number(), maxTotal: z.number(), counts: CountsView, instances: z.array(InstanceView) }),
+          200: Summary.extend({ instances: z.array(InstanceView) }),
           ...errors,
         },
       },
     },
     async () => {
       const [summary, rows] = await Promise.all([deps.ops.summary(), deps.store.listInstances(deps.poolId)]);
-      return { pool: summary.pool, minIdle: summary.minIdle, maxTotal: summary.maxTotal, counts: countsView(summary.counts), instances: rows.map(instanceView) };
+      return { ...summary, counts: countsView(summary.counts), instances: rows.map(instanceView) };
     },
   );
 
