@@ -45,17 +45,18 @@ async function tickBench(label: string, store: Store, n: number): Promise<void> 
   const poolId = `bench-${n}`;
   await store.upsertPool({ id: poolId, minIdle: n, maxTotal: n });
   const provider = new MemoryProvider();
+  await store.ensureOwnerId("bench");
   const r = new Reconciler({
     ownerId: "bench",
-    poolId,
     store,
-    provider,
+    providers: new Map([["memory", provider as import("../src/provider/provider.ts").Provider]]),
+    defaultProvider: "memory",
     health: instantHealth,
     statusReader: { status: async () => ({ conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null }) },
     clock: systemClock,
     ids: randomIds,
     logger: silentLogger,
-    spec: { minIdle: n, maxTotal: n, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: n },
+    spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: n },
     // The production policy (serve.ts). Once a minute a pass also rewrites the health bookkeeping
     // (one statement per 3,000 rows); these back-to-back passes stay inside that minute, so the
     // statements printed are those of the other passes.
@@ -218,14 +219,21 @@ if (wanted("startup")) {
 if (wanted("tick") || wanted("claim")) {
   const pgHandle = await startTestPostgres();
   try {
+    // One reconciler serves every pool of a database: each run gets a database of its own.
     if (wanted("tick")) {
       console.log("Reconcile pass (in-memory provider, instant health checks)");
-      const pglite = await openStore({ dataDir: null });
-      for (const n of [1_000, 10_000]) await tickBench("pglite", pglite, n);
-      await pglite.close();
-      const pgStore = await openStore({ databaseUrl: pgHandle.url });
-      for (const n of [1_000, 10_000]) await tickBench("postgres", pgStore, n);
-      await pgStore.close();
+      for (const n of [1_000, 10_000]) {
+        const pglite = await openStore({ dataDir: null });
+        await tickBench("pglite", pglite, n);
+        await pglite.close();
+      }
+      for (const n of [1_000, 10_000]) {
+        const db = await startTestPostgres();
+        const pgStore = await openStore({ databaseUrl: db.url });
+        await tickBench("postgres", pgStore, n);
+        await pgStore.close();
+        await db.stop();
+      }
     }
     if (wanted("claim")) {
       console.log("Claim through the HTTP API (Postgres, instantly-answering instances)");

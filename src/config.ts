@@ -52,6 +52,15 @@ export const ENV_SCHEMA = z
     POOL_MIN_IDLE: int(0, 1000).default(3),
     /** Never more instances than this, whatever their status. */
     POOL_MAX_TOTAL: int(1, 10000).default(10),
+    /** Runtime label of the pool made from these variables (clients select a pool by it). */
+    POOL_RUNTIME: optionalString.pipe(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, '.', '_' or '-'").optional()),
+    /**
+     * A JSON file describing the pools (`{"globalMaxTotal": 50, "pools": [{"id": "hermes", ...}]}`);
+     * when set, it replaces the single pool of POOL_ID / POOL_MIN_IDLE / POOL_MAX_TOTAL.
+     */
+    POOLS_FILE: optionalString,
+    /** Most instances of every pool together (also settable as `globalMaxTotal` in POOLS_FILE). */
+    GLOBAL_MAX_TOTAL: int(1, 100_000).optional(),
     /** How long an instance may take to become healthy before it is declared dead. */
     POOL_STUCK_TIMEOUT_MS: int(1000, 24 * 3600 * 1000).default(15 * 60 * 1000),
     /** Interval between reconcile passes. */

@@ -15,12 +15,12 @@ export class PoolMetrics {
   readonly claims: Counter<"pool" | "outcome">;
   readonly claimSeconds: Histogram<"pool">;
   readonly claimOwnSeconds: Histogram<"pool">;
-  readonly tickSeconds: Histogram<"pool">;
+  readonly tickSeconds: Histogram;
   readonly providerCalls: Counter<"provider" | "operation" | "outcome">;
-  readonly healthFailures: Counter<"pool">;
-  readonly transitions: Counter<"pool" | "from" | "to">;
+  readonly healthFailures: Counter;
+  readonly transitions: Counter<"from" | "to">;
 
-  constructor(store: Store, pools: () => string[], extra?: (registry: Registry) => void) {
+  constructor(store: Store, pools: () => string[] | Promise<string[]>, extra?: (registry: Registry) => void) {
     collectDefaultMetrics({ register: this.registry, prefix: "agent_pool_process_" });
     const r = this.registry;
     new Gauge({
@@ -30,7 +30,7 @@ export class PoolMetrics {
       registers: [r],
       async collect() {
         this.reset();
-        for (const pool of pools()) {
+        for (const pool of await pools()) {
           const counts = await store.countByStatus(pool);
           for (const s of INSTANCE_STATUSES) this.set({ pool, status: s }, counts[s]);
         }
@@ -38,17 +38,14 @@ export class PoolMetrics {
     });
     new Gauge({
       name: "agent_pool_foreign_resources",
-      help: "Resources named like the pool's that belong to another deployment (owner = its id) or to none (owner = none): left alone, never deleted.",
-      labelNames: ["pool", "owner"],
+      help: "Resources named like this deployment's that belong to another deployment (owner = its id) or to none (owner = none): left alone, never deleted.",
+      labelNames: ["owner"],
       registers: [r],
       async collect() {
         this.reset();
-        for (const pool of pools()) {
-          const rec = await store.getPool(pool);
-          const byOwner = new Map<string, number>();
-          for (const f of rec?.foreignResources ?? []) byOwner.set(f.owner ?? "none", (byOwner.get(f.owner ?? "none") ?? 0) + 1);
-          for (const [owner, n] of byOwner) this.set({ pool, owner }, n);
-        }
+        const byOwner = new Map<string, number>();
+        for (const f of await store.foreignResources()) byOwner.set(f.owner ?? "none", (byOwner.get(f.owner ?? "none") ?? 0) + 1);
+        for (const [owner, n] of byOwner) this.set({ owner }, n);
       },
     });
     this.claims = new Counter({ name: "agent_pool_claims_total", help: "Claims by outcome.", labelNames: ["pool", "outcome"], registers: [r] });
@@ -61,15 +58,15 @@ export class PoolMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [r],
     });
-    this.tickSeconds = new Histogram({ name: "agent_pool_tick_duration_seconds", help: "Duration of reconcile passes.", labelNames: ["pool"], buckets, registers: [r] });
+    this.tickSeconds = new Histogram({ name: "agent_pool_tick_duration_seconds", help: "Duration of reconcile passes (one pass serves every pool).", buckets, registers: [r] });
     this.providerCalls = new Counter({
       name: "agent_pool_provider_calls_total",
       help: "Provider API calls by operation and outcome.",
       labelNames: ["provider", "operation", "outcome"],
       registers: [r],
     });
-    this.healthFailures = new Counter({ name: "agent_pool_health_check_failures_total", help: "Failed instance health checks.", labelNames: ["pool"], registers: [r] });
-    this.transitions = new Counter({ name: "agent_pool_transitions_total", help: "Status changes made by the reconciler.", labelNames: ["pool", "from", "to"], registers: [r] });
+    this.healthFailures = new Counter({ name: "agent_pool_health_check_failures_total", help: "Failed instance health checks.", registers: [r] });
+    this.transitions = new Counter({ name: "agent_pool_transitions_total", help: "Status changes made by the reconciler.", labelNames: ["from", "to"], registers: [r] });
     extra?.(r);
   }
 
@@ -81,11 +78,11 @@ export class PoolMetrics {
     }
   }
 
-  onTick(pool: string, t: TickResult): void {
+  onTick(t: TickResult): void {
     if (!t.leader) return;
-    this.tickSeconds.observe({ pool }, t.durationMs / 1000);
-    if (t.healthFailures) this.healthFailures.inc({ pool }, t.healthFailures);
-    for (const x of t.transitions) this.transitions.inc({ pool, from: x.from, to: x.to });
+    this.tickSeconds.observe(t.durationMs / 1000);
+    if (t.healthFailures) this.healthFailures.inc(t.healthFailures);
+    for (const x of t.transitions) this.transitions.inc({ from: x.from, to: x.to });
   }
 
   /**

@@ -20,6 +20,8 @@ import { ClaimService } from "./claim/claim.ts";
 import { estimateRetryAfterSeconds } from "./claim/retry-after.ts";
 import { PoolMetrics } from "./metrics.ts";
 import { PoolOperations } from "./pool/operations.ts";
+import { poolsFromConfig } from "./pool/config-file.ts";
+import { PoolRegistry } from "./pool/registry.ts";
 import type { Provider } from "./provider/provider.ts";
 import { packageVersion } from "./version.ts";
 
@@ -97,18 +99,18 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     for (const c of closers.reverse()) await c().catch((err) => logger.error({ err }, "shutdown step failed"));
   };
   try {
-    await store.upsertPool({ id: config.POOL_ID, minIdle: config.POOL_MIN_IDLE, maxTotal: config.POOL_MAX_TOTAL });
     // The deployment's identity, recorded by the first start and shared by every replica: every
     // provider resource carries it, and the reconciler touches nothing that does not.
     const ownerId = await store.ensureOwnerId(randomId(5));
+    const poolsConfig = poolsFromConfig(config);
 
     let reconcilerRef: Reconciler | undefined;
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
-    const metrics = new PoolMetrics(store, () => [config.POOL_ID]);
+    const metrics = new PoolMetrics(store, async () => (await store.listPools()).map((p) => p.id));
     const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger, ownerId) : await LocalProvider.open({
         stateDir: join(dataDir, "local"),
         ...(config.localRuntimeCommand ? { command: config.localRuntimeCommand } : {}),
-        env: { ...config.instanceEnv, POOL_ID: config.POOL_ID, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT },
+        env: { ...config.instanceEnv, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT },
         ownerTag,
         logger: logger.child({ component: "provider/local" }),
         startTimeoutMs: config.LOCAL_START_TIMEOUT_MS,
@@ -118,26 +120,41 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const provider = metrics.meter(rawProvider);
     metrics.watchProvider(provider);
     closers.push(() => provider.close());
+    const providers = new Map<string, Provider>([[provider.kind, provider]]);
 
     const client = new InstanceClient();
     closers.push(() => client.close());
 
+    // Seeded before the first pass: a pool the configuration names exists by the time anyone asks.
+    let claimsRef: ClaimService | undefined;
+    const registry = new PoolRegistry({
+      store,
+      logger: logger.child({ component: "pools" }),
+      deploymentEnv: config.instanceEnv,
+      providers: [...providers.keys()],
+      onChange: (pool) => {
+        claimsRef?.invalidatePools();
+        reconcilerRef?.wake();
+        void store.publishHint({ pool: pool.id, kind: "changed" }).catch(() => undefined);
+      },
+    });
+    await registry.seed(poolsConfig.pools);
+
     const reconciler = new Reconciler({
-      poolId: config.POOL_ID,
       ownerId,
       store,
-      provider,
+      providers,
+      defaultProvider: provider.kind,
       health: client,
       statusReader: client,
       clock: over.clock ?? systemClock,
       ids: over.ids ?? randomIds,
       logger: logger.child({ component: "reconciler" }),
       spec: {
-        minIdle: config.POOL_MIN_IDLE,
-        maxTotal: config.POOL_MAX_TOTAL,
         orphanGraceMs: config.ORPHAN_GRACE_MS,
         maxDeletesPerTick: config.MAX_DELETES_PER_TICK,
         maxCreatesPerTick: config.MAX_CREATES_PER_TICK,
+        ...(poolsConfig.globalMaxTotal !== undefined ? { globalMaxTotal: poolsConfig.globalMaxTotal } : {}),
       },
       policy: {
         stuckTimeoutMs: config.POOL_STUCK_TIMEOUT_MS,
@@ -157,7 +174,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       }),
       startingPollMs: config.STARTING_POLL_MS,
       instanceEnv: config.instanceEnv,
-      onTick: (t) => metrics.onTick(config.POOL_ID, t),
+      envFor: (pool) => ({ POOL_ID: pool.id, POOL_RUNTIME: pool.runtime, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT }),
+      onTick: (t) => metrics.onTick(t),
     });
     reconcilerRef = reconciler;
     closers.push(() => reconciler.stop());
@@ -168,27 +186,28 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       clock: over.clock ?? systemClock,
       logger: logger.child({ component: "claim" }),
       defaultPool: config.POOL_ID,
+      defaults: { agentName: config.CLAIM_DEFAULT_AGENT_NAME, instructions: config.CLAIM_DEFAULT_INSTRUCTIONS, joinUrlHosts: config.JOIN_URL_HOSTS ?? null },
       owner: reconciler.holder,
       provisionTimeoutMs: config.PROVISION_TIMEOUT_MS,
       resetTimeoutMs: config.RESET_TIMEOUT_MS,
       ...(config.CLAIM_DEADLINE_MS !== undefined ? { claimDeadlineMs: config.CLAIM_DEADLINE_MS } : {}),
       sweepMarginMs: config.CLAIM_SWEEP_MARGIN_MS,
-      onOutcome: (outcome, seconds, provisionSeconds) => {
-        metrics.onClaim(config.POOL_ID, outcome, seconds, provisionSeconds);
+      onOutcome: (outcome, seconds, provisionSeconds, pool) => {
+        metrics.onClaim(pool, outcome, seconds, provisionSeconds);
         over.onClaim?.(outcome, seconds, provisionSeconds);
       },
       // From the pool's own boot history and the instances starting now (src/claim/retry-after.ts).
       retryAfterSeconds: async (pool) =>
         estimateRetryAfterSeconds({ now: (over.clock ?? systemClock).now(), ...(await store.bootStats(pool)), tickIntervalMs: config.TICK_INTERVAL_MS }),
     });
+    claimsRef = claims;
     const ops = new PoolOperations({
       store,
-      provider,
+      providers,
       reconciler,
       claims,
-      poolId: config.POOL_ID,
-      minIdle: config.POOL_MIN_IDLE,
-      maxTotal: config.POOL_MAX_TOTAL,
+      registry,
+      defaultPool: config.POOL_ID,
       logger: logger.child({ component: "operations" }),
     });
 
@@ -208,7 +227,6 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       mutationRateLimit: config.MUTATION_RATE_LIMIT_PER_MIN,
       trustProxy: config.TRUST_PROXY,
       adminPassword: config.ADMIN_PASSWORD, environment: config.POOL_ENVIRONMENT,
-      claimPolicy: { defaultAgentName: config.CLAIM_DEFAULT_AGENT_NAME, defaultInstructions: config.CLAIM_DEFAULT_INSTRUCTIONS, joinUrlHosts: config.JOIN_URL_HOSTS },
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });

@@ -76,7 +76,7 @@ describe("API: claims on a pool of real runtimes", () => {
     const r = await api("POST", "/api/pool/claim", { agentName: "Ada", instructions: "You are a pirate." });
     assert.equal(r.status, 200, r.text);
     created = r.body;
-    assert.deepEqual(Object.keys(created).sort(), ["agentName", "conversationId", "instanceId", "inviteUrl", "joined", "status"]);
+    assert.deepEqual(Object.keys(created).sort(), ["agentName", "conversationId", "instanceId", "inviteUrl", "joined", "pool", "runtime", "status"]);
     assert.equal(created.status, "claimed");
     assert.equal(created.joined, false);
     assert.match(created.inviteUrl, /^http:\/\/127\.0\.0\.1:\d+\/i\//);
@@ -183,7 +183,7 @@ describe("API: claims on a pool of real runtimes", () => {
     await api("DELETE", `/api/pool/instances/${victim.id}`);
     await read(new RegExp(`id: \\d+\\nevent: status\\ndata: \\{[^\\n]*"to":"dead"[^\\n]*"instanceId":"${victim.id}"`));
     // The change is followed by the new counts.
-    await read(new RegExp(`"instanceId":"${victim.id}"[^]*event: counts\\ndata: \\{"pool":"default","minIdle":2,"maxTotal":3,"counts":\\{`));
+    await read(new RegExp(`"instanceId":"${victim.id}"[^]*event: counts\\ndata: \\{"pool":"default","runtime":"default","minIdle":2,"maxTotal":3,"templateHash":"[0-9a-f]*","counts":\\{`));
     seen.push(buf);
     ctrl.abort();
   });

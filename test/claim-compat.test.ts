@@ -59,10 +59,10 @@ describe("claim bodies of today's clients", () => {
 
   let host: { inviteUrl: string; conversationId: string; instanceId: string };
   it("a landing-page claim: source and an unknown field are accepted, the source is recorded and shown", async () => {
-    const r = await api("POST", "/api/pool/claim", { agentName: "Lan", instructions: "Greets visitors.", source: "landing", runtime: "hermes", utm: { campaign: "x" } });
+    const r = await api("POST", "/api/pool/claim", { agentName: "Lan", instructions: "Greets visitors.", source: "landing", model: "claude", utm: { campaign: "x" } });
     assert.equal(r.status, 200, r.text);
     host = r.body;
-    assert.deepEqual(Object.keys(r.body).sort(), ["agentName", "conversationId", "instanceId", "inviteUrl", "joined", "status"], "unknown fields are not echoed");
+    assert.deepEqual(Object.keys(r.body).sort(), ["agentName", "conversationId", "instanceId", "inviteUrl", "joined", "pool", "runtime", "status"], "unknown fields are not echoed");
 
     const inst = (await api("GET", `/api/pool/instances/${host.instanceId}`)).body.instance;
     assert.equal(inst.claimSource, "landing");

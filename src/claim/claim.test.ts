@@ -190,7 +190,7 @@ describe("ClaimService fencing", () => {
     const first = await service().claim({ agentName: "Ada", instructions: "x", idempotencyKey: "k-2" });
     assert.equal(first.instanceId, b);
     const pick = await store.claimIdle({
-      poolId: pool, owner: "x", attempt: "z", attemptTtlMs: 60_000, claimKey: "k-2", source: null,
+      poolIds: [pool], owner: "x", attempt: "z", attemptTtlMs: 60_000, claimKey: "k-2", source: null,
       agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
     });
     assert.equal(pick.kind, "key_taken");

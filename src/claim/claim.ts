@@ -19,7 +19,8 @@
  * (issue 8's reproduction, a regression test in claim.test.ts).
  */
 import { randomId, type Clock } from "../clock.ts";
-import type { InstanceRecord, Store } from "../db/store.ts";
+import type { InstanceRecord, PoolRecord, Store } from "../db/store.ts";
+import { joinUrlHostAllowed } from "./join-url.ts";
 import { PoolError } from "../errors.ts";
 import type { InstanceTarget, ProvisionRequest, ProvisionResult, RuntimeStatus } from "../instance/client.ts";
 import type { Logger } from "../logger.ts";
@@ -31,9 +32,15 @@ export interface ProvisionClient {
 }
 
 export interface ClaimRequest {
+  /** Take from this pool (by id). */
   pool?: string | undefined;
-  agentName: string;
-  instructions: string;
+  /** Take from a pool with this runtime label ("openclaw", "hermes", …); unused when `pool` is given. */
+  runtime?: string | undefined;
+  /** Only an instance of its pool's current template (not one left from before a rollout). */
+  fresh?: boolean | undefined;
+  /** Default: the pool's claim default, else the deployment's. */
+  agentName?: string | undefined;
+  instructions?: string | undefined;
   joinUrl?: string | undefined;
   profileImage?: string | undefined;
   metadata?: Record<string, unknown> | undefined;
@@ -51,7 +58,23 @@ export interface ClaimResponse {
   joined: boolean;
   status: "claimed" | "pending_acceptance";
   agentName: string;
+  /** The pool the instance came from, and its runtime label. */
+  pool: string;
+  runtime: string;
 }
+
+/** What a claim gets when neither its body nor its pool says (CLAIM_DEFAULT_*, JOIN_URL_HOSTS). */
+export interface ClaimDefaults {
+  agentName: string;
+  instructions: string;
+  joinUrlHosts: readonly string[] | null;
+}
+
+export const DEFAULT_CLAIM_DEFAULTS: ClaimDefaults = {
+  agentName: "Assistant",
+  instructions: "You are a helpful AI assistant.",
+  joinUrlHosts: null,
+};
 
 export type ClaimOutcome = "claimed" | "pending_acceptance" | "pool_empty" | "already_joined" | "in_progress" | "replayed" | "failed" | "invalid";
 
@@ -78,14 +101,25 @@ export interface ClaimServiceOptions {
   maxWaitMs?: number;
   /** How often a waiting claim looks again for an idle instance. */
   waitPollMs?: number;
-  /** Called after each claim with its outcome and duration (metrics). */
-  onOutcome?: (outcome: ClaimOutcome, seconds: number, provisionSeconds: number) => void;
+  /** Called after each claim with its outcome, duration and pool (metrics). */
+  onOutcome?: (outcome: ClaimOutcome, seconds: number, provisionSeconds: number, pool: string) => void;
   /** Seconds a client should wait before retrying an empty pool. */
   retryAfterSeconds?: (poolId: string) => Promise<number>;
   /** Fencing tokens (tests make them readable). */
   newAttemptId?: () => string;
   /** Monotonic milliseconds for the deadline (never the wall clock: skew must not matter). */
   monotonic?: () => number;
+  /** The deployment's claim defaults (a pool's own win). */
+  defaults?: ClaimDefaults;
+  /** How long pool settings are cached on the claim path. Default 1 s. */
+  poolCacheMs?: number;
+}
+
+/** A claim whose pools, defaults and allow-list are resolved. */
+interface ResolvedClaim {
+  pools: PoolRecord[];
+  agentName: string;
+  instructions: string;
 }
 
 /** An attempt is not started with less than this left for its provision call (or the whole timeout, if shorter). */
@@ -93,7 +127,7 @@ const MIN_PROVISION_MS = 1_000;
 
 export class ClaimService {
   readonly #o: ClaimServiceOptions;
-  readonly #knownPools = new Set<string>();
+  #pools: { at: number; list: PoolRecord[] } | null = null;
   readonly #mono: () => number;
   readonly #newAttempt: () => string;
 
@@ -117,10 +151,11 @@ export class ClaimService {
   async claim(req: ClaimRequest): Promise<ClaimResponse> {
     const t0 = performance.now();
     const timing = { provision: 0 };
-    const state: { outcome: ClaimOutcome } = { outcome: "failed" };
+    const state: { outcome: ClaimOutcome; pool: string } = { outcome: "failed", pool: req.pool ?? req.runtime ?? this.#o.defaultPool };
     try {
       const res = await this.#claim(req, timing, (o) => (state.outcome = o));
       if (state.outcome !== "replayed") state.outcome = res.status;
+      state.pool = res.pool;
       return res;
     } catch (err) {
       if (err instanceof PoolError) {
@@ -128,19 +163,19 @@ export class ClaimService {
           err.code === "POOL_EMPTY" ? "pool_empty"
           : err.code === "ALREADY_JOINED" ? "already_joined"
           : err.code === "CLAIM_IN_PROGRESS" ? "in_progress"
-          : err.code === "POOL_NOT_FOUND" ? "invalid"
+          : err.code === "POOL_NOT_FOUND" || err.code === "JOIN_URL_NOT_ALLOWED" ? "invalid"
           : "failed";
       }
       throw err;
     } finally {
-      this.#o.onOutcome?.(state.outcome, (performance.now() - t0) / 1000, timing.provision / 1000);
+      this.#o.onOutcome?.(state.outcome, (performance.now() - t0) / 1000, timing.provision / 1000, state.pool);
     }
   }
 
   async #claim(req: ClaimRequest, timing: { provision: number }, mark: (o: ClaimOutcome) => void): Promise<ClaimResponse> {
     const o = this.#o;
-    const poolId = req.pool ?? o.defaultPool;
-    await this.#requirePool(poolId);
+    const resolved = await this.#resolve(req);
+    const poolId = resolved.pools[0]!.id;
     const deadline = this.#mono() + this.deadlineMs;
 
     const key = req.idempotencyKey;
@@ -163,7 +198,7 @@ export class ClaimService {
     }
     let res: ClaimResponse;
     try {
-      res = await this.#pickAndProvision(poolId, req, deadline, timing, mark);
+      res = await this.#pickAndProvision(resolved, req, deadline, timing, mark);
     } catch (err) {
       if (key !== undefined) await o.store.abandonIdempotentClaim(poolId, key, run).catch(() => undefined);
       throw err;
@@ -182,14 +217,61 @@ export class ClaimService {
     return res;
   }
 
-  async #requirePool(poolId: string): Promise<void> {
-    if (this.#knownPools.has(poolId)) return;
-    if (!(await this.#o.store.getPool(poolId))) throw new PoolError("POOL_NOT_FOUND", `No pool named "${poolId}".`);
-    this.#knownPools.add(poolId);
+  /** Pools (cached briefly: the claim path must not read settings every time). */
+  async #activePools(): Promise<PoolRecord[]> {
+    const now = this.#mono();
+    if (!this.#pools || now - this.#pools.at > (this.#o.poolCacheMs ?? 1_000)) this.#pools = { at: now, list: await this.#o.store.listPools() };
+    return this.#pools.list;
+  }
+
+  /** Forgets cached pool settings (after this process changed a pool). */
+  invalidatePools(): void {
+    this.#pools = null;
+  }
+
+  /**
+   * Which pools the claim may take from (`pool` by id, else every pool of the `runtime` label,
+   * else the default pool), its agent name and instructions (the body's, else the pool's defaults,
+   * else the deployment's), and whether its invite link's host is allowed. Refused before any
+   * instance is picked: a link of the wrong network would spend one.
+   */
+  async #resolve(req: ClaimRequest): Promise<ResolvedClaim> {
+    const all = await this.#activePools();
+    let pools: PoolRecord[];
+    if (req.pool !== undefined) {
+      pools = all.filter((p) => p.id === req.pool);
+      if (pools.length === 0) throw new PoolError("POOL_NOT_FOUND", `No pool named "${req.pool}".`, { pool: req.pool });
+    } else if (req.runtime !== undefined) {
+      pools = all.filter((p) => p.runtime === req.runtime);
+      if (pools.length === 0) {
+        const labels = [...new Set(all.map((p) => p.runtime))].sort();
+        throw new PoolError("POOL_NOT_FOUND", `No pool runs the runtime "${req.runtime}"; available: ${labels.join(", ") || "none"}.`, { runtime: req.runtime, available: labels });
+      }
+    } else {
+      pools = all.filter((p) => p.id === this.#o.defaultPool);
+      if (pools.length === 0) throw new PoolError("POOL_NOT_FOUND", `No pool named "${this.#o.defaultPool}".`, { pool: this.#o.defaultPool });
+    }
+    const first = pools[0]!;
+    const defaults = this.#o.defaults ?? DEFAULT_CLAIM_DEFAULTS;
+    const hosts = first.joinUrlHosts ?? defaults.joinUrlHosts;
+    if (req.joinUrl !== undefined && !joinUrlHostAllowed(req.joinUrl, hosts)) {
+      let host = "";
+      try {
+        host = new URL(req.joinUrl).hostname;
+      } catch {
+        /* reported below */
+      }
+      throw new PoolError("JOIN_URL_NOT_ALLOWED", `This pool does not accept invite links of ${host || "that host"}; it accepts links of ${hosts!.join(", ")}.`, { host });
+    }
+    return {
+      pools,
+      agentName: req.agentName ?? first.claimAgentName ?? defaults.agentName,
+      instructions: req.instructions ?? first.claimInstructions ?? defaults.instructions,
+    };
   }
 
   async #pickAndProvision(
-    poolId: string,
+    resolved: ResolvedClaim,
     req: ClaimRequest,
     deadline: number,
     timing: { provision: number },
@@ -207,14 +289,15 @@ export class ClaimService {
       if (provisionMs < Math.min(MIN_PROVISION_MS, o.provisionTimeoutMs)) break;
       const attempt = this.#newAttempt();
       const pick = await o.store.claimIdle({
-        poolId,
+        poolIds: resolved.pools.map((p) => p.id),
+        ...(req.fresh ? { fresh: true } : {}),
         owner: o.owner,
         attempt,
         attemptTtlMs: provisionMs + this.#recoveryMs,
         claimKey: req.idempotencyKey ?? null,
         source: req.source ?? null,
-        agentName: req.agentName,
-        instructions: req.instructions,
+        agentName: resolved.agentName,
+        instructions: resolved.instructions,
         joinUrl: req.joinUrl ?? null,
         profileImage: req.profileImage ?? null,
         metadata: req.metadata ?? null,
@@ -230,7 +313,7 @@ export class ClaimService {
         const inst = pick.instance;
         if (inst.status === "claimed" || inst.status === "pending_acceptance") {
           mark("replayed");
-          return responseFromRow(inst);
+          return responseFromRow(inst, this.#runtimeOf(resolved, inst.poolId));
         }
         throw new PoolError("CLAIM_IN_PROGRESS");
       }
@@ -240,13 +323,13 @@ export class ClaimService {
           continue;
         }
         if (tried.length > 0) break;
-        const retryAfter = o.retryAfterSeconds ? await o.retryAfterSeconds(poolId).catch(() => 30) : 30;
+        const retryAfter = o.retryAfterSeconds ? await o.retryAfterSeconds(resolved.pools[0]!.id).catch(() => 30) : 30;
         throw new PoolError("POOL_EMPTY", undefined, { retryAfter });
       }
       const inst = pick.instance;
       tried.push(inst.id);
       // A hint to the replica holding the lease: replenish (and rename this agent's resource).
-      o.store.publishHint({ pool: poolId, kind: "claimed", instanceId: inst.id }).catch((err) =>
+      o.store.publishHint({ pool: inst.poolId, kind: "claimed", instanceId: inst.id }).catch((err) =>
         o.logger.warn({ err: (err as Error).message }, "could not publish the claim hint; the next pass replenishes"),
       );
 
@@ -256,7 +339,7 @@ export class ClaimService {
         if (!inst.url) throw new Error("instance has no url");
         res = await o.client.provision(
           { url: inst.url, gatewayToken: inst.gatewayToken },
-          { agentName: req.agentName, instructions: req.instructions, joinUrl: req.joinUrl, profileImage: req.profileImage, metadata: req.metadata },
+          { agentName: resolved.agentName, instructions: resolved.instructions, joinUrl: req.joinUrl, profileImage: req.profileImage, metadata: req.metadata },
           provisionMs,
         );
         if (res.status !== "pending_acceptance" && !res.conversationId) throw new Error("provision answered without a conversation id");
@@ -268,10 +351,10 @@ export class ClaimService {
         continue;
       }
       timing.provision += performance.now() - t;
-      const done = await this.#complete(inst, attempt, req, res);
+      const done = await this.#complete(inst, attempt, req, res, resolved);
       if (done) {
         // The agent is handed out: the lease holder renames its resource to show who it is.
-        o.store.publishHint({ pool: poolId, kind: "bound", instanceId: inst.id }).catch(() => undefined);
+        o.store.publishHint({ pool: inst.poolId, kind: "bound", instanceId: inst.id }).catch(() => undefined);
         return done;
       }
       o.logger.warn({ instanceId: inst.id }, "the claim attempt was resolved by the sweeper before it completed; trying another instance");
@@ -283,7 +366,11 @@ export class ClaimService {
    * Records the provisioned agent, conditional on this attempt still holding the row. Returns the
    * answer, or null when the attempt lost the row (then nothing was written).
    */
-  async #complete(inst: InstanceRecord, attempt: string, req: ClaimRequest, res: ProvisionResult): Promise<ClaimResponse | null> {
+  #runtimeOf(resolved: ResolvedClaim, poolId: string): string {
+    return resolved.pools.find((p) => p.id === poolId)?.runtime ?? poolId;
+  }
+
+  async #complete(inst: InstanceRecord, attempt: string, req: ClaimRequest, res: ProvisionResult, resolved: ResolvedClaim): Promise<ClaimResponse | null> {
     const o = this.#o;
     const pending = res.status === "pending_acceptance";
     const to = pending ? "pending_acceptance" : "claimed";
@@ -308,7 +395,7 @@ export class ClaimService {
         (now.status === "claimed" || now.status === "pending_acceptance") &&
         (res.conversationId === null || now.conversationId === res.conversationId);
       if (!ours) return null;
-      return responseFromRow(now);
+      return responseFromRow(now, this.#runtimeOf(resolved, now.poolId));
     }
     return {
       inviteUrl,
@@ -316,7 +403,9 @@ export class ClaimService {
       instanceId: inst.id,
       joined: res.joined,
       status: to,
-      agentName: req.agentName,
+      agentName: resolved.agentName,
+      pool: inst.poolId,
+      runtime: this.#runtimeOf(resolved, inst.poolId),
     };
   }
 
@@ -381,8 +470,10 @@ export const RELEASED_CLAIM_FIELDS = {
 } as const;
 
 /** The claim's answer as the row records it (a replay, or an attempt the sweeper found bound). */
-export function responseFromRow(row: InstanceRecord): ClaimResponse {
+export function responseFromRow(row: InstanceRecord, runtime: string): ClaimResponse {
   return {
+    pool: row.poolId,
+    runtime,
     inviteUrl: row.inviteUrl,
     conversationId: row.conversationId,
     instanceId: row.id,

@@ -21,7 +21,6 @@ import QRCode from "qrcode";
 import { z } from "zod";
 import type { Store } from "../db/store.ts";
 import { PoolError, isPoolError } from "../errors.ts";
-import { joinUrlHostAllowed } from "../http/api.ts";
 import type { Logger } from "../logger.ts";
 import type { PoolOperations } from "../pool/operations.ts";
 import { html, type SafeHtml } from "./html.ts";
@@ -39,8 +38,6 @@ export interface DashboardOptions {
   apiKey: string;
   /** POOL_ENVIRONMENT: shown as a badge; `production` makes confirmations louder. */
   environment?: string | undefined;
-  /** JOIN_URL_HOSTS: invite-link hosts a launch may join (undefined → any), as on the API. */
-  joinUrlHosts?: readonly string[] | undefined;
   /** Force the cookie's Secure flag (default: NODE_ENV=production, or the request came over https). */
   secureCookies?: boolean | undefined;
   sessionTtlMs?: number;
@@ -287,9 +284,6 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     const f = parsed.data;
     if (f.mode === "join" && !v.isHttpUrl(f.joinUrl)) {
       return answer(req, reply, v.banner("error", "Paste the invite link (http:// or https://) of the conversation to join."), 400);
-    }
-    if (f.mode === "join" && !joinUrlHostAllowed(f.joinUrl, opts.joinUrlHosts)) {
-      return answer(req, reply, v.banner("error", `This pool does not accept invite links of ${new URL(f.joinUrl).hostname}; it accepts links of ${opts.joinUrlHosts!.join(", ")}.`), 400);
     }
     try {
       const r = await ops.claim({ agentName: f.agentName, instructions: f.instructions, source: "dashboard", ...(f.mode === "join" ? { joinUrl: f.joinUrl } : {}) });

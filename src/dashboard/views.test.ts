@@ -5,6 +5,8 @@ import { poolStats } from "./views.ts";
 
 const summary = (foreign: Array<{ ref: string; name: string; owner: string | null }>) => ({
   pool: "default",
+  runtime: "default",
+  templateHash: "",
   minIdle: 3,
   maxTotal: 10,
   counts: { ...emptyCounts(), idle: 3, total: 3 },

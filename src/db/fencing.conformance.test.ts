@@ -15,7 +15,7 @@ const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(seq++).
 function observation(id: string, expectedStatus: ObservationChange["expectedStatus"], status: ObservationChange["status"]): ObservationChange {
   return {
     id, expectedStatus, status, reason: `observed ${status}`, providerRef: null, url: null, deployStatus: null, runtimeVersion: null,
-    image: null, healthCheckedAt: null, healthOkAt: null, healthFailures: 0, healthError: null, conversationId: null, resourceGone: false,
+    image: null, healthCheckedAt: null, healthOkAt: null, healthFailures: 0, healthError: null, conversationId: null, resourceGone: false, runtimeType: null,
   };
 }
 
@@ -92,7 +92,7 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
       const a = await newInstance(pool);
       await store.transition({ id: a.id, from: "starting", to: "idle", actor: "reconciler", reason: "r" });
       const pick = await store.claimIdle({
-        poolId: pool, owner: "o", attempt: "att-1", attemptTtlMs: 60_000, claimKey: "key-1", source: "landing",
+        poolIds: [pool], owner: "o", attempt: "att-1", attemptTtlMs: 60_000, claimKey: "key-1", source: "landing",
         agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
       });
       assert.equal(pick.kind, "picked");
@@ -111,7 +111,7 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
         const a = await newInstance(pool);
         await store.transition({ id: a.id, from: "starting", to: "idle", actor: "reconciler", reason: "r" });
         await store.claimIdle({
-          poolId: pool, owner: "o", attempt: `att-${ttl}`, attemptTtlMs: ttl, claimKey: null, source: null,
+          poolIds: [pool], owner: "o", attempt: `att-${ttl}`, attemptTtlMs: ttl, claimKey: null, source: null,
           agentName: "A", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
         });
         ids.push(a.id);

@@ -27,12 +27,15 @@ import type {
   ObservationChange,
   PoolHint,
   PoolRecord,
+  PoolWrite,
+  InsertLimits,
   Store,
   TransitionFields,
   TransitionRequest,
   WriteFence,
 } from "./store.ts";
 import { LocalHintBus, type HintBus } from "./hints.ts";
+import { templateHash, type InstanceTemplate } from "../pool/template.ts";
 import type { Database, InstanceEventsTable, InstancesTable, PoolsTable } from "./tables.ts";
 
 /** Rows per applyObservations statement: 15 parameters a row keeps a chunk (30,000) well under
@@ -141,11 +144,18 @@ export class KyselyStore implements Store {
   async upsertPool(pool: { id: string; minIdle: number; maxTotal: number }): Promise<PoolRecord> {
     const row = await this.#db
       .insertInto("pools")
-      .values({ id: pool.id, min_idle: pool.minIdle, max_total: pool.maxTotal })
+      .values({
+        id: pool.id,
+        runtime: pool.id,
+        min_idle: pool.minIdle,
+        max_total: pool.maxTotal,
+        template_hash: templateHash({ provider: null, image: null, command: null, env: {} }),
+      })
       .onConflict((oc) =>
         oc.column("id").doUpdateSet((eb) => ({
           min_idle: eb.ref("excluded.min_idle"),
           max_total: eb.ref("excluded.max_total"),
+          retired_at: null,
           updated_at: sql<Date>`now()`,
         })),
       )
@@ -154,19 +164,63 @@ export class KyselyStore implements Store {
     return toPool(row);
   }
 
+  async savePool(pool: PoolWrite, opts: { expectHash?: string } = {}): Promise<PoolRecord | null> {
+    const json = (v: unknown) => (v === null || v === undefined ? null : JSON.stringify(v));
+    // One statement; with expectHash the update is conditional on the template it was decided
+    // from (two operators changing one pool at once: the second change writes nothing).
+    const { rows } = await sql<Selectable<PoolsTable>>`
+      INSERT INTO pools (id, runtime, provider, image, command, env, min_idle, max_total, claim_agent_name,
+                         claim_instructions, join_url_hosts, max_surge, template_hash, previous_template, seed_hash)
+      VALUES (${pool.id}, ${pool.runtime}, ${pool.provider}::text, ${pool.image}::text, ${json(pool.command)}::text::jsonb,
+              ${JSON.stringify(pool.env)}::text::jsonb, ${pool.minIdle}, ${pool.maxTotal}, ${pool.claimAgentName}::text,
+              ${pool.claimInstructions}::text, ${json(pool.joinUrlHosts)}::text::jsonb, ${pool.maxSurge}, ${pool.templateHash},
+              ${json(pool.previousTemplate)}::text::jsonb, ${pool.seedHash ?? null}::text)
+      ON CONFLICT (id) DO UPDATE SET
+        runtime = EXCLUDED.runtime, provider = EXCLUDED.provider, image = EXCLUDED.image, command = EXCLUDED.command,
+        env = EXCLUDED.env, min_idle = EXCLUDED.min_idle, max_total = EXCLUDED.max_total,
+        claim_agent_name = EXCLUDED.claim_agent_name, claim_instructions = EXCLUDED.claim_instructions,
+        join_url_hosts = EXCLUDED.join_url_hosts, max_surge = EXCLUDED.max_surge, template_hash = EXCLUDED.template_hash,
+        previous_template = EXCLUDED.previous_template,
+        seed_hash = ${pool.seedHash === undefined ? sql`pools.seed_hash` : sql`EXCLUDED.seed_hash`},
+        retired_at = NULL, updated_at = now()
+      WHERE ${opts.expectHash === undefined ? sql`TRUE` : sql`pools.template_hash = ${opts.expectHash}`}
+      RETURNING *`.execute(this.#db);
+    return rows[0] ? toPool(rows[0]) : null;
+  }
+
+  async retirePool(id: string): Promise<boolean> {
+    return this.#db.transaction().execute(async (trx) => {
+      // The creates' lock: no instance can be inserted into the pool while it is being retired.
+      await sql`SELECT pg_advisory_xact_lock(hashtext('create'))`.execute(trx);
+      const { rows } = await sql<{ id: string }>`
+        UPDATE pools SET retired_at = now(), updated_at = now()
+         WHERE id = ${id} AND retired_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.pool_id = pools.id AND i.deleted_at IS NULL)
+        RETURNING id`.execute(trx);
+      return rows.length > 0;
+    });
+  }
+
   async getPool(id: string): Promise<PoolRecord | null> {
     const row = await this.#db.selectFrom("pools").selectAll().where("id", "=", id).executeTakeFirst();
     return row ? toPool(row) : null;
   }
 
-  async recordForeignResources(poolId: string, resources: readonly ForeignResource[], fence?: Lease): Promise<void> {
-    await sql`
-      UPDATE pools SET foreign_resources = ${JSON.stringify(resources)}::text::jsonb
-       WHERE id = ${poolId} AND ${leaseHeld(fence)}`.execute(this.#db);
+  async recordForeignResources(resources: readonly ForeignResource[], fence?: Lease): Promise<void> {
+    await sql`UPDATE deployment SET foreign_resources = ${JSON.stringify(resources)}::text::jsonb WHERE ${leaseHeld(fence)}`.execute(this.#db);
+  }
+
+  async foreignResources(): Promise<ForeignResource[]> {
+    const row = await this.#db.selectFrom("deployment").select("foreign_resources").executeTakeFirst();
+    return parseJsonArray(row?.foreign_resources).flatMap((f) =>
+      f && typeof f === "object" && typeof (f as ForeignResource).ref === "string"
+        ? [{ ref: (f as ForeignResource).ref, name: String((f as ForeignResource).name ?? ""), owner: typeof (f as ForeignResource).owner === "string" ? (f as ForeignResource).owner : null }]
+        : [],
+    );
   }
 
   async listPools(): Promise<PoolRecord[]> {
-    const rows = await this.#db.selectFrom("pools").selectAll().orderBy("id").execute();
+    const rows = await this.#db.selectFrom("pools").selectAll().where("retired_at", "is", null).orderBy("id").execute();
     return rows.map(toPool);
   }
 
@@ -176,21 +230,26 @@ export class KyselyStore implements Store {
     return this.#insertInstance(this.#db, input);
   }
 
-  async insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }, fence?: Lease): Promise<InstanceRecord | null> {
+  async insertInstanceWithin(input: NewInstance, limits: InsertLimits, fence?: Lease): Promise<InstanceRecord | null> {
     return this.#db.transaction().execute(async (trx) => {
-      await sql`SELECT pg_advisory_xact_lock(hashtext(${`create:${input.poolId}`}::text))`.execute(trx);
+      // One lock for every create of the deployment: the global cap counts all pools, and a pool
+      // being retired takes the same lock.
+      await sql`SELECT pg_advisory_xact_lock(hashtext('create'))`.execute(trx);
       // Slots are counted as occupiedSlots() does: a dead row whose resource is not deleted yet
       // still runs at the provider, so it holds its slot until the delete lands.
-      const { rows } = await sql<{ live: number; fresh: number; held: boolean }>`
-        SELECT count(*)::int AS live,
-               count(*) FILTER (WHERE status IN ('idle', 'starting'))::int AS fresh,
-               ${leaseHeld(fence)} AS held
+      const { rows } = await sql<{ live: number; fresh: number; everywhere: number; held: boolean; open: boolean }>`
+        SELECT count(*) FILTER (WHERE pool_id = ${input.poolId})::int AS live,
+               count(*) FILTER (WHERE pool_id = ${input.poolId} AND status IN ('idle', 'starting'))::int AS fresh,
+               count(*)::int AS everywhere,
+               ${leaseHeld(fence)} AS held,
+               EXISTS (SELECT 1 FROM pools WHERE id = ${input.poolId} AND retired_at IS NULL) AS open
           FROM instances
-         WHERE pool_id = ${input.poolId} AND deleted_at IS NULL AND resource_gone_at IS NULL`.execute(trx);
-      const { live, fresh, held } = first(rows);
-      if (!held) return null;
+         WHERE deleted_at IS NULL AND resource_gone_at IS NULL`.execute(trx);
+      const { live, fresh, everywhere, held, open } = first(rows);
+      if (!held || !open) return null;
       if (live >= limits.maxLive) return null;
       if (limits.minIdle !== undefined && fresh >= limits.minIdle) return null;
+      if (limits.globalMax !== undefined && everywhere >= limits.globalMax) return null;
       return this.#insertInstance(trx, input);
     });
   }
@@ -200,9 +259,9 @@ export class KyselyStore implements Store {
     try {
       const { rows } = await sql<InstanceRow>`
         WITH ins AS (
-          INSERT INTO instances (id, pool_id, provider, name, gateway_token, image, status)
+          INSERT INTO instances (id, pool_id, provider, name, gateway_token, image, template_hash, status)
           VALUES (${input.id}, ${input.poolId}, ${input.provider}, ${input.name}, ${input.gatewayToken},
-                  ${input.image ?? null}::text, 'starting')
+                  ${input.image ?? null}::text, ${input.templateHash ?? null}::text, 'starting')
           RETURNING *
         ), ev AS (
           INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
@@ -231,11 +290,23 @@ export class KyselyStore implements Store {
     return row ? toInstance(row) : null;
   }
 
-  async listInstances(poolId: string, opts: { includeDeleted?: boolean } = {}): Promise<InstanceRecord[]> {
-    let q = this.#db.selectFrom("instances").selectAll().where("pool_id", "=", poolId);
+  async listInstances(poolId: string | null, opts: { includeDeleted?: boolean } = {}): Promise<InstanceRecord[]> {
+    let q = this.#db.selectFrom("instances").selectAll();
+    if (poolId !== null) q = q.where("pool_id", "=", poolId);
     if (!opts.includeDeleted) q = q.where("deleted_at", "is", null);
     const rows = await q.orderBy("created_at", "asc").orderBy("id", "asc").execute();
     return rows.map(toInstance);
+  }
+
+  async setProtected(id: string, value: boolean): Promise<InstanceRecord | null> {
+    const row = await this.#db
+      .updateTable("instances")
+      .set({ protected: value, updated_at: sql<Date>`now()` })
+      .where("id", "=", id)
+      .where("deleted_at", "is", null)
+      .returningAll()
+      .executeTakeFirst();
+    return row ? toInstance(row) : null;
   }
 
   async countByStatus(poolId: string): Promise<StatusCounts> {
@@ -299,11 +370,12 @@ export class KyselyStore implements Store {
       (c) => sql`(${c.id}::text, ${c.expectedStatus}::text, ${c.status}::text, ${c.reason}::text,
         ${c.providerRef}::text, ${c.url}::text, ${c.deployStatus}::text, ${c.runtimeVersion}::text,
         ${c.image}::text, ${c.healthCheckedAt}::timestamptz, ${c.healthOkAt}::timestamptz,
-        ${c.healthFailures}::int, ${c.healthError}::text, ${c.conversationId}::text, ${c.resourceGone}::boolean)`,
+        ${c.healthFailures}::int, ${c.healthError}::text, ${c.conversationId}::text, ${c.resourceGone}::boolean,
+        ${c.runtimeType}::text)`,
     );
     const { rows } = await sql<{ id: string }>`
       WITH v (id, expected, status, reason, provider_ref, url, deploy_status, runtime_version, image,
-              health_checked_at, health_ok_at, health_failures, health_error, conversation_id, gone) AS (
+              health_checked_at, health_ok_at, health_failures, health_error, conversation_id, gone, runtime_type) AS (
         VALUES ${sql.join(values)}
       ), upd AS (
         UPDATE instances i SET
@@ -320,6 +392,7 @@ export class KyselyStore implements Store {
           health_error = v.health_error,
           conversation_id = COALESCE(v.conversation_id, i.conversation_id),
           resource_gone_at = CASE WHEN v.gone THEN COALESCE(i.resource_gone_at, now()) ELSE NULL END,
+          runtime_type = COALESCE(v.runtime_type, i.runtime_type),
           updated_at = now()
         FROM v
         WHERE i.id = v.id AND i.status = v.expected AND i.deleted_at IS NULL AND ${leaseHeld(fence)}
@@ -389,7 +462,7 @@ export class KyselyStore implements Store {
   async staleClaims(poolId: string, marginMs: number, limit: number): Promise<InstanceRecord[]> {
     const { rows } = await sql<InstanceRow>`
       SELECT * FROM instances
-       WHERE pool_id = ${poolId} AND status = 'claiming' AND deleted_at IS NULL
+       WHERE ${poolId === null ? sql`TRUE` : sql`pool_id = ${poolId}`} AND status = 'claiming' AND deleted_at IS NULL
          AND (claim_deadline IS NULL OR claim_deadline + ${msInterval(marginMs)} <= now())
        ORDER BY claim_deadline ASC NULLS FIRST
        LIMIT ${limit}`.execute(this.#db);
@@ -421,7 +494,7 @@ export class KyselyStore implements Store {
       }
       const { rows } = await sql<InstanceRow>`
         SELECT * FROM instances
-         WHERE pool_id = ${pick.poolId} AND claim_key = ${pick.claimKey} AND deleted_at IS NULL AND status IN ${BOUND_SQL}
+         WHERE claim_key = ${pick.claimKey} AND deleted_at IS NULL AND status IN ${BOUND_SQL}
          LIMIT 1`.execute(this.#db);
       if (rows[0]) return { kind: "key_taken", instance: toInstance(rows[0]) };
     }
@@ -436,10 +509,10 @@ export class KyselyStore implements Store {
     return this.#db.transaction().execute(async (trx) => {
       // Serialize claims of the same invite URL: the iOS app's double-submit claimed two
       // instances in the earlier system (#402). The lock ends with the transaction.
-      await sql`SELECT pg_advisory_xact_lock(hashtext(${`join:${pick.poolId}:${pick.joinUrl}`}::text))`.execute(trx);
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${`join:${pick.joinUrl}`}::text))`.execute(trx);
       const { rows } = await sql<{ id: string }>`
         SELECT id FROM instances
-        WHERE pool_id = ${pick.poolId} AND join_url = ${pick.joinUrl}
+        WHERE pool_id = ANY(${[...pick.poolIds]}::text[]) AND join_url = ${pick.joinUrl}
           AND status IN ('claiming', 'claimed', 'pending_acceptance') AND deleted_at IS NULL
         LIMIT 1`.execute(trx);
       if (rows[0]) return { kind: "already_joined", instanceId: rows[0].id };
@@ -453,8 +526,9 @@ export class KyselyStore implements Store {
     const { rows } = await sql<InstanceRow>`
       WITH pick AS (
         SELECT id FROM instances
-        WHERE pool_id = ${pick.poolId} AND status = 'idle' AND deleted_at IS NULL
+        WHERE pool_id = ANY(${[...pick.poolIds]}::text[]) AND status = 'idle' AND deleted_at IS NULL AND NOT protected
           AND NOT (id = ANY(${[...pick.exclude]}::text[]))
+          ${pick.fresh ? sql`AND template_hash = (SELECT p.template_hash FROM pools p WHERE p.id = instances.pool_id)` : sql``}
         ORDER BY created_at DESC
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -728,16 +802,27 @@ function toDateOrNull(v: Date | string | null): Date | null {
 }
 
 function toPool(r: Selectable<PoolsTable>): PoolRecord {
-  const foreign = parseJsonArray(r.foreign_resources);
+  const env = parseJson(r.env) ?? {};
+  const command = parseJsonArray(r.command);
+  const hosts = r.join_url_hosts === null ? null : parseJsonArray(r.join_url_hosts);
+  const prev = parseJson(r.previous_template);
   return {
     id: r.id,
+    runtime: r.runtime,
+    provider: r.provider,
+    image: r.image,
+    command: r.command === null || command.length === 0 ? null : command.map(String),
+    env: Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])),
     minIdle: Number(r.min_idle),
     maxTotal: Number(r.max_total),
-    foreignResources: foreign.flatMap((f) =>
-      f && typeof f === "object" && typeof (f as ForeignResource).ref === "string"
-        ? [{ ref: (f as ForeignResource).ref, name: String((f as ForeignResource).name ?? ""), owner: typeof (f as ForeignResource).owner === "string" ? (f as ForeignResource).owner : null }]
-        : [],
-    ),
+    claimAgentName: r.claim_agent_name,
+    claimInstructions: r.claim_instructions,
+    joinUrlHosts: hosts === null ? null : hosts.map(String),
+    maxSurge: Number(r.max_surge),
+    templateHash: r.template_hash,
+    previousTemplate: prev ? (prev as unknown as InstanceTemplate) : null,
+    seedHash: r.seed_hash,
+    retiredAt: toDateOrNull(r.retired_at),
     createdAt: toDate(r.created_at),
     updatedAt: toDate(r.updated_at),
   };
@@ -783,6 +868,9 @@ function toInstance(r: InstanceRow): InstanceRecord {
     statusChangedAt: toDate(r.status_changed_at),
     deletedAt: toDateOrNull(r.deleted_at),
     resourceGoneAt: toDateOrNull(r.resource_gone_at),
+    templateHash: r.template_hash,
+    runtimeType: r.runtime_type,
+    protected: Boolean(r.protected),
   };
 }
 

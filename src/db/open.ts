@@ -13,6 +13,8 @@ import type { Store } from "./store.ts";
 export interface OpenStoreOptions {
   /** `postgres://...`: use real Postgres (wins over `dataDir`). */
   databaseUrl?: string;
+  /** Postgres connections of this process (default 10). */
+  poolMax?: number;
   /** PGlite data directory, created if missing; null or absent = in-memory PGlite. */
   dataDir?: string | null;
   logger?: { warn(obj: unknown, msg?: string): void };
@@ -20,7 +22,7 @@ export interface OpenStoreOptions {
 
 export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   if (opts.databaseUrl) {
-    const pg = openPostgres(opts.databaseUrl, opts.logger ? { logger: opts.logger } : {});
+    const pg = openPostgres(opts.databaseUrl, { ...(opts.logger ? { logger: opts.logger } : {}), ...(opts.poolMax ? { max: opts.poolMax } : {}) });
     try {
       await withPostgresMigrationSession(pg.pool, migrate);
     } catch (err) {

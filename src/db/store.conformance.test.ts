@@ -48,6 +48,7 @@ function observation(id: string, expectedStatus: InstanceStatus, status: Instanc
     healthError: null,
     conversationId: null,
     resourceGone: false,
+    runtimeType: null,
     ...over,
   };
 }
@@ -551,7 +552,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       return (await store.transition({ id: inst.id, from: "starting", to: "idle", actor: "reconciler", reason: "healthy" }))!;
     };
     const pick = (pool: string, over: Partial<ClaimPick> = {}): ClaimPick => ({
-      poolId: pool, owner: "replica-a", attempt: uid("att"), attemptTtlMs: 60_000, claimKey: null, source: null,
+      poolIds: [pool], owner: "replica-a", attempt: uid("att"), attemptTtlMs: 60_000, claimKey: null, source: null,
       agentName: "Ada", instructions: "Be brief", joinUrl: null, profileImage: null, metadata: { a: 1 }, exclude: [], ...over,
     });
 

@@ -5,6 +5,7 @@
  * `store.conformance.test.ts` runs the same suite on both.
  */
 import type { InstanceStatus, StatusCounts, TransitionActor } from "../instance/status.ts";
+import type { InstanceTemplate, PoolSettings } from "../pool/template.ts";
 
 /** A resource named like the pool's that is not ours (see ProviderInstance.owner). */
 export interface ForeignResource {
@@ -14,12 +15,15 @@ export interface ForeignResource {
   owner: string | null;
 }
 
-export interface PoolRecord {
-  id: string;
-  minIdle: number;
-  maxTotal: number;
-  /** What the lease holder's last listing showed of other owners' resources with this pool's naming. */
-  foreignResources: ForeignResource[];
+export interface PoolRecord extends PoolSettings {
+  /** Hash of what instances are made from (see pool/template.ts); '' for pools made before templates. */
+  templateHash: string;
+  /** The template before the last change (a rollback returns to it), or null. */
+  previousTemplate: InstanceTemplate | null;
+  /** Hash of the configuration entry last applied to this pool at start-up. */
+  seedHash: string | null;
+  /** Set once the pool was deleted (only when empty); its row stays for its instances' history. */
+  retiredAt: Date | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -79,6 +83,12 @@ export interface InstanceRecord {
    * crashed agent, for its operator). Such a row no longer holds a slot against max total.
    */
   resourceGoneAt: Date | null;
+  /** Hash of the pool template the instance was made from (pool/template.ts). */
+  templateHash: string | null;
+  /** What the runtime says it is on /pool/health (`runtime`). */
+  runtimeType: string | null;
+  /** Bulk operations (drain, rollouts, release-all) and claims never touch a protected instance. */
+  protected: boolean;
 }
 
 export interface InstanceEvent {
@@ -99,7 +109,17 @@ export interface NewInstance {
   name: string;
   gatewayToken: string;
   image?: string | null;
+  /** Hash of the pool template it is made from. */
+  templateHash?: string | null;
   reason: string;
+}
+
+/** A pool's full settings as written by seeding or the API. */
+export interface PoolWrite extends PoolSettings {
+  templateHash: string;
+  previousTemplate: InstanceTemplate | null;
+  /** Set by seeding from configuration; left as it is when undefined. */
+  seedHash?: string | null;
 }
 
 /**
@@ -119,6 +139,8 @@ export interface ObservationChange {
   url: string | null;
   deployStatus: string | null;
   runtimeVersion: string | null;
+  /** What the runtime says it is (`runtime` of /pool/health); null leaves it as it is. */
+  runtimeType: string | null;
   image: string | null;
   healthCheckedAt: Date | null;
   healthOkAt: Date | null;
@@ -189,9 +211,12 @@ export interface TransitionRequest {
   fence?: WriteFence;
 }
 
-/** What a claim asks of the store: take one idle instance of the pool and mark it `claiming`. */
+/** What a claim asks of the store: take one idle instance of the pools and mark it `claiming`. */
 export interface ClaimPick {
-  poolId: string;
+  /** Pools the claim may take from (one, or every pool of a runtime label). */
+  poolIds: readonly string[];
+  /** Only instances of their pool's current template (a claim with `fresh: true`). */
+  fresh?: boolean;
   /** Pool-manager process making the claim (recorded for people reading the row). */
   owner: string;
   /** Fencing token of this attempt, unique per attempt. */
@@ -218,6 +243,16 @@ export type ClaimPickResult =
   | { kind: "already_joined"; instanceId: string }
   /** A live instance of the pool already carries `claimKey` (an earlier run of the same claim). */
   | { kind: "key_taken"; instance: InstanceRecord };
+
+/** What a guarded insert stays within. */
+export interface InsertLimits {
+  /** Slots the pool may hold (max total, or more during a rollout's surge). */
+  maxLive: number;
+  /** Only while idle + starting instances of the pool are fewer than this (replenishment). */
+  minIdle?: number;
+  /** Slots every pool together may hold (the global cap). */
+  globalMax?: number;
+}
 
 export interface IdempotencyBegin {
   poolId: string;
@@ -256,11 +291,23 @@ export interface Store {
    */
   ensureOwnerId(candidate: string): Promise<string>;
 
-  /** Creates or updates a pool's settings. */
+  /** Creates a pool with default settings, or updates its sizes only (tests and single-pool set-ups). */
   upsertPool(pool: { id: string; minIdle: number; maxTotal: number }): Promise<PoolRecord>;
+  /**
+   * Writes a pool's settings (creating it, or bringing a retired one back). With `expectHash`, only
+   * if the pool's template hash is still that (a concurrent change wins, this one writes nothing:
+   * null).
+   */
+  savePool(pool: PoolWrite, opts?: { expectHash?: string }): Promise<PoolRecord | null>;
+  /** Deletes a pool that holds no instance (its row is kept, retired). False when it holds some. */
+  retirePool(id: string): Promise<boolean>;
+  /** A pool, retired or not. */
   getPool(id: string): Promise<PoolRecord | null>;
   /** Records the foreign resources a pass saw (the lease holder's, fenced on its term). */
-  recordForeignResources(poolId: string, resources: readonly ForeignResource[], fence?: Lease): Promise<void>;
+  recordForeignResources(resources: readonly ForeignResource[], fence?: Lease): Promise<void>;
+  /** What the lease holder last recorded of other owners' resources. */
+  foreignResources(): Promise<ForeignResource[]>;
+  /** Pools that are not retired, by id. */
   listPools(): Promise<PoolRecord[]>;
 
   /** Records intent: the row (status `starting`) is written BEFORE the provider is asked to create. */
@@ -271,12 +318,14 @@ export interface Store {
    * per-pool advisory lock, so creates decided by different replicas, or by a pass and an
    * operator's "add" at once, never take the pool past its limits (seed-system §8 #968).
    */
-  insertInstanceWithin(input: NewInstance, limits: { maxLive: number; minIdle?: number }, fence?: Lease): Promise<InstanceRecord | null>;
+  insertInstanceWithin(input: NewInstance, limits: InsertLimits, fence?: Lease): Promise<InstanceRecord | null>;
   /** Fills in what the provider answered to a create (ref, url, deploy status); false when fenced out. */
   setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null, fence?: Lease): Promise<boolean>;
   getInstance(id: string): Promise<InstanceRecord | null>;
-  /** Instances of a pool, oldest first; deleted ones only when asked. */
-  listInstances(poolId: string, opts?: { includeDeleted?: boolean }): Promise<InstanceRecord[]>;
+  /** Instances of a pool (null: of every pool), oldest first; deleted ones only when asked. */
+  listInstances(poolId: string | null, opts?: { includeDeleted?: boolean }): Promise<InstanceRecord[]>;
+  /** Marks an instance protected or not (bulk operations and claims leave protected ones alone). */
+  setProtected(id: string, value: boolean): Promise<InstanceRecord | null>;
   /** Count per status of the pool's instances that are not deleted. */
   countByStatus(poolId: string): Promise<StatusCounts>;
   /**
@@ -308,7 +357,7 @@ export interface Store {
    * `claiming` rows of the pool whose attempt is past its deadline plus `marginMs`, judged by the
    * database clock (never the process clock), oldest deadline first.
    */
-  staleClaims(poolId: string, marginMs: number, limit: number): Promise<InstanceRecord[]>;
+  staleClaims(poolId: string | null, marginMs: number, limit: number): Promise<InstanceRecord[]>;
   /** Events of a pool's instances with `id > afterId`, oldest first (server-sent events read these). */
   listPoolEventsSince(poolId: string, afterId: number, limit?: number): Promise<InstanceEvent[]>;
   /** The id of the pool's newest event (0 when none). */

@@ -12,8 +12,22 @@ export interface PoolsTable {
   id: string;
   min_idle: number;
   max_total: number;
-  /** jsonb array of {ref, name, owner}; written as JSON text. */
-  foreign_resources: ColumnType<unknown, string | undefined, string>;
+  runtime: ColumnType<string, string | undefined, string>;
+  provider: string | null;
+  image: string | null;
+  /** jsonb: argv array or null. */
+  command: ColumnType<unknown, string | null | undefined, string | null>;
+  /** jsonb: {NAME: value}. */
+  env: ColumnType<unknown, string | undefined, string>;
+  claim_agent_name: string | null;
+  claim_instructions: string | null;
+  /** jsonb: host names or null. */
+  join_url_hosts: ColumnType<unknown, string | null | undefined, string | null>;
+  max_surge: ColumnType<number, number | undefined, number>;
+  template_hash: ColumnType<string, string | undefined, string>;
+  previous_template: ColumnType<unknown, string | null | undefined, string | null>;
+  seed_hash: string | null;
+  retired_at: Timestamp | null;
   created_at: TimestampDefault;
   updated_at: TimestampDefault;
 }
@@ -54,6 +68,9 @@ export interface InstancesTable {
   status_changed_at: TimestampDefault;
   deleted_at: Timestamp | null;
   resource_gone_at: Timestamp | null;
+  template_hash: string | null;
+  runtime_type: string | null;
+  protected: Generated<boolean>;
 }
 
 export interface InstanceEventsTable {
@@ -79,6 +96,8 @@ export interface LeasesTable {
 export interface DeploymentTable {
   singleton: Generated<boolean>;
   owner_id: string;
+  /** jsonb array of {ref, name, owner}; written as JSON text. */
+  foreign_resources: ColumnType<unknown, string | undefined, string>;
   created_at: TimestampDefault;
 }
 

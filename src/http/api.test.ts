@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { ClaimBody, joinUrlHostAllowed } from "./api.ts";
+import { ClaimBody } from "./api.ts";
+import { joinUrlHostAllowed } from "../claim/join-url.ts";
 
 describe("joinUrlHostAllowed", () => {
   const hosts = ["convos.org", "popup.convos.org", "127.0.0.1"];
@@ -23,7 +24,7 @@ describe("ClaimBody", () => {
   it("accepts today's bodies: {joinUrl} alone, {} and unknown fields (dropped)", () => {
     assert.deepEqual(ClaimBody.parse({ joinUrl: "https://convos.org/v2?i=x" }), { joinUrl: "https://convos.org/v2?i=x" });
     assert.deepEqual(ClaimBody.parse({}), {});
-    assert.deepEqual(ClaimBody.parse({ agentName: " Ada ", source: "landing", runtime: "hermes", x: { y: 1 } }), { agentName: "Ada", source: "landing" });
+    assert.deepEqual(ClaimBody.parse({ agentName: " Ada ", source: "landing", model: "claude", x: { y: 1 } }), { agentName: "Ada", source: "landing" });
   });
 
   it("still refuses bad values of known fields", () => {

@@ -6,11 +6,11 @@
  * count against the client's shared rate limit.
  */
 import { z } from "zod";
-import { DEFAULT_CLAIM_AGENT_NAME, DEFAULT_CLAIM_INSTRUCTIONS } from "../config.ts";
 import { PoolError } from "../errors.ts";
 import type { PoolOperations } from "../pool/operations.ts";
 import type { PoolMetrics } from "../metrics.ts";
 import { INSTANCE_STATUSES } from "../instance/status.ts";
+import { POOL_ID_RE } from "../pool/template.ts";
 import type { PoolServer } from "./server.ts";
 import { CountsView, ErrorView, EventView, InstanceView, countsView, eventView, instanceView } from "./views.ts";
 import type { PoolEventStream } from "./events.ts";
@@ -37,9 +37,9 @@ const httpUrl = (max: number) =>
  * 400 VALIDATION_FAILED.
  */
 export const ClaimBody = z.object({
-  agentName: z.string().trim().min(1).max(200).optional().describe("default: CLAIM_DEFAULT_AGENT_NAME (\"Assistant\")"),
-  instructions: z.string().max(50_000).optional().describe("default: CLAIM_DEFAULT_INSTRUCTIONS"),
-  joinUrl: httpUrl(2_000).optional().describe("invite URL of a conversation to join; its host must be one of JOIN_URL_HOSTS when that is set"),
+  agentName: z.string().trim().min(1).max(200).optional().describe("default: the pool's claim default, else CLAIM_DEFAULT_AGENT_NAME (\"Assistant\")"),
+  instructions: z.string().max(50_000).optional().describe("default: the pool's claim default, else CLAIM_DEFAULT_INSTRUCTIONS"),
+  joinUrl: httpUrl(2_000).optional().describe("invite URL of a conversation to join; its host must be one the pool allows (its joinUrlHosts, else JOIN_URL_HOSTS)"),
   profileImage: httpUrl(2_000).optional(),
   metadata: z
     .record(z.string().max(200), z.unknown())
@@ -48,7 +48,16 @@ export const ClaimBody = z.object({
   pool: z
     .string()
     .regex(/^[a-z0-9][a-z0-9-]{0,31}$/)
-    .optional(),
+    .optional()
+    .describe("take from this pool (by id)"),
+  runtime: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9._-]+$/)
+    .optional()
+    .describe("take from a pool with this runtime label (\"openclaw\", \"hermes\", …), as the earlier system's clients send it; ignored when `pool` is given"),
+  fresh: z.boolean().optional().describe("only an instance of its pool's current template (not one left over from before a rollout)"),
   waitMs: z.number().int().min(0).max(60_000).optional(),
   source: z
     .string()
@@ -61,21 +70,6 @@ export const ClaimBody = z.object({
 });
 export type ClaimBody = z.input<typeof ClaimBody>;
 
-/** What a claim without `agentName` / `instructions` gets, and which invite-link hosts it may join. */
-export interface ClaimPolicy {
-  defaultAgentName: string;
-  defaultInstructions: string;
-  /** Lowercase host names a `joinUrl` may have; undefined → any. */
-  joinUrlHosts?: readonly string[] | undefined;
-}
-
-/** True when `joinUrl`'s host is allowed (exact host name, case-insensitive; a trailing dot ignored). */
-export function joinUrlHostAllowed(joinUrl: string, hosts: readonly string[] | undefined): boolean {
-  if (hosts === undefined) return true;
-  const host = new URL(joinUrl).hostname.toLowerCase().replace(/\.$/, "");
-  return hosts.includes(host);
-}
-
 export const ClaimResult = z.object({
   inviteUrl: z.string().nullable(),
   conversationId: z.string().nullable(),
@@ -83,6 +77,8 @@ export const ClaimResult = z.object({
   joined: z.boolean(),
   status: z.enum(["claimed", "pending_acceptance"]),
   agentName: z.string(),
+  pool: z.string().describe("the pool the instance came from"),
+  runtime: z.string().describe("that pool's runtime label"),
 });
 
 const ClaimHeaders = z.object({
@@ -105,8 +101,10 @@ const ForeignView = z.object({ ref: z.string(), name: z.string(), owner: z.strin
 
 export const Summary = z.object({
   pool: z.string(),
+  runtime: z.string().describe("the pool's runtime label: clients select pools by it"),
   minIdle: z.number(),
   maxTotal: z.number(),
+  templateHash: z.string().describe("hash of what the pool's instances are made from"),
   counts: CountsView,
   foreign: z
     .array(ForeignView)
@@ -158,6 +156,7 @@ const textResponse = (contentType: string, description: string) => ({ descriptio
 
 export const AgentView = z.object({
   id: z.string(),
+  pool: z.string(),
   /** The instance's name (the provider resource); `agentName` is the claimed agent's. */
   name: z.string(),
   status: z.enum(INSTANCE_STATUSES),
@@ -171,6 +170,9 @@ export const AgentView = z.object({
   claimedAt: z.string().nullable(),
 });
 
+/** `?pool=<id>`: the pool a read acts on (default: POOL_ID). */
+export const PoolQuery = z.object({ pool: z.string().regex(POOL_ID_RE, "a pool id").optional() });
+
 export interface ApiDeps {
   ops: PoolOperations;
   metrics: PoolMetrics;
@@ -179,8 +181,6 @@ export interface ApiDeps {
   auth: (req: never, reply: never) => Promise<void>;
   /** onRequest hooks of mutating routes: the API key, then the client's rate limit. */
   limited: ReadonlyArray<(req: never, reply: never) => Promise<void>>;
-  /** Claim defaults and the invite-link host allow-list (default: the documented defaults, any host). */
-  claimPolicy?: ClaimPolicy | undefined;
 }
 
 export function registerApi(app: PoolServer, deps: ApiDeps): void {
@@ -189,7 +189,6 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
   const security = [{ bearer: [] }];
   const errs = { 400: ErrorView, 401: ErrorView, 404: ErrorView, 409: ErrorView, 429: ErrorView, 500: ErrorView, 502: ErrorView, 503: ErrorView };
   const limited = deps.limited as never;
-  const policy: ClaimPolicy = deps.claimPolicy ?? { defaultAgentName: DEFAULT_CLAIM_AGENT_NAME, defaultInstructions: DEFAULT_CLAIM_INSTRUCTIONS };
 
   app.post(
     "/api/pool/claim",
@@ -204,19 +203,9 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
       },
     },
     async (req, reply) => {
-      const body = req.body;
-      if (body.joinUrl !== undefined && !joinUrlHostAllowed(body.joinUrl, policy.joinUrlHosts)) {
-        // Refused before an instance is picked: a link of the other network would spend one.
-        const host = new URL(body.joinUrl).hostname;
-        throw new PoolError("JOIN_URL_NOT_ALLOWED", `This pool does not accept invite links of ${host}; it accepts links of ${policy.joinUrlHosts!.join(", ")}.`, { host });
-      }
       try {
-        return await ops.claim({
-          ...body,
-          agentName: body.agentName ?? policy.defaultAgentName,
-          instructions: body.instructions ?? policy.defaultInstructions,
-          idempotencyKey: req.headers["idempotency-key"],
-        });
+        // Defaults and the invite-host allow-list are the pool's, applied by the claim itself.
+        return await ops.claim({ ...req.body, idempotencyKey: req.headers["idempotency-key"] });
       } catch (err) {
         if (err instanceof PoolError && err.code === "POOL_EMPTY") {
           reply.header("retry-after", String(err.details?.retryAfter ?? 30));
@@ -228,9 +217,18 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
 
   app.get(
     "/api/pool/agents",
-    { onRequest: auth, schema: { description: "Crashed, pending and claimed agents, crashed first.", security, response: { 200: z.object({ agents: z.array(AgentView) }), ...errs } } },
-    async () => ({
-      agents: (await ops.agents()).map((r) => ({
+    {
+      onRequest: auth,
+      schema: {
+        description: "Crashed, pending and claimed agents, crashed first (of `?pool=`, default POOL_ID; `?pool=*` for every pool).",
+        security,
+        querystring: z.object({ pool: z.union([z.literal("*"), z.string().regex(POOL_ID_RE, "a pool id")]).optional() }),
+        response: { 200: z.object({ agents: z.array(AgentView) }), ...errs },
+      },
+    },
+    async (req) => ({
+      agents: (await ops.agents(req.query.pool === "*" ? null : (req.query.pool ?? ops.poolId))).map((r) => ({
+        pool: r.poolId,
         id: r.id,
         name: r.name,
         status: r.status,
@@ -266,6 +264,7 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
           "With `count`: create up to that many instances now (bounded by max total) → `{ok, created, errors, counts}`. Without: run a reconcile pass → `{ok, result, counts}`.",
         security,
         body: Count(20, undefined).optional(),
+        querystring: PoolQuery,
         response: {
           200: ReplenishResult,
           ...errs,
@@ -274,12 +273,13 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
     },
     async (req) => {
       const count = req.body?.count;
+      const pool = req.query.pool ?? ops.poolId;
       if (count === undefined) {
         const result = await ops.reconcile();
-        return { ok: result.errors.length === 0, result, counts: (await ops.summary()).counts };
+        return { ok: result.errors.length === 0, result, counts: (await ops.summary(pool)).counts };
       }
-      const r = await ops.add(count);
-      return { ok: r.errors.length === 0, created: r.created, errors: r.errors, counts: (await ops.summary()).counts };
+      const r = await ops.add(count, pool);
+      return { ok: r.errors.length === 0, created: r.created, errors: r.errors, counts: (await ops.summary(pool)).counts };
     },
   );
 
@@ -291,12 +291,14 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
         description: "Delete up to `count` idle instances (default 1).",
         security,
         body: Count(20, 1).optional(),
+        querystring: PoolQuery,
         response: { 200: DrainResult, ...errs },
       },
     },
     async (req) => {
-      const r = await ops.drain(req.body?.count ?? 1);
-      return { ok: r.errors.length === 0, drained: r.drained, errors: r.errors, counts: (await ops.summary()).counts };
+      const pool = req.query.pool ?? ops.poolId;
+      const r = await ops.drain(req.body?.count ?? 1, pool);
+      return { ok: r.errors.length === 0, drained: r.drained, errors: r.errors, counts: (await ops.summary(pool)).counts };
     },
   );
 
@@ -320,9 +322,9 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
 
   app.get(
     "/api/pool/summary",
-    { onRequest: auth, schema: { description: "Counts with the pool's min idle and max total.", security, response: { 200: Summary, ...errs } } },
-    async () => {
-      const s = await ops.summary();
+    { onRequest: auth, schema: { description: "Counts with the pool's min idle and max total (`?pool=`, default POOL_ID).", security, querystring: PoolQuery, response: { 200: Summary, ...errs } } },
+    async (req) => {
+      const s = await ops.summary(req.query.pool);
       return { ...s, counts: countsView(s.counts) };
     },
   );

@@ -16,7 +16,8 @@ import {
 } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { ERROR_CODES, isPoolError } from "../errors.ts";
-import { registerApi, Summary, type ClaimPolicy } from "./api.ts";
+import { PoolQuery, registerApi, Summary } from "./api.ts";
+import { registerPoolRoutes } from "./pool-routes.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
 import { PoolEventStream } from "./events.ts";
@@ -50,7 +51,6 @@ export interface ServerDeps {
   adminPassword?: string | undefined;
   environment?: string | undefined;
   /** Defaults of a claim's agent name and instructions, and the invite-link hosts it may join. */
-  claimPolicy?: ClaimPolicy | undefined;
 }
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -162,8 +162,8 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
 
   app.get(
     "/api/pool/counts",
-    { schema: { description: "Instances per status (public).", response: { 200: CountsView } } },
-    async () => countsView(await deps.store.countByStatus(deps.poolId)),
+    { schema: { description: "Instances per status (public; `?pool=`, default POOL_ID).", querystring: PoolQuery, response: { 200: CountsView } } },
+    async (req) => countsView(await deps.store.countByStatus((req.query as { pool?: string }).pool ?? deps.poolId)),
   );
 
   app.get(
@@ -173,16 +173,18 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
       // unauthenticated request is a 401 whatever it carries (issue 8).
       onRequest: auth,
       schema: {
-        description: "Counts, the pool's min idle and max total, and every live instance. Never includes a gateway token.",
+        description: "Counts, the pool's min idle and max total, and every live instance (`?pool=`, default POOL_ID). Never includes a gateway token.",
         security: [{ bearer: [] }],
+        querystring: PoolQuery,
         response: {
           200: Summary.extend({ instances: z.array(InstanceView) }),
           ...errors,
         },
       },
     },
-    async () => {
-      const [summary, rows] = await Promise.all([deps.ops.summary(), deps.store.listInstances(deps.poolId)]);
+    async (req) => {
+      const pool = (req.query as { pool?: string }).pool ?? deps.poolId;
+      const [summary, rows] = await Promise.all([deps.ops.summary(pool), deps.ops.instances(pool)]);
       return { ...summary, counts: countsView(summary.counts), instances: rows.map(instanceView) };
     },
   );
@@ -216,7 +218,8 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   // connections; onClose again stops a poller that a request started meanwhile.
   app.addHook("preClose", async () => events.close());
   app.addHook("onClose", async () => events.close());
-  registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never, claimPolicy: deps.claimPolicy });
+  registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
+  registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
     store: deps.store,
@@ -224,7 +227,6 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     apiKey: deps.apiKey,
     adminPassword: deps.adminPassword,
     environment: deps.environment,
-    joinUrlHosts: deps.claimPolicy?.joinUrlHosts,
     ...(deps.loginAttemptsPerMinute ? { loginAttemptsPerMinute: deps.loginAttemptsPerMinute } : {}),
   });
 

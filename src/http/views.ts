@@ -16,7 +16,12 @@ export const InstanceView = z.object({
   status: z.enum(INSTANCE_STATUSES),
   deployStatus: z.string().nullable(),
   runtimeVersion: z.string().nullable(),
+  /** What the runtime says it is on /pool/health (`runtime`). */
+  runtimeType: z.string().nullable(),
   image: z.string().nullable(),
+  /** Hash of the pool template it was made from (compare with its pool's `templateHash`). */
+  templateHash: z.string().nullable(),
+  protected: z.boolean(),
   health: z.object({
     checkedAt: z.string().nullable(),
     okAt: z.string().nullable(),
@@ -51,6 +56,9 @@ export function instanceView(r: InstanceRecord): InstanceView {
     status: r.status,
     deployStatus: r.deployStatus,
     runtimeVersion: r.runtimeVersion,
+    runtimeType: r.runtimeType,
+    templateHash: r.templateHash,
+    protected: r.protected,
     image: r.image,
     health: { checkedAt: iso(r.healthCheckedAt), okAt: iso(r.healthOkAt), consecutiveFailures: r.healthFailures, error: r.healthError },
     agentName: r.agentName,

@@ -98,12 +98,12 @@ export class InstanceClient implements HealthChecker {
       if (h.status !== 200 || hb.ready !== true) {
         // Booting runtimes answer 503 {ready:false}: reachable, not ready.
         if (h.status === 503 || hb.ready === false) {
-          return { health: { ready: false, conversationId: null, pending: false, clean: false, version: str(hb.version) } };
+          return { health: { ready: false, conversationId: null, pending: false, clean: false, version: str(hb.version), runtime: str(hb.runtime) } };
         }
         return { health: null, error: `health answered ${h.status}` };
       }
       const s = await this.status(target, timeoutMs);
-      return { health: { ready: true, conversationId: s.conversationId, pending: s.pending, clean: s.clean, version: str(hb.version) } };
+      return { health: { ready: true, conversationId: s.conversationId, pending: s.pending, clean: s.clean, version: str(hb.version), runtime: str(hb.runtime) } };
     } catch (err) {
       return { health: null, error: (err as Error).message };
     }

@@ -38,6 +38,8 @@ export interface HealthObservation {
   /** The runtime has no identity, conversation or instructions left from an earlier claim. */
   clean: boolean;
   version: string | null;
+  /** What the runtime says it is (`runtime` of /pool/health: "openclaw", "hermes", …), when it says. */
+  runtime?: string | null;
 }
 
 export type DerivedStatus = "starting" | "idle" | "dirty" | "claimed" | "pending" | "dead" | "sleeping";

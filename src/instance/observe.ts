@@ -68,6 +68,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
   let healthFailures = row.healthFailures;
   let healthError = row.healthError;
   let runtimeVersion = row.runtimeVersion;
+  let runtimeType = row.runtimeType;
   if (obs.health !== undefined) {
     healthCheckedAt = now;
     if (obs.health) {
@@ -78,6 +79,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       healthFailures = 0;
       healthError = null;
       runtimeVersion = obs.health.version ?? runtimeVersion;
+      runtimeType = obs.health.runtime ?? runtimeType;
     } else {
       healthFailures = row.healthFailures + 1;
       healthError = (obs.healthError ?? "unreachable").slice(0, 500);
@@ -205,6 +207,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
     deployStatus !== row.deployStatus ||
     image !== row.image ||
     runtimeVersion !== row.runtimeVersion ||
+    runtimeType !== row.runtimeType ||
     healthFailures !== row.healthFailures ||
     healthError !== row.healthError ||
     resourceGone !== (row.resourceGoneAt !== null) ||
@@ -227,6 +230,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
       url,
       deployStatus,
       runtimeVersion,
+      runtimeType,
       image,
       healthCheckedAt,
       healthOkAt,

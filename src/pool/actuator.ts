@@ -11,21 +11,27 @@
  *   written after the pass read its rows), and a resource some row knows is left alone.
  */
 import type { IdSource } from "../clock.ts";
-import type { Lease, Store } from "../db/store.ts";
+import type { InsertLimits, Lease, PoolRecord, Store } from "../db/store.ts";
+import { PoolError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import type { Provider } from "../provider/provider.ts";
 import { mapLimit } from "./map-limit.ts";
 import type { DeleteAction } from "./plan.ts";
 
 export interface ActuatorOptions {
-  poolId: string;
   ownerId: string;
   store: Store;
-  provider: Provider;
+  /** Providers by kind; a pool's `provider` (or `defaultProvider`) picks one. */
+  providers: ReadonlyMap<string, Provider>;
+  defaultProvider: string;
   ids: IdSource;
   logger: Logger;
-  /** Environment for new instances (pool settings, operator's INSTANCE_ENV_*). */
+  /**
+   * Environment every instance gets (the operator's INSTANCE_ENV_*), before the pool's own and the
+   * pool-manager's (POOL_ID, POOL_ENVIRONMENT, …) given by `envFor`.
+   */
   instanceEnv?: Record<string, string>;
+  envFor?: (pool: PoolRecord) => Record<string, string>;
   /** Creates at once. Default 4. */
   createConcurrency?: number;
 }
@@ -60,23 +66,52 @@ export class Actuator {
    * while the pool is within `limits` at that moment (the store checks under a per-pool lock and,
    * with `lease`, that the term still holds).
    */
-  async create(count: number, limits: { maxLive: number; minIdle?: number }, lease?: Lease, reason = "replenish"): Promise<CreateResult> {
+  /** The provider a pool's instances live at. */
+  providerFor(pool: Pick<PoolRecord, "provider">): Provider {
+    const kind = pool.provider ?? this.#o.defaultProvider;
+    const p = this.#o.providers.get(kind);
+    if (!p) throw new PoolError("CONFIG_INVALID", `provider ${kind} is not configured in this process`);
+    return p;
+  }
+
+  async create(pool: PoolRecord, count: number, limits: InsertLimits, lease?: Lease, reason = "replenish"): Promise<CreateResult> {
     const o = this.#o;
     const res: CreateResult = { created: [], calls: 0, errors: [] };
+    let provider: Provider;
+    try {
+      provider = this.providerFor(pool);
+    } catch (err) {
+      res.errors.push((err as Error).message);
+      return res;
+    }
+    const env = { ...(o.instanceEnv ?? {}), ...pool.env, ...(o.envFor?.(pool) ?? {}) };
     let full = false;
     await mapLimit(Array.from({ length: count }), o.createConcurrency ?? 4, async () => {
       if (full) return;
       const id = o.ids.instanceId();
       const gatewayToken = o.ids.token();
-      const name = o.provider.serviceName?.(id) ?? `agent-pool-${o.poolId}-${id}`;
-      const row = await o.store.insertInstanceWithin({ id, poolId: o.poolId, provider: o.provider.kind, name, gatewayToken, reason }, limits, lease);
+      const name = provider.serviceName?.(id, pool.id) ?? `agent-pool-${pool.id}-${id}`;
+      const row = await o.store.insertInstanceWithin(
+        { id, poolId: pool.id, provider: provider.kind, name, gatewayToken, templateHash: pool.templateHash, image: pool.image, reason },
+        limits,
+        lease,
+      );
       if (!row) {
         full = true; // at the limit (another replica or an operator filled the gap), or the lease is gone
         return;
       }
       res.calls++;
       try {
-        const p = await o.provider.create({ instanceId: id, poolId: o.poolId, name, gatewayToken, ownerId: o.ownerId, env: { ...(o.instanceEnv ?? {}) } });
+        const p = await provider.create({
+          instanceId: id,
+          poolId: pool.id,
+          name,
+          gatewayToken,
+          ownerId: o.ownerId,
+          env,
+          image: pool.image,
+          command: pool.command,
+        });
         // Recording the answer is fenced too; if the lease is gone, the next leader matches the
         // resource to its row by the instance id the provider reports.
         await o.store.setProviderRef(id, p.ref, p.url, p.deployStatus, lease);
@@ -112,9 +147,14 @@ export class Actuator {
           continue;
         }
       }
+      const provider = o.providers.get(d.provider ?? o.defaultProvider);
+      if (!provider) {
+        res.errors.push(`provider delete ${d.ref}: provider ${d.provider} is not configured in this process`);
+        continue;
+      }
       res.calls++;
       try {
-        await o.provider.delete(d.ref);
+        await provider.delete(d.ref);
         if (d.instanceId && d.reason === "dead") await o.store.markDeleted(d.instanceId, lease);
         res.deleted.push({ ref: d.ref, instanceId: d.instanceId, reason: d.reason });
       } catch (err) {

@@ -20,10 +20,10 @@ import { mapLimit } from "./map-limit.ts";
 import type { ListingState, ObservedInstance, ObservedOrphan } from "./plan.ts";
 
 export interface ObserverOptions {
-  poolId: string;
   ownerId: string;
   store: Store;
-  provider: Provider;
+  /** Providers by kind: each one in use is listed ONCE per pass, whatever the number of pools. */
+  providers: ReadonlyMap<string, Provider>;
   health: HealthChecker;
   clock: Clock;
   policy: ObservePolicy;
@@ -41,13 +41,14 @@ export interface StatusChangeNote {
 }
 
 export interface Observation {
-  listing: ListingState;
+  /** What each provider's listing was (by provider kind). */
+  listings: Map<string, ListingState>;
   /** Each row with its provider resource (undefined: not in the listing). */
   pairs: Array<[InstanceRecord, ProviderInstance | undefined]>;
-  /** Rows as the plan sees them after this pass's writes (rows moved by someone else left out). */
-  observed: ObservedInstance[];
-  /** Our resources no row knows about. */
-  orphans: ObservedOrphan[];
+  /** Rows as the plans see them after this pass's writes, by pool (rows moved by someone else left out). */
+  observed: Map<string, ObservedInstance[]>;
+  /** Our resources no row knows about, by provider kind. */
+  orphans: Map<string, ObservedOrphan[]>;
   foreign: ForeignResource[];
   transitions: StatusChangeNote[];
   healthChecks: number;
@@ -114,19 +115,40 @@ export class Observer {
   async runOnce(lease: Lease | undefined): Promise<Observation> {
     const o = this.#o;
     const errors: string[] = [];
-    const rows = await o.store.listInstances(o.poolId);
+    // Every pool's rows in one read; the pools only split them afterwards.
+    const rows = await o.store.listInstances(null);
+    const kinds = new Set<string>(o.providers.keys());
+    for (const r of rows) kinds.add(r.provider);
 
-    let listing: ListingState = "complete";
-    let fleet: ProviderInstance[] = [];
-    try {
-      const l = await o.provider.list();
-      fleet = l.instances;
-      listing = l.complete ? "complete" : "partial";
-    } catch (err) {
-      listing = "failed";
-      errors.push(`provider list: ${(err as Error).message}`);
+    const listings = new Map<string, ListingState>();
+    const pairs: Array<[InstanceRecord, ProviderInstance | undefined]> = [];
+    const orphans = new Map<string, ObservedOrphan[]>();
+    const foreign: ForeignResource[] = [];
+    for (const kind of kinds) {
+      const provider = o.providers.get(kind);
+      const mine = rows.filter((r) => r.provider === kind);
+      let listing: ListingState = "complete";
+      let fleet: ProviderInstance[] = [];
+      if (!provider) {
+        // Rows of a provider this process does not run (configuration changed): nothing to learn.
+        listing = "failed";
+        errors.push(`provider ${kind}: not configured in this process`);
+      } else {
+        try {
+          const l = await provider.list();
+          fleet = l.instances;
+          listing = l.complete ? "complete" : "partial";
+        } catch (err) {
+          listing = "failed";
+          errors.push(`provider list (${kind}): ${(err as Error).message}`);
+        }
+      }
+      listings.set(kind, listing);
+      const m = matchListing(mine, fleet, o.ownerId);
+      pairs.push(...m.pairs);
+      orphans.set(kind, listing === "failed" ? [] : m.orphans);
+      foreign.push(...m.foreign);
     }
-    const { pairs, orphans, foreign } = matchListing(rows, fleet, o.ownerId);
 
     // Health checks: every deployed instance (or one whose deployment the listing did not report),
     // at the listed URL or, when the listing has none this time, the one we stored. Skipping the
@@ -143,45 +165,43 @@ export class Observer {
     });
 
     const changes: ObservationChange[] = [];
-    const observed = new Map<string, ObservedInstance>();
+    const byId = new Map<string, ObservedInstance & { poolId: string }>();
     let healthFailures = 0;
     for (const [r, p] of pairs) {
       const h = health.get(r.id);
       if (h && h.health === null) healthFailures++;
       const out = observeInstance(
         r,
-        { provider: p, listingComplete: listing === "complete", health: h ? h.health : undefined, ...(h?.error ? { healthError: h.error } : {}) },
+        { provider: p, listingComplete: listings.get(r.provider) === "complete", health: h ? h.health : undefined, ...(h?.error ? { healthError: h.error } : {}) },
         now,
         o.policy,
       );
       if (out.change) changes.push(out.change);
       const gone = out.change ? out.change.resourceGone : r.resourceGoneAt !== null;
-      observed.set(r.id, {
+      byId.set(r.id, {
+        poolId: r.poolId,
         id: r.id,
         status: out.status,
         providerRef: out.change?.providerRef ?? r.providerRef,
         goneAtProvider: out.goneAtProvider,
         holdsSlot: !gone,
+        templateHash: r.templateHash,
+        protected: r.protected,
       });
     }
     const applied = await o.store.applyObservations(changes, lease);
-    const transitions: StatusChangeNote[] = [];
-    for (const id of applied.skipped) observed.delete(id); // someone (a claim) moved it: not this pass's to plan
+    for (const id of applied.skipped) byId.delete(id); // someone (a claim) moved it: not this pass's to plan
     const skipped = new Set(applied.skipped);
+    const transitions: StatusChangeNote[] = [];
     for (const c of changes) {
       if (!skipped.has(c.id) && c.status !== c.expectedStatus) transitions.push({ id: c.id, from: c.expectedStatus, to: c.status, reason: c.reason });
     }
-    return {
-      listing,
-      pairs,
-      observed: [...observed.values()],
-      orphans: listing === "failed" ? [] : orphans,
-      foreign,
-      transitions,
-      healthChecks: toCheck.length,
-      healthFailures,
-      skipped: applied.skipped,
-      errors,
-    };
+    const observed = new Map<string, ObservedInstance[]>();
+    for (const { poolId, ...x } of byId.values()) {
+      const list = observed.get(poolId) ?? [];
+      list.push(x);
+      observed.set(poolId, list);
+    }
+    return { listings, pairs, observed, orphans, foreign, transitions, healthChecks: toCheck.length, healthFailures, skipped: applied.skipped, errors };
   }
 }

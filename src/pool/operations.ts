@@ -1,24 +1,27 @@
 /**
- * What operators and clients do to a pool, in one place for the API, the CLI and the dashboard:
- * read counts and agents, add, drain, kill, dismiss, reconcile, claim. Each operation is a
+ * What operators and clients do to the pools, in one place for the API, the CLI and the dashboard:
+ * read counts and agents, add, drain, kill, dismiss, protect, reconcile, claim. Each operation is a
  * conditional transition first (so it cannot clobber a concurrent claim), the provider call after.
+ * Operations on a pool take its id; without one they act on the default pool.
  */
-import type { ForeignResource, InstanceEvent, InstanceRecord, Store } from "../db/store.ts";
+import type { ForeignResource, InstanceEvent, InstanceRecord, PoolRecord, Store } from "../db/store.ts";
 import { PoolError } from "../errors.ts";
 import { LIVE_STATUSES, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { Provider } from "../provider/provider.ts";
 import type { ClaimRequest, ClaimResponse, ClaimService } from "../claim/claim.ts";
 import type { Reconciler, TickResult } from "./reconciler.ts";
+import type { PoolRegistry } from "./registry.ts";
 
 export interface PoolOperationsOptions {
   store: Store;
-  provider: Provider;
+  /** Providers by kind (an instance is deleted at the provider it lives at). */
+  providers: ReadonlyMap<string, Provider>;
   reconciler: Reconciler;
   claims: ClaimService;
-  poolId: string;
-  minIdle: number;
-  maxTotal: number;
+  registry: PoolRegistry;
+  /** The pool operations act on when they name none (POOL_ID). */
+  defaultPool: string;
   logger: Logger;
   /** Most instances one add/drain request may touch. */
   maxBatch?: number;
@@ -26,10 +29,12 @@ export interface PoolOperationsOptions {
 
 export interface PoolSummary {
   pool: string;
+  runtime: string;
   minIdle: number;
   maxTotal: number;
+  templateHash: string;
   counts: StatusCounts & { total: number };
-  /** Resources named like this pool's that belong to another deployment (or none): left alone. */
+  /** Resources named like this deployment's that belong to another deployment (or none): left alone. */
   foreign: ForeignResource[];
 }
 
@@ -40,29 +45,40 @@ export class PoolOperations {
     this.#o = opts;
   }
 
+  /** The default pool's id. */
   get poolId(): string {
-    return this.#o.poolId;
+    return this.#o.defaultPool;
   }
 
   get maxBatch(): number {
     return this.#o.maxBatch ?? 20;
   }
 
-  async summary(): Promise<PoolSummary> {
-    const [c, pool] = await Promise.all([this.#o.store.countByStatus(this.#o.poolId), this.#o.store.getPool(this.#o.poolId)]);
+  get registry(): PoolRegistry {
+    return this.#o.registry;
+  }
+
+  pools(): Promise<PoolRecord[]> {
+    return this.#o.registry.list();
+  }
+
+  async summary(poolId: string = this.#o.defaultPool): Promise<PoolSummary> {
+    const [c, pool, foreign] = await Promise.all([this.#o.store.countByStatus(poolId), this.#o.registry.get(poolId), this.#o.store.foreignResources()]);
     let total = 0;
     for (const s of LIVE_STATUSES) total += c[s];
-    return { pool: this.#o.poolId, minIdle: this.#o.minIdle, maxTotal: this.#o.maxTotal, counts: { ...c, total }, foreign: pool?.foreignResources ?? [] };
+    return { pool: pool.id, runtime: pool.runtime, minIdle: pool.minIdle, maxTotal: pool.maxTotal, templateHash: pool.templateHash, counts: { ...c, total }, foreign };
   }
 
-  instances(): Promise<InstanceRecord[]> {
-    return this.#o.store.listInstances(this.#o.poolId);
+  async instances(poolId: string = this.#o.defaultPool): Promise<InstanceRecord[]> {
+    await this.#o.registry.get(poolId);
+    return this.#o.store.listInstances(poolId);
   }
 
-  /** Agents people use or lost: claimed, pending and crashed, crashed first. */
-  async agents(): Promise<InstanceRecord[]> {
+  /** Agents people use or lost: claimed, pending and crashed, crashed first (one pool, or all). */
+  async agents(poolId: string | null = this.#o.defaultPool): Promise<InstanceRecord[]> {
     const order: Partial<Record<InstanceStatus, number>> = { crashed: 0, pending_acceptance: 1, claimed: 2 };
-    const rows = await this.#o.store.listInstances(this.#o.poolId);
+    if (poolId !== null) await this.#o.registry.get(poolId);
+    const rows = await this.#o.store.listInstances(poolId);
     return rows
       // A crashed instance without an agent broke in a failed claim; the next pass deletes it.
       .filter((r) => order[r.status] !== undefined && !(r.status === "crashed" && r.agentName === null))
@@ -70,8 +86,7 @@ export class PoolOperations {
   }
 
   async instance(id: string): Promise<{ instance: InstanceRecord; events: InstanceEvent[] }> {
-    const inst = await this.#o.store.getInstance(id);
-    if (!inst || inst.poolId !== this.#o.poolId) throw new PoolError("INSTANCE_NOT_FOUND", `No instance "${id}".`);
+    const inst = await this.#get(id);
     return { instance: inst, events: await this.#o.store.listEvents(id, 50) };
   }
 
@@ -83,16 +98,18 @@ export class PoolOperations {
     return this.#o.reconciler.tick();
   }
 
-  /** Creates up to `count` instances now (bounded by max total). */
-  async add(count: number): Promise<{ created: string[]; errors: string[] }> {
-    const res = await this.#o.reconciler.createNow(Math.min(count, this.maxBatch));
+  /** Creates up to `count` instances of a pool now (bounded by its max total and the global cap). */
+  async add(count: number, poolId: string = this.#o.defaultPool): Promise<{ created: string[]; errors: string[] }> {
+    await this.#o.registry.get(poolId);
+    const res = await this.#o.reconciler.createNow(poolId, Math.min(count, this.maxBatch));
     this.#o.reconciler.wake();
     return res;
   }
 
-  /** Deletes up to `count` idle instances, newest last. */
-  async drain(count: number): Promise<{ drained: string[]; errors: string[] }> {
-    const idle = (await this.#o.store.listInstances(this.#o.poolId)).filter((r) => r.status === "idle").slice(0, Math.min(count, this.maxBatch));
+  /** Deletes up to `count` idle instances of a pool, oldest first; protected ones are left alone. */
+  async drain(count: number, poolId: string = this.#o.defaultPool): Promise<{ drained: string[]; errors: string[] }> {
+    await this.#o.registry.get(poolId);
+    const idle = (await this.#o.store.listInstances(poolId)).filter((r) => r.status === "idle" && !r.protected).slice(0, Math.min(count, this.maxBatch));
     const drained: string[] = [];
     const errors: string[] = [];
     for (const r of idle) {
@@ -104,6 +121,14 @@ export class PoolOperations {
       drained.push(r.id);
     }
     return { drained, errors };
+  }
+
+  /** Marks an instance protected (bulk operations and claims leave it alone) or not. */
+  async protect(id: string, value: boolean): Promise<InstanceRecord> {
+    await this.#get(id);
+    const row = await this.#o.store.setProtected(id, value);
+    if (!row) throw new PoolError("INSTANCE_NOT_FOUND", `No instance "${id}".`);
+    return row;
   }
 
   /** Kills one instance: provider delete, row marked dead and kept for the event log. */
@@ -134,14 +159,18 @@ export class PoolOperations {
 
   async #get(id: string): Promise<InstanceRecord> {
     const inst = await this.#o.store.getInstance(id);
-    if (!inst || inst.poolId !== this.#o.poolId) throw new PoolError("INSTANCE_NOT_FOUND", `No instance "${id}".`);
+    if (!inst) throw new PoolError("INSTANCE_NOT_FOUND", `No instance "${id}".`);
     return inst;
   }
 
   /** Deletes the resource; on failure the dead row stays undeleted and the reconciler retries. */
   async #deleteAtProvider(row: InstanceRecord): Promise<string | null> {
     try {
-      if (row.providerRef) await this.#o.provider.delete(row.providerRef);
+      if (row.providerRef) {
+        const provider = this.#o.providers.get(row.provider);
+        if (!provider) throw new Error(`provider ${row.provider} is not configured in this process`);
+        await provider.delete(row.providerRef);
+      }
       await this.#o.store.markDeleted(row.id);
       this.#o.reconciler.wake();
       return null;

@@ -29,6 +29,10 @@ export interface ObservedInstance {
    * such a row no longer counts against max total. Default true.
    */
   holdsSlot?: boolean;
+  /** Hash of the template the instance was made from (rollouts compare it with the pool's). */
+  templateHash?: string | null;
+  /** Protected instances are left alone by bulk operations and rollouts. */
+  protected?: boolean;
 }
 
 export interface ObservedOrphan {
@@ -51,6 +55,8 @@ export interface DeleteAction {
   ref: string;
   instanceId: string | null;
   reason: DeleteReason;
+  /** Provider kind that holds the resource (set by the reconciler; one pass may span several). */
+  provider?: string;
 }
 
 export interface PoolPlan {
@@ -128,4 +134,22 @@ export function planPool(spec: PoolSpec, observed: ObservedPool, now: Date): Poo
     notes.push("creates_capped");
   }
   return { create, deletes, forget, notes, counts: { idle, starting, live: occupied, deficit } };
+}
+
+/**
+ * Orphans (our resources no row knows about, of any pool) are deleted once older than the grace
+ * period, never on a failed or partial listing, at most `maxDeletes` per pass.
+ */
+export function planOrphans(
+  orphans: readonly ObservedOrphan[],
+  listing: ListingState,
+  spec: Pick<PoolSpec, "orphanGraceMs" | "maxDeletesPerTick">,
+  now: Date,
+): { deletes: DeleteAction[]; notes: PlanNote[] } {
+  if (listing !== "complete") return { deletes: [], notes: orphans.length > 0 && listing === "partial" ? ["listing_partial_no_deletes"] : [] };
+  const due = orphans
+    .filter((o) => now.getTime() - o.createdAt.getTime() >= spec.orphanGraceMs)
+    .map((o): DeleteAction => ({ ref: o.ref, instanceId: o.instanceId, reason: "orphan" }));
+  const deletes = due.slice(0, spec.maxDeletesPerTick);
+  return { deletes, notes: due.length > deletes.length ? ["deletes_capped"] : [] };
 }

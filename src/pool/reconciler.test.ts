@@ -1,4 +1,4 @@
-import { after, before, beforeEach, describe, it } from "node:test";
+import { afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { ManualClock, type IdSource } from "../clock.ts";
 import { openStore } from "../db/open.ts";
@@ -37,43 +37,46 @@ describe("Reconciler.tick", () => {
   let pool = 0;
   let poolId = "p0";
 
-  before(async () => {
-    store = await openStore({ dataDir: null });
-  });
-  after(async () => {
-    await store.close();
-  });
+  // One reconciler serves every pool of a database: each test gets its own (in-memory) database.
   beforeEach(async () => {
+    store = await openStore({ dataDir: null });
     poolId = `p${++pool}`;
     clock = new ManualClock(Date.now());
     provider = new MemoryProvider({ clock });
     runtimes = new FakeRuntimes();
     await store.upsertPool({ id: poolId, minIdle: 3, maxTotal: 10 });
+    await store.ensureOwnerId("own01");
+  });
+  afterEach(async () => {
+    await store.close();
   });
 
-  function reconciler(over: Partial<ReconcilerOptions> = {}): Reconciler {
+  /** A reconciler of the test's database; `pool` sets the test pool's sizes first. */
+  async function reconciler(over: Partial<ReconcilerOptions> & { pool?: { minIdle: number; maxTotal: number } } = {}): Promise<Reconciler> {
+    const { pool: sizes, ...rest } = over;
+    if (sizes) await store.upsertPool({ id: poolId, ...sizes });
     return new Reconciler({
-      poolId,
       ownerId: "own01",
       store,
-      provider,
+      providers: new Map([["memory", provider]]),
+      defaultProvider: "memory",
       health: runtimes,
       statusReader: runtimes,
       clock,
       ids,
       logger: silentLogger,
-      spec: { minIdle: 3, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
+      spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
       policy: { stuckTimeoutMs: 15 * 60_000, failureThreshold: 3, healthRecordIntervalMs: 60_000, createGraceMs: 120_000 },
       intervalMs: 1000,
       healthTimeoutMs: 1000,
       healthConcurrency: 8,
       holder: `test-${poolId}`,
-      ...over,
+      ...rest,
     });
   }
 
   it("fills an empty pool, then promotes healthy instances to idle", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     const first = await r.tick();
     assert.equal(first.leader, true);
     assert.equal(first.created.length, 3);
@@ -92,7 +95,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("makes one provider list call per pass however large the pool", async () => {
-    const r = reconciler({ spec: { minIdle: 40, maxTotal: 50, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 50 } });
+    const r = await reconciler({ pool: { minIdle: 40, maxTotal: 50 }, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 50 } });
     await r.tick();
     const before = provider.calls.list;
     const res = await r.tick();
@@ -102,18 +105,18 @@ describe("Reconciler.tick", () => {
   });
 
   it("writes nothing on a quiet pass", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     await r.tick();
     const before = store.statementCount;
     const quiet = await r.tick();
     assert.equal(quiet.transitions.length, 0);
-    // lease + list rows + (no observation write) = 2 statements.
-    assert.equal(store.statementCount - before, 2);
+    // lease + pools + rows of every pool + (no observation write) = 3 statements.
+    assert.equal(store.statementCount - before, 3);
   });
 
   it("never deletes or adopts another deployment's resources, nor unowned ones no row matches; reports and records them", async () => {
-    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 0, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    const r = await reconciler({ pool: { minIdle: 1, maxTotal: 10 }, spec: { orphanGraceMs: 0, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     const old = new Date(clock.now().getTime() - 3_600_000);
     provider.addForeign("theirs", old, "i-theirs", "other"); // another deployment, same pool naming
     provider.addForeign("ancient", old, "i-ancient", null); // made before owner ids, no row of ours
@@ -133,16 +136,33 @@ describe("Reconciler.tick", () => {
     const adopted = await store.getInstance("i-legacy-ours");
     assert.deepEqual([adopted?.providerRef, adopted?.deletedAt], ["legacy-ours", null], "the unowned resource our row knows is adopted, not reported");
     assert.ok(provider.fleet.has("legacy-ours"));
-    const pool = await store.getPool(poolId);
-    assert.deepEqual(pool?.foreignResources.map((f) => f.ref).sort(), ["ancient", "theirs"], "recorded for every replica's dashboard");
+    assert.deepEqual((await store.foreignResources()).map((f) => f.ref).sort(), ["ancient", "theirs"], "recorded for every replica's dashboard");
     // A quiet pass does not rewrite it.
     const before = store.statementCount;
     await r.tick();
-    assert.equal(store.statementCount - before, 2);
+    assert.equal(store.statementCount - before, 3);
+  });
+
+  it("serves every pool in one pass with one provider listing; the global cap bounds them together", async () => {
+    await store.upsertPool({ id: `${poolId}-b`, minIdle: 3, maxTotal: 10 });
+    const r = await reconciler({ spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10, globalMaxTotal: 4 } });
+    const first = await r.tick();
+    assert.equal(first.providerCalls.list, 1, "one listing for both pools");
+    assert.equal(first.created.length, 4, "3 + 3 wanted, the global cap allows 4");
+    assert.ok(first.notes.includes("max_total_reached"));
+    const byPool = new Map(first.pools.map((p) => [p.pool, p.created.length]));
+    assert.equal((byPool.get(poolId) ?? 0) + (byPool.get(`${poolId}-b`) ?? 0), 4);
+    const second = await r.tick();
+    assert.equal(second.created.length, 0, "at the global cap");
+    assert.equal((await store.listInstances(null)).length, 4);
+    // The cap is in the database too: an operator's add of another pool is refused at it.
+    assert.deepEqual((await r.createNow(`${poolId}-b`, 2)).created, []);
+    // Each pool's rows carry their pool; the pass reports each pool's counts.
+    assert.deepEqual(second.pools.map((p) => p.counts.total).reduce((a, b) => a + b, 0), 4);
   });
 
   it("deletes nothing and creates nothing when the provider listing fails", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     await r.tick();
     // Make one instance dead and add an old orphan: a working pass would delete both.
@@ -162,7 +182,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("deletes nothing when the listing is partial, even though instances look missing", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     await r.tick();
     provider.partialOmit = 2;
@@ -174,7 +194,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("replaces a crashed idle instance and deletes it at the provider", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     await r.tick();
     const [victim] = await store.listInstances(poolId);
@@ -190,7 +210,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("tolerates transient health failures of an idle instance, then declares it dead", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     await r.tick();
     const [victim] = await store.listInstances(poolId);
@@ -206,7 +226,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("deletes an orphan only after the grace period", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     provider.addForeign("orphan-1", clock.now());
     const early = await r.tick();
@@ -217,7 +237,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("adopts a provider instance whose create answer was lost (matched by instance id)", async () => {
-    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 0, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    const r = await reconciler({ pool: { minIdle: 1, maxTotal: 10 }, spec: { orphanGraceMs: 0, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     await store.insertInstance({ id: "i-lost", poolId, provider: "memory", name: "lost", gatewayToken: "t", reason: "test" });
     await provider.create({ instanceId: "i-lost", poolId, name: "lost", gatewayToken: "t", ownerId: "own01", env: {} });
     const res = await r.tick();
@@ -229,7 +249,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("marks a failed create dead and retries on the next pass", async () => {
-    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    const r = await reconciler({ pool: { minIdle: 1, maxTotal: 10 }, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     provider.failCreates = 1;
     const res = await r.tick();
     assert.equal(res.created.length, 0);
@@ -241,7 +261,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("shows a crashed claimed agent as crashed, never deletes it", async () => {
-    const r = reconciler({ spec: { minIdle: 1, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    const r = await reconciler({ pool: { minIdle: 1, maxTotal: 10 }, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     await r.tick();
     await r.tick();
     const [inst] = await store.listInstances(poolId);
@@ -263,7 +283,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("never moves a fresh claiming row, whatever the process clock says; the sweeper resolves a stale one by asking the runtime", async () => {
-    const r = reconciler({ spec: { minIdle: 4, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    const r = await reconciler({ pool: { minIdle: 4, maxTotal: 10 }, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     await r.tick();
     await r.tick();
     const [a, b, c, d] = await store.listInstances(poolId);
@@ -289,7 +309,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("sweeps a stale claim whose runtime is neither bound nor clean, or unreachable, to crashed, released (so the next pass retires it)", async () => {
-    const r = reconciler({ spec: { minIdle: 2, maxTotal: 10, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
+    const r = await reconciler({ pool: { minIdle: 2, maxTotal: 10 }, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 } });
     await r.tick();
     await r.tick();
     const [dirty, gone] = await store.listInstances(poolId);
@@ -313,7 +333,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("checks an instance at its stored URL when a listing omits it, and keeps old healthy instances (seed §8 f1a1fab)", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     await r.tick();
     const [a, b] = await store.listInstances(poolId);
@@ -332,8 +352,8 @@ describe("Reconciler.tick", () => {
   });
 
   it("does nothing when another replica holds the lease", async () => {
-    const other = reconciler({ holder: "other-replica" });
-    const mine = reconciler();
+    const other = await reconciler({ holder: "other-replica" });
+    const mine = await reconciler();
     assert.equal((await other.tick()).leader, true);
     const res = await mine.tick();
     assert.equal(res.leader, false);
@@ -341,13 +361,13 @@ describe("Reconciler.tick", () => {
   });
 
   it("renews its lease before acting: a pass that lost it meanwhile deletes and creates nothing", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     const origList = provider.list.bind(provider);
     provider.list = async () => {
       // Another replica takes over while this pass is looking (as after a pass longer than the TTL).
-      const mine = await store.acquireLease(`reconciler:${poolId}`, `test-${poolId}`, 60_000);
+      const mine = await store.acquireLease("reconciler", `test-${poolId}`, 60_000);
       await store.releaseLease(mine!);
-      assert.notEqual(await store.acquireLease(`reconciler:${poolId}`, "other-replica", 60_000), null);
+      assert.notEqual(await store.acquireLease("reconciler", "other-replica", 60_000), null);
       return origList();
     };
     const res = await r.tick();
@@ -359,8 +379,8 @@ describe("Reconciler.tick", () => {
 
   it("the lease holder replenishes on a claim hint from any replica; the others ignore it, and a burst creates once", async () => {
     // Long intervals: after their first pass only hints make these reconcilers act.
-    const leader = reconciler({ intervalMs: 3_600_000 });
-    const others = [reconciler({ holder: "replica-x", intervalMs: 3_600_000 }), reconciler({ holder: "replica-y", intervalMs: 3_600_000 })];
+    const leader = await reconciler({ intervalMs: 3_600_000 });
+    const others = [await reconciler({ holder: "replica-x", intervalMs: 3_600_000 }), await reconciler({ holder: "replica-y", intervalMs: 3_600_000 })];
     await leader.tick();
     await leader.tick();
     for (const x of [leader, ...others]) x.start();
@@ -370,7 +390,7 @@ describe("Reconciler.tick", () => {
     const createsBefore = provider.calls.create;
     for (let i = 0; i < 5; i++) await store.publishHint({ pool: poolId, kind: "claimed", instanceId: a!.id });
     await new Promise((r) => setImmediate(r)); // hints are delivered after the current call stack
-    await leader.createNow(0); // queued behind the replenish the hint started
+    await leader.createNow(poolId, 0); // queued behind the replenish the hint started
     for (const x of [leader, ...others]) await x.stop();
     const counts = await store.countByStatus(poolId);
     assert.deepEqual([counts.idle, counts.starting, counts.claiming], [1, 2, 2], "min idle 3 met once, not once per hint or replica");
@@ -378,16 +398,16 @@ describe("Reconciler.tick", () => {
   });
 
   it("createNow (an operator's add) is bounded by max total, whoever holds the lease", async () => {
-    const r = reconciler({ holder: "not-the-leader" });
-    await reconciler().tick(); // the leader: 3 starting
-    const added = await r.createNow(20);
+    const r = await reconciler({ holder: "not-the-leader" });
+    await (await reconciler()).tick(); // the leader: 3 starting
+    const added = await r.createNow(poolId, 20);
     assert.equal(added.created.length, 7);
-    assert.equal((await r.createNow(1)).created.length, 0);
+    assert.equal((await r.createNow(poolId, 1)).created.length, 0);
     assert.equal((await store.listInstances(poolId)).length, 10);
   });
 
   it("renames claimed instances whose rename never landed, once, and only after their own rename had time", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     await r.tick();
     await r.tick();
     const [a, b] = await store.listInstances(poolId);
@@ -436,7 +456,7 @@ describe("Reconciler.tick", () => {
   });
 
   it("never overlaps passes: concurrent tick() calls run one after another", async () => {
-    const r = reconciler();
+    const r = await reconciler();
     let inFlight = 0;
     let maxInFlight = 0;
     const origList = provider.list.bind(provider);

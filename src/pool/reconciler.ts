@@ -16,17 +16,17 @@
 import { hostname } from "node:os";
 import type { Clock, IdSource } from "../clock.ts";
 import { randomId } from "../clock.ts";
-import type { Lease, Store } from "../db/store.ts";
+import type { Lease, PoolRecord, Store } from "../db/store.ts";
 import type { HealthChecker } from "../instance/client.ts";
 import type { ObservePolicy } from "../instance/observe.ts";
-import { emptyCounts, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
+import { emptyCounts, LIVE_STATUSES, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { Provider } from "../provider/provider.ts";
 import { Actuator } from "./actuator.ts";
 import type { Cleaner, CleanResult } from "./cleaner.ts";
 import { Elector } from "./elector.ts";
 import { Observer, type ForeignResource } from "./observer.ts";
-import { planPool, type ListingState, type PlanNote, type PoolSpec } from "./plan.ts";
+import { planOrphans, planPool, type ListingState, type PlanNote } from "./plan.ts";
 import { Renamer } from "./renamer.ts";
 import { Sweeper, type StatusReader } from "./sweeper.ts";
 
@@ -34,19 +34,31 @@ export { agentServiceName } from "./renamer.ts";
 export { mapLimit } from "./map-limit.ts";
 export type { StatusReader } from "./sweeper.ts";
 
+/** What bounds every pool of the deployment (a pool's own sizes come from its row). */
+export interface DeploymentSpec {
+  /** A provider instance no row knows about is deleted only once it is older than this. */
+  orphanGraceMs: number;
+  maxDeletesPerTick: number;
+  maxCreatesPerTick: number;
+  /** Slots every pool together may hold; unset: no global cap. */
+  globalMaxTotal?: number;
+}
+
 export interface ReconcilerOptions {
-  poolId: string;
-  /** The deployment's owner id: every resource this pool creates carries it. */
+  /** The deployment's owner id: every resource it creates carries it. */
   ownerId: string;
   store: Store;
-  provider: Provider;
+  /** Providers by kind (`local`, `railway`): each one in use is listed once per pass. */
+  providers: ReadonlyMap<string, Provider>;
+  /** Provider of pools that name none. */
+  defaultProvider: string;
   health: HealthChecker;
   /** Asks a runtime what it is bound to (stale-claim sweeper). */
   statusReader: StatusReader;
   clock: Clock;
   ids: IdSource;
   logger: Logger;
-  spec: PoolSpec;
+  spec: DeploymentSpec;
   policy: ObservePolicy;
   intervalMs: number;
   healthTimeoutMs: number;
@@ -55,8 +67,10 @@ export interface ReconcilerOptions {
   sweepMarginMs?: number;
   /** Interval between passes while instances are starting (default 1 s, never above intervalMs). */
   startingPollMs?: number;
-  /** Environment for new instances (pool settings, operator's INSTANCE_ENV_*). */
+  /** Environment for new instances of every pool (operator's INSTANCE_ENV_*). */
   instanceEnv?: Record<string, string>;
+  /** More environment for a pool's instances (POOL_ID, POOL_ENVIRONMENT, …). */
+  envFor?: (pool: PoolRecord) => Record<string, string>;
   /** Identity of this replica for the lease. */
   holder?: string;
   /** Lease time-to-live; default three intervals, at least 15 s. */
@@ -66,6 +80,15 @@ export interface ReconcilerOptions {
   cleanIntervalMs?: number;
   /** Called after every pass (metrics, server-sent events). */
   onTick?: (result: TickResult) => void;
+}
+
+/** One pool's share of a pass. */
+export interface PoolTickResult {
+  pool: string;
+  counts: StatusCounts & { total: number };
+  created: string[];
+  deleted: string[];
+  notes: PlanNote[];
 }
 
 export interface TransitionNote {
@@ -80,6 +103,8 @@ export interface TickResult {
   durationMs: number;
   /** False when another replica holds the lease: this pass did nothing. */
   leader: boolean;
+  /** Each pool's share (counts, creates, deletes, notes); the fields below add them up. */
+  pools: PoolTickResult[];
   /** The lease term this pass acted under (null when not the leader). */
   term: number | null;
   listing: ListingState | "skipped";
@@ -103,6 +128,15 @@ export interface TickResult {
   errors: string[];
 }
 
+const LIVE = LIVE_STATUSES;
+
+/** The worst of several listings: one failed or partial listing limits the whole pass's report. */
+function worstListing(states: ListingState[]): ListingState {
+  if (states.includes("failed")) return "failed";
+  if (states.includes("partial")) return "partial";
+  return "complete";
+}
+
 export class Reconciler {
   readonly #o: ReconcilerOptions;
   readonly #elector: Elector;
@@ -115,7 +149,7 @@ export class Reconciler {
   #running = false;
   #stopped = true;
   #wakeRequested = false;
-  #replenishQueued = false;
+  readonly #replenishQueued = new Set<string>();
   #last: TickResult | null = null;
   #lastCleanAt = Number.NEGATIVE_INFINITY;
   #unsubscribe: Promise<() => Promise<void>> | null = null;
@@ -129,12 +163,12 @@ export class Reconciler {
     const holder = opts.holder ?? `${hostname()}:${process.pid}:${randomId(6)}`;
     // Three missed passes before another replica takes over; never less than 15 s.
     const ttlMs = opts.leaseTtlMs ?? Math.max(15_000, opts.intervalMs * 3);
-    this.#elector = new Elector({ store: opts.store, name: `reconciler:${opts.poolId}`, holder, ttlMs });
+    // One lease for the whole deployment: one replica acts for every pool, with one listing.
+    this.#elector = new Elector({ store: opts.store, name: "reconciler", holder, ttlMs });
     this.#observer = new Observer({
-      poolId: opts.poolId,
       ownerId: opts.ownerId,
       store: opts.store,
-      provider: opts.provider,
+      providers: opts.providers,
       health: opts.health,
       clock: opts.clock,
       policy: opts.policy,
@@ -142,7 +176,7 @@ export class Reconciler {
       healthConcurrency: opts.healthConcurrency,
     });
     this.#sweeper = new Sweeper({
-      poolId: opts.poolId,
+      poolId: null,
       store: opts.store,
       statusReader: opts.statusReader,
       clock: opts.clock,
@@ -151,15 +185,16 @@ export class Reconciler {
       concurrency: opts.healthConcurrency,
     });
     this.#actuator = new Actuator({
-      poolId: opts.poolId,
       ownerId: opts.ownerId,
       store: opts.store,
-      provider: opts.provider,
+      providers: opts.providers,
+      defaultProvider: opts.defaultProvider,
       ids: opts.ids,
       logger: opts.logger,
       ...(opts.instanceEnv ? { instanceEnv: opts.instanceEnv } : {}),
+      ...(opts.envFor ? { envFor: opts.envFor } : {}),
     });
-    this.#renamer = new Renamer({ store: opts.store, provider: opts.provider, clock: opts.clock, logger: opts.logger });
+    this.#renamer = new Renamer({ store: opts.store, providers: opts.providers, clock: opts.clock, logger: opts.logger });
   }
 
   get holder(): string {
@@ -185,11 +220,22 @@ export class Reconciler {
    * inserted under the pool's create lock, so neither this replica's passes nor another's can take
    * the pool past it. Any replica may do it (it is not a pass's decision, so no lease fence).
    */
-  createNow(count: number): Promise<{ created: string[]; errors: string[] }> {
+  createNow(poolId: string, count: number): Promise<{ created: string[]; errors: string[] }> {
     return this.#enqueue(async () => {
-      const r = await this.#actuator.create(Math.max(0, count), { maxLive: this.#o.spec.maxTotal }, undefined, "added by an operator");
+      const pool = await this.#o.store.getPool(poolId);
+      if (!pool || pool.retiredAt) return { created: [], errors: [`no pool ${poolId}`] };
+      const r = await this.#actuator.create(pool, Math.max(0, count), this.#limits(pool), undefined, "added by an operator");
       return { created: r.created, errors: r.errors };
     });
+  }
+
+  /** What a pool's creates stay within: its max total, and the global cap. */
+  #limits(pool: PoolRecord, minIdle?: number): { maxLive: number; minIdle?: number; globalMax?: number } {
+    return {
+      maxLive: pool.maxTotal,
+      ...(minIdle !== undefined ? { minIdle } : {}),
+      ...(this.#o.spec.globalMaxTotal !== undefined ? { globalMax: this.#o.spec.globalMaxTotal } : {}),
+    };
   }
 
   /** Runs a pass now and then every `intervalMs` after each pass ends; listens for hints. */
@@ -201,8 +247,8 @@ export class Reconciler {
     // renames. A lost hint costs only latency: the next pass does both anyway.
     this.#unsubscribe = this.#o.store
       .subscribeHints((h) => {
-        if (h.pool !== this.#o.poolId || this.#elector.lease === null) return;
-        if (h.kind === "claimed") this.replenishSoon();
+        if (this.#elector.lease === null) return;
+        if (h.kind === "claimed") this.replenishSoon(h.pool);
         else if (h.kind === "bound" && h.instanceId) this.renameSoon(h.instanceId);
         else if (h.kind === "changed") this.wake();
       })
@@ -229,20 +275,22 @@ export class Reconciler {
    * under the pool's create lock within min idle and max total, so it never over-creates beside a
    * pass. (A full pass per claim would put every health check of the fleet on the claim path's CPU.)
    */
-  replenishSoon(): void {
-    if (this.#stopped || this.#replenishQueued) return;
-    this.#replenishQueued = true;
+  replenishSoon(poolId: string): void {
+    if (this.#stopped || this.#replenishQueued.has(poolId)) return;
+    this.#replenishQueued.add(poolId);
     void this.#enqueue(async () => {
-      this.#replenishQueued = false;
+      this.#replenishQueued.delete(poolId);
       const o = this.#o;
       const lease = this.#elector.lease;
       if (!lease) return;
-      const counts = await o.store.countByStatus(o.poolId);
-      const deficit = Math.max(0, o.spec.minIdle - counts.idle - counts.starting);
+      const pool = await o.store.getPool(poolId);
+      if (!pool || pool.retiredAt) return;
+      const counts = await o.store.countByStatus(poolId);
+      const deficit = Math.max(0, pool.minIdle - counts.idle - counts.starting);
       const n = Math.min(deficit, o.spec.maxCreatesPerTick);
       if (n === 0) return;
-      const r = await this.#actuator.create(n, { maxLive: o.spec.maxTotal, minIdle: o.spec.minIdle }, lease);
-      if (r.errors.length) o.logger.warn({ errors: r.errors }, "replenish after claim: some creates failed");
+      const r = await this.#actuator.create(pool, n, this.#limits(pool, pool.minIdle), lease);
+      if (r.errors.length) o.logger.warn({ pool: poolId, errors: r.errors }, "replenish after claim: some creates failed");
       // New instances are `starting`: look at them sooner than the interval.
       if (!this.#running && !this.#stopped) this.#schedule(Math.min(o.intervalMs, o.startingPollMs ?? 1000));
     }).catch((err) => this.#o.logger.error({ err }, "replenish after claim failed"));
@@ -306,6 +354,7 @@ export class Reconciler {
       at: o.clock.now().toISOString(),
       durationMs: 0,
       leader: false,
+      pools: [],
       term: null,
       listing: "skipped",
       providerCalls: { list: 0, create: 0, delete: 0 },
@@ -334,25 +383,29 @@ export class Reconciler {
 
   async #reconcile(lease: Lease, result: TickResult): Promise<void> {
     const o = this.#o;
-    result.providerCalls.list++;
+    const pools = await o.store.listPools();
+    for (const p of o.providers.values()) p.knowPools?.(pools.map((x) => x.id));
+    result.providerCalls.list += o.providers.size;
     const seen = await this.#observer.runOnce(lease);
-    result.listing = seen.listing;
+    const listingOf = (kind: string): ListingState => seen.listings.get(kind) ?? "complete";
+    result.listing = worstListing([...seen.listings.values()]);
     result.healthChecks = seen.healthChecks;
     result.healthFailures = seen.healthFailures;
     result.transitions.push(...seen.transitions);
     result.foreign = seen.foreign;
     result.errors.push(...seen.errors);
-    if (seen.listing === "failed") o.logger.warn({ provider: o.provider.kind, errors: seen.errors }, "provider listing failed; nothing is deleted this pass");
+    if (result.listing === "failed") o.logger.warn({ errors: seen.errors }, "a provider listing failed; nothing of it is deleted this pass");
     this.#reportForeign(seen.foreign);
-    if (seen.listing === "complete") {
+    if (result.listing === "complete") {
       // Recorded for every replica's dashboard and metrics, only when it changed.
       const key = JSON.stringify(seen.foreign);
       if (key !== this.#recordedForeign) {
-        await o.store.recordForeignResources(o.poolId, seen.foreign, lease);
+        await o.store.recordForeignResources(seen.foreign, lease);
         this.#recordedForeign = key;
       }
     }
-    const status = new Map<string, InstanceStatus>(seen.observed.map((x) => [x.id, x.status]));
+    const status = new Map<string, InstanceStatus>();
+    for (const list of seen.observed.values()) for (const x of list) status.set(x.id, x.status);
 
     // Only a row that was `claiming` when the pass read its rows can be stale: one picked since
     // has a deadline ahead of it. A quiet pass so costs no sweep statement.
@@ -360,34 +413,76 @@ export class Reconciler {
     for (const t of swept.resolved) {
       result.transitions.push(t);
       status.set(t.id, t.to);
-      const x = seen.observed.find((i) => i.id === t.id);
-      if (x) x.status = t.to;
+      for (const list of seen.observed.values()) {
+        const x = list.find((i) => i.id === t.id);
+        if (x) x.status = t.to;
+      }
     }
 
-    const plan = planPool(o.spec, { listing: seen.listing, instances: seen.observed, orphans: seen.orphans }, o.clock.now());
-    result.notes = plan.notes;
+    // Plans: one per pool, then the orphans of each provider, then the global cap.
+    const now = o.clock.now();
+    const plans = pools.map((pool) => {
+      const kind = pool.provider ?? o.defaultProvider;
+      const instances = seen.observed.get(pool.id) ?? [];
+      const plan = planPool(
+        { minIdle: pool.minIdle, maxTotal: pool.maxTotal, orphanGraceMs: o.spec.orphanGraceMs, maxDeletesPerTick: o.spec.maxDeletesPerTick, maxCreatesPerTick: o.spec.maxCreatesPerTick },
+        { listing: listingOf(kind), instances, orphans: [] },
+        now,
+      );
+      for (const d of plan.deletes) d.provider = kind;
+      return { pool, plan };
+    });
+    const orphanDeletes = [...seen.orphans].flatMap(([kind, list]) => {
+      const p = planOrphans(list, listingOf(kind), o.spec, now);
+      result.notes.push(...p.notes);
+      for (const d of p.deletes) d.provider = kind;
+      return p.deletes;
+    });
+    if (o.spec.globalMaxTotal !== undefined) {
+      let room = o.spec.globalMaxTotal - plans.reduce((n, x) => n + x.plan.counts.live, 0);
+      for (const [, list] of seen.orphans) room -= list.length;
+      room += orphanDeletes.length;
+      for (const x of plans) {
+        const allowed = Math.max(0, Math.min(x.plan.create, room));
+        if (allowed < x.plan.create) x.plan.notes.push("max_total_reached");
+        x.plan.create = allowed;
+        room -= allowed;
+      }
+    }
+    for (const x of plans) result.notes.push(...x.plan.notes.filter((n) => !result.notes.includes(n)));
+
     // A pass longer than the lease TTL (health checks at scale, a paused process) may have lost its
     // term. Its writes are refused by their fences anyway, but provider calls are not writes: renew
     // before acting, and act on nothing if the term is gone.
-    const acts = plan.deletes.length > 0 || plan.create > 0 || plan.forget.length > 0;
+    const acts = orphanDeletes.length > 0 || plans.some((x) => x.plan.deletes.length > 0 || x.plan.create > 0 || x.plan.forget.length > 0);
     if (acts && !(await this.#elector.renew())) return this.#lost(result, "before acting");
 
-    const del = await this.#actuator.delete(plan.deletes, plan.forget, lease);
+    const poolResults = new Map<string, PoolTickResult>(pools.map((p) => [p.id, { pool: p.id, counts: { ...emptyCounts(), total: 0 }, created: [], deleted: [], notes: [] }]));
+    const poolOf = new Map<string, string>(seen.pairs.map(([r]) => [r.id, r.poolId]));
+    const del = await this.#actuator.delete([...plans.flatMap((x) => x.plan.deletes), ...orphanDeletes], plans.flatMap((x) => x.plan.forget), lease);
     result.providerCalls.delete += del.calls;
     result.deleted.push(...del.deleted);
     result.errors.push(...del.errors);
     for (const id of del.forgotten) status.delete(id);
     for (const d of del.deleted) if (d.instanceId && d.reason === "dead") status.delete(d.instanceId);
 
-    if (plan.create > 0) {
-      const made = await this.#actuator.create(plan.create, { maxLive: o.spec.maxTotal, minIdle: o.spec.minIdle }, lease);
+    for (const { pool, plan } of plans) {
+      const pr = poolResults.get(pool.id)!;
+      pr.notes = plan.notes;
+      pr.deleted = del.deleted.filter((d) => d.instanceId !== null && seen.observed.get(pool.id)?.some((i) => i.id === d.instanceId)).map((d) => d.ref);
+      if (plan.create === 0) continue;
+      const made = await this.#actuator.create(pool, plan.create, this.#limits(pool, pool.minIdle), lease);
       result.providerCalls.create += made.calls;
       result.created.push(...made.created);
       result.errors.push(...made.errors);
-      for (const id of made.created) status.set(id, "starting");
+      pr.created = made.created;
+      for (const id of made.created) {
+        status.set(id, "starting");
+        poolOf.set(id, pool.id);
+      }
     }
 
-    if (seen.listing === "complete") {
+    if (result.listing === "complete") {
       const r = await this.#renamer.runOnce(seen.pairs, status);
       result.renamed.push(...r.renamed);
       result.errors.push(...r.errors);
@@ -403,16 +498,21 @@ export class Reconciler {
       }
     }
 
+    // Counts: per pool, and added up.
     const counts = emptyCounts();
-    for (const s of status.values()) counts[s]++;
-    let total = 0;
-    for (const [s, n] of Object.entries(counts)) if (s !== "dead") total += n;
-    result.counts = { ...counts, total };
+    for (const [id, s] of status) {
+      counts[s]++;
+      const pr = poolResults.get(poolOf.get(id) ?? "");
+      if (pr) pr.counts[s]++;
+    }
+    for (const pr of poolResults.values()) pr.counts.total = LIVE.reduce((n, s) => n + pr.counts[s], 0);
+    result.counts = { ...counts, total: LIVE.reduce((n, s) => n + counts[s], 0) };
+    result.pools = [...poolResults.values()];
   }
 
   #lost(result: TickResult, when: string): void {
     result.errors.push(`lease lost ${when}: this pass acts no further`);
-    this.#o.logger.warn({ pool: this.#o.poolId, term: result.term }, `reconciler lease lost ${when}; another replica acts`);
+    this.#o.logger.warn({ term: result.term }, `reconciler lease lost ${when}; another replica acts`);
   }
 
   #reportForeign(foreign: readonly ForeignResource[]): void {

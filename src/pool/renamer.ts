@@ -20,7 +20,8 @@ import { mapLimit } from "./map-limit.ts";
 
 export interface RenamerOptions {
   store: Store;
-  provider: Provider;
+  /** Providers by kind: an instance is renamed at the provider it lives at. */
+  providers: ReadonlyMap<string, Provider>;
   clock: Clock;
   logger: Logger;
   /** Renames per run at most. Default 5. */
@@ -51,7 +52,9 @@ export class Renamer {
     const o = this.#o;
     const inst = await o.store.getInstance(instanceId);
     if (!inst || !inst.providerRef || !inst.agentName || (inst.status !== "claimed" && inst.status !== "pending_acceptance")) return false;
-    await o.provider.rename(inst.providerRef, agentServiceName(o.provider.serviceName?.(inst.id) ?? inst.name, inst.agentName));
+    const provider = o.providers.get(inst.provider);
+    if (!provider) return false;
+    await provider.rename(inst.providerRef, agentServiceName(provider.serviceName?.(inst.id, inst.poolId) ?? inst.name, inst.agentName));
     return true;
   }
 
@@ -60,24 +63,25 @@ export class Renamer {
     const o = this.#o;
     const now = o.clock.now().getTime();
     const out = { renamed: [] as string[], errors: [] as string[] };
-    const due: Array<[string, string, string]> = [];
+    const due: Array<[string, string, string, Provider]> = [];
     for (const [r, p] of pairs) {
       if (due.length >= (o.perRun ?? 5)) break;
       const s = status.get(r.id);
-      if (!p || (s !== "claimed" && s !== "pending_acceptance") || !r.agentName || !r.claimedAt) continue;
-      if (now - r.claimedAt.getTime() < 60_000 || o.provider.renamePending?.(p.ref)) continue;
+      const provider = o.providers.get(r.provider);
+      if (!p || !provider || (s !== "claimed" && s !== "pending_acceptance") || !r.agentName || !r.claimedAt) continue;
+      if (now - r.claimedAt.getTime() < 60_000 || provider.renamePending?.(p.ref)) continue;
       if ((this.#backoff.get(p.ref)?.retryAt ?? 0) > now) continue;
-      let want = agentServiceName(o.provider.serviceName?.(r.id) ?? r.name, r.agentName);
+      let want = agentServiceName(provider.serviceName?.(r.id, r.poolId) ?? r.name, r.agentName);
       try {
-        want = o.provider.nameFor?.(want) ?? want; // compare with what the provider would really set
+        want = provider.nameFor?.(want) ?? want; // compare with what the provider would really set
       } catch {
         continue; // a name the provider refuses: nothing to converge to
       }
-      if (p.name !== want) due.push([r.id, p.ref, want]);
+      if (p.name !== want) due.push([r.id, p.ref, want, provider]);
     }
-    await mapLimit(due, 2, async ([id, ref, name]) => {
+    await mapLimit(due, 2, async ([id, ref, name, provider]) => {
       try {
-        await o.provider.rename(ref, name);
+        await provider.rename(ref, name);
         this.#backoff.delete(ref);
         out.renamed.push(id);
       } catch (err) {

@@ -32,7 +32,7 @@ describe("Sweeper", () => {
 
   const pick = (pool: string, attempt: string, ttlMs: number, agentName: string) =>
     store.claimIdle({
-      poolId: pool, owner: "replica", attempt, attemptTtlMs: ttlMs, claimKey: null, source: null,
+      poolIds: [pool], owner: "replica", attempt, attemptTtlMs: ttlMs, claimKey: null, source: null,
       agentName, instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
     });
 

@@ -22,7 +22,8 @@ export interface StatusReader {
 }
 
 export interface SweeperOptions {
-  poolId: string;
+  /** The pool to sweep; null: every pool. */
+  poolId: string | null;
   store: Store;
   statusReader: StatusReader;
   clock: Clock;

@@ -240,6 +240,8 @@ export class LocalProvider implements Provider {
     const { instanceId } = spec;
     if (!SAFE_ID.test(instanceId)) throw new PoolError("PROVIDER_ERROR", `local provider: unsafe instance id ${JSON.stringify(instanceId)}`);
     if (this.#entries.has(instanceId)) throw new PoolError("PROVIDER_ERROR", `local provider: instance ${instanceId} already exists`);
+    // The pool's template names the command; without one, the provider's default.
+    const command = spec.command && spec.command.length > 0 ? spec.command : this.#command;
 
     const port = await this.#freePort();
     const env: Record<string, string> = {};
@@ -257,7 +259,7 @@ export class LocalProvider implements Provider {
     const logFd = openSync(this.#logPath(instanceId), "a");
     let child: ChildProcess;
     try {
-      const [file, ...args] = this.#command as [string, ...string[]];
+      const [file, ...args] = command as [string, ...string[]];
       // detached: own session and process group, so a Ctrl-C to the manager's terminal does not reach
       // it, and what it forks is told apart from the manager's other processes (a plain child.kill()
       // on a shell left the grandchild orphaned).
@@ -267,7 +269,7 @@ export class LocalProvider implements Provider {
         child.once("error", rejectSpawn);
       });
     } catch (err) {
-      throw new PoolError("PROVIDER_ERROR", `local provider: could not start ${this.#command[0]}`, { instanceId }, { cause: err });
+      throw new PoolError("PROVIDER_ERROR", `local provider: could not start ${command[0]}`, { instanceId }, { cause: err });
     } finally {
       closeSync(logFd); // the child holds its own copy
     }
@@ -290,7 +292,7 @@ export class LocalProvider implements Provider {
       pid,
       port,
       startedAt: this.#clock.now().toISOString(),
-      command: [...this.#command],
+      command: [...command],
       ...(spec.ownerId ? { ownerId: spec.ownerId } : {}),
       ownerTag: this.ownerTag,
       status: "DEPLOYING",

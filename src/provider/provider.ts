@@ -51,6 +51,10 @@ export interface CreateInstanceSpec {
   ownerId: string;
   /** Extra environment for the runtime (operator-given and pool settings). */
   env: Record<string, string>;
+  /** Image to run (Railway), from the pool's template; null/undefined: the provider's default. */
+  image?: string | null;
+  /** argv to run (local provider), from the pool's template; null/undefined: the provider's default. */
+  command?: string[] | null;
 }
 
 /** What a provider's API budget looks like right now (from its rate-limit headers). */
@@ -74,8 +78,10 @@ export interface Provider {
   delete(ref: string): Promise<void>;
   /** Renames one instance, for visibility in the provider's console. */
   rename(ref: string, name: string): Promise<void>;
-  /** The resource name this provider gives an instance (Railway caps names at 32 characters). */
-  serviceName?(instanceId: string): string;
+  /** The resource name this provider gives an instance of a pool (Railway caps names at 32 characters). */
+  serviceName?(instanceId: string, poolId?: string): string;
+  /** The pools the provider serves (their resources are in its one listing); told every pass. */
+  knowPools?(poolIds: readonly string[]): void;
   /** The name a rename to `requested` actually gives (Railway fits names to 32 characters). */
   nameFor?(requested: string): string;
   /** True while a failed rename of `ref` waits in the provider's own retry queue. */

@@ -33,6 +33,8 @@ export interface RuntimeOptions {
   /** /pool/health answers 503 until this long after listen. Default 500. */
   bootDelayMs?: number;
   version?: string;
+  /** What `/pool/health` says the runtime is (`runtime`); default agent-pool-reference. */
+  runtimeName?: string;
   /** Base for invite and deliver URLs. Default `http://127.0.0.1:<port>`. */
   publicUrl?: string;
   /** Fault knobs. */
@@ -102,6 +104,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): RuntimeOptions & { exitA
     instanceId: env.INSTANCE_ID?.trim() || null,
     bootDelayMs: envInt(env, "RUNTIME_BOOT_DELAY_MS", 500),
     version: env.RUNTIME_VERSION?.trim() || readPackageVersion(),
+    // RUNTIME_TYPE: the earlier system's instance variable naming the runtime (openclaw, hermes).
+    runtimeName: env.RUNTIME_TYPE?.trim() || RUNTIME_NAME,
     failProvision: envFlag(env, "RUNTIME_FAIL_PROVISION"),
     provisionDelayMs: envInt(env, "RUNTIME_PROVISION_DELAY_MS", 0),
     resetDirty: envFlag(env, "RUNTIME_RESET_DIRTY"),
@@ -698,7 +702,7 @@ export async function startRuntime(opts: RuntimeOptions): Promise<RunningRuntime
     if (path === "/pool/health") {
       if (method !== "GET" && method !== "HEAD") throw new HttpError(405, "Method not allowed");
       if (!isReady()) return sendJson(res, 503, { ready: false });
-      return sendJson(res, 200, { ready: true, version, runtime: RUNTIME_NAME });
+      return sendJson(res, 200, { ready: true, version, runtime: opts.runtimeName ?? RUNTIME_NAME });
     }
     if (path.startsWith("/i/")) return handleRoom(req, res, url, path.slice(3).split("/"));
     if (path === "/convos/deliver") {

@@ -122,9 +122,9 @@ async function startPool(s: RailwayStandin, env: Record<string, string>, over: S
   // Every pass reports to the metrics; this runs before the first pass ends (it starts on a timer).
   const passes: TickResult[] = [];
   const onTick = running.metrics.onTick.bind(running.metrics);
-  running.metrics.onTick = (poolId, t) => {
+  running.metrics.onTick = (t) => {
     passes.push(t);
-    onTick(poolId, t);
+    onTick(t);
   };
   // Recorded by serve() before the provider opened: the candidate is not used.
   const ownerId = await running.store.ensureOwnerId("never");

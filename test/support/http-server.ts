@@ -13,6 +13,7 @@ import type { InstanceTarget, ProvisionRequest, ProvisionResult, RuntimeStatus }
 import type { HealthObservation } from "../../src/instance/derive.ts";
 import { silentLogger } from "../../src/logger.ts";
 import { PoolMetrics } from "../../src/metrics.ts";
+import { PoolRegistry } from "../../src/pool/registry.ts";
 import { PoolOperations } from "../../src/pool/operations.ts";
 import { Reconciler } from "../../src/pool/reconciler.ts";
 import { MemoryProvider } from "../../src/provider/memory.ts";
@@ -75,17 +76,18 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
   const ownerId = await store.ensureOwnerId("own01");
   const provider = new MemoryProvider({ ownerId });
   const runtimes = new InstantRuntimes();
+  const providers = new Map([["memory", provider as import("../../src/provider/provider.ts").Provider]]);
   const reconciler = new Reconciler({
-    poolId,
     ownerId,
     store,
-    provider,
+    providers,
+    defaultProvider: "memory",
     health: runtimes,
     statusReader: runtimes,
     clock: systemClock,
     ids: randomIds,
     logger: silentLogger,
-    spec: { minIdle, maxTotal, orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
+    spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
     policy: { stuckTimeoutMs: 15 * 60_000, failureThreshold: 3, healthRecordIntervalMs: 60_000, createGraceMs: 120_000 },
     intervalMs: 3_600_000,
     healthTimeoutMs: 1000,
@@ -102,7 +104,8 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     provisionTimeoutMs: 5_000,
     maxWaitMs: 2_000,
   });
-  const ops = new PoolOperations({ store, provider, reconciler, claims, poolId, minIdle, maxTotal, logger: silentLogger });
+  const registry = new PoolRegistry({ store, logger: silentLogger, deploymentEnv: {}, providers: ["memory"], onChange: () => claims.invalidatePools() });
+  const ops = new PoolOperations({ store, providers, reconciler, claims, registry, defaultPool: poolId, logger: silentLogger });
   const metrics = new PoolMetrics(store, () => [poolId]);
   const app = await buildServer({
     store,

@@ -1,3 +1,4 @@
--- Resources named like a pool's that belong to another deployment (or to none): the lease holder
--- records what its last listing showed, so every replica's dashboard and metrics can report them.
-ALTER TABLE pools ADD COLUMN foreign_resources jsonb NOT NULL DEFAULT '[]'::jsonb;
+-- Resources named like this deployment's that carry another owner id (or none): the lease holder
+-- records what its last complete listing showed, so every replica's dashboard and metrics can
+-- report them (they are never deleted or adopted).
+ALTER TABLE deployment ADD COLUMN foreign_resources jsonb NOT NULL DEFAULT '[]'::jsonb;

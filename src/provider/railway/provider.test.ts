@@ -573,8 +573,23 @@ test("create refuses instance ids the listing could not recognise", async () => 
   projects(1);
   const p = await open();
   await rejects(p.create(spec({ instanceId: "has-two-dashes" })), (e) => assert.equal(e.code, "PROVIDER_ERROR"));
-  await rejects(p.create(spec({ poolId: "other" })), (e) => assert.equal(e.code, "PROVIDER_ERROR"));
   assert.equal(fake.count("ServiceCreate"), 0);
+});
+
+test("one provider serves several pools: each pool's services carry its tag, the one listing returns them all", async () => {
+  projects(1);
+  const p = await open();
+  p.knowPools(["default", "hermes"]);
+  const a = await p.create(spec());
+  const b = await p.create(spec({ poolId: "hermes" }));
+  assert.match(a.name, /^ap-default-i-/);
+  assert.match(b.name, /^ap-hermes-i-/);
+  assert.equal(p.serviceName(b.instanceId!, "hermes"), b.name);
+  const before = fake.count("PoolList");
+  const listed = await p.list();
+  assert.deepEqual(listed.instances.map((i) => i.instanceId).sort(), [a.instanceId, b.instanceId].sort());
+  assert.equal(fake.count("PoolList") - before, 1, "one listing for both pools");
+  await p.close();
 });
 
 test("a low remaining hourly budget spaces creates out", async () => {

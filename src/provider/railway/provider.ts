@@ -184,7 +184,10 @@ export class RailwayProvider implements Provider {
   readonly #clock: Clock;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #random: () => number;
+  /** The default pool's names (project names are based on them). */
   readonly #names: ServiceNames;
+  /** Names of every pool this provider serves, by pool id (see knowPools). */
+  readonly #poolNames = new Map<string, ServiceNames>();
   readonly #ownerId: string;
   readonly #scheme: string;
   readonly #port: number;
@@ -218,14 +221,7 @@ export class RailwayProvider implements Provider {
     this.#sleep = opts.sleep ?? realSleep;
     this.#random = opts.random ?? Math.random;
     this.#ownerId = opts.ownerId;
-    this.#names = new ServiceNames({
-      prefix: opts.servicePrefix ?? DEFAULT_SERVICE_PREFIX,
-      poolId: opts.poolId,
-      ownerId: opts.ownerId,
-      maxName: opts.maxServiceNameLength ?? 32,
-      maxInstanceIdLength: opts.maxInstanceIdLength ?? 14,
-      idPattern: opts.instanceIdPattern ?? /^[a-z0-9]+-[a-z0-9]+$/,
-    });
+    this.#names = this.#namesOf(opts.poolId);
     this.#scheme = opts.urlScheme ?? "https";
     this.#port = opts.instancePort ?? 8080;
     this.#maxServices = opts.maxServicesPerProject ?? 100;
@@ -272,6 +268,8 @@ export class RailwayProvider implements Provider {
    * characters by cutting the label. Throws for a name that would not be this deployment's.
    */
   nameFor(requested: string): string {
+    // The pool whose prefix the name carries decides; the default pool's names say why not otherwise.
+    for (const names of this.#poolNames.values()) if (names.parse(requested) || requested.startsWith(names.ownPrefix)) return names.nameFor(requested);
     return this.#names.nameFor(requested);
   }
 
@@ -299,19 +297,47 @@ export class RailwayProvider implements Provider {
     return [...this.#projects.values()].map((p) => ({ id: p.id, environmentId: p.environmentId, services: p.listedCount === null ? null : this.#countOf(p) }));
   }
 
-  /** Service name of an instance: `<prefix>-<poolTag>-<instanceId>-<ownerId>`. */
-  serviceName(instanceId: string): string {
-    return this.#names.serviceName(instanceId);
+  /** Service name of an instance of a pool (default: the provider's pool): `<prefix>-<poolTag>-<instanceId>-<ownerId>`. */
+  serviceName(instanceId: string, poolId: string = this.#o.poolId): string {
+    return this.#namesOf(poolId).serviceName(instanceId);
   }
 
-  /** The pool's instance id in a service name (any owner, or none), or null when it is not this pool's. */
+  /** An instance id in a service name of any pool this provider serves (any owner, or none), or null. */
   parseInstanceId(name: string): string | null {
-    return this.#names.parse(name)?.instanceId ?? null;
+    return this.parseServiceName(name)?.instanceId ?? null;
   }
 
-  /** Instance id, owner id (null: the form before owner ids) and label of one of this pool's names, or null. */
+  /** Instance id, owner id (null: the form before owner ids) and label of a name of a pool this provider serves, or null. */
   parseServiceName(name: string): ParsedServiceName | null {
-    return this.#names.parse(name);
+    for (const names of this.#poolNames.values()) {
+      const parsed = names.parse(name);
+      if (parsed) return parsed;
+    }
+    return null;
+  }
+
+  /**
+   * The pools this provider serves: their services are listed (one listing for all of them). The
+   * reconciler tells it every pass; a create for a pool not told yet adds it.
+   */
+  knowPools(poolIds: readonly string[]): void {
+    for (const id of poolIds) this.#namesOf(id);
+  }
+
+  #namesOf(poolId: string): ServiceNames {
+    let names = this.#poolNames.get(poolId);
+    if (!names) {
+      names = new ServiceNames({
+        prefix: this.#o.servicePrefix ?? DEFAULT_SERVICE_PREFIX,
+        poolId,
+        ownerId: this.#o.ownerId,
+        maxName: this.#o.maxServiceNameLength ?? 32,
+        maxInstanceIdLength: this.#o.maxInstanceIdLength ?? 14,
+        idPattern: this.#o.instanceIdPattern ?? /^[a-z0-9]+-[a-z0-9]+$/,
+      });
+      this.#poolNames.set(poolId, names);
+    }
+    return names;
   }
 
   // ---- open ----
@@ -513,8 +539,8 @@ export class RailwayProvider implements Provider {
 
   #toInstance(svc: ServiceNode, p: ProjectState): ProviderInstance | null | "incomplete" {
     if (!svc.id || typeof svc.name !== "string") return null;
-    const parsed = this.#names.parse(svc.name);
-    // Not this pool's: another pool, or something else in the project. Another deployment's
+    const parsed = this.parseServiceName(svc.name);
+    // Not one of our pools': something else in the project. Another deployment's
     // services of this pool ARE listed, with their owner: the reconciler reports them and leaves them alone.
     if (!parsed) return null;
     const instances = edgesOf(svc.serviceInstances);
@@ -548,15 +574,12 @@ export class RailwayProvider implements Provider {
 
   async create(spec: CreateInstanceSpec): Promise<ProviderInstance> {
     this.#assertOpen();
-    if (spec.poolId !== this.#o.poolId) {
-      throw new PoolError("PROVIDER_ERROR", `railway: provider of pool ${this.#o.poolId} asked to create for pool ${spec.poolId}`);
-    }
     if (spec.ownerId !== this.#ownerId) {
       // The name carries the owner id; a service named with another would be another deployment's.
       throw new PoolError("PROVIDER_ERROR", `railway: provider of owner ${this.#ownerId} asked to create for owner ${JSON.stringify(spec.ownerId)}`);
     }
-    const name = this.serviceName(spec.instanceId);
-    const parsed = this.#names.parse(name);
+    const name = this.serviceName(spec.instanceId, spec.poolId);
+    const parsed = this.#namesOf(spec.poolId).parse(name);
     const maxName = this.#o.maxServiceNameLength ?? 32;
     if (parsed?.instanceId !== spec.instanceId || parsed.owner !== this.#ownerId || name.length > maxName) {
       // A service we could not recognise later would be invisible to list(): a leak.
@@ -613,7 +636,7 @@ export class RailwayProvider implements Provider {
       name,
       deployStatus: null,
       url: `${this.#scheme}://${domain}`,
-      image: this.#o.image,
+      image: spec.image ?? this.#o.image,
       createdAt,
       owner: this.#ownerId,
     };
@@ -629,7 +652,7 @@ export class RailwayProvider implements Provider {
       PORT: String(this.#port),
       AGENT_POOL_OWNER: this.#ownerId,
     };
-    const input = { projectId: project.id, environmentId: project.environmentId, name, source: { image: this.#o.image }, variables };
+    const input = { projectId: project.id, environmentId: project.environmentId, name, source: { image: spec.image ?? this.#o.image }, variables };
     let r;
     try {
       // allowPartial: with data, the service exists even if a nested field errored; throwing would leak it.
