@@ -686,13 +686,14 @@ export class KyselyStore implements Store {
   // Every write is conditional on the row's state (and the intent on its instance's status and the
   // lease term) in its own statement; see migration 0006 for the lifecycle.
 
-  async insertResourceIntent(input: NewResource, fence?: Lease): Promise<ResourceRecord | null> {
+  async insertResourceIntent(input: NewResource, fence?: Lease, instanceStatuses: readonly InstanceStatus[] = ["starting"]): Promise<ResourceRecord | null> {
     // FOR SHARE on the instance row orders the intent against a concurrent kill (a conditional
     // UPDATE of that row): if the kill commits first, the status is re-checked and nothing is written.
     const { rows } = await sql<ResourceRow>`
       WITH inst AS (
         SELECT id FROM instances
-         WHERE id = ${input.instanceId} AND pool_id = ${input.poolId} AND status = 'starting' AND deleted_at IS NULL
+         WHERE id = ${input.instanceId} AND pool_id = ${input.poolId} AND status = ANY(${[...instanceStatuses]}::text[])
+           AND status <> 'dead' AND deleted_at IS NULL
            AND ${leaseHeld(fence)}
          FOR SHARE
       )

@@ -429,11 +429,12 @@ export interface Store {
 
   /**
    * Records intent: the resource row (`creating`) is written BEFORE the vendor is asked to create it,
-   * and only while its instance is `starting` and not deleted (and, with `fence`, the lease term
-   * holds), in the same statement. Null when it was not written (the instance moved on, or the term
-   * is gone): then nothing may be created for it.
+   * and only while its instance is in `instanceStatuses` (default: `starting`, a create) and not
+   * deleted, and (with `fence`) the lease term holds, in the same statement. Null when it was not
+   * written (the instance moved on, the term is gone, or it has one of the kind): then nothing may
+   * be created for it.
    */
-  insertResourceIntent(input: NewResource, fence?: Lease): Promise<ResourceRecord | null>;
+  insertResourceIntent(input: NewResource, fence?: Lease, instanceStatuses?: readonly InstanceStatus[]): Promise<ResourceRecord | null>;
   /**
    * Records the vendor's answer to a create: its ref, and its limit/usage. `creating` → `ready`; a row
    * released meanwhile (`deleting`) keeps its state but learns the ref, so its delete can find it.

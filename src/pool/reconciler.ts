@@ -22,7 +22,7 @@ import type { ObservePolicy } from "../instance/observe.ts";
 import { emptyCounts, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { Provider } from "../provider/provider.ts";
-import { Actuator } from "./actuator.ts";
+import { Actuator, type InstanceResourceHooks } from "./actuator.ts";
 import type { Cleaner, CleanResult } from "./cleaner.ts";
 import { Elector } from "./elector.ts";
 import { Observer, type ForeignResource } from "./observer.ts";
@@ -57,6 +57,8 @@ export interface ReconcilerOptions {
   startingPollMs?: number;
   /** Environment for new instances (pool settings, operator's INSTANCE_ENV_*). */
   instanceEnv?: Record<string, string>;
+  /** Per-instance resources made with each instance (issue 12), passed to the actuator. */
+  resources?: InstanceResourceHooks;
   /** Identity of this replica for the lease. */
   holder?: string;
   /** Lease time-to-live; default three intervals, at least 15 s. */
@@ -158,6 +160,7 @@ export class Reconciler {
       ids: opts.ids,
       logger: opts.logger,
       ...(opts.instanceEnv ? { instanceEnv: opts.instanceEnv } : {}),
+      resources: opts.resources,
     });
     this.#renamer = new Renamer({ store: opts.store, provider: opts.provider, clock: opts.clock, logger: opts.logger });
   }
