@@ -67,6 +67,10 @@ function resources(name: string, open: () => Promise<TestDatabase>) {
       const current = (await store.acquireLease(name, "new", 60_000))!;
       assert.equal(await intent(pool, d, "openrouter", lost), null);
       assert.ok(await intent(pool, d, "openrouter", current));
+      // On demand: the statuses the caller allows (never a dead row, whatever it asks).
+      const nameOf = (i: string) => `ap:own01:${pool}:test:${i}`;
+      assert.ok(await store.insertResourceIntent({ id: uid("r"), instanceId: b, poolId: pool, kind: "inbox", name: nameOf(b) }, undefined, ["idle", "claimed"]));
+      assert.equal(await store.insertResourceIntent({ id: uid("r"), instanceId: c, poolId: pool, kind: "inbox", name: nameOf(c) }, undefined, ["dead", "idle"]), null);
     });
 
     it("records a create's answer once; a released row keeps its state but learns its ref", async () => {
