@@ -56,9 +56,10 @@ export function instanceCredentials(header: string | undefined): { id: string; t
 const ConversationBody = z.object({
   conversationId: z.string().trim().min(1).max(500).describe("the conversation the runtime joined"),
 });
+// Optional: a POST without a body arrives as null.
 const FailBody = z
   .object({ error: z.string().max(1_000).optional().describe("why the join was refused, as the runtime says") })
-  .optional();
+  .nullish();
 
 const ResourceViewSchema = z.object({
   kind: z.string(),

@@ -54,6 +54,8 @@ export class OpenRouterStandin {
   readonly requests: StandinRequest[] = [];
   /** Keys deleted so far (hash → name), to tell "deleted" from "never made". */
   readonly deleted = new Map<string, string>();
+  /** Every secret key ever made (deleted ones included): what leak tests look for. */
+  readonly issued: string[] = [];
   /** Random faults: each call fails with this probability (5xx or 429), drawn from `rng`. */
   chaos: { rate: number; rng: () => number } | null = null;
   /** Next creates make the key, then answer 500. */
@@ -116,6 +118,7 @@ export class OpenRouterStandin {
     const hash = createHash("sha256").update(key).digest("hex");
     const k: StandinKey = { hash, name, key, disabled: false, limit, usage: 0, createdAt, updatedAt: null };
     this.keys.set(hash, k);
+    this.issued.push(key);
     return k;
   }
 
