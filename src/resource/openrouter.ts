@@ -102,7 +102,10 @@ export class OpenRouterKind implements ResourceKind {
   }
 
   async list(): Promise<ResourceListing> {
-    const resources: ExternalResource[] = [];
+    // Pages are read by offset, newest first: a key made while paging shifts the rest down, so one
+    // may be seen twice (kept once); one deleted meanwhile may shift another past us, which only
+    // delays its judgment to the next listing (nothing is deleted for not being seen).
+    const byRef = new Map<string, ExternalResource>();
     let complete = true;
     for (let page = 0; ; page++) {
       if (page >= this.#maxPages) {
@@ -117,11 +120,11 @@ export class OpenRouterKind implements ResourceKind {
         const k = keyData(item);
         // An entry we cannot read might be ours: the listing cannot vouch for it, so it is incomplete.
         if (!k) complete = false;
-        else resources.push({ ref: k.hash, name: k.name, createdAt: k.createdAt, limit: k.limit, usage: k.usage });
+        else byRef.set(k.hash, { ref: k.hash, name: k.name, createdAt: k.createdAt, limit: k.limit, usage: k.usage });
       }
       if (data.length < OPENROUTER_PAGE_SIZE) break;
     }
-    return { resources, complete };
+    return { resources: [...byRef.values()], complete };
   }
 
   async usage(ref: string): Promise<ResourceUsage> {
