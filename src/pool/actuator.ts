@@ -103,8 +103,10 @@ export class Actuator {
         }
       }
       res.calls++;
+      let made = false;
       try {
         const p = await o.provider.create({ instanceId: id, poolId: o.poolId, name, gatewayToken, ownerId: o.ownerId, env });
+        made = true;
         // Recording the answer is fenced too; if the lease is gone, the next leader matches the
         // resource to its row by the instance id the provider reports.
         await o.store.setProviderRef(id, p.ref, p.url, p.deployStatus, lease);
@@ -113,8 +115,10 @@ export class Actuator {
         // The provider must not leak a half-made instance; if it did, the orphan sweep finds it.
         const msg = (err as Error).message;
         await this.#failCreate(res, id, `provider create: ${msg}`, msg, lease);
-        if (o.resources) {
+        if (o.resources && !made) {
           // What was made for it goes now; the resource reconciler collects whatever this misses.
+          // (When the provider did make it and only recording failed, the row decides: dead, and the
+          // resource reconciler deletes its key; still starting, and it is adopted with its key.)
           const left = await o.resources.release(id).catch((e: unknown) => [(e as Error).message]);
           if (left.length > 0) res.errors.push(`resources of ${id} not deleted yet: ${left.join("; ")}`);
         }
