@@ -46,6 +46,28 @@ describe("loadConfig", () => {
     assert.equal(explicit.RAILWAY_INSTANCE_ENVIRONMENT_ID, "env-2");
   });
 
+  it("per-instance resources: none unless a provisioning key is set; limits in dollars, the maximum no smaller than a new key's", () => {
+    const d = loadConfig({});
+    assert.equal(d.OPENROUTER_PROVISIONING_KEY, undefined);
+    assert.deepEqual(
+      [d.OPENROUTER_API_URL, d.OPENROUTER_KEY_LIMIT, d.OPENROUTER_KEY_LIMIT_MAX, d.RESOURCE_TICK_INTERVAL_MS, d.RESOURCE_ORPHAN_GRACE_MS, d.MAX_RESOURCE_DELETES_PER_TICK, d.INSTANCE_RATE_LIMIT_PER_MIN],
+      ["https://openrouter.ai/api/v1", 20, 100, 15_000, 600_000, 10, 60],
+    );
+    const c = loadConfig({ OPENROUTER_PROVISIONING_KEY: " sk-or-v1-x ", OPENROUTER_KEY_LIMIT: "12.50", OPENROUTER_KEY_LIMIT_MAX: "12.5" });
+    assert.deepEqual([c.OPENROUTER_PROVISIONING_KEY, c.OPENROUTER_KEY_LIMIT, c.OPENROUTER_KEY_LIMIT_MAX], ["sk-or-v1-x", 12.5, 12.5]);
+    assert.throws(() => loadConfig({ OPENROUTER_KEY_LIMIT: "50", OPENROUTER_KEY_LIMIT_MAX: "40" }), /OPENROUTER_KEY_LIMIT_MAX: expected an amount no smaller than OPENROUTER_KEY_LIMIT/);
+    assert.throws(() => loadConfig({ OPENROUTER_KEY_LIMIT: "1.005" }), /OPENROUTER_KEY_LIMIT: expected an amount in dollars/);
+    assert.throws(() => loadConfig({ OPENROUTER_KEY_LIMIT: "-1" }), /OPENROUTER_KEY_LIMIT: expected an amount in dollars/);
+    // The provisioning key is never echoed back in an error.
+    try {
+      loadConfig({ OPENROUTER_PROVISIONING_KEY: "sk-or-v1-secret", OPENROUTER_API_URL: "not a url" });
+      assert.fail("expected a ConfigError");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      assert.ok(!err.message.includes("sk-or-v1-secret"));
+    }
+  });
+
   it("gives claims documented defaults and parses the invite-link host list", () => {
     const d = loadConfig({});
     assert.equal(d.CLAIM_DEFAULT_AGENT_NAME, "Assistant");

@@ -13,6 +13,15 @@ const int = (min: number, max: number) =>
     .transform(Number)
     .pipe(z.number().int().min(min, `a whole number from ${min} to ${max}`).max(max, `a whole number from ${min} to ${max}`));
 
+/** Dollars with at most two decimals (a spending limit). */
+const usdAmount = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d+(\.\d{1,2})?$/, `an amount in dollars from ${min} to ${max} (e.g. 20 or 12.50)`)
+    .transform(Number)
+    .pipe(z.number().min(min, `an amount in dollars from ${min} to ${max}`).max(max, `an amount in dollars from ${min} to ${max}`));
+
 const optionalString = z
   .string()
   .trim()
@@ -128,6 +137,27 @@ export const ENV_SCHEMA = z
         .pipe(z.array(z.string().regex(HOST_NAME, "comma-separated host names, e.g. convos.org,popup.convos.org")).min(1, "comma-separated host names, e.g. convos.org,popup.convos.org"))
         .optional(),
     ),
+    /** Requests per minute per instance on its own routes (`/api/instance/…`). */
+    INSTANCE_RATE_LIMIT_PER_MIN: int(1, 100_000).default(60),
+    /**
+     * OpenRouter provisioning (management) key: set → every new instance gets its own OpenRouter key
+     * (OPENROUTER_API_KEY), made before it boots and deleted with it. Never logged or shown.
+     */
+    OPENROUTER_PROVISIONING_KEY: optionalString,
+    /** OpenRouter's API base (a stand-in's in tests). */
+    OPENROUTER_API_URL: z.string().trim().url("a URL").default("https://openrouter.ai/api/v1"),
+    /** Spending limit of each new instance's key, in dollars. */
+    OPENROUTER_KEY_LIMIT: usdAmount(0, 1_000_000).default(20),
+    /** The highest limit an operator's top-up may give a key, in dollars. */
+    OPENROUTER_KEY_LIMIT_MAX: usdAmount(0, 1_000_000).default(100),
+    /** Timeout of one OpenRouter request. */
+    OPENROUTER_REQUEST_TIMEOUT_MS: int(1000, 120_000).default(15_000),
+    /** Interval between passes of the resource reconciler (collects resources no live instance owns). */
+    RESOURCE_TICK_INTERVAL_MS: int(100, 3600 * 1000).default(15_000),
+    /** Age (at the vendor) before a resource of ours that no live instance owns is deleted. */
+    RESOURCE_ORPHAN_GRACE_MS: int(0, 7 * 24 * 3600 * 1000).default(10 * 60 * 1000),
+    /** Most resource deletions at the vendor per pass. */
+    MAX_RESOURCE_DELETES_PER_TICK: int(1, 1000).default(10),
     /** Compute provider: `local` runs instances as child processes on this machine. */
     PROVIDER: z.enum(["local", "railway"], { message: "one of: local, railway" }).default("local"),
     /** Local provider: command that starts one instance (JSON array or a shell-free space-separated line); unset → the reference runtime. */
@@ -187,6 +217,10 @@ export const ENV_SCHEMA = z
   .refine((c) => typeof c.CLAIM_DEADLINE_MS !== "number" || typeof c.RESET_TIMEOUT_MS !== "number" || c.CLAIM_DEADLINE_MS >= 2 * c.RESET_TIMEOUT_MS + 2_000, {
     message: "at least 2 × RESET_TIMEOUT_MS + 2000 (room for one attempt: a provision, then a reset and a status call)",
     path: ["CLAIM_DEADLINE_MS"],
+  })
+  .refine((c) => typeof c.OPENROUTER_KEY_LIMIT !== "number" || typeof c.OPENROUTER_KEY_LIMIT_MAX !== "number" || c.OPENROUTER_KEY_LIMIT <= c.OPENROUTER_KEY_LIMIT_MAX, {
+    message: "an amount no smaller than OPENROUTER_KEY_LIMIT",
+    path: ["OPENROUTER_KEY_LIMIT_MAX"],
   })
   .refine((c) => c.PROVIDER !== "railway" || c.RAILWAY_API_TOKEN !== undefined || c.RAILWAY_PROJECT_TOKEN !== undefined, {
     message: "RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN when PROVIDER=railway",

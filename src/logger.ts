@@ -19,6 +19,14 @@ export const REDACT_PATHS = [
   "authorization",
   "*.authorization",
   "req.headers.authorization",
+  // Per-instance resources (issue 12): an instance's environment carries its own keys, and the
+  // provisioning key is configuration; neither is ever logged on purpose, and these catch accidents.
+  "env",
+  "*.env",
+  "OPENROUTER_API_KEY",
+  "*.OPENROUTER_API_KEY",
+  "provisioningKey",
+  "*.provisioningKey",
   "req.headers.cookie",
   'res.headers["set-cookie"]',
 ];

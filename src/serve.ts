@@ -24,6 +24,7 @@ import { poolsFromConfig } from "./pool/config-file.ts";
 import { PoolRegistry } from "./pool/registry.ts";
 import type { Provider } from "./provider/provider.ts";
 import { packageVersion } from "./version.ts";
+import { resourcesFromConfig, type ResourceSetup } from "./resource/setup.ts";
 
 export interface RunningPool {
   url: string;
@@ -34,6 +35,8 @@ export interface RunningPool {
   ops: PoolOperations;
   metrics: PoolMetrics;
   apiKey: string;
+  /** Per-instance resources (issue 12); null when no kind is configured. */
+  resources: ResourceSetup | null;
   /** Stops everything in reverse order of start; the local provider stops its instances. */
   close(): Promise<void>;
 }
@@ -140,6 +143,11 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     });
     await registry.seed(poolsConfig.pools);
 
+    // Per-instance resources (issue 12): each new instance's own OpenRouter key (when a provisioning
+    // key is configured), made before it boots; the resource reconciler collects what no live
+    // instance owns. Null when no kind is configured.
+    const resources = resourcesFromConfig(config, { store, ownerId, clock: over.clock ?? systemClock, logger, registry: metrics.registry });
+
     const reconciler = new Reconciler({
       ownerId,
       store,
@@ -175,6 +183,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       startingPollMs: config.STARTING_POLL_MS,
       instanceEnv: config.instanceEnv,
       envFor: (pool) => ({ POOL_ID: pool.id, POOL_RUNTIME: pool.runtime, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT }),
+      ...(resources ? { resources: resources.service } : {}),
       onTick: (t) => metrics.onTick(t),
     });
     reconcilerRef = reconciler;
@@ -215,6 +224,10 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     // OpenAPI document and the dashboard are set up (half a second saved on every start). If the
     // server then fails to listen, closeAll stops the reconciler and the instances it started.
     reconciler.start();
+    if (resources) {
+      resources.reconciler.start();
+      closers.push(() => resources.reconciler.stop());
+    }
     const app = await buildServer({
       store,
       reconciler,
@@ -227,6 +240,18 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       mutationRateLimit: config.MUTATION_RATE_LIMIT_PER_MIN,
       trustProxy: config.TRUST_PROXY,
       adminPassword: config.ADMIN_PASSWORD, environment: config.POOL_ENVIRONMENT,
+      instanceRoutes: {
+        runtime: client,
+        resources: resources?.service ?? null,
+        rateLimitPerMin: config.INSTANCE_RATE_LIMIT_PER_MIN,
+        resetTimeoutMs: config.RESET_TIMEOUT_MS,
+        // A row an instance moved: the lease holder looks sooner, and what it owned goes now.
+        onChanged: (inst) => {
+          store.publishHint({ pool: inst.poolId, kind: "changed", instanceId: inst.id }).catch(() => undefined);
+          resources?.reconciler.wake();
+        },
+      },
+      resources: resources?.service ?? null,
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });
@@ -244,6 +269,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       ops,
       metrics,
       apiKey,
+      resources,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {

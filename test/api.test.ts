@@ -12,6 +12,10 @@ import { join } from "node:path";
 import { loadConfig } from "../src/config.ts";
 import { serve, type RunningPool } from "../src/serve.ts";
 import { RuntimeProvider } from "./support/runtime-provider.ts";
+import { OpenRouterStandin } from "./support/openrouter-standin.ts";
+
+/** Per-instance keys (issue 12): the first pool gives each instance its own, from a stand-in. */
+const PROVISIONING = "sk-or-v1-provisioning-api-test-000000000000000000000000";
 import { waitFor } from "./support/process.ts";
 
 interface Res {
@@ -54,10 +58,12 @@ describe("API: claims on a pool of real runtimes", () => {
   let provider: RuntimeProvider;
   let dir: string;
   let api: ReturnType<typeof client>;
+  let standin: OpenRouterStandin;
   const seen: string[] = [];
 
   before(async () => {
-    ({ pool, provider, dir } = await startPool({ POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "3" }));
+    standin = await new OpenRouterStandin({ provisioningKey: PROVISIONING }).start();
+    ({ pool, provider, dir } = await startPool({ POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "3", OPENROUTER_PROVISIONING_KEY: PROVISIONING, OPENROUTER_API_URL: standin.apiUrl }));
     const raw = client(pool);
     api = async (...args) => {
       const r = await raw(...args);
@@ -68,6 +74,7 @@ describe("API: claims on a pool of real runtimes", () => {
   });
   after(async () => {
     await pool?.close();
+    await standin?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -216,16 +223,19 @@ describe("API: claims on a pool of real runtimes", () => {
     assert.ok(doc.paths["/api/pool/reconcile"].post.responses["200"].content["application/json"].schema.properties.transitions, "reconcile result documented");
   });
 
-  it("never shows the API key or a gateway token in any response", async () => {
+  it("never shows the API key, a gateway token, an instance's key or the provisioning key in any response", async () => {
     const rows = await pool.store.listInstances("default", { includeDeleted: true });
     assert.ok(rows.length > 0);
+    assert.ok(standin.issued.length >= rows.length, "every instance got its own key");
     for (const path of ["/api/pool/status", "/api/pool/agents", "/api/pool/counts", "/api/pool/summary", "/metrics", "/openapi.json", "/version", "/healthz"]) {
       await api("GET", path);
     }
     for (const r of rows) await api("GET", `/api/pool/instances/${r.id}`);
     const all = seen.join("\n");
     assert.ok(!all.includes(pool.apiKey), "API key leaked");
+    assert.ok(!all.includes(PROVISIONING), "provisioning key leaked");
     for (const r of rows) assert.ok(!all.includes(r.gatewayToken), `gateway token of ${r.id} leaked`);
+    for (const k of standin.issued) assert.ok(!all.includes(k), "an instance's key leaked");
   });
 
   it("status has counts, min idle, max total and the instances; replenish without a count runs a reconcile pass", async () => {

@@ -147,7 +147,7 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
 
   /** A fresh deployment in the worker's database: every table emptied, the owner id recorded. */
   async function reset(w: Worker): Promise<void> {
-    await w.raw.query("TRUNCATE instance_events, claims, instances, pools, leases, rate_limits, deployment");
+    await w.raw.query("TRUNCATE instance_events, claims, instance_resources, instances, pools, leases, rate_limits, deployment");
     await w.stores[0]!.ensureOwnerId(OWNER);
   }
 

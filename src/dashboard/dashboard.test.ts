@@ -14,6 +14,10 @@ import { serve, type RunningPool } from "../serve.ts";
 import { RuntimeProvider } from "../../test/support/runtime-provider.ts";
 import { waitFor } from "../../test/support/process.ts";
 import { SessionKeys } from "./session.ts";
+import { OpenRouterStandin } from "../../test/support/openrouter-standin.ts";
+
+/** Per-instance keys (issue 12): the first pool gives each instance its own, from a stand-in. */
+const PROVISIONING = "sk-or-v1-provisioning-dashboard-test-0000000000000000000";
 
 const HOSTILE_NAME = `<script>alert("name")</script>`;
 const HOSTILE_INSTRUCTIONS = `"><img src=x onerror=alert(1)> You are a <b>pirate</b>.`;
@@ -75,15 +79,18 @@ function browser(pool: RunningPool, seen: string[]) {
 describe("dashboard (API key as password, local environment)", () => {
   let pool: RunningPool;
   let dir: string;
+  let standin: OpenRouterStandin;
   const seen: string[] = [];
   let b: ReturnType<typeof browser>;
 
   before(async () => {
-    ({ pool, dir } = await startPool({}));
+    standin = await new OpenRouterStandin({ provisioningKey: PROVISIONING }).start();
+    ({ pool, dir } = await startPool({ OPENROUTER_PROVISIONING_KEY: PROVISIONING, OPENROUTER_API_URL: standin.apiUrl }));
     b = browser(pool, seen);
   });
   after(async () => {
     await pool?.close();
+    await standin?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -364,16 +371,22 @@ describe("dashboard (API key as password, local environment)", () => {
     assert.equal((await fetch(`${pool.url}/dashboard/events`)).status, 401);
   });
 
-  it("never sends the API key or a gateway token in any response", async () => {
+  it("never sends the API key, a gateway token, an instance's key or the provisioning key in any response", async () => {
     const rows = await pool.store.listInstances(pool.ops.poolId, { includeDeleted: true });
     assert.ok(rows.length >= 3);
+    // An agent's card shows its spend (and so reads its key's record) before the pages are searched.
+    await waitFor("an idle instance", async () => (await pool.ops.summary()).counts.idle > 0, 15_000, 50);
+    await pool.ops.claim({ agentName: "Spender", instructions: "x" });
+    await pool.resources!.reconciler.runOnce();
+    assert.match((await b.req("GET", "/dashboard/agents", { headers: { "hx-request": "true" } })).body, /Spent <strong class="spend-used">\$0\.00<\/strong> of/);
     // Touch every instance's fragments too.
     for (const r of rows) {
       await b.req("GET", `/dashboard/instances/${r.id}/events`, { headers: { "hx-request": "true" } });
       await b.req("GET", `/dashboard/agents/${r.id}/qr`, { headers: { "hx-request": "true" } });
     }
     await b.req("GET", "/");
-    const secrets = [pool.apiKey, ...rows.map((r) => r.gatewayToken)];
+    assert.ok(standin.issued.length >= 3, "the instances got keys");
+    const secrets = [pool.apiKey, PROVISIONING, ...rows.map((r) => r.gatewayToken), ...standin.issued];
     assert.ok(seen.length > 40);
     for (const body of seen) for (const s of secrets) assert.ok(!body.includes(s), "a secret leaked into a response");
   });

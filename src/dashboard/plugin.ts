@@ -27,6 +27,9 @@ import { html, type SafeHtml } from "./html.ts";
 import { ChangeFeed } from "./live.ts";
 import { LoginThrottle } from "../http/rate-limit.ts";
 import { SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
+import type { ResourceService } from "../resource/service.ts";
+import type { AgentSpend } from "./spend.ts";
+import { usd } from "../resource/top-up.ts";
 import * as v from "./views.ts";
 
 export interface DashboardOptions {
@@ -47,6 +50,8 @@ export interface DashboardOptions {
   pollMs?: number;
   /** Milliseconds since the epoch (tests move time). */
   now?: () => number;
+  /** Per-instance resources: each agent's spend on its key and the top-up control (issue 12). */
+  resources?: ResourceService | null | undefined;
 }
 
 const COOKIE = "ap_session";
@@ -234,9 +239,18 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
 
   // ------------------------------------------------------------ pages and fragments
 
+  /** Spend on each agent's key, from what the resource reconciler recorded (no vendor call per page). */
+  async function spendOf(): Promise<Map<string, AgentSpend> | undefined> {
+    const r = opts.resources;
+    if (!r) return undefined;
+    const out = new Map<string, AgentSpend>();
+    for (const [id, s] of await r.spendByInstance(poolId)) out.set(id, { ...s, maxLimit: r.kind(s.kind)?.maxLimit ?? null });
+    return out;
+  }
+
   async function fullPage(req: FastifyRequest, flash?: SafeHtml): Promise<SafeHtml> {
-    const [summary, agents, instances] = await Promise.all([ops.summary(), ops.agents(), ops.instances()]);
-    return v.mainPage(ctx(), { summary, agents, instances, csrf: keys.csrfToken(session(req)!), maxBatch: ops.maxBatch, flash });
+    const [summary, agents, instances, spend] = await Promise.all([ops.summary(), ops.agents(), ops.instances(), spendOf()]);
+    return v.mainPage(ctx(), { summary, agents, instances, csrf: keys.csrfToken(session(req)!), maxBatch: ops.maxBatch, flash, spend });
   }
 
   /** An action's answer: the fragment for htmx, else the whole page with it on top (no-JS forms). */
@@ -256,7 +270,10 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     return send(reply, 200, html`${v.poolStats(s)}${v.launchStatus(s, true)}`);
   });
 
-  app.get("/dashboard/agents", authed, async (_req, reply) => send(reply, 200, v.agentsList(ctx(), await ops.agents())));
+  app.get("/dashboard/agents", authed, async (_req, reply) => {
+    const [agents, spend] = await Promise.all([ops.agents(), spendOf()]);
+    return send(reply, 200, v.agentsList(ctx(), agents, spend));
+  });
 
   app.get("/dashboard/instances", authed, async (_req, reply) => send(reply, 200, v.instancesTable(ctx(), await ops.instances())));
 
@@ -328,6 +345,14 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     const { instance } = await ops.instance(req.params.id);
     await ops.kill(instance.id);
     return answer(req, reply, v.banner("ok", html`Killed <strong>${instance.agentName ?? instance.id}</strong>.`));
+  });
+
+  app.post<{ Params: { id: string }; Body: Record<string, string> | undefined }>("/dashboard/agents/:id/top-up", mutating, async (req, reply) => {
+    if (!opts.resources) throw new PoolError("RESOURCE_NOT_FOUND", "This pool gives its agents no key with a spending limit.");
+    const { instance } = await ops.instance(req.params.id);
+    const amount = Number(req.body?.amount ?? "");
+    const r = await opts.resources.topUp(instance.id, amount);
+    return answer(req, reply, v.banner("ok", html`Raised the spending limit of <strong>${instance.agentName ?? instance.id}</strong> to ${usd(r.limit)}.`));
   });
 
   app.post<{ Params: { id: string } }>("/dashboard/instances/:id/dismiss", mutating, async (req, reply) => {

@@ -7,6 +7,7 @@ import type { InstanceEvent, InstanceRecord } from "../db/store.ts";
 import type { InstanceStatus } from "../instance/status.ts";
 import type { PoolSummary } from "../pool/operations.ts";
 import { html, raw, type SafeHtml } from "./html.ts";
+import { spendBlock, type AgentSpend } from "./spend.ts";
 
 export interface Assets {
   css: string;
@@ -119,6 +120,8 @@ export interface MainPageInput {
   maxBatch: number;
   /** A message from a form posted without JavaScript. */
   flash?: SafeHtml | undefined;
+  /** Spend on each agent's own key, by instance id (per-instance resources, issue 12). */
+  spend?: ReadonlyMap<string, AgentSpend> | undefined;
 }
 
 export function mainPage(ctx: PageContext, p: MainPageInput): SafeHtml {
@@ -166,7 +169,7 @@ ${p.flash ? html`<div class="flash">${p.flash}</div>` : ""}
 <section class="card" aria-labelledby="agents-h">
   <div class="card-head"><h2 id="agents-h">Live agents</h2></div>
   <div id="agents-notice" class="notice" role="status" aria-live="polite"></div>
-  <div id="agents" hx-get="/dashboard/agents" hx-trigger="${live}">${agentsList(ctx, p.agents)}</div>
+  <div id="agents" hx-get="/dashboard/agents" hx-trigger="${live}">${agentsList(ctx, p.agents, p.spend)}</div>
 </section>
 </div>
 <section class="card" aria-labelledby="instances-h">
@@ -302,15 +305,15 @@ export function banner(kind: "ok" | "error" | "info", message: string | SafeHtml
 
 // ---------------------------------------------------------------- live agents
 
-export function agentsList(ctx: PageContext, agents: InstanceRecord[]): SafeHtml {
+export function agentsList(ctx: PageContext, agents: InstanceRecord[], spend?: ReadonlyMap<string, AgentSpend>): SafeHtml {
   if (agents.length === 0) {
     return html`<div class="empty"><p><strong>No live agents.</strong></p><p class="muted">Agents you launch appear here, crashed ones first.</p></div>`;
   }
   const prod = isProduction(ctx.environment);
-  return html`<ul class="agents">${agents.map((a) => agentCard(ctx, a, prod))}</ul>`;
+  return html`<ul class="agents">${agents.map((a) => agentCard(ctx, a, prod, spend?.get(a.id)))}</ul>`;
 }
 
-function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean): SafeHtml {
+function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean, spend: AgentSpend | undefined): SafeHtml {
   const name = a.agentName ?? "(unnamed)";
   const crashed = a.status === "crashed";
   const since = a.claimedAt ? html`claimed <time datetime="${a.claimedAt.toISOString()}" title="${a.claimedAt.toISOString()}">${ago(ctx.now, a.claimedAt)} ago</time>` : "";
@@ -326,6 +329,7 @@ function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean): SafeHtml
   <p class="meta">${since}${since ? " · " : ""}${a.claimSource ? html`<span class="source">via ${a.claimSource}</span> · ` : ""}<code>${a.id}</code></p>
   ${a.instructions ? html`<p class="instructions">${clip(a.instructions, 300)}</p>` : ""}
   ${crashed && a.healthError ? html`<p class="meta error-text">${a.healthError}</p>` : ""}
+  ${spend ? spendBlock(a.id, spend) : ""}
   <div class="actions">
     ${
       a.inviteUrl

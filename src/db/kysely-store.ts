@@ -12,6 +12,7 @@ import {
   isInstanceStatus,
   type InstanceStatus,
   type StatusCounts,
+  type TransitionActor,
 } from "../instance/status.ts";
 import type {
   ApplyResult,
@@ -24,11 +25,16 @@ import type {
   InstanceRecord,
   Lease,
   NewInstance,
+  NewResource,
   ObservationChange,
   PoolHint,
   PoolRecord,
   PoolWrite,
   InsertLimits,
+  ResourceOwnership,
+  ResourceRecord,
+  ResourceState,
+  ResourceTotals,
   Store,
   TransitionFields,
   TransitionRequest,
@@ -36,7 +42,7 @@ import type {
 } from "./store.ts";
 import { LocalHintBus, type HintBus } from "./hints.ts";
 import { templateHash, type InstanceTemplate } from "../pool/template.ts";
-import type { Database, InstanceEventsTable, InstancesTable, PoolsTable } from "./tables.ts";
+import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTable, PoolsTable } from "./tables.ts";
 
 /** Rows per applyObservations statement: 15 parameters a row keeps a chunk (30,000) well under
  * Postgres' 65,535-parameter limit. */
@@ -750,6 +756,168 @@ export class KyselyStore implements Store {
     return Number(first(rows).n);
   }
 
+  // ---- per-instance resources (issue 12) ----
+  // Every write is conditional on the row's state (and the intent on its instance's status and the
+  // lease term) in its own statement; see migration 0006 for the lifecycle.
+
+  async insertResourceIntent(input: NewResource, fence?: Lease, instanceStatuses: readonly InstanceStatus[] = ["starting"]): Promise<ResourceRecord | null> {
+    // FOR SHARE on the instance row orders the intent against a concurrent kill (a conditional
+    // UPDATE of that row): if the kill commits first, the status is re-checked and nothing is written.
+    const { rows } = await sql<ResourceRow>`
+      WITH inst AS (
+        SELECT id FROM instances
+         WHERE id = ${input.instanceId} AND pool_id = ${input.poolId} AND status = ANY(${[...instanceStatuses]}::text[])
+           AND status <> 'dead' AND deleted_at IS NULL
+           AND ${leaseHeld(fence)}
+         FOR SHARE
+      )
+      INSERT INTO instance_resources (id, instance_id, pool_id, kind, name, state)
+      SELECT ${input.id}::text, inst.id, ${input.poolId}::text, ${input.kind}::text, ${input.name}::text, 'creating' FROM inst
+      ON CONFLICT (instance_id, kind) WHERE state <> 'deleted' DO NOTHING
+      RETURNING *`.execute(this.#db);
+    return rows[0] ? toResource(rows[0]) : null;
+  }
+
+  async recordResourceCreated(id: string, ref: string, limit: number | null, usage: number | null): Promise<ResourceRecord | null> {
+    const { rows } = await sql<ResourceRow>`
+      UPDATE instance_resources SET
+        ref = ${ref}::text, spend_limit = ${limit}::double precision, usage = ${usage}::double precision,
+        usage_at = CASE WHEN ${usage}::double precision IS NULL THEN usage_at ELSE now() END,
+        state = CASE WHEN state = 'creating' THEN 'ready' ELSE state END,
+        error = NULL, updated_at = now()
+       WHERE id = ${id} AND ref IS NULL AND state <> 'deleted'
+      RETURNING *`.execute(this.#db);
+    return rows[0] ? toResource(rows[0]) : null;
+  }
+
+  async markResourceFailed(id: string, error: string): Promise<boolean> {
+    const { rows } = await sql<{ id: string }>`
+      UPDATE instance_resources SET state = 'deleting', error = ${error.slice(0, 500)}::text, updated_at = now()
+       WHERE id = ${id} AND state = 'creating'
+      RETURNING id`.execute(this.#db);
+    return rows.length > 0;
+  }
+
+  async releaseResources(instanceId: string): Promise<ResourceRecord[]> {
+    // The second SELECT reads the statement's snapshot (before the UPDATE): rows already deleting.
+    const { rows } = await sql<ResourceRow>`
+      WITH upd AS (
+        UPDATE instance_resources SET state = 'deleting', updated_at = now()
+         WHERE instance_id = ${instanceId} AND state IN ('creating', 'ready')
+        RETURNING *
+      )
+      SELECT * FROM upd
+      UNION ALL
+      SELECT * FROM instance_resources
+       WHERE instance_id = ${instanceId} AND state = 'deleting' AND id NOT IN (SELECT id FROM upd)`.execute(this.#db);
+    return rows.map(toResource);
+  }
+
+  async markResourceDeleted(id: string): Promise<boolean> {
+    const { rows } = await sql<{ id: string }>`
+      UPDATE instance_resources SET state = 'deleted', deleted_at = now(), updated_at = now()
+       WHERE id = ${id} AND state <> 'deleted'
+      RETURNING id`.execute(this.#db);
+    return rows.length > 0;
+  }
+
+  async listResources(filter: { instanceId?: string; poolId?: string } = {}): Promise<ResourceRecord[]> {
+    let q = this.#db.selectFrom("instance_resources").selectAll().where("state", "<>", "deleted");
+    if (filter.instanceId !== undefined) q = q.where("instance_id", "=", filter.instanceId);
+    if (filter.poolId !== undefined) q = q.where("pool_id", "=", filter.poolId);
+    const rows = await q.orderBy("created_at", "asc").orderBy("id", "asc").execute();
+    return rows.map(toResource);
+  }
+
+  async resourcesToRelease(limit: number): Promise<ResourceRecord[]> {
+    const { rows } = await sql<ResourceRow>`
+      SELECT r.* FROM instance_resources r
+        LEFT JOIN instances i ON i.id = r.instance_id
+       WHERE r.state <> 'deleted' AND r.ref IS NOT NULL
+         AND (r.state = 'deleting' OR i.id IS NULL OR i.status = 'dead' OR i.deleted_at IS NOT NULL)
+       ORDER BY r.created_at ASC
+       LIMIT ${limit}`.execute(this.#db);
+    return rows.map(toResource);
+  }
+
+  async strandedResources(kind: string, olderThanMs: number, limit: number): Promise<ResourceRecord[]> {
+    const { rows } = await sql<ResourceRow>`
+      SELECT r.* FROM instance_resources r
+        LEFT JOIN instances i ON i.id = r.instance_id
+       WHERE r.kind = ${kind} AND r.state <> 'deleted' AND r.ref IS NULL
+         AND (r.state = 'deleting' OR i.id IS NULL OR i.status = 'dead' OR i.deleted_at IS NOT NULL)
+         AND r.created_at < now() - ${msInterval(olderThanMs)}
+       ORDER BY r.created_at ASC
+       LIMIT ${limit}`.execute(this.#db);
+    return rows.map(toResource);
+  }
+
+  async resourceOwnership(kind: string, instanceIds: readonly string[]): Promise<ResourceOwnership[]> {
+    if (instanceIds.length === 0) return [];
+    const ids = [...new Set(instanceIds)];
+    const [live, res] = await Promise.all([
+      sql<{ id: string; live: boolean }>`
+        SELECT x.id, (i.id IS NOT NULL AND i.status <> 'dead' AND i.deleted_at IS NULL) AS live
+          FROM unnest(${ids}::text[]) AS x(id)
+          LEFT JOIN instances i ON i.id = x.id`.execute(this.#db),
+      sql<ResourceRow>`
+        SELECT * FROM instance_resources
+         WHERE kind = ${kind} AND instance_id = ANY(${ids}::text[]) AND state <> 'deleted'`.execute(this.#db),
+    ]);
+    const byInstance = new Map<string, ResourceRecord[]>();
+    for (const r of res.rows.map(toResource)) byInstance.set(r.instanceId, [...(byInstance.get(r.instanceId) ?? []), r]);
+    return live.rows.map((x) => ({ instanceId: x.id, instanceLive: x.live === true, resources: byInstance.get(x.id) ?? [] }));
+  }
+
+  async recordResourceUsage(updates: ReadonlyArray<{ id: string; limit: number | null; usage: number | null }>): Promise<number> {
+    let written = 0;
+    for (let i = 0; i < updates.length; i += 1_000) {
+      const values = updates
+        .slice(i, i + 1_000)
+        .map((u) => sql`(${u.id}::text, ${u.limit}::double precision, ${u.usage}::double precision)`);
+      const { rows } = await sql<{ id: string }>`
+        WITH v (id, lim, usage) AS (VALUES ${sql.join(values)})
+        UPDATE instance_resources r SET spend_limit = v.lim, usage = v.usage, usage_at = now(), updated_at = now()
+          FROM v
+         WHERE r.id = v.id AND r.state <> 'deleted'
+        RETURNING r.id`.execute(this.#db);
+      written += rows.length;
+    }
+    return written;
+  }
+
+  async resourceTotals(): Promise<ResourceTotals[]> {
+    const { rows } = await sql<{ pool_id: string; kind: string; state: string; n: number; usage: number; lim: number }>`
+      SELECT pool_id, kind, state, count(*)::int AS n,
+             COALESCE(sum(usage), 0)::float8 AS usage, COALESCE(sum(spend_limit), 0)::float8 AS lim
+        FROM instance_resources
+       WHERE state <> 'deleted'
+       GROUP BY pool_id, kind, state
+       ORDER BY pool_id, kind, state`.execute(this.#db);
+    return rows.map((r) => ({ poolId: r.pool_id, kind: r.kind, state: r.state as ResourceState, count: Number(r.n), usage: Number(r.usage), limit: Number(r.lim) }));
+  }
+
+  async pruneDeletedResources(olderThanMs: number, batch: number): Promise<number> {
+    const { rows } = await sql<{ n: number }>`
+      WITH gone AS (
+        DELETE FROM instance_resources WHERE id IN (
+          SELECT id FROM instance_resources
+           WHERE state = 'deleted' AND deleted_at < now() - ${msInterval(olderThanMs)}
+           ORDER BY deleted_at LIMIT ${batch})
+        RETURNING 1)
+      SELECT count(*)::int AS n FROM gone`.execute(this.#db);
+    return Number(first(rows).n);
+  }
+
+  async recordInstanceEvent(instanceId: string, actor: TransitionActor, reason: string): Promise<boolean> {
+    const { rows } = await sql<{ id: string | number }>`
+      INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
+      SELECT id, pool_id, status, status, ${actor}::text, ${reason}::text FROM instances
+       WHERE id = ${instanceId} AND status <> 'dead' AND deleted_at IS NULL
+      RETURNING id`.execute(this.#db);
+    return rows.length > 0;
+  }
+
   // ---- hints ----
 
   async publishHint(hint: PoolHint): Promise<void> {
@@ -871,6 +1039,31 @@ function toInstance(r: InstanceRow): InstanceRecord {
     templateHash: r.template_hash,
     runtimeType: r.runtime_type,
     protected: Boolean(r.protected),
+  };
+}
+
+type ResourceRow = Selectable<InstanceResourcesTable>;
+
+function numberOrNull(v: number | string | null): number | null {
+  return v === null ? null : Number(v);
+}
+
+function toResource(r: ResourceRow): ResourceRecord {
+  return {
+    id: r.id,
+    instanceId: r.instance_id,
+    poolId: r.pool_id,
+    kind: r.kind,
+    name: r.name,
+    state: r.state as ResourceState,
+    ref: r.ref,
+    limit: numberOrNull(r.spend_limit),
+    usage: numberOrNull(r.usage),
+    usageAt: toDateOrNull(r.usage_at),
+    error: r.error,
+    createdAt: toDate(r.created_at),
+    updatedAt: toDate(r.updated_at),
+    deletedAt: toDateOrNull(r.deleted_at),
   };
 }
 

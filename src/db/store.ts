@@ -280,6 +280,62 @@ export type IdempotentClaimState =
   | { state: "running" }
   | { state: "succeeded"; result: Record<string, unknown> };
 
+// ---- per-instance resources (issue 12) ----
+
+/** Lifecycle of a per-instance resource row (see migration 0006). */
+export type ResourceState = "creating" | "ready" | "deleting" | "deleted";
+
+/** A per-instance resource as recorded: never its secret, only the vendor's id for it. */
+export interface ResourceRecord {
+  id: string;
+  instanceId: string;
+  poolId: string;
+  /** The resource kind (`openrouter`, ...). */
+  kind: string;
+  /** The name the vendor knows it by (owner id, pool, environment, instance id). */
+  name: string;
+  state: ResourceState;
+  /** The vendor's id (OpenRouter: the key's hash); null until the create's answer is recorded. */
+  ref: string | null;
+  /** Spending limit and usage in USD as last reported by the vendor; null when unknown or none. */
+  limit: number | null;
+  usage: number | null;
+  usageAt: Date | null;
+  /** Why the last create or delete failed. */
+  error: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+  deletedAt: Date | null;
+}
+
+export interface NewResource {
+  id: string;
+  instanceId: string;
+  poolId: string;
+  kind: string;
+  name: string;
+}
+
+/** What the resource reconciler needs to judge the vendor's entries of one instance. */
+export interface ResourceOwnership {
+  instanceId: string;
+  /** The instance row exists, is not dead and not deleted. */
+  instanceLive: boolean;
+  /** Its resources of the kind asked about that are not deleted. */
+  resources: ResourceRecord[];
+}
+
+/** Resources not yet deleted, per pool, kind and state (metrics of spend). */
+export interface ResourceTotals {
+  poolId: string;
+  kind: string;
+  state: ResourceState;
+  count: number;
+  /** Sums over the rows that report one (USD). */
+  usage: number;
+  limit: number;
+}
+
 export interface Store {
   readonly backend: "pglite" | "postgres";
   /** SQL statements sent since open (benchmarks report statements per tick). */
@@ -417,6 +473,55 @@ export interface Store {
   pruneDeletedInstances(olderThanMs: number, batch: number): Promise<number>;
   /** Rate-limit windows that ended. */
   pruneRateLimits(batch: number): Promise<number>;
+
+  // ---- per-instance resources (issue 12) ----
+
+  /**
+   * Records intent: the resource row (`creating`) is written BEFORE the vendor is asked to create it,
+   * and only while its instance is in `instanceStatuses` (default: `starting`, a create) and not
+   * deleted, and (with `fence`) the lease term holds, in the same statement. Null when it was not
+   * written (the instance moved on, the term is gone, or it has one of the kind): then nothing may
+   * be created for it.
+   */
+  insertResourceIntent(input: NewResource, fence?: Lease, instanceStatuses?: readonly InstanceStatus[]): Promise<ResourceRecord | null>;
+  /**
+   * Records the vendor's answer to a create: its ref, and its limit/usage. `creating` → `ready`; a row
+   * released meanwhile (`deleting`) keeps its state but learns the ref, so its delete can find it.
+   * Null when the row is deleted or already has a ref: the caller must delete what it just made.
+   */
+  recordResourceCreated(id: string, ref: string, limit: number | null, usage: number | null): Promise<ResourceRecord | null>;
+  /** A create that failed: `creating` → `deleting` with the error (the vendor may have made it anyway). */
+  markResourceFailed(id: string, error: string): Promise<boolean>;
+  /** Every resource of the instance that is not deleted goes to `deleting`; returns them. */
+  releaseResources(instanceId: string): Promise<ResourceRecord[]>;
+  /** The vendor confirmed the delete (or never had it): the row is `deleted`, kept for a while. */
+  markResourceDeleted(id: string): Promise<boolean>;
+  /** Resources that are not deleted, of one instance or one pool (or all), oldest first. */
+  listResources(filter?: { instanceId?: string; poolId?: string }): Promise<ResourceRecord[]>;
+  /**
+   * Resources with a known ref that must go: `deleting`, or whose instance is not live (dead, deleted
+   * or pruned). Oldest first, at most `limit`.
+   */
+  resourcesToRelease(limit: number): Promise<ResourceRecord[]>;
+  /**
+   * Resources without a ref (their create's answer never recorded) whose instance is not live, or
+   * that are `deleting`, created more than `olderThanMs` ago by the database clock: the reconciler
+   * resolves them against the vendor's listing.
+   */
+  strandedResources(kind: string, olderThanMs: number, limit: number): Promise<ResourceRecord[]>;
+  /** For each instance id: is it live, and its resources of `kind` that are not deleted. */
+  resourceOwnership(kind: string, instanceIds: readonly string[]): Promise<ResourceOwnership[]>;
+  /** Writes limits and usage the vendor reported, in one statement; returns the rows written. */
+  recordResourceUsage(updates: ReadonlyArray<{ id: string; limit: number | null; usage: number | null }>): Promise<number>;
+  /** Resources not deleted, counted and summed per pool, kind and state. */
+  resourceTotals(): Promise<ResourceTotals[]>;
+  /** Deleted resource rows older than this, in batches. */
+  pruneDeletedResources(olderThanMs: number, batch: number): Promise<number>;
+  /**
+   * An event that changes no status (an instance calling its own routes), on a live row only:
+   * from = to = its current status. False when the row is not live.
+   */
+  recordInstanceEvent(instanceId: string, actor: TransitionActor, reason: string): Promise<boolean>;
 
   /** Sends a hint to every replica (this one included). Best effort: a hint may be lost. */
   publishHint(hint: PoolHint): Promise<void>;

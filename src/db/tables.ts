@@ -126,6 +126,24 @@ export interface ClaimsTable {
   updated_at: TimestampDefault;
 }
 
+/** Per-instance resources (issue 12; migration 0006). */
+export interface InstanceResourcesTable {
+  id: string;
+  instance_id: string;
+  pool_id: string;
+  kind: string;
+  name: string;
+  state: string;
+  ref: string | null;
+  spend_limit: number | null;
+  usage: number | null;
+  usage_at: Timestamp | null;
+  error: string | null;
+  created_at: TimestampDefault;
+  updated_at: TimestampDefault;
+  deleted_at: Timestamp | null;
+}
+
 export interface Database {
   claims: ClaimsTable;
   deployment: DeploymentTable;
@@ -133,6 +151,7 @@ export interface Database {
   pools: PoolsTable;
   instances: InstancesTable;
   instance_events: InstanceEventsTable;
+  instance_resources: InstanceResourcesTable;
   leases: LeasesTable;
   schema_migrations: SchemaMigrationsTable;
 }

@@ -29,6 +29,8 @@ import { bearerFrom, requireApiKey, sameSecret } from "./auth.ts";
 import { mutationLimit } from "./rate-limit.ts";
 import { refuseUnstorableInput } from "./storable-text.ts";
 import { CountsView, ErrorView, InstanceView, countsView, instanceView } from "./views.ts";
+import { registerInstanceRoutes, type InstanceRoutesOptions } from "./instance-routes.ts";
+import type { ResourceService } from "../resource/service.ts";
 
 export interface ServerDeps {
   store: Store;
@@ -51,6 +53,10 @@ export interface ServerDeps {
   adminPassword?: string | undefined;
   environment?: string | undefined;
   /** Defaults of a claim's agent name and instructions, and the invite-link hosts it may join. */
+  /** The routes instances call about themselves (`/api/instance/…`, issue 12); none when unset. */
+  instanceRoutes?: Omit<InstanceRoutesOptions, "store" | "logger"> | undefined;
+  /** Per-instance resources, for the dashboard's spend and top-ups (issue 12). */
+  resources?: ResourceService | null | undefined;
 }
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -120,7 +126,12 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   await app.register(swagger, {
     openapi: {
       info: { title: "agent-pool", version: deps.version.version, description: "Warm pool of AI agent instances." },
-      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      components: {
+        securitySchemes: {
+          bearer: { type: "http", scheme: "bearer" },
+          instance: { type: "http", scheme: "bearer", description: "An instance's own credentials: `<instance id>:<gateway token>`." },
+        },
+      },
     },
     transform: jsonSchemaTransform,
   });
@@ -220,6 +231,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   app.addHook("onClose", async () => events.close());
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
   registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never });
+  if (deps.instanceRoutes) registerInstanceRoutes(app, { ...deps.instanceRoutes, store: deps.store, logger: deps.logger as unknown as Logger });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
     store: deps.store,
@@ -227,6 +239,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     apiKey: deps.apiKey,
     adminPassword: deps.adminPassword,
     environment: deps.environment,
+    resources: deps.resources ?? null,
     ...(deps.loginAttemptsPerMinute ? { loginAttemptsPerMinute: deps.loginAttemptsPerMinute } : {}),
   });
 

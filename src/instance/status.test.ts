@@ -5,7 +5,7 @@ import { INSTANCE_STATUSES, canTransition, transitionTable, type InstanceStatus,
 describe("transition table", () => {
   it("only the claim path and the sweeper leave `claiming`", () => {
     for (const to of INSTANCE_STATUSES) {
-      for (const actor of ["reconciler", "operator"] as TransitionActor[]) {
+      for (const actor of ["reconciler", "operator", "instance"] as TransitionActor[]) {
         assert.equal(canTransition("claiming", to, actor), false, `${actor} claiming→${to}`);
       }
     }
@@ -16,7 +16,7 @@ describe("transition table", () => {
 
   it("only the claim path enters `claiming`, and only from idle", () => {
     for (const from of INSTANCE_STATUSES) {
-      for (const actor of ["reconciler", "claim", "sweeper", "operator"] as TransitionActor[]) {
+      for (const actor of ["reconciler", "claim", "sweeper", "operator", "instance"] as TransitionActor[]) {
         const expected = from === "idle" && actor === "claim";
         assert.equal(canTransition(from, "claiming", actor), expected, `${actor} ${from}→claiming`);
       }
@@ -25,7 +25,7 @@ describe("transition table", () => {
 
   it("dead is terminal", () => {
     for (const to of INSTANCE_STATUSES) {
-      for (const actor of ["reconciler", "claim", "sweeper", "operator"] as TransitionActor[]) {
+      for (const actor of ["reconciler", "claim", "sweeper", "operator", "instance"] as TransitionActor[]) {
         assert.equal(canTransition("dead", to, actor), false);
       }
     }
@@ -55,6 +55,37 @@ describe("transition table", () => {
       const key = `${from}>${to}`;
       assert.ok(!seen.has(key), `duplicate ${key}`);
       seen.add(key);
+    }
+  });
+
+  // The instance's own routes (issue 12): exactly these edges, each a row acting on itself.
+  const INSTANCE_EDGES: ReadonlyArray<readonly [InstanceStatus, InstanceStatus, string]> = [
+    ["pending_acceptance", "claimed", "pending-acceptance/complete"],
+    ["pending_acceptance", "dead", "pending-acceptance/fail, self/destroy, self/reset of a dirty runtime"],
+    ["starting", "dead", "self/destroy"],
+    ["idle", "dead", "self/destroy"],
+    ["claimed", "dead", "self/destroy, self/reset of a dirty runtime"],
+    ["crashed", "dead", "self/destroy, self/reset of a dirty runtime"],
+    ["sleeping", "dead", "self/destroy"],
+    ["claimed", "idle", "self/reset of a runtime that reports itself clean"],
+    ["pending_acceptance", "idle", "self/reset of a runtime that reports itself clean"],
+    ["crashed", "idle", "self/reset of a runtime that reports itself clean"],
+  ];
+
+  it("the instance actor has exactly the edges its routes need", () => {
+    const expected = new Set(INSTANCE_EDGES.map(([f, t]) => `${f}>${t}`));
+    for (const from of INSTANCE_STATUSES) {
+      for (const to of INSTANCE_STATUSES) {
+        const key = `${from}>${to}`;
+        assert.equal(canTransition(from, to, "instance"), expected.has(key), `instance ${key}`);
+      }
+    }
+  });
+
+  it("only the instance itself returns a bound or crashed agent to idle (its verified reset)", () => {
+    for (const from of ["claimed", "pending_acceptance", "crashed"] as InstanceStatus[]) {
+      assert.ok(canTransition(from, "idle", "instance"), `instance ${from}→idle`);
+      assert.equal(canTransition(from, "starting", "instance"), false, `instance ${from}→starting`);
     }
   });
 });

@@ -21,8 +21,12 @@ export const INSTANCE_STATUSES = [
 
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
 
-/** Who may perform a transition. `claiming` may only be left by the claim path or the sweeper. */
-export type TransitionActor = "reconciler" | "claim" | "sweeper" | "operator";
+/**
+ * Who may perform a transition. `claiming` may only be left by the claim path or the sweeper.
+ * `instance`: the instance itself, through its own routes (`/api/instance/…`, authenticated by its
+ * id and gateway token); it can only ever act on its own row.
+ */
+export type TransitionActor = "reconciler" | "claim" | "sweeper" | "operator" | "instance";
 
 type Edge = readonly [from: InstanceStatus, to: InstanceStatus, actors: readonly TransitionActor[]];
 
@@ -30,6 +34,7 @@ const R = "reconciler";
 const C = "claim";
 const S = "sweeper";
 const O = "operator";
+const I = "instance";
 
 /**
  * The transition table. `dead` is terminal for the row (the provider resource is deleted and the
@@ -38,32 +43,40 @@ const O = "operator";
 const EDGES: readonly Edge[] = [
   // Boot.
   ["starting", "idle", [R]],
-  ["starting", "dead", [R, O]],
+  ["starting", "dead", [R, O, I]],
   ["starting", "sleeping", [R]],
   // Warm and waiting.
   ["idle", "claiming", [C]],
   ["idle", "starting", [R]], // provider redeployed it: wait for it to be healthy again
-  ["idle", "dead", [R, O]],
+  ["idle", "dead", [R, O, I]],
   ["idle", "sleeping", [R]],
   // Claim path: only the claimer or the stale-claim sweeper leaves `claiming`.
   ["claiming", "claimed", [C, S]],
   ["claiming", "pending_acceptance", [C, S]],
   ["claiming", "idle", [C, S]],
   ["claiming", "crashed", [C, S]],
-  // Bound to a conversation.
-  ["pending_acceptance", "claimed", [R, C]],
+  // Bound to a conversation. The instance reports an accepted join itself (at once, instead of at
+  // the next pass), or a refused one (the agent serves nobody: retired like a pending timeout).
+  ["pending_acceptance", "claimed", [R, C, I]],
   ["pending_acceptance", "crashed", [R]],
   // A join never accepted within the pending timeout: the agent served nobody; free its slot.
-  ["pending_acceptance", "dead", [O, R]],
+  ["pending_acceptance", "dead", [O, R, I]],
   ["claimed", "crashed", [R]],
-  ["claimed", "dead", [O]],
+  ["claimed", "dead", [O, I]],
   // Broken agents wait for an operator (kill / dismiss), or recover if the runtime comes back bound.
   ["crashed", "claimed", [R]],
-  ["crashed", "dead", [O, R]],
+  ["crashed", "dead", [O, R, I]],
+  // An agent's own reset (`self/reset`): the pool factory-resets the runtime through the instance
+  // protocol and returns the row to idle ONLY when the runtime then reports itself clean (else it
+  // is retired to dead). Never the reconciler's decision: a runtime that merely looks clean is not
+  // recycled (seed-system §8, #280).
+  ["claimed", "idle", [I]],
+  ["pending_acceptance", "idle", [I]],
+  ["crashed", "idle", [I]],
   ["sleeping", "starting", [R]],
   ["sleeping", "idle", [R]],
   ["sleeping", "crashed", [R]],
-  ["sleeping", "dead", [R, O]],
+  ["sleeping", "dead", [R, O, I]],
 ];
 
 const ALLOWED = new Map<string, readonly TransitionActor[]>(EDGES.map(([f, t, a]) => [`${f}>${t}`, a]));

@@ -4,6 +4,10 @@
  * - Creates record intent first: the row (status `starting`) is inserted under the pool's create
  *   lock and only within the limits, fenced on the lease term when a pass creates; only then is
  *   the provider asked. A row that could not be inserted means no provider call.
+ * - Per-instance resources (issue 12) are made between the row and the provider call, each
+ *   recorded before its own outside call, and their variables join the create's environment. A
+ *   required one that fails fails the create like a provider failure (row dead, fenced) and no
+ *   provider call is made; a provider failure after them deletes them.
  * - Deletes of dead rows: the row is already `dead` (nothing live counts it); after the provider
  *   confirms, the row is marked deleted, conditional on still being dead and on the lease term.
  * - Deletes of orphans: only resources carrying our owner id ever become orphans; right before the
@@ -17,6 +21,17 @@ import type { Logger } from "../logger.ts";
 import type { Provider } from "../provider/provider.ts";
 import { mapLimit } from "./map-limit.ts";
 import type { DeleteAction } from "./plan.ts";
+
+/** Per-instance resources made before the provider is asked (issue 12; src/resource/service.ts). */
+export interface InstanceResourceHooks {
+  /**
+   * Makes the instance's boot-time resources (each row written before its outside call) and returns
+   * their environment. Throws when a required one fails, having deleted what it made.
+   */
+  provision(instance: { id: string; poolId: string }, lease?: Lease): Promise<Record<string, string>>;
+  /** Deletes the instance's resources now; returns what could not be (the resource reconciler collects it). */
+  release(instanceId: string): Promise<string[]>;
+}
 
 export interface ActuatorOptions {
   ownerId: string;
@@ -34,6 +49,8 @@ export interface ActuatorOptions {
   envFor?: (pool: PoolRecord) => Record<string, string>;
   /** Creates at once. Default 4. */
   createConcurrency?: number;
+  /** Per-instance resources (issue 12); none when unset. */
+  resources?: InstanceResourceHooks | undefined;
 }
 
 export interface CreateResult {
@@ -84,7 +101,7 @@ export class Actuator {
       res.errors.push((err as Error).message);
       return res;
     }
-    const env = { ...(o.instanceEnv ?? {}), ...pool.env, ...(o.envFor?.(pool) ?? {}) };
+    const baseEnv = { ...(o.instanceEnv ?? {}), ...pool.env, ...(o.envFor?.(pool) ?? {}) };
     let full = false;
     await mapLimit(Array.from({ length: count }), o.createConcurrency ?? 4, async () => {
       if (full) return;
@@ -100,7 +117,19 @@ export class Actuator {
         full = true; // at the limit (another replica or an operator filled the gap), or the lease is gone
         return;
       }
+      const env = { ...baseEnv };
+      if (o.resources) {
+        try {
+          // After the row, before the provider: the instance boots with its resources' variables.
+          Object.assign(env, await o.resources.provision({ id, poolId: pool.id }, lease));
+        } catch (err) {
+          const msg = `resources: ${(err as Error).message}`;
+          await this.#failCreate(res, id, msg, msg, lease);
+          return;
+        }
+      }
       res.calls++;
+      let made = false;
       try {
         const p = await provider.create({
           instanceId: id,
@@ -112,26 +141,40 @@ export class Actuator {
           image: pool.image,
           command: pool.command,
         });
+        made = true;
         // Recording the answer is fenced too; if the lease is gone, the next leader matches the
         // resource to its row by the instance id the provider reports.
         await o.store.setProviderRef(id, p.ref, p.url, p.deployStatus, lease);
         res.created.push(id);
       } catch (err) {
-        const msg = (err as Error).message;
-        res.errors.push(`provider create: ${msg}`);
         // The provider must not leak a half-made instance; if it did, the orphan sweep finds it.
-        const dead = await o.store.transition({
-          id,
-          from: "starting",
-          to: "dead",
-          actor: "reconciler",
-          reason: `create failed: ${msg.slice(0, 200)}`,
-          ...(lease ? { fence: { lease } } : {}),
-        });
-        if (dead) await o.store.markDeleted(id, lease);
+        const msg = (err as Error).message;
+        await this.#failCreate(res, id, `provider create: ${msg}`, msg, lease);
+        if (o.resources && !made) {
+          // What was made for it goes now; the resource reconciler collects whatever this misses.
+          // (When the provider did make it and only recording failed, the row decides: dead, and the
+          // resource reconciler deletes its key; still starting, and it is adopted with its key.)
+          const left = await o.resources.release(id).catch((e: unknown) => [(e as Error).message]);
+          if (left.length > 0) res.errors.push(`resources of ${id} not deleted yet: ${left.join("; ")}`);
+        }
       }
     });
     return res;
+  }
+
+  /** A create that failed: the row goes dead (fenced) and, having no resource, deleted. */
+  async #failCreate(res: CreateResult, id: string, error: string, cause: string, lease: Lease | undefined): Promise<void> {
+    const o = this.#o;
+    res.errors.push(error);
+    const dead = await o.store.transition({
+      id,
+      from: "starting",
+      to: "dead",
+      actor: "reconciler",
+      reason: `create failed: ${cause.slice(0, 200)}`,
+      ...(lease ? { fence: { lease } } : {}),
+    });
+    if (dead) await o.store.markDeleted(id, lease);
   }
 
   /** Deletes what the plan says, then forgets dead rows whose resource is already gone. */

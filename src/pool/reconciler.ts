@@ -22,7 +22,7 @@ import type { ObservePolicy } from "../instance/observe.ts";
 import { emptyCounts, LIVE_STATUSES, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { Provider } from "../provider/provider.ts";
-import { Actuator } from "./actuator.ts";
+import { Actuator, type InstanceResourceHooks } from "./actuator.ts";
 import type { Cleaner, CleanResult } from "./cleaner.ts";
 import { Elector } from "./elector.ts";
 import { Observer, type ForeignResource } from "./observer.ts";
@@ -71,6 +71,8 @@ export interface ReconcilerOptions {
   instanceEnv?: Record<string, string>;
   /** More environment for a pool's instances (POOL_ID, POOL_ENVIRONMENT, …). */
   envFor?: (pool: PoolRecord) => Record<string, string>;
+  /** Per-instance resources made with each instance (issue 12), passed to the actuator. */
+  resources?: InstanceResourceHooks;
   /** Identity of this replica for the lease. */
   holder?: string;
   /** Lease time-to-live; default three intervals, at least 15 s. */
@@ -193,6 +195,7 @@ export class Reconciler {
       logger: opts.logger,
       ...(opts.instanceEnv ? { instanceEnv: opts.instanceEnv } : {}),
       ...(opts.envFor ? { envFor: opts.envFor } : {}),
+      resources: opts.resources,
     });
     this.#renamer = new Renamer({ store: opts.store, providers: opts.providers, clock: opts.clock, logger: opts.logger });
   }

@@ -121,6 +121,8 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     ...(o.adminPassword !== undefined ? { adminPassword: o.adminPassword } : {}),
     ...(o.loginAttemptsPerMinute !== undefined ? { loginAttemptsPerMinute: o.loginAttemptsPerMinute } : {}),
     ...(o.bodyLimit !== undefined ? { bodyLimit: o.bodyLimit } : {}),
+    // The routes instances call about themselves (no resource kinds here: credits answer 404).
+    instanceRoutes: { runtime: runtimes, resources: null, rateLimitPerMin: 1_000, resetTimeoutMs: 1_000 },
   });
   await app.ready();
   return {
