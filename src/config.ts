@@ -78,6 +78,16 @@ export const ENV_SCHEMA = z
     HEALTH_TIMEOUT_MS: int(100, 120_000).default(5000),
     /** Health checks run at once. */
     HEALTH_CONCURRENCY: int(1, 1000).default(32),
+    /**
+     * How often an idle instance is health-checked (jittered ±20 %, so checks spread evenly). Each
+     * instance has its own schedule; a pass checks only those due, so health traffic is about
+     * instances / this interval whatever the tick.
+     */
+    HEALTH_IDLE_INTERVAL_MS: int(1000, 3600 * 1000).default(30_000),
+    /** How often a claimed (or pending, crashed) instance is health-checked. */
+    HEALTH_CLAIMED_INTERVAL_MS: int(1000, 3600 * 1000).default(60_000),
+    /** Most health checks in one pass, the longest overdue first (a backlog is worked off over passes). */
+    HEALTH_CHECKS_PER_PASS: int(1, 1_000_000).default(2_000),
     /** Consecutive failed health checks before a once-healthy instance is declared broken. */
     HEALTH_FAILURE_THRESHOLD: int(1, 100).default(3),
     /** Timeout of the provision call to an instance during a claim. */

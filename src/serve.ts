@@ -14,6 +14,7 @@ import { createLogger } from "./logger.ts";
 import { buildServer, type PoolServer } from "./http/server.ts";
 import { Cleaner } from "./pool/cleaner.ts";
 import { Reconciler } from "./pool/reconciler.ts";
+import type { HealthCadence } from "./pool/health-schedule.ts";
 import { LocalProvider } from "./provider/local.ts";
 import { RailwayProvider } from "./provider/railway/provider.ts";
 import { ClaimService } from "./claim/claim.ts";
@@ -49,6 +50,8 @@ export interface ServeOverrides {
   onClaim?: (outcome: string, seconds: number, provisionSeconds: number) => void;
   /** Where log lines go (tests capture them). */
   logDestination?: NodeJS.WritableStream;
+  /** When instances are health-checked (tests that tick by hand check every instance every pass). */
+  cadence?: HealthCadence;
 }
 
 /**
@@ -167,13 +170,25 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       policy: {
         stuckTimeoutMs: config.POOL_STUCK_TIMEOUT_MS,
         failureThreshold: config.HEALTH_FAILURE_THRESHOLD,
-        healthRecordIntervalMs: 60_000,
+        // Health bookkeeping alone (the last good check) is written at most every 5 minutes: the
+        // stuck timeout (15 min by default) is judged from it, and at 10,000 instances a write per
+        // check would be hundreds of rows a second.
+        healthRecordIntervalMs: 300_000,
         createGraceMs: Math.max(120_000, config.LOCAL_START_TIMEOUT_MS),
         pendingTimeoutMs: config.PENDING_ACCEPTANCE_TIMEOUT_MS,
       },
       intervalMs: config.TICK_INTERVAL_MS,
       healthTimeoutMs: config.HEALTH_TIMEOUT_MS,
       healthConcurrency: config.HEALTH_CONCURRENCY,
+      cadence: over.cadence ?? {
+        bootingMinMs: config.STARTING_POLL_MS,
+        bootingMaxMs: Math.max(config.STARTING_POLL_MS, 15_000),
+        idleMs: config.HEALTH_IDLE_INTERVAL_MS,
+        claimedMs: config.HEALTH_CLAIMED_INTERVAL_MS,
+        otherMs: config.HEALTH_CLAIMED_INTERVAL_MS,
+        jitter: 0.2,
+      },
+      maxChecksPerPass: config.HEALTH_CHECKS_PER_PASS,
       sweepMarginMs: config.CLAIM_SWEEP_MARGIN_MS,
       cleaner: new Cleaner({
         store,

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../src/config.ts";
+import { EVERY_PASS } from "../src/pool/health-schedule.ts";
 import { serve, type RunningPool } from "../src/serve.ts";
 import { RuntimeProvider } from "./support/runtime-provider.ts";
 import { OpenRouterStandin } from "./support/openrouter-standin.ts";
@@ -47,7 +48,7 @@ function client(pool: RunningPool) {
 async function startPool(env: Record<string, string>): Promise<{ pool: RunningPool; provider: RuntimeProvider; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), "agent-pool-api-"));
   const provider = new RuntimeProvider();
-  const pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", ...env }), { provider });
+  const pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", ...env }), { provider, cadence: EVERY_PASS });
   return { pool, provider, dir };
 }
 

@@ -175,6 +175,8 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
           spec: { orphanGraceMs: 50, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
           policy: { stuckTimeoutMs: 60_000, failureThreshold: 2, healthRecordIntervalMs: 60_000, createGraceMs: 5_000 },
           intervalMs: 1_000, leaseTtlMs: LEASE_TTL_MS, healthTimeoutMs: 50, healthConcurrency: 8, sweepMarginMs: SWEEP_MARGIN_MS,
+          // The production cadence, scaled to a schedule that lasts half a second.
+          cadence: { bootingMinMs: 10, bootingMaxMs: 50, idleMs: 100, claimedMs: 200, otherMs: 200, jitter: 0.2 },
         }),
     );
     const services = [0, 1, 2].map(

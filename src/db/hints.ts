@@ -14,6 +14,8 @@ import type { PoolHint } from "./store.ts";
 
 export const HINT_CHANNEL = "agent_pool_hints";
 
+const HINT_KINDS: ReadonlySet<string> = new Set(["claimed", "bound", "changed", "check"]);
+
 export interface HintBus {
   /** Delivers to every subscriber of every replica; on Postgres `send` is the NOTIFY statement. */
   publish(hint: PoolHint, send: (channel: string, payload: string) => Promise<void>): Promise<void>;
@@ -26,8 +28,8 @@ export function parseHint(payload: string | undefined): PoolHint | null {
   if (!payload || payload.length > 2_000) return null;
   try {
     const h = JSON.parse(payload) as Partial<PoolHint>;
-    if (typeof h.pool !== "string" || (h.kind !== "claimed" && h.kind !== "bound" && h.kind !== "changed")) return null;
-    return { pool: h.pool, kind: h.kind, ...(typeof h.instanceId === "string" ? { instanceId: h.instanceId } : {}) };
+    if (typeof h.pool !== "string" || !HINT_KINDS.has(h.kind as string)) return null;
+    return { pool: h.pool, kind: h.kind as PoolHint["kind"], ...(typeof h.instanceId === "string" ? { instanceId: h.instanceId } : {}) };
   } catch {
     return null;
   }

@@ -48,6 +48,14 @@ import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTa
  * Postgres' 65,535-parameter limit. */
 export const OBSERVATION_CHUNK_ROWS = 2_000;
 
+/** Every column of `instances` but the heavy claim fields (see Store.listInstances `lean`). */
+const LEAN_COLUMNS = [
+  "id", "pool_id", "provider", "provider_ref", "name", "url", "status", "deploy_status", "runtime_version", "runtime_type", "image",
+  "gateway_token", "health_checked_at", "health_ok_at", "health_failures", "health_error", "agent_name", "conversation_id",
+  "invite_url", "join_url", "claim_key", "claim_owner", "claim_attempt", "claim_deadline", "claim_source", "claim_started_at",
+  "claimed_at", "created_at", "updated_at", "status_changed_at", "deleted_at", "resource_gone_at", "template_hash", "protected",
+] as const;
+
 /** Statuses in which a row carries a claim (and so its idempotency key is unique). */
 const BOUND_SQL = sql`('claiming', 'claimed', 'pending_acceptance')`;
 
@@ -296,8 +304,10 @@ export class KyselyStore implements Store {
     return row ? toInstance(row) : null;
   }
 
-  async listInstances(poolId: string | null, opts: { includeDeleted?: boolean } = {}): Promise<InstanceRecord[]> {
-    let q = this.#db.selectFrom("instances").selectAll();
+  async listInstances(poolId: string | null, opts: { includeDeleted?: boolean; lean?: boolean } = {}): Promise<InstanceRecord[]> {
+    let q = opts.lean
+      ? this.#db.selectFrom("instances").select(LEAN_COLUMNS).select([sql<null>`NULL`.as("instructions"), sql<null>`NULL`.as("claim_metadata"), sql<null>`NULL`.as("profile_image")])
+      : this.#db.selectFrom("instances").selectAll();
     if (poolId !== null) q = q.where("pool_id", "=", poolId);
     if (!opts.includeDeleted) q = q.where("deleted_at", "is", null);
     const rows = await q.orderBy("created_at", "asc").orderBy("id", "asc").execute();

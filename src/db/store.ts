@@ -270,8 +270,11 @@ export interface IdempotencyBegin {
 /** A hint between replicas (Postgres NOTIFY, or in-process on PGlite). Never a command. */
 export interface PoolHint {
   pool: string;
-  /** `claimed`: a claim took an instance (replenish); `bound`: it handed the agent out (rename); `changed`: look. */
-  kind: "claimed" | "bound" | "changed";
+  /**
+   * `claimed`: a claim took an instance (replenish); `bound`: it handed the agent out (rename);
+   * `changed`: look; `check`: health-check `instanceId` at once (a webhook, an instance's callback).
+   */
+  kind: "claimed" | "bound" | "changed" | "check";
   instanceId?: string;
 }
 
@@ -378,8 +381,12 @@ export interface Store {
   /** Fills in what the provider answered to a create (ref, url, deploy status); false when fenced out. */
   setProviderRef(id: string, ref: string, url: string | null, deployStatus: string | null, fence?: Lease): Promise<boolean>;
   getInstance(id: string): Promise<InstanceRecord | null>;
-  /** Instances of a pool (null: of every pool), oldest first; deleted ones only when asked. */
-  listInstances(poolId: string | null, opts?: { includeDeleted?: boolean }): Promise<InstanceRecord[]>;
+  /**
+   * Instances of a pool (null: of every pool), oldest first; deleted ones only when asked. `lean`:
+   * without the heavy claim fields a reconcile pass never reads (instructions, claim metadata,
+   * profile image come back null), so a pass at 10,000 instances does not read megabytes of text.
+   */
+  listInstances(poolId: string | null, opts?: { includeDeleted?: boolean; lean?: boolean }): Promise<InstanceRecord[]>;
   /** Marks an instance protected or not (bulk operations and claims leave protected ones alone). */
   setProtected(id: string, value: boolean): Promise<InstanceRecord | null>;
   /** Count per status of the pool's instances that are not deleted. */

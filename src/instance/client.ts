@@ -93,7 +93,8 @@ export class InstanceClient implements HealthChecker {
 
   async check(target: InstanceTarget, timeoutMs: number): Promise<{ health: HealthObservation | null; error?: string }> {
     try {
-      const h = await this.#call("health", target, "GET", "/pool/health", timeoutMs, undefined, false);
+      // The gateway token goes along: a runtime that knows it may answer with its binding too.
+      const h = await this.#call("health", target, "GET", "/pool/health", timeoutMs);
       const hb = (h.json ?? {}) as Record<string, unknown>;
       if (h.status !== 200 || hb.ready !== true) {
         // Booting runtimes answer 503 {ready:false}: reachable, not ready.
@@ -101,6 +102,12 @@ export class InstanceClient implements HealthChecker {
           return { health: { ready: false, conversationId: null, pending: false, clean: false, version: str(hb.version), runtime: str(hb.runtime) } };
         }
         return { health: null, error: `health answered ${h.status}` };
+      }
+      // One request per check where the runtime allows it: a runtime that says its binding on
+      // /pool/health (`clean`, `pending`, `conversationId`: this project's reference runtime does)
+      // saves the /convos/status call, half the health traffic. Others get the second request.
+      if (typeof hb.clean === "boolean" && typeof hb.pending === "boolean" && (hb.conversationId === null || typeof hb.conversationId === "string")) {
+        return { health: { ready: true, conversationId: (hb.conversationId as string | null) || null, pending: hb.pending, clean: hb.clean, version: str(hb.version), runtime: str(hb.runtime) } };
       }
       const s = await this.status(target, timeoutMs);
       return { health: { ready: true, conversationId: s.conversationId, pending: s.pending, clean: s.clean, version: str(hb.version), runtime: str(hb.runtime) } };

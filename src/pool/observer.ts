@@ -16,6 +16,7 @@ import type { HealthObservation } from "../instance/derive.ts";
 import { observeInstance, type ObservePolicy } from "../instance/observe.ts";
 import type { InstanceStatus } from "../instance/status.ts";
 import type { Provider, ProviderInstance } from "../provider/provider.ts";
+import type { HealthSchedule } from "./health-schedule.ts";
 import { mapLimit } from "./map-limit.ts";
 import type { ListingState, ObservedInstance, ObservedOrphan } from "./plan.ts";
 
@@ -29,6 +30,10 @@ export interface ObserverOptions {
   policy: ObservePolicy;
   healthTimeoutMs: number;
   healthConcurrency: number;
+  /** When each instance is checked next (kept by the replica across passes). */
+  schedule: HealthSchedule;
+  /** Most health checks in one pass (the longest overdue first). Default: no cap. */
+  maxChecksPerPass?: number;
 }
 
 export type { ForeignResource } from "../db/store.ts";
@@ -116,7 +121,8 @@ export class Observer {
     const o = this.#o;
     const errors: string[] = [];
     // Every pool's rows in one read; the pools only split them afterwards.
-    const rows = await o.store.listInstances(null);
+    // Only the columns a pass needs (not instructions of up to 50 KB each, nor claim metadata).
+    const rows = await o.store.listInstances(null, { lean: true });
     const kinds = new Set<string>(o.providers.keys());
     for (const r of rows) kinds.add(r.provider);
 
@@ -150,16 +156,30 @@ export class Observer {
       foreign.push(...m.foreign);
     }
 
-    // Health checks: every deployed instance (or one whose deployment the listing did not report),
-    // at the listed URL or, when the listing has none this time, the one we stored. Skipping the
-    // check because one listing lacked a field is how healthy instances were killed before
-    // (seed-system §8, f1a1fab).
+    // Health checks, on each instance's own schedule (health-schedule.ts): only the instances that
+    // are due, at the listed URL or, when the listing has none this time, the one we stored.
+    // Skipping the check because one listing lacked a field is how healthy instances were killed
+    // before (seed-system §8, f1a1fab). An instance whose deploy status, URL or ref changed since
+    // the row was written is due at once.
     const now = o.clock.now();
+    const nowMs = now.getTime();
+    const schedule = o.schedule;
     const health = new Map<string, { health: HealthObservation | null; error?: string }>();
     const urlOf = (r: InstanceRecord, p: ProviderInstance | undefined) => p?.url ?? r.url;
-    const toCheck = pairs.filter(
-      ([r, p]) => p && (p.deployStatus === "SUCCESS" || p.deployStatus === null) && urlOf(r, p) && r.status !== "claiming" && r.status !== "dead",
-    );
+    const deployable = (r: InstanceRecord, p: ProviderInstance | undefined) =>
+      !!p && (p.deployStatus === "SUCCESS" || p.deployStatus === null) && !!urlOf(r, p) && r.status !== "claiming" && r.status !== "dead";
+    const changedAtProvider = (r: InstanceRecord, p: ProviderInstance) =>
+      p.deployStatus !== r.deployStatus || p.ref !== r.providerRef || (p.url !== null && p.url !== r.url);
+    const due: Array<[InstanceRecord, ProviderInstance]> = [];
+    for (const [r, p] of pairs) {
+      if (!p || !deployable(r, p)) continue;
+      if (changedAtProvider(r, p)) schedule.soon(r.id, nowMs);
+      if (schedule.due(r.id, r.status, r.healthCheckedAt, nowMs)) due.push([r, p]);
+    }
+    // At most `maxChecksPerPass`, the longest overdue first: a backlog (a new leader, a slow pass)
+    // is worked off over a few passes instead of stretching one past its lease.
+    due.sort(([a], [b]) => (schedule.nextAt(a.id) ?? 0) - (schedule.nextAt(b.id) ?? 0));
+    const toCheck = due.slice(0, o.maxChecksPerPass ?? Number.POSITIVE_INFINITY);
     await mapLimit(toCheck, o.healthConcurrency, async ([r, p]) => {
       health.set(r.id, await o.health.check({ url: urlOf(r, p)!, gatewayToken: r.gatewayToken }, o.healthTimeoutMs));
     });
@@ -170,13 +190,22 @@ export class Observer {
     for (const [r, p] of pairs) {
       const h = health.get(r.id);
       if (h && h.health === null) healthFailures++;
-      const out = observeInstance(
-        r,
-        { provider: p, listingComplete: listings.get(r.provider) === "complete", health: h ? h.health : undefined, ...(h?.error ? { healthError: h.error } : {}) },
-        now,
-        o.policy,
-      );
+      // A deployed instance that was not due learns nothing this pass: its row stays as it is (its
+      // status must not be judged on a health answer nobody asked for).
+      const learned = h !== undefined || !deployable(r, p);
+      const out = learned
+        ? observeInstance(
+            r,
+            { provider: p, listingComplete: listings.get(r.provider) === "complete", health: h ? h.health : undefined, ...(h?.error ? { healthError: h.error } : {}) },
+            now,
+            o.policy,
+          )
+        : { change: null, goneAtProvider: false, status: r.status };
       if (out.change) changes.push(out.change);
+      if (h) {
+        const failures = out.change ? out.change.healthFailures : r.healthFailures;
+        schedule.checked(r.id, out.status, nowMs - r.statusChangedAt.getTime(), h.health === null ? Math.max(1, failures) : 0, nowMs);
+      }
       const gone = out.change ? out.change.resourceGone : r.resourceGoneAt !== null;
       byId.set(r.id, {
         poolId: r.poolId,
@@ -189,6 +218,7 @@ export class Observer {
         protected: r.protected,
       });
     }
+    schedule.retain(new Set(rows.map((r) => r.id)));
     const applied = await o.store.applyObservations(changes, lease);
     for (const id of applied.skipped) byId.delete(id); // someone (a claim) moved it: not this pass's to plan
     const skipped = new Set(applied.skipped);

@@ -7,6 +7,7 @@ import type { HealthObservation } from "../instance/derive.ts";
 import type { HealthChecker, InstanceTarget, RuntimeStatus } from "../instance/client.ts";
 import { silentLogger } from "../logger.ts";
 import { MemoryProvider } from "../provider/memory.ts";
+import type { HealthCadence } from "./health-schedule.ts";
 import { Reconciler, type ReconcilerOptions } from "./reconciler.ts";
 
 /** Stands in for the runtimes' HTTP answers: per-url health, default healthy and clean. */
@@ -28,6 +29,8 @@ class FakeRuntimes implements HealthChecker {
 
 let n = 0;
 const ids: IdSource = { instanceId: () => `i-${String(++n).padStart(4, "0")}`, token: () => `tok-${n}` };
+
+const EVERY_PASS: HealthCadence = { bootingMinMs: 0, bootingMaxMs: 0, idleMs: 0, claimedMs: 0, otherMs: 0, jitter: 0 };
 
 describe("Reconciler.tick", () => {
   let store: Store;
@@ -71,6 +74,9 @@ describe("Reconciler.tick", () => {
       healthTimeoutMs: 1000,
       healthConcurrency: 8,
       holder: `test-${poolId}`,
+      // Every deployed instance checked every pass: these tests are about what a check concludes
+      // (health-schedule.test.ts and the scheduling tests below are about when).
+      cadence: EVERY_PASS,
       ...rest,
     });
   }
@@ -159,6 +165,82 @@ describe("Reconciler.tick", () => {
     assert.deepEqual((await r.createNow(`${poolId}-b`, 2)).created, []);
     // Each pool's rows carry their pool; the pass reports each pool's counts.
     assert.deepEqual(second.pools.map((p) => p.counts.total).reduce((a, b) => a + b, 0), 4);
+  });
+
+  describe("health checks on a schedule per instance (issue 10)", () => {
+    const cadence: HealthCadence = { bootingMinMs: 1_000, bootingMaxMs: 15_000, idleMs: 30_000, claimedMs: 60_000, otherMs: 60_000, jitter: 0.2 };
+    let seed = 7;
+    const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+
+    it("a quiet pool is checked at the idle cadence, not every pass: health traffic ≈ N / cadence", async () => {
+      const r = await reconciler({ pool: { minIdle: 50, maxTotal: 60 }, cadence, random, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 50 } });
+      await r.tick(); // creates 50
+      for (let i = 0; i < 3 && (await store.countByStatus(poolId)).idle < 50; i++) {
+        clock.advance(1_000);
+        await r.tick();
+      }
+      assert.equal((await store.countByStatus(poolId)).idle, 50);
+      const before = runtimes.checks;
+      let passes = 0;
+      for (let t = 0; t < 120_000; t += 5_000) {
+        clock.advance(5_000);
+        await r.tick();
+        passes++;
+      }
+      const checks = runtimes.checks - before;
+      // 50 instances × 120 s / 30 s = 200 at most (passes every 5 s round each interval up, and all 50
+      // were promoted in the same pass, so the fourth round falls after the window about half the
+      // time); checking every pass would be 1,200.
+      assert.ok(checks >= 130 && checks <= 240, `${checks} checks in ${passes} passes`);
+    });
+
+    it("a failed check is repeated at the next pass, then backs off; a once-healthy instance is declared dead after the threshold", async () => {
+      const r = await reconciler({ pool: { minIdle: 1, maxTotal: 3 }, cadence, random });
+      await r.tick();
+      clock.advance(1_000);
+      await r.tick();
+      const [inst] = (await store.listInstances(poolId)).filter((x) => x.status === "idle");
+      runtimes.answers.set(`http://memory.invalid/${inst!.id}`, null); // unreachable from now on
+      clock.advance(40_000); // past its idle cadence
+      const checks0 = runtimes.checks;
+      await r.tick(); // failure 1
+      await r.tick(); // failure 2: at once, no clock move
+      assert.equal(runtimes.checks - checks0, 2, "rechecked at the very next pass");
+      assert.equal((await store.getInstance(inst!.id))?.status, "idle", "two failures are tolerated");
+      await r.tick();
+      assert.equal(runtimes.checks - checks0, 2, "then it backs off (1 s)");
+      clock.advance(1_000);
+      const third = await r.tick();
+      assert.deepEqual(third.transitions.filter((t) => t.id === inst!.id).map((t) => t.to), ["dead"], "third failure: dead");
+    });
+
+    it("a hint (a webhook, a process exit) makes one instance due at once; nothing else is checked", async () => {
+      const r = await reconciler({ pool: { minIdle: 3, maxTotal: 5 }, cadence, random });
+      await r.tick();
+      clock.advance(1_000);
+      await r.tick();
+      clock.advance(1_000);
+      const [a] = (await store.listInstances(poolId)).filter((x) => x.status === "idle");
+      runtimes.answers.set(`http://memory.invalid/${a!.id}`, { ready: true, conversationId: "intruder", pending: false, clean: false, version: "1" });
+      const quiet = await r.tick();
+      assert.equal(quiet.healthChecks, 0, "not due: nothing checked");
+      r.checkSoon(a!.id);
+      const hinted = await r.tick();
+      assert.equal(hinted.healthChecks, 1);
+      assert.deepEqual(hinted.transitions.map((t) => [t.id, t.to]), [[a!.id, "dead"]], "runtime bound without a claim");
+    });
+
+    it("a changed deploy status is acted on in the next pass, whatever the schedule", async () => {
+      const r = await reconciler({ pool: { minIdle: 2, maxTotal: 5 }, cadence, random });
+      await r.tick();
+      clock.advance(1_000);
+      await r.tick();
+      clock.advance(1_000);
+      const [a] = (await store.listInstances(poolId)).filter((x) => x.status === "idle");
+      provider.setStatus(a!.providerRef!, "CRASHED");
+      const res = await r.tick();
+      assert.deepEqual(res.transitions.filter((t) => t.id === a!.id).map((t) => t.to), ["dead"]);
+    });
   });
 
   it("deletes nothing and creates nothing when the provider listing fails", async () => {

@@ -25,6 +25,7 @@ import type { Provider } from "../provider/provider.ts";
 import { Actuator, type InstanceResourceHooks } from "./actuator.ts";
 import type { Cleaner, CleanResult } from "./cleaner.ts";
 import { Elector } from "./elector.ts";
+import { DEFAULT_CADENCE, HealthSchedule, type HealthCadence } from "./health-schedule.ts";
 import { Observer, type ForeignResource } from "./observer.ts";
 import { planOrphans, planPool, type ListingState, type PlanNote } from "./plan.ts";
 import { Renamer } from "./renamer.ts";
@@ -73,6 +74,12 @@ export interface ReconcilerOptions {
   envFor?: (pool: PoolRecord) => Record<string, string>;
   /** Per-instance resources made with each instance (issue 12), passed to the actuator. */
   resources?: InstanceResourceHooks;
+  /** When each instance is health-checked (default: idle every 30 s, claimed every 60 s, booting fast). */
+  cadence?: HealthCadence;
+  /** Most health checks in one pass (default 2,000). */
+  maxChecksPerPass?: number;
+  /** Randomness for the checks' jitter (tests pass a seeded one). */
+  random?: () => number;
   /** Identity of this replica for the lease. */
   holder?: string;
   /** Lease time-to-live; default three intervals, at least 15 s. */
@@ -146,6 +153,7 @@ export class Reconciler {
   readonly #sweeper: Sweeper;
   readonly #actuator: Actuator;
   readonly #renamer: Renamer;
+  readonly #checks: HealthSchedule;
   #chain: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
   #running = false;
@@ -165,6 +173,7 @@ export class Reconciler {
     const holder = opts.holder ?? `${hostname()}:${process.pid}:${randomId(6)}`;
     // Three missed passes before another replica takes over; never less than 15 s.
     const ttlMs = opts.leaseTtlMs ?? Math.max(15_000, opts.intervalMs * 3);
+    this.#checks = new HealthSchedule(opts.cadence ?? DEFAULT_CADENCE, opts.random ?? Math.random);
     // One lease for the whole deployment: one replica acts for every pool, with one listing.
     this.#elector = new Elector({ store: opts.store, name: "reconciler", holder, ttlMs });
     this.#observer = new Observer({
@@ -176,6 +185,8 @@ export class Reconciler {
       policy: opts.policy,
       healthTimeoutMs: opts.healthTimeoutMs,
       healthConcurrency: opts.healthConcurrency,
+      schedule: this.#checks,
+      maxChecksPerPass: opts.maxChecksPerPass ?? 2_000,
     });
     this.#sweeper = new Sweeper({
       poolId: null,
@@ -252,6 +263,7 @@ export class Reconciler {
       .subscribeHints((h) => {
         if (this.#elector.lease === null) return;
         if (h.kind === "claimed") this.replenishSoon(h.pool);
+        else if (h.kind === "check" && h.instanceId) this.checkSoon(h.instanceId);
         else if (h.kind === "bound" && h.instanceId) this.renameSoon(h.instanceId);
         else if (h.kind === "changed") this.wake();
       })
@@ -259,6 +271,15 @@ export class Reconciler {
         this.#o.logger.warn({ err: (err as Error).message }, "could not listen for hints; acting at each pass only");
         return async () => undefined;
       });
+  }
+
+  /**
+   * Health-check one instance at the next pass, and run it now (a webhook said its deployment
+   * changed, its process exited, it called back). A forged or replayed hint costs one check.
+   */
+  checkSoon(instanceId: string): void {
+    this.#checks.soon(instanceId, this.#o.clock.now().getTime());
+    this.wake();
   }
 
   /** A hint that something changed: run a pass soon. */

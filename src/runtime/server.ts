@@ -702,7 +702,13 @@ export async function startRuntime(opts: RuntimeOptions): Promise<RunningRuntime
     if (path === "/pool/health") {
       if (method !== "GET" && method !== "HEAD") throw new HttpError(405, "Method not allowed");
       if (!isReady()) return sendJson(res, 503, { ready: false });
-      return sendJson(res, 200, { ready: true, version, runtime: opts.runtimeName ?? RUNTIME_NAME });
+      // /pool/health is public; to its pool (the gateway token) it also says what /convos/status
+      // would, so a health check is one request instead of two (issue 10).
+      const token = bearerToken(req);
+      const own = token !== null && secretEquals(token, gatewayToken);
+      if (!own) return sendJson(res, 200, { ready: true, version, runtime: opts.runtimeName ?? RUNTIME_NAME });
+      const s = status();
+      return sendJson(res, 200, { ready: true, version, runtime: opts.runtimeName ?? RUNTIME_NAME, conversationId: s.conversationId, pending: s.pending, clean: s.clean });
     }
     if (path.startsWith("/i/")) return handleRoom(req, res, url, path.slice(3).split("/"));
     if (path === "/convos/deliver") {

@@ -17,6 +17,7 @@ import { GraphQLClient } from "../../src/provider/railway/client.ts";
 import { loadConfig } from "../../src/config.ts";
 import type { InstanceRecord } from "../../src/db/store.ts";
 import type { TickResult } from "../../src/pool/reconciler.ts";
+import { EVERY_PASS } from "../../src/pool/health-schedule.ts";
 import { serve, type RunningPool, type ServeOverrides } from "../../src/serve.ts";
 import { startTestPostgres, type TestPostgres } from "../support/postgres.ts";
 import { waitFor } from "../support/process.ts";
@@ -118,7 +119,8 @@ async function startPool(s: RailwayStandin, env: Record<string, string>, over: S
     LOG_LEVEL: "info",
     ...env,
   });
-  const running = await serve(config, { logDestination: dest, ...over });
+  // Passes are driven by hand and runtimes crashed between them: check every instance every pass.
+  const running = await serve(config, { logDestination: dest, cadence: EVERY_PASS, ...over });
   // Every pass reports to the metrics; this runs before the first pass ends (it starts on a timer).
   const passes: TickResult[] = [];
   const onTick = running.metrics.onTick.bind(running.metrics);
