@@ -115,8 +115,15 @@ export const ENV_SCHEMA = z
     ORPHAN_GRACE_MS: int(0, 24 * 3600 * 1000).default(60_000),
     /** Most provider deletions in one pass (a guard against mass deletion). */
     MAX_DELETES_PER_TICK: int(1, 1000).default(10),
-    /** Most provider creations in one pass. */
-    MAX_CREATES_PER_TICK: int(1, 1000).default(10),
+    /**
+     * Most provider creations in one pass. The provider paces its own requests (Railway: at 80 % of
+     * RAILWAY_MAX_RPS), so a fill goes at the provider's pace, not at this cap per starting poll.
+     */
+    MAX_CREATES_PER_TICK: int(1, 1000).default(100),
+    /** Creates at once. */
+    CREATE_CONCURRENCY: int(1, 100).default(8),
+    /** Creates failing in a row before creating halts (30 s, doubling each time, at most 10 min). */
+    CREATE_HALT_AFTER_FAILURES: int(1, 1000).default(5),
     /**
      * Interval between passes while instances are starting (never above TICK_INTERVAL_MS); each
      * pass is one provider listing. Unset: 250 ms with the local provider (a listing costs nothing
@@ -189,6 +196,13 @@ export const ENV_SCHEMA = z
      */
     RAILWAY_INSTANCE_ENVIRONMENT_ID: optionalString,
     RAILWAY_INSTANCE_ENVIRONMENT_NAME: z.string().trim().min(1).default("production"),
+    /**
+     * The pool manager's public URL (Railway: https://<RAILWAY_PUBLIC_DOMAIN> when unset). With a
+     * workspace id, the pool registers a Railway deployment webhook there at start-up.
+     */
+    POOL_PUBLIC_URL: optionalString.pipe(z.string().regex(/^https?:\/\/[^\s/]+/, "an http(s) URL").optional()),
+    /** Railway deployment webhooks (hints to check an instance at once): `auto` (when possible) or `off`. */
+    RAILWAY_WEBHOOKS: z.enum(["auto", "off"], { message: "auto or off" }).default("auto"),
     /** Railway: workspace id; set → a new project is created when every project holds 100 services. */
     RAILWAY_WORKSPACE_ID: optionalString,
     /**

@@ -189,6 +189,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         jitter: 0.2,
       },
       maxChecksPerPass: config.HEALTH_CHECKS_PER_PASS,
+      createConcurrency: config.CREATE_CONCURRENCY,
+      haltCreatesAfterFailures: config.CREATE_HALT_AFTER_FAILURES,
       sweepMarginMs: config.CLAIM_SWEEP_MARGIN_MS,
       cleaner: new Cleaner({
         store,
@@ -235,6 +237,12 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       logger: logger.child({ component: "operations" }),
     });
 
+    // Railway's deployment webhook: a secret path of its own, registered with Railway once the
+    // server listens. Events only make the lease holder check an instance at once (webhook-routes.ts).
+    const publicUrl = config.POOL_PUBLIC_URL ?? (process.env.RAILWAY_PUBLIC_DOMAIN ? `https://${process.env.RAILWAY_PUBLIC_DOMAIN}` : undefined);
+    const webhooks = config.RAILWAY_WEBHOOKS === "auto" && rawProvider instanceof RailwayProvider && config.RAILWAY_WORKSPACE_ID !== undefined && publicUrl !== undefined;
+    const webhookSecret = webhooks ? await store.ensureWebhookSecret(randomToken()) : undefined;
+
     // The first pass starts before the HTTP server is built: instances boot while routes, the
     // OpenAPI document and the dashboard are set up (half a second saved on every start). If the
     // server then fails to listen, closeAll stops the reconciler and the instances it started.
@@ -255,6 +263,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       mutationRateLimit: config.MUTATION_RATE_LIMIT_PER_MIN,
       trustProxy: config.TRUST_PROXY,
       adminPassword: config.ADMIN_PASSWORD, environment: config.POOL_ENVIRONMENT,
+      webhookSecret,
       instanceRoutes: {
         runtime: client,
         resources: resources?.service ?? null,
@@ -270,6 +279,14 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });
+    if (webhookSecret && rawProvider instanceof RailwayProvider) {
+      const hook = `${publicUrl!.replace(/\/+$/, "")}/api/webhooks/railway/${webhookSecret}`;
+      // Not awaited into the start-up's success: without the webhook the periodic pass converges.
+      rawProvider.registerWebhook(hook).then(
+        (how) => logger.info({ webhook: `${publicUrl}/api/webhooks/railway/…`, how }, "railway deployment webhook registered"),
+        (err) => logger.warn({ err: (err as Error).message }, "railway deployment webhook not registered; instances are checked on their schedule only"),
+      );
+    }
     logger.info({ url, pool: config.POOL_ID, backend: store.backend, provider: provider.kind, trustProxy: config.TRUST_PROXY }, `agent-pool listening on ${url}`);
     const proxyWarning = trustProxyWarning(config);
     if (proxyWarning) logger.warn({ platform: config.proxyPlatform?.name }, proxyWarning);

@@ -153,6 +153,16 @@ export class KyselyStore implements Store {
     return again.owner_id;
   }
 
+  async ensureWebhookSecret(candidate: string): Promise<string> {
+    // The owner id's row exists first (ensureOwnerId runs at every start); set once, then read.
+    const { rows } = await sql<{ webhook_secret: string | null }>`
+      UPDATE deployment SET webhook_secret = COALESCE(webhook_secret, ${candidate}::text)
+      RETURNING webhook_secret`.execute(this.#db);
+    const secret = rows[0]?.webhook_secret;
+    if (!secret) throw new Error("no deployment row: call ensureOwnerId first");
+    return secret;
+  }
+
   // ---- pools ----
 
   async upsertPool(pool: { id: string; minIdle: number; maxTotal: number }): Promise<PoolRecord> {

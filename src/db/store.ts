@@ -349,6 +349,8 @@ export interface Store {
    * for every replica and restart after.
    */
   ensureOwnerId(candidate: string): Promise<string>;
+  /** The deployment's webhook path secret: recorded by the first caller (`candidate`), then the same. */
+  ensureWebhookSecret(candidate: string): Promise<string>;
 
   /** Creates a pool with default settings, or updates its sizes only (tests and single-pool set-ups). */
   upsertPool(pool: { id: string; minIdle: number; maxTotal: number }): Promise<PoolRecord>;

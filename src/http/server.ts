@@ -18,6 +18,7 @@ import { z } from "zod";
 import { ERROR_CODES, isPoolError } from "../errors.ts";
 import { PoolQuery, registerApi, Summary } from "./api.ts";
 import { registerPoolRoutes } from "./pool-routes.ts";
+import { registerWebhookRoutes } from "./webhook-routes.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
 import { PoolEventStream } from "./events.ts";
@@ -55,6 +56,8 @@ export interface ServerDeps {
   /** Defaults of a claim's agent name and instructions, and the invite-link hosts it may join. */
   /** The routes instances call about themselves (`/api/instance/…`, issue 12); none when unset. */
   instanceRoutes?: Omit<InstanceRoutesOptions, "store" | "logger"> | undefined;
+  /** Railway's deployment webhook secret; the route exists only when set (issue 10). */
+  webhookSecret?: string | undefined;
   /** Per-instance resources, for the dashboard's spend and top-ups (issue 12). */
   resources?: ResourceService | null | undefined;
 }
@@ -231,6 +234,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   app.addHook("onClose", async () => events.close());
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
   registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never });
+  if (deps.webhookSecret) registerWebhookRoutes(app, { store: deps.store, secret: deps.webhookSecret, limited: [limit] as never });
   if (deps.instanceRoutes) registerInstanceRoutes(app, { ...deps.instanceRoutes, store: deps.store, logger: deps.logger as unknown as Logger });
   await app.register(dashboardPlugin, {
     ops: deps.ops,

@@ -47,15 +47,26 @@ export interface ActuatorOptions {
    */
   instanceEnv?: Record<string, string>;
   envFor?: (pool: PoolRecord) => Record<string, string>;
-  /** Creates at once. Default 4. */
+  /** Creates at once. Default 4. The provider paces its own requests (Railway: RAILWAY_MAX_RPS). */
   createConcurrency?: number;
+  /** Creates failing in a row before creating halts for a while (default 5); 0: never halt. */
+  haltAfterFailures?: number;
+  /** Monotonic milliseconds (the halt's timer). */
+  monotonic?: () => number;
   /** Per-instance resources (issue 12); none when unset. */
   resources?: InstanceResourceHooks | undefined;
+}
+
+/** How long creating halts after `haltAfterFailures` failures in a row: 30 s, doubling, at most 10 min. */
+export function createHaltMs(halts: number): number {
+  return Math.min(600_000, 30_000 * 2 ** Math.max(0, halts - 1));
 }
 
 export interface CreateResult {
   /** Instances created at the provider. */
   created: string[];
+  /** True when creating is halted after repeated failures (nothing was tried). */
+  halted?: boolean;
   /** Provider create calls made. */
   calls: number;
   errors: string[];
@@ -73,6 +84,13 @@ export interface DeleteResult {
 
 export class Actuator {
   readonly #o: ActuatorOptions;
+  /**
+   * The creation brake: a provider that fails every create (a bad image, a revoked token, a full
+   * account) must not be asked again at every pass; each halt lasts longer (createHaltMs).
+   */
+  #failuresInRow = 0;
+  #halts = 0;
+  #haltedUntil = 0;
 
   constructor(opts: ActuatorOptions) {
     this.#o = opts;
@@ -102,9 +120,11 @@ export class Actuator {
       return res;
     }
     const baseEnv = { ...(o.instanceEnv ?? {}), ...pool.env, ...(o.envFor?.(pool) ?? {}) };
+    const mono = o.monotonic ?? (() => performance.now());
+    if (mono() < this.#haltedUntil) return { ...res, halted: true };
     let full = false;
     await mapLimit(Array.from({ length: count }), o.createConcurrency ?? 4, async () => {
-      if (full) return;
+      if (full || mono() < this.#haltedUntil) return;
       const id = o.ids.instanceId();
       const gatewayToken = o.ids.token();
       const name = provider.serviceName?.(id, pool.id) ?? `agent-pool-${pool.id}-${id}`;
@@ -142,6 +162,8 @@ export class Actuator {
           command: pool.command,
         });
         made = true;
+        this.#failuresInRow = 0;
+        this.#halts = 0;
         // Recording the answer is fenced too; if the lease is gone, the next leader matches the
         // resource to its row by the instance id the provider reports.
         await o.store.setProviderRef(id, p.ref, p.url, p.deployStatus, lease);
@@ -149,6 +171,12 @@ export class Actuator {
       } catch (err) {
         // The provider must not leak a half-made instance; if it did, the orphan sweep finds it.
         const msg = (err as Error).message;
+        if (!made && ++this.#failuresInRow >= (o.haltAfterFailures ?? 5) && (o.haltAfterFailures ?? 5) > 0) {
+          this.#halts++;
+          this.#failuresInRow = 0;
+          this.#haltedUntil = mono() + createHaltMs(this.#halts);
+          o.logger.error({ pool: pool.id, haltMs: createHaltMs(this.#halts), err: msg }, "creates failed repeatedly; creating halts for a while");
+        }
         await this.#failCreate(res, id, `provider create: ${msg}`, msg, lease);
         if (o.resources && !made) {
           // What was made for it goes now; the resource reconciler collects whatever this misses.

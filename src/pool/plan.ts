@@ -74,7 +74,9 @@ export type PlanNote =
   | "listing_partial_no_deletes"
   | "max_total_reached"
   | "deletes_capped"
-  | "creates_capped";
+  | "creates_capped"
+  /** Creates failed repeatedly: creating is halted for a while (the actuator's brake). */
+  | "creates_halted";
 
 /** Statuses that hold a provider resource and so count against `maxTotal`. */
 const COUNTS_AGAINST_MAX: ReadonlySet<InstanceStatus> = new Set(LIVE_STATUSES);

@@ -243,6 +243,20 @@ describe("Reconciler.tick", () => {
     });
   });
 
+  it("halts creating after repeated create failures (the brake), and creates again once the halt is over", async () => {
+    const r = await reconciler({ haltCreatesAfterFailures: 4 });
+    provider.failCreates = 1_000;
+    const first = await r.tick(); // 3 tries, 3 failures
+    assert.equal(first.providerCalls.create, 3);
+    const second = await r.tick(); // the 4th failure halts; the rest of the pass creates nothing more
+    assert.ok(second.providerCalls.create >= 1 && second.providerCalls.create <= 3);
+    const calls = provider.calls.create;
+    const halted = await r.tick();
+    assert.equal(provider.calls.create, calls, "halted: the provider is not asked");
+    assert.ok(halted.notes.includes("creates_halted"));
+    assert.equal((await store.listInstances(poolId)).filter((x) => x.status === "starting").length, 0, "no row left behind by the failures");
+  });
+
   it("deletes nothing and creates nothing when the provider listing fails", async () => {
     const r = await reconciler();
     await r.tick();

@@ -76,6 +76,10 @@ export interface ReconcilerOptions {
   resources?: InstanceResourceHooks;
   /** When each instance is health-checked (default: idle every 30 s, claimed every 60 s, booting fast). */
   cadence?: HealthCadence;
+  /** Creates at once (default 8): the provider paces its own requests. */
+  createConcurrency?: number;
+  /** Creates failing in a row before creating halts for a while (default 5). */
+  haltCreatesAfterFailures?: number;
   /** Most health checks in one pass (default 2,000). */
   maxChecksPerPass?: number;
   /** Randomness for the checks' jitter (tests pass a seeded one). */
@@ -206,6 +210,8 @@ export class Reconciler {
       logger: opts.logger,
       ...(opts.instanceEnv ? { instanceEnv: opts.instanceEnv } : {}),
       ...(opts.envFor ? { envFor: opts.envFor } : {}),
+      createConcurrency: opts.createConcurrency ?? 8,
+      ...(opts.haltCreatesAfterFailures !== undefined ? { haltAfterFailures: opts.haltCreatesAfterFailures } : {}),
       resources: opts.resources,
     });
     this.#renamer = new Renamer({ store: opts.store, providers: opts.providers, clock: opts.clock, logger: opts.logger });
@@ -499,6 +505,7 @@ export class Reconciler {
       result.providerCalls.create += made.calls;
       result.created.push(...made.created);
       result.errors.push(...made.errors);
+      if (made.halted && !result.notes.includes("creates_halted")) result.notes.push("creates_halted");
       pr.created = made.created;
       for (const id of made.created) {
         status.set(id, "starting");

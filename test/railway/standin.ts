@@ -94,6 +94,8 @@ export interface RailwayStandinOptions {
   runtimes?: boolean;
   /** argv of the runtime; default the reference runtime (src/runtime/main.ts). */
   runtimeCommand?: string[];
+  /** Deliver deployment notifications to registered webhook rules (default true). */
+  webhooks?: boolean;
   /** Extra env for every runtime, under the service variables (e.g. RUNTIME_BOOT_DELAY_MS). */
   runtimeEnv?: Record<string, string>;
   /** Delay between lifecycle steps. Default 50 ms. */
@@ -179,6 +181,10 @@ export interface ServiceSnapshot {
 export interface RailwayStandin {
   /** `http://127.0.0.1:<port>/graphql/v2` */
   readonly url: string;
+  /** Webhook deliveries attempted so far. */
+  readonly webhooksSent: number;
+  /** Lose every deployment notification from now on. */
+  dropWebhooks: boolean;
   /** Workspace token (what a pool is configured with): `Authorization: Bearer <token>`. `me` fails with it, as on Railway. */
   readonly token: string;
   /** Account token: everything, including `me`. */
@@ -303,6 +309,15 @@ interface RuleRec {
   channels: { id: string; config: unknown; createdAt: string }[]; createdAt: string;
 }
 interface PendingFault { kind: FaultKind; remaining: number; until: number | null; opts: FaultOptions }
+
+/** Deployment statuses Railway notifies about, and their event names (`Deployment.<name>`). */
+const DEPLOY_EVENTS: Partial<Record<DeploymentStatus, string>> = {
+  SUCCESS: "deployed",
+  CRASHED: "crashed",
+  FAILED: "failed",
+  SLEEPING: "slept",
+  REMOVED: "removed",
+};
 
 const IN_PROGRESS = new Set<DeploymentStatus>(["QUEUED", "WAITING", "BUILDING", "DEPLOYING", "INITIALIZING", "NEEDS_APPROVAL"]);
 const STOPPED = new Set<DeploymentStatus>(["CRASHED", "FAILED", "REMOVED", "REMOVING", "SKIPPED", "SLEEPING"]);
@@ -511,6 +526,10 @@ class Standin implements RailwayStandin {
   readonly #domains = new Map<string, DomainRec>();
   readonly #volumes = new Map<string, VolumeRec>();
   readonly #rules = new Map<string, RuleRec>();
+  /** Webhook deliveries attempted (tests). */
+  webhooksSent = 0;
+  /** Lose every delivery from now on (a webhook is a hint: the pool must converge without it). */
+  dropWebhooks = false;
   readonly #lastProjectCreate = new Map<string, number>();
   readonly #lastVolumeCreate = new Map<string, number>();
   readonly #faults: PendingFault[] = [];
@@ -1307,9 +1326,38 @@ class Standin implements RailwayStandin {
   // ---- deployment lifecycle ----
 
   #setStatus(d: DeploymentRec, status: DeploymentStatus, reason?: string): void {
+    const before = d.status;
     d.status = status;
     d.updatedAt = d.statusUpdatedAt = this.#now();
     if (reason) d.reason = reason;
+    if (before !== status) this.#notify(d);
+  }
+
+  /**
+   * Railway's deployment notifications: a POST of `{type, resource, details}` to every webhook
+   * channel of every rule whose event types name the event (Railway's `Deployment.<event>` names,
+   * as the earlier system consumed them). Fire and forget, like Railway's delivery; `webhooks:
+   * false` (or `dropWebhooks`) loses them, as a real delivery can be lost.
+   */
+  #notify(d: DeploymentRec): void {
+    const event = DEPLOY_EVENTS[d.status];
+    if (!event || this.dropWebhooks || this.#opts.webhooks === false) return;
+    const type = `Deployment.${event}`;
+    const body = JSON.stringify({
+      type,
+      timestamp: this.#now(),
+      resource: { workspace: { id: this.workspaceId }, project: { id: d.projectId }, environment: { id: d.environmentId }, service: { id: d.serviceId }, deployment: { id: d.id } },
+      details: { status: d.status, id: d.id },
+    });
+    for (const r of this.#rules.values()) {
+      if (!r.eventTypes.includes(type)) continue;
+      for (const ch of r.channels) {
+        const cfg = ch.config as { type?: unknown; url?: unknown } | null;
+        if (!cfg || cfg.type !== "webhook" || typeof cfg.url !== "string") continue;
+        this.webhooksSent++;
+        void fetch(cfg.url, { method: "POST", headers: { "content-type": "application/json" }, body }).catch(() => undefined);
+      }
+    }
   }
 
   #newDeployment(i: InstanceRec, image?: string | null): DeploymentRec {

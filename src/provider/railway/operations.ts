@@ -105,6 +105,18 @@ export const PROJECT_SERVICE_NAMES = `query ProjectServiceNames($id: String!) { 
  */
 export const TOKEN_CHECK = "query TokenCheck($id: String!) { project(id: $id) { id } }";
 
+/** The workspace's notification rules (is our deployment webhook registered?). */
+export const NOTIFICATION_RULES =
+  "query NotificationRules($workspaceId: String!) { notificationRules(workspaceId: $workspaceId) { id eventTypes channels { id config } } }";
+
+/** A rule that sends deployment events of the workspace to a webhook. */
+export const NOTIFICATION_RULE_CREATE =
+  "mutation NotificationRuleCreate($input: CreateNotificationRuleInput!) { notificationRuleCreate(input: $input) { id } }";
+
+export interface NotificationRulesData {
+  notificationRules: Array<{ id: string; eventTypes: string[]; channels: Array<{ id: string; config: unknown }> }> | null;
+}
+
 /** Every fixed document, for schema validation in tests. */
 export const ALL_DOCUMENTS: Record<string, string> = {
   list1: listDocument(1),
@@ -118,6 +130,8 @@ export const ALL_DOCUMENTS: Record<string, string> = {
   SERVICE_DOMAIN_CREATE,
   SERVICE_DELETE,
   SERVICE_DELETE_IN_ENVIRONMENT,
+  NOTIFICATION_RULES,
+  NOTIFICATION_RULE_CREATE,
   SERVICE_RENAME,
   PROJECT_CREATE,
   PROJECT_SERVICE_NAMES,

@@ -24,6 +24,8 @@ import {
   type Transport,
 } from "./client.ts";
 import {
+  NOTIFICATION_RULE_CREATE,
+  NOTIFICATION_RULES,
   PROJECT_CREATE,
   PROJECT_SERVICE_NAMES,
   PROJECT_TOKEN_SCOPE,
@@ -38,6 +40,7 @@ import {
   resolveDocument,
   type Connection,
   type ListData,
+  type NotificationRulesData,
   type ProjectCreateData,
   type ProjectEnvironmentsNode,
   type ProjectServiceNamesData,
@@ -54,6 +57,17 @@ import { ServiceNames, type ParsedServiceName } from "./names.ts";
 import { mapDeployStatus, pickDeployment } from "./status.ts";
 
 export { ownPrefixFor } from "./names.ts";
+
+/** Deployment events the pool listens to (Railway's names; the earlier system consumed these). */
+export const DEPLOYMENT_EVENT_TYPES = [
+  "Deployment.deployed",
+  "Deployment.crashed",
+  "Deployment.failed",
+  "Deployment.oom_killed",
+  "Deployment.slept",
+  "Deployment.resumed",
+  "Deployment.removed",
+];
 
 export const DEFAULT_RAILWAY_API_URL = "https://backboard.railway.com/graphql/v2";
 export const DEFAULT_SERVICE_PREFIX = "ap";
@@ -978,6 +992,34 @@ export class RailwayProvider implements Provider {
       void this.retryPendingRenames().catch((err) => this.#log.error({ err: (err as Error).message }, "railway: rename retry failed"));
     }, delay);
     this.#renameTimer.unref?.();
+  }
+
+  // ---- deployment webhook ----
+
+  /**
+   * Registers a notification rule of the workspace that posts deployment events to `url`, unless
+   * one with that URL exists (every replica and restart asks; one rule results). The events are
+   * hints: each makes the pool check the instance at once, and a lost one only costs latency.
+   * Needs the workspace id (RAILWAY_WORKSPACE_ID). Returns whether it created the rule.
+   */
+  async registerWebhook(url: string): Promise<"existing" | "created"> {
+    this.#assertOpen();
+    const workspaceId = this.#o.workspaceId;
+    if (!workspaceId) throw new PoolError("CONFIG_INVALID", "railway: a deployment webhook needs RAILWAY_WORKSPACE_ID");
+    const r = await this.#client.call<NotificationRulesData>(NOTIFICATION_RULES, { workspaceId }, { operation: "notificationRules", idempotent: true });
+    const exists = (r.data.notificationRules ?? []).some((rule) =>
+      (rule.channels ?? []).some((ch) => {
+        const cfg = ch.config as { url?: unknown } | null;
+        return cfg !== null && typeof cfg === "object" && cfg.url === url;
+      }),
+    );
+    if (exists) return "existing";
+    await this.#client.call(
+      NOTIFICATION_RULE_CREATE,
+      { input: { workspaceId, eventTypes: DEPLOYMENT_EVENT_TYPES, channelConfigs: [{ type: "webhook", url }] } },
+      { operation: "notificationRuleCreate", idempotent: false },
+    );
+    return "created";
   }
 
   // ---- close ----
