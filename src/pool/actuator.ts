@@ -84,8 +84,12 @@ export class Actuator {
       } catch (err) {
         const msg = (err as Error).message;
         res.errors.push(`provider create: ${msg}`);
-        // The provider must not leak a half-made instance; if it did, the orphan sweep finds it.
-        const dead = await o.store.transition({
+        // Dead, but not marked deleted: a provider cannot always clean up a half-made instance (the
+        // Railway service whose domain and clean-up delete both failed in an outage), and a row
+        // marked deleted freed its slot while that resource still ran (test/chaos: 29 services at
+        // max total 25). The next complete listing either shows a resource with this instance id
+        // (then it is deleted as this dead row's) or nothing (then the row is forgotten).
+        await o.store.transition({
           id,
           from: "starting",
           to: "dead",
@@ -93,7 +97,6 @@ export class Actuator {
           reason: `create failed: ${msg.slice(0, 200)}`,
           ...(lease ? { fence: { lease } } : {}),
         });
-        if (dead) await o.store.markDeleted(id, lease);
       }
     });
     return res;
