@@ -7,7 +7,7 @@
  *
  * Used by `npm run chaos` (run.ts, prints the figures) and by the CI test (chaos.test.ts).
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -49,9 +49,11 @@ export interface FaultRunReport {
   instances: { servicesCreated: number; claimedByClients: number };
   provisions: { total: number; runtimes: number; resets: number };
   services: { maxFromLog: number; maxSampled: number };
-  kills: Array<{ replica: string; atMs: number; restartedAtMs: number | null; claimsCut: number }>;
+  kills: Array<{ replica: string; atMs: number; restartedAtMs: number | null; claimsCut: number; leader: boolean }>;
   /** Starts that exited before answering and were retried (as Railway's restart policy would). */
   failedStarts: string[];
+  /** Creates the Railway provider held back because it read the hourly budget as low (count, longest wait). */
+  budgetWaits: { count: number; maxWaitMs: number };
   faults: { scheduled: string[]; hitByKind: Record<string, number> };
   crashes: { idle: string | null; claimed: string | null };
   standinRequests: number;
@@ -93,7 +95,7 @@ export async function runFaultRun(o: FaultRunOptions): Promise<FaultRunReport> {
 
     log(`burst: ${o.claims} claims over ${o.burstMs} ms; ${schedule.events.length} scheduled faults`);
     const t0 = Date.now();
-    const ctx: RunContext = { s, projectId, replicas, client, t0, log, kills: [], crashes: { idle: null, claimed: null }, claims: [], rng: new Rng(o.seed).fork("events") };
+    const ctx: RunContext = { databaseUrl: db.url, s, projectId, replicas, client, t0, log, kills: [], crashes: { idle: null, claimed: null }, claims: [], rng: new Rng(o.seed).fork("events") };
     const claimRuns = schedule.claims.map((plan) =>
       delay(plan.atMs).then(() => runClaim(plan, replicas, client, t0).then((rec) => void ctx.claims.push(rec))),
     );
@@ -135,9 +137,23 @@ export async function runFaultRun(o: FaultRunOptions): Promise<FaultRunReport> {
     const failed = checks.filter((c) => !c.ok);
     const explanations: string[] = [];
     for (const id of new Set(failed.flatMap((c) => c.instances))) {
-      explanations.push(`instance ${id}: ${JSON.stringify(await client.instance(replicas, id))}\n  runtime record: ${JSON.stringify(runtimeRecords.get(id) ?? [])}\n  claims: ${JSON.stringify(ctx.claims.filter((c) => c.instanceId === id || c.attempts.some((a) => a.instanceId === id)))}`);
+      const created = s.serviceLog.find((e) => e.kind === "create" && serviceIdentity(e.name, CHAOS_POOL)?.instanceId === id);
+      const svc = created ? s.service(created.serviceId) : null;
+      const standin = created
+        ? `service ${created.serviceId} created at +${created.at - t0} ms; ${svc ? `domains ${JSON.stringify(svc.domains)}, deployments ${svc.deployments.map((d) => d.status).join(", ")}` : "deleted"}; log ${JSON.stringify(s.serviceLog.filter((e) => e.serviceId === created.serviceId).map((e) => `${e.kind} +${e.at - t0} ms`))}`
+        : "no service was created";
+      explanations.push(
+        `instance ${id}: ${JSON.stringify(await client.instance(replicas, id))}\n  stand-in: ${standin}\n  runtime record: ${JSON.stringify(runtimeRecords.get(id) ?? [])}\n` +
+          `  claims: ${JSON.stringify(ctx.claims.filter((c) => c.instanceId === id || c.attempts.some((a) => a.instanceId === id)))}`,
+      );
     }
-    const report = summarize(o, schedule, ctx, s, projectId, runtimeRecords, sampledMax, checks, explanations, failed.length ? replicas.map((r) => `--- ${r.name} ---\n${r.output().split("\n").slice(-60).join("\n")}`) : []);
+    // Full replica output of a failed run, on disk (the report shows the last lines).
+    let logDir: string | null = null;
+    if (failed.length) {
+      logDir = mkdtempSync(join(tmpdir(), `agent-pool-chaos-${o.seed}-`));
+      for (const r of replicas) writeFileSync(join(logDir, `${r.name}.log`), r.output());
+    }
+    const report = summarize(o, schedule, ctx, s, projectId, runtimeRecords, sampledMax, checks, explanations, failed.length ? [`(full output in ${logDir})`, ...replicas.map((r) => `--- ${r.name} ---\n${r.output().split("\n").slice(-40).join("\n")}`)] : []);
     report.durationMs = Date.now() - started;
     report.burstToSettledMs = burstToSettledMs;
     return report;
@@ -228,6 +244,18 @@ export async function readOwnerId(databaseUrl: string): Promise<string> {
   }
 }
 
+/** Who holds the pool's reconciler lease (`<host>:<pid>:<random>`), or null. */
+async function leaseHolder(databaseUrl: string): Promise<string | null> {
+  const c = new pg.Client({ connectionString: databaseUrl });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ holder: string }>("SELECT holder FROM leases WHERE name = $1 AND expires_at > now()", [`reconciler:${CHAOS_POOL}`]);
+    return rows[0]?.holder ?? null;
+  } finally {
+    await c.end();
+  }
+}
+
 export function readRuntimeRecords(dir: string): Map<string, RuntimeEvent[]> {
   const out = new Map<string, RuntimeEvent[]>();
   for (const f of readdirSync(dir)) {
@@ -239,6 +267,7 @@ export function readRuntimeRecords(dir: string): Map<string, RuntimeEvent[]> {
 }
 
 interface RunContext {
+  databaseUrl: string;
   s: RailwayStandin;
   projectId: string;
   replicas: Replica[];
@@ -260,14 +289,18 @@ async function fire(e: ScheduledFault, ctx: RunContext): Promise<void> {
       ctx.log(`  +${at()} ms  stand-in: ${e.label}`);
       return;
     case "kill": {
-      const r = ctx.replicas[e.replica]!;
+      const holder = await leaseHolder(ctx.databaseUrl).catch(() => null);
+      const isLeader = (x: Replica) => holder !== null && x.proc !== null && holder.includes(`:${x.proc.child.pid}:`);
+      const followers = ctx.replicas.filter((x) => !isLeader(x));
+      const r = (e.target === "leader" ? ctx.replicas.find(isLeader) : undefined) ?? followers[e.pick % followers.length]!;
       // Aim at a claim in flight (sent 30 ms ago or more: picked, provisioning): the SIGKILL then
       // leaves a `claiming` row for the sweeper and, with a key, a running idempotency record.
       const aimed = await waitFor("a claim in flight", () => ctx.client.claimsInFlight(r, 30) > 0, 5_000, 5).catch(() => false);
       const cut = ctx.client.claimsInFlight(r, 0);
+      const leader = isLeader(r);
       await r.kill();
-      ctx.log(`  +${at()} ms  SIGKILL ${r.name} (${cut} claims in flight${aimed ? "" : "; none came within 5 s"})`);
-      const entry = { replica: r.name, atMs: at(), restartedAtMs: null as number | null, claimsCut: cut };
+      ctx.log(`  +${at()} ms  SIGKILL ${r.name} (${cut} claims in flight${aimed ? "" : "; none came within 5 s"}${leader ? "; it held the reconciler lease" : ""})`);
+      const entry = { replica: r.name, atMs: at(), restartedAtMs: null as number | null, claimsCut: cut, leader };
       ctx.kills.push(entry);
       await r.start();
       entry.restartedAtMs = at();
@@ -359,7 +392,8 @@ function summarize(
     services: { maxFromLog, maxSampled: sampledMax },
     kills: ctx.kills,
     failedStarts: ctx.replicas.flatMap((r) => r.failedStarts.map((f) => `${r.name}: ${f}`)),
-    faults: { scheduled: schedule.events.map((e) => `+${e.atMs} ms ${e.kind === "fault" ? e.label : e.kind === "kill" ? `kill replica-${e.replica + 1}` : e.kind}`), hitByKind },
+    budgetWaits: budgetWaits(ctx.replicas),
+    faults: { scheduled: schedule.events.map((e) => `+${e.atMs} ms ${e.kind === "fault" ? e.label : e.kind === "kill" ? `kill ${e.target === "leader" ? "the lease holder" : "a replica without the lease"}` : e.kind}`), hitByKind },
     crashes: ctx.crashes,
     standinRequests: s.requests.length,
     checks,
@@ -367,6 +401,22 @@ function summarize(
     replicaLogs,
     ok: checks.every((c) => c.ok),
   };
+}
+
+/** The replicas' "hourly budget low; spacing creates" log lines: how many, and the longest wait. */
+function budgetWaits(replicas: readonly Replica[]): { count: number; maxWaitMs: number } {
+  let count = 0;
+  let maxWaitMs = 0;
+  for (const line of replicas.flatMap((r) => r.output().split("\n"))) {
+    if (!line.includes("hourly budget low")) continue;
+    count++;
+    try {
+      maxWaitMs = Math.max(maxWaitMs, Number((JSON.parse(line) as { waitMs?: unknown }).waitMs) || 0);
+    } catch {
+      // not a JSON log line
+    }
+  }
+  return { count, maxWaitMs };
 }
 
 function delay(ms: number): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * The fault run's only source of randomness: a seeded PRNG (mulberry32), so the schedule of a run
- * (which claims carry idempotency keys, when faults fire, which replica is killed) is replayed
+ * (which claims carry idempotency keys, when faults fire, whether the lease holder is killed) is replayed
  * exactly from its seed. Timing on a loaded machine still varies; the schedule does not.
  */
 import { prng } from "../support/faulty-fleet.ts";

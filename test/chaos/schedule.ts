@@ -35,7 +35,8 @@ export type ScheduledFault =
   | { atMs: number; kind: "fault"; label: string; fault: FaultKind; n: number; opts: FaultOptions }
   | { atMs: number; kind: "crash-idle" }
   | { atMs: number; kind: "crash-claimed" }
-  | { atMs: number; kind: "kill"; replica: number };
+  /** SIGKILL the replica holding the reconciler lease (mid-pass, mid-create), or one of the others (`pick` among them). */
+  | { atMs: number; kind: "kill"; target: "leader" | "follower"; pick: number };
 
 export interface Schedule {
   seed: number;
@@ -73,7 +74,7 @@ export function makeSchedule(seed: number, o: ScheduleOptions): Schedule {
   }
   events.push({ atMs: fr.int(Math.round(0.1 * b), Math.round(0.4 * b)), kind: "crash-idle" });
   events.push({ atMs: fr.int(Math.round(0.3 * b), Math.round(0.8 * b)), kind: "crash-claimed" });
-  events.push({ atMs: fr.int(Math.round(0.3 * b), Math.round(0.6 * b)), kind: "kill", replica: fr.int(0, o.replicas - 1) });
+  events.push({ atMs: fr.int(Math.round(0.3 * b), Math.round(0.6 * b)), kind: "kill", target: fr.chance(0.5) ? "leader" : "follower", pick: fr.int(0, o.replicas - 2) });
   events.sort((x, y) => x.atMs - y.atMs);
   return { seed, claims, events };
 }

@@ -5,7 +5,7 @@
  * neither may delete, rename or adopt the other's services: before owner ids each took the
  * other's services for orphans and deleted them, claimed agents included (issue 8).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTestPostgres, type TestPostgres } from "../support/postgres.ts";
@@ -112,6 +112,7 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
 
     // Settled, and then a pass of each made once every service of the other was past the orphan grace.
     const statuses = new Map<Deployment, PoolStatus>();
+    let slow = false;
     for (const d of deps) {
       let reported = false;
       statuses.set(d, await waitFor(`${d.replica.name} to settle`, async () => {
@@ -119,7 +120,16 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
         const busy = (st?.instances ?? []).filter((i) => i.status === "claiming" || i.status === "starting");
         if (!reported && Date.now() - t0 > o.burstMs + 10_000) {
           reported = true;
-          log(`${d.replica.name} still busy 10 s after the burst: ${busy.map((i) => `${i.id} ${i.status}`).join(", ")}`);
+          slow = slow || busy.length > 0;
+          for (const i of busy) {
+            const svc = i.providerRef ? s.service(i.providerRef) : null;
+            const at = s.serviceLog.find((e) => e.kind === "create" && serviceIdentity(e.name, CHAOS_POOL)?.instanceId === i.id);
+            log(
+              `${d.replica.name} still busy 10 s after the burst: ${i.id} ${i.status}, ref ${i.providerRef}, stand-in: ` +
+                `${at ? `created +${at.at - t0} ms, ` : "no service created, "}${svc ? `domains ${JSON.stringify(svc.domains)}, deployments ${svc.deployments.map((x) => x.status).join(", ")}` : "no service"}; ` +
+                `events ${JSON.stringify(await client.instance([d.replica], i.id))}`,
+            );
+          }
         }
         return st && busy.length === 0 ? st : null;
       }, 120_000, 200));
@@ -129,7 +139,8 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
       const other = deps.find((x) => x !== d)!;
       await waitFor(`a pass of ${d.replica.name} reporting every service of ${other.ownerId} as foreign past the grace`, async () => {
         const theirs = s.services(projectId).filter((x) => serviceIdentity(x.name, CHAOS_POOL)?.owner === other.ownerId);
-        if (theirs.some((x) => Date.now() - Date.parse(x.createdAt) < ORPHAN_GRACE_MS + 200)) return null;
+        // Only a pass that saw the other's services, every one past the grace, shows anything.
+        if (theirs.length === 0 || theirs.some((x) => Date.now() - Date.parse(x.createdAt) < ORPHAN_GRACE_MS + 200)) return null;
         const a = await client.call(d.replica, "POST", "/api/pool/reconcile", { timeoutMs: 30_000 });
         const t = a.json as { listing?: string; foreign?: Array<{ ref: string }> } | null;
         if (a.status !== 200 || t?.listing !== "complete") return null;
@@ -143,6 +154,12 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
 
     const checks = checkTwo(s, projectId, deps, statuses, client);
     const ok = checks.every((c) => c.ok);
+    if (!ok || slow) {
+      // Full replica output on disk, for whoever reads the report.
+      const dir = mkdtempSync(join(tmpdir(), `agent-pool-chaos-two-${o.seed}-`));
+      for (const d of deps) writeFileSync(join(dir, `${d.replica.name}.log`), d.replica.output());
+      log(`full replica output in ${dir}`);
+    }
     const faultsHit: Record<string, number> = {};
     for (const r of s.requests) if (r.fault) faultsHit[r.fault] = (faultsHit[r.fault] ?? 0) + 1;
     return {
