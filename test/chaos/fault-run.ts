@@ -7,15 +7,15 @@
  *
  * Used by `npm run chaos` (run.ts, prints the figures) and by the CI test (chaos.test.ts).
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import pg from "pg";
 import { startTestPostgres } from "../support/postgres.ts";
 import { waitFor } from "../support/process.ts";
 import { startRailwayStandin, type RailwayStandin } from "../railway/standin.ts";
 import { checkRun, serviceIdentity, type Check, type ClaimRecord, type RuntimeEvent } from "./checks.ts";
+import { budgetWaits, leaseHolder, readOwnerId, readRuntimeRecords } from "./readings.ts";
 import { PoolClient, Replica, type PoolStatus } from "./cluster.ts";
 import { runClaim } from "./claimer.ts";
 import { makeSchedule, type Schedule, type ScheduledFault } from "./schedule.ts";
@@ -232,40 +232,6 @@ function poolEnv(s: RailwayStandin, projectId: string, databaseUrl: string, o: F
   };
 }
 
-export async function readOwnerId(databaseUrl: string): Promise<string> {
-  const c = new pg.Client({ connectionString: databaseUrl });
-  await c.connect();
-  try {
-    const { rows } = await c.query<{ owner_id: string }>("SELECT owner_id FROM deployment");
-    if (!rows[0]) throw new Error("no owner id recorded in the database");
-    return rows[0].owner_id;
-  } finally {
-    await c.end();
-  }
-}
-
-/** Who holds the pool's reconciler lease (`<host>:<pid>:<random>`), or null. */
-async function leaseHolder(databaseUrl: string): Promise<string | null> {
-  const c = new pg.Client({ connectionString: databaseUrl });
-  await c.connect();
-  try {
-    const { rows } = await c.query<{ holder: string }>("SELECT holder FROM leases WHERE name = $1 AND expires_at > now()", [`reconciler:${CHAOS_POOL}`]);
-    return rows[0]?.holder ?? null;
-  } finally {
-    await c.end();
-  }
-}
-
-export function readRuntimeRecords(dir: string): Map<string, RuntimeEvent[]> {
-  const out = new Map<string, RuntimeEvent[]>();
-  for (const f of readdirSync(dir)) {
-    if (!f.endsWith(".jsonl")) continue;
-    const lines = readFileSync(join(dir, f), "utf8").split("\n").filter(Boolean);
-    out.set(f.slice(0, -".jsonl".length), lines.map((l) => JSON.parse(l) as RuntimeEvent));
-  }
-  return out;
-}
-
 interface RunContext {
   databaseUrl: string;
   s: RailwayStandin;
@@ -289,7 +255,7 @@ async function fire(e: ScheduledFault, ctx: RunContext): Promise<void> {
       ctx.log(`  +${at()} ms  stand-in: ${e.label}`);
       return;
     case "kill": {
-      const holder = await leaseHolder(ctx.databaseUrl).catch(() => null);
+      const holder = await leaseHolder(ctx.databaseUrl, CHAOS_POOL).catch(() => null);
       const isLeader = (x: Replica) => holder !== null && x.proc !== null && holder.includes(`:${x.proc.child.pid}:`);
       const followers = ctx.replicas.filter((x) => !isLeader(x));
       const r = (e.target === "leader" ? ctx.replicas.find(isLeader) : undefined) ?? followers[e.pick % followers.length]!;
@@ -401,22 +367,6 @@ function summarize(
     replicaLogs,
     ok: checks.every((c) => c.ok),
   };
-}
-
-/** The replicas' "hourly budget low; spacing creates" log lines: how many, and the longest wait. */
-function budgetWaits(replicas: readonly Replica[]): { count: number; maxWaitMs: number } {
-  let count = 0;
-  let maxWaitMs = 0;
-  for (const line of replicas.flatMap((r) => r.output().split("\n"))) {
-    if (!line.includes("hourly budget low")) continue;
-    count++;
-    try {
-      maxWaitMs = Math.max(maxWaitMs, Number((JSON.parse(line) as { waitMs?: unknown }).waitMs) || 0);
-    } catch {
-      // not a JSON log line
-    }
-  }
-  return { count, maxWaitMs };
 }
 
 function delay(ms: number): Promise<void> {

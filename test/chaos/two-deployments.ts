@@ -14,7 +14,8 @@ import { startRailwayStandin, type RailwayStandin } from "../railway/standin.ts"
 import { DOCUMENTED_5XX, serviceIdentity, type Check, type ClaimRecord } from "./checks.ts";
 import { runClaim } from "./claimer.ts";
 import { PoolClient, Replica, type PoolStatus } from "./cluster.ts";
-import { CHAOS_IMAGE, CHAOS_POOL, CHAOS_RUNTIME, readOwnerId } from "./fault-run.ts";
+import { CHAOS_IMAGE, CHAOS_POOL, CHAOS_RUNTIME } from "./fault-run.ts";
+import { readOwnerId } from "./readings.ts";
 import { Rng } from "./rng.ts";
 
 export interface TwoDeploymentsOptions {
