@@ -36,6 +36,8 @@ const CASES: Case[] = [
   ["starting + booting (not ready) → stays starting", row("starting"), seen(prov("SUCCESS"), H({ ready: false })), "starting"],
   ["starting + DEPLOYING → stays starting", row("starting"), seen(prov("DEPLOYING"), undefined), "starting"],
   ["starting + CRASHED deploy → dead", row("starting"), seen(prov("CRASHED"), undefined), "dead"],
+  ["starting, no address past the create grace (an interrupted create) → dead", row("starting", { url: null, createdAt: ago(3 * 60_000) }), seen(prov("SUCCESS", { url: null }), undefined), "dead"],
+  ["starting, no address yet within the create grace → stays starting", row("starting", { url: null, createdAt: ago(30_000) }), seen(prov("SUCCESS", { url: null }), undefined), "starting"],
   ["starting past the stuck timeout → dead", row("starting", { createdAt: ago(16 * 60_000), statusChangedAt: ago(16 * 60_000) }), seen(prov("SUCCESS"), null), "dead"],
   ["redeploying past the stuck timeout (since it went back to starting) → dead", row("starting", { createdAt: ago(60 * 60_000), statusChangedAt: ago(16 * 60_000), healthOkAt: ago(16 * 60_000) }), seen(prov("DEPLOYING"), undefined), "dead"],
   ["redeploying briefly, created long ago → stays starting", row("starting", { createdAt: ago(60 * 60_000), statusChangedAt: ago(60_000), healthOkAt: ago(60_000) }), seen(prov("DEPLOYING"), undefined), "starting"],

@@ -134,6 +134,13 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
         else if (derived === "dirty") [next, reason] = ["dead", "runtime not clean before any claim"];
         else if (derived === "claimed" || derived === "pending") [next, reason] = ["dead", "runtime bound without a claim"];
         else if (derived === "sleeping") [next, reason] = ["sleeping", "deploy SLEEPING"];
+        else if ((p.url ?? row.url) === null && now.getTime() - row.createdAt.getTime() >= policy.createGraceMs) {
+          // A resource with no address past the create's grace can never be checked, so never
+          // becomes idle: its create was interrupted between its steps (a pool manager killed
+          // between Railway's serviceCreate and serviceDomainCreate, found by the fault run). Left
+          // alone it held a slot and counted toward min idle until the stuck timeout (15 min).
+          [next, reason] = ["dead", "no address: its create was interrupted"];
+        }
         break;
       case "idle":
       case "sleeping":

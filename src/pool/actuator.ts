@@ -171,13 +171,15 @@ export class Actuator {
       } catch (err) {
         // The provider must not leak a half-made instance; if it did, the orphan sweep finds it.
         const msg = (err as Error).message;
-        if (!made && ++this.#failuresInRow >= (o.haltAfterFailures ?? 5) && (o.haltAfterFailures ?? 5) > 0) {
+        // A create the provider deferred (its budget is low) is not a failure of the provider.
+        const deferred = (err as { details?: { deferred?: unknown } }).details?.deferred === true;
+        if (!made && !deferred && ++this.#failuresInRow >= (o.haltAfterFailures ?? 5) && (o.haltAfterFailures ?? 5) > 0) {
           this.#halts++;
           this.#failuresInRow = 0;
           this.#haltedUntil = mono() + createHaltMs(this.#halts);
           o.logger.error({ pool: pool.id, haltMs: createHaltMs(this.#halts), err: msg }, "creates failed repeatedly; creating halts for a while");
         }
-        await this.#failCreate(res, id, `provider create: ${msg}`, msg, lease);
+        await this.#failCreate(res, id, `provider create: ${msg}`, msg, lease, true);
         if (o.resources && !made) {
           // What was made for it goes now; the resource reconciler collects whatever this misses.
           // (When the provider did make it and only recording failed, the row decides: dead, and the
@@ -191,7 +193,15 @@ export class Actuator {
   }
 
   /** A create that failed: the row goes dead (fenced) and, having no resource, deleted. */
-  async #failCreate(res: CreateResult, id: string, error: string, cause: string, lease: Lease | undefined): Promise<void> {
+  /**
+   * A create that failed: the row goes dead. When the provider was asked (`askedProvider`) the row
+   * is NOT marked deleted: a provider cannot always clean up a half-made instance (the Railway
+   * service whose domain and clean-up delete both failed in an outage), and a row marked deleted
+   * freed its slot while that resource still ran (test/chaos: 29 services at max total 25). The next
+   * complete listing either shows a resource with this instance id (then it is deleted as this dead
+   * row's) or nothing (then the row is forgotten).
+   */
+  async #failCreate(res: CreateResult, id: string, error: string, cause: string, lease: Lease | undefined, askedProvider = false): Promise<void> {
     const o = this.#o;
     res.errors.push(error);
     const dead = await o.store.transition({
@@ -202,7 +212,7 @@ export class Actuator {
       reason: `create failed: ${cause.slice(0, 200)}`,
       ...(lease ? { fence: { lease } } : {}),
     });
-    if (dead) await o.store.markDeleted(id, lease);
+    if (dead && !askedProvider) await o.store.markDeleted(id, lease);
   }
 
   /** Deletes what the plan says, then forgets dead rows whose resource is already gone. */

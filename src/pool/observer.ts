@@ -211,7 +211,8 @@ export class Observer {
         poolId: r.poolId,
         id: r.id,
         status: out.status,
-        providerRef: out.change?.providerRef ?? r.providerRef,
+        // A dead row whose create failed has no ref, but its resource may exist (matched by id).
+        providerRef: out.change?.providerRef ?? r.providerRef ?? p?.ref ?? null,
         goneAtProvider: out.goneAtProvider,
         holdsSlot: !gone,
         templateHash: r.templateHash,

@@ -568,4 +568,32 @@ describe("Reconciler.tick", () => {
     // Only the first pass creates: the later ones count its rows.
     assert.deepEqual(results.map((x) => x.created.length), [3, 0, 0]);
   });
+
+  it("a failed create that left its resource behind holds its slot until that resource is deleted (never above max total)", async () => {
+    // Railway: the service was made, its domain failed, and the clean-up delete failed too (an
+    // outage). Found by the fault run (test/chaos): the row was marked deleted at once, so a
+    // replenish filled its slot while the service still ran: 29 services at max total 25.
+    const r = await reconciler({ pool: { minIdle: 2, maxTotal: 2 } });
+    const create = provider.create.bind(provider);
+    let leaks = 1;
+    let most = 0;
+    provider.create = async (spec) => {
+      const made = await create(spec);
+      most = Math.max(most, provider.fleet.size);
+      if (leaks-- > 0) throw new Error("domain failed; the clean-up delete failed too");
+      return made;
+    };
+    const first = await r.tick();
+    assert.equal(first.errors.length, 1);
+    assert.equal(provider.fleet.size, 2, "the failed create's resource is still there");
+    // An operator's add (the same guarded insert as a replenish after a claim) finds no room.
+    assert.deepEqual((await r.createNow(poolId, 1)).created, []);
+    // The next pass matches the dead row to its resource by instance id and deletes it; the one after refills.
+    const second = await r.tick();
+    assert.deepEqual(second.deleted.map((d) => d.reason), ["dead"]);
+    await r.tick();
+    assert.equal(provider.fleet.size, 2);
+    assert.ok(most <= 2, `at most max total at the provider, saw ${most}`);
+    provider.create = create;
+  });
 });

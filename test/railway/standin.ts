@@ -146,6 +146,25 @@ export interface RecordedRequest {
   fault: FaultKind | null;
 }
 
+/**
+ * One change to the set of services or their names, in the order it happened (what fault runs count
+ * "services at the stand-in at any moment" from, and tell who deleted or renamed what).
+ */
+export interface ServiceLogEntry {
+  seq: number;
+  /** ms since epoch. */
+  at: number;
+  kind: "create" | "delete" | "rename";
+  serviceId: string;
+  projectId: string;
+  /** The name after the change (create, rename) or at deletion. */
+  name: string;
+  /** rename: the name before. */
+  previousName?: string;
+  /** `tokenId(token)` of the request that made the change. */
+  tokenId: string | null;
+}
+
 export interface ValidationFailure {
   seq: number;
   query: string;
@@ -198,6 +217,10 @@ export interface RailwayStandin {
   readonly counts: Record<string, number>;
   /** Every request answered 400 (parse, validation, variables, bad body). */
   readonly validationFailures: ValidationFailure[];
+  /** Every service create, delete and rename, oldest first (not cleared by resetCounters). */
+  readonly serviceLog: ServiceLogEntry[];
+  /** The id `serviceLog` records for requests made with this token (null for an unknown token). */
+  tokenId(token: string): string | null;
   projectToken(projectId: string, environmentId?: string): string;
   createToken(kind: "account" | "workspace", workspaceId?: string): string;
   createWorkspace(name: string): { workspaceId: string; token: string };
@@ -500,6 +523,7 @@ class Standin implements RailwayStandin {
   readonly requests: RecordedRequest[] = [];
   readonly counts: Record<string, number> = {};
   readonly validationFailures: ValidationFailure[] = [];
+  readonly serviceLog: ServiceLogEntry[] = [];
 
   readonly #runtimes: boolean;
   #stepMs: number;
@@ -659,6 +683,17 @@ class Standin implements RailwayStandin {
     for (const e of this.#envsOf(p)) environmentIds[e.name] = e.id;
     for (const extra of opts.environments ?? []) environmentIds[extra] = this.#newEnv(p, extra, false).id;
     return { projectId: p.id, environmentId: environmentIds.production!, environmentIds };
+  }
+
+  tokenId(token: string): string | null {
+    return this.#tokens.get(token)?.id ?? null;
+  }
+
+  #logService(kind: ServiceLogEntry["kind"], s: ServiceRec, ctx: Ctx | null, previousName?: string): void {
+    this.serviceLog.push({
+      seq: this.serviceLog.length + 1, at: Date.now(), kind, serviceId: s.id, projectId: s.projectId, name: s.name,
+      ...(previousName !== undefined ? { previousName } : {}), tokenId: ctx?.auth.token?.id ?? null,
+    });
   }
 
   resetCounters(): void {
@@ -1303,7 +1338,8 @@ class Standin implements RailwayStandin {
     }
   }
 
-  #deleteService(s: ServiceRec): void {
+  #deleteService(s: ServiceRec, ctx: Ctx | null): void {
+    if (!s.deleted) this.#logService("delete", s, ctx);
     s.deleted = true;
     for (const d of this.#deploymentsOfService(s.id)) {
       if (d.timer) clearTimeout(d.timer);
@@ -1631,7 +1667,7 @@ class Standin implements RailwayStandin {
       projectDelete: (a, ctx) => {
         const p = this.#project(ctx, a.id);
         if (ctx.auth.token!.kind === "project") throw notAuthorized();
-        for (const s of this.#liveServices(p)) this.#deleteService(s);
+        for (const s of this.#liveServices(p)) this.#deleteService(s, ctx);
         for (const v of this.#volumes.values()) if (v.projectId === p.id) v.deleted = true;
         p.deleted = true;
         return true;
@@ -1667,6 +1703,7 @@ class Standin implements RailwayStandin {
           createdAt: now, updatedAt: now, deleted: false, instances: new Map(),
         };
         this.#services.set(s.id, s);
+        this.#logService("create", s, ctx);
         const targets: InstanceRec[] = [];
         for (const e of this.#envsOf(p)) {
           const i = this.#newInstance(s, e.id);
@@ -1687,7 +1724,9 @@ class Standin implements RailwayStandin {
         const input = a.input as Args;
         if (input.name != null) {
           this.#checkServiceName(String(input.name));
+          const before = s.name;
           s.name = String(input.name);
+          if (s.name !== before) this.#logService("rename", s, ctx, before);
         }
         if (has(input, "icon")) s.icon = strOrNull(input.icon);
         s.updatedAt = this.#now();
@@ -1696,7 +1735,7 @@ class Standin implements RailwayStandin {
       serviceDelete: (a, ctx) => {
         const s = this.#service(ctx, a.id);
         if (a.environmentId != null) this.#env(ctx, a.environmentId, s.projectId);
-        this.#deleteService(s);
+        this.#deleteService(s, ctx);
         return true;
       },
       serviceConnect: (a, ctx) => {
@@ -1903,7 +1942,7 @@ class Standin implements RailwayStandin {
           const i = s.instances.get(e.id);
           if (!i) throw problem();
           if (cfg === null || (isObject(cfg) && cfg.isDeleted === true)) {
-            this.#deleteService(s);
+            this.#deleteService(s, ctx);
             continue;
           }
           if (!isObject(cfg)) throw badInput(`patch.services.${sid} must be an object`);

@@ -592,7 +592,7 @@ test("one provider serves several pools: each pool's services carry its tag, the
   await p.close();
 });
 
-test("a low remaining hourly budget spaces creates out", async () => {
+test("a low remaining hourly budget spaces creates out, deferring a create rather than stalling the pass that asked", async () => {
   projects(1);
   const sleeps: number[] = [];
   const clock = new ManualClock(Date.now());
@@ -605,12 +605,21 @@ test("a low remaining hourly budget spaces creates out", async () => {
   assert.ok(sleeps.every((s) => s < 1000), `plenty of budget: no spacing (${JSON.stringify(sleeps)})`);
   fake.headers = { "x-ratelimit-limit": "10000", "x-ratelimit-remaining": "300", "x-ratelimit-reset": reset(600) };
   await p.list();
-  for (let i = 0; i < 3; i++) await p.create(spec());
-  const spaced = sleeps.filter((s) => s >= 1000);
-  assert.equal(spaced.length, 2, JSON.stringify(sleeps));
-  // ~600 s to the reset, 300 left, 2 calls per create → ~4 s apart.
-  assert.ok(spaced.every((s) => s >= 3500 && s <= 4100), JSON.stringify(spaced));
-  assert.equal(p.stats.serviceCreate!.budget_wait, 3);
+  await p.create(spec()); // the first one goes at once
+  // ~600 s to the reset, 300 left, 2 calls per create → ~4 s apart: the next one is deferred (a
+  // pass must not sleep 4 s per create), saying when to try again.
+  await rejects(p.create(spec()), (e) => {
+    assert.equal(e.code, "PROVIDER_ERROR");
+    assert.match(e.message, /budget low .* create deferred/);
+    const retry = (e.details as { retryInMs: number }).retryInMs;
+    assert.ok(retry >= 3500 && retry <= 4100, String(retry));
+  });
+  const creates = fake.count("ServiceCreate");
+  clock.advance(4_100);
+  await p.create(spec()); // its slot has come
+  assert.equal(fake.count("ServiceCreate"), creates + 1);
+  assert.ok(sleeps.every((s) => s <= 2_000), `never a long sleep inside a create (${JSON.stringify(sleeps)})`);
+  assert.equal(p.stats.serviceCreate!.budget_deferred, 1);
   assert.equal(p.rateLimit.remaining, 300);
 });
 

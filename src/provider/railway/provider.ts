@@ -181,6 +181,9 @@ export interface PendingRename {
   lastFailure: FailureKind | "error";
 }
 
+/** Longest a create waits for its slot when the hourly budget is low; beyond it, deferred. */
+const MAX_CREATE_WAIT_MS = 2_000;
+
 /** Requests one create costs (service + domain); used to spread creates when the budget is low. */
 const CALLS_PER_CREATE = 2;
 const MAX_RENAME_BACKOFF_MS = 5 * 60_000;
@@ -807,6 +810,15 @@ export class RailwayProvider implements Provider {
     const toReset = rl.resetAt ? Math.max(0, rl.resetAt.getTime() - now) : 3_600_000;
     const spacing = Math.min(60_000, Math.max(1_000, (toReset * CALLS_PER_CREATE) / Math.max(1, rl.remaining)));
     const slot = Math.max(now, this.#nextCreateAt);
+    // A create waits for its slot only briefly: a longer wait would happen inside a reconcile pass
+    // and stop it (no listing, no checks) for up to a minute per create (the fault run saw one
+    // 429 answering `remaining: 0` stall a replica's passes for 60 s, then 120 s). Beyond that the
+    // create is deferred: it fails now, as "budget low", and a later pass tries again, by which time
+    // the budget may have come back (answers after a 429 update it).
+    if (slot - now > MAX_CREATE_WAIT_MS) {
+      this.#client.count("serviceCreate", "budget_deferred");
+      throw new PoolError("PROVIDER_ERROR", `railway: hourly budget low (${rl.remaining} of ${rl.limit} left): create deferred`, { deferred: true, retryInMs: slot - now });
+    }
     this.#nextCreateAt = slot + spacing;
     this.#client.count("serviceCreate", "budget_wait");
     this.#log.warn({ remaining: rl.remaining, limit: rl.limit, waitMs: slot - now, spacingMs: Math.round(spacing) }, "railway: hourly budget low; spacing creates");
