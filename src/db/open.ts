@@ -3,7 +3,7 @@
  * otherwise PGlite in a data directory (or in memory).
  */
 import { mkdirSync } from "node:fs";
-import { PostgresHintBus } from "./hints.ts";
+import { PgliteHintBus, PostgresHintBus } from "./hints.ts";
 import { KyselyStore } from "./kysely-store.ts";
 import { migrate } from "./migrate.ts";
 import { openPglite, pgliteMigrationSession } from "./pglite.ts";
@@ -34,11 +34,14 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   const dataDir = opts.dataDir ?? null;
   if (dataDir !== null) mkdirSync(dataDir, { recursive: true });
   const lite = await openPglite(dataDir);
+  let hints: PgliteHintBus;
   try {
     await migrate(pgliteMigrationSession(lite.db));
+    // Before Kysely takes the session (see PgliteHintBus).
+    hints = await PgliteHintBus.open(lite.db);
   } catch (err) {
     await lite.close().catch(() => {});
     throw err;
   }
-  return new KyselyStore({ backend: "pglite", dialect: lite.dialect, onClose: () => lite.close() });
+  return new KyselyStore({ backend: "pglite", dialect: lite.dialect, hints, onClose: () => lite.close() });
 }

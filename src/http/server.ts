@@ -19,6 +19,7 @@ import { ERROR_CODES, isPoolError } from "../errors.ts";
 import { registerApi, Summary, type ClaimPolicy } from "./api.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
+import { PoolChangeWatcher } from "./changes.ts";
 import { PoolEventStream } from "./events.ts";
 import type { Store } from "../db/store.ts";
 import type { Reconciler } from "../pool/reconciler.ts";
@@ -51,6 +52,14 @@ export interface ServerDeps {
   environment?: string | undefined;
   /** Defaults of a claim's agent name and instructions, and the invite-link hosts it may join. */
   claimPolicy?: ClaimPolicy | undefined;
+  /** Live updates read the store this often without a change hint (default 20 s). */
+  liveSafetyReadMs?: number;
+}
+
+/** The process's reader of changes behind a server's live updates (tests and benchmarks count its reads). */
+const CHANGE_WATCHERS = new WeakMap<object, PoolChangeWatcher>();
+export function changeWatcherOf(app: PoolServer): PoolChangeWatcher | undefined {
+  return CHANGE_WATCHERS.get(app);
 }
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -203,22 +212,35 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     },
     logger: deps.logger as unknown as Logger,
   });
+  // One reader of changes per process, woken by the database's NOTIFY, for every event stream
+  // and every dashboard page (src/http/changes.ts).
+  const changes = new PoolChangeWatcher({
+    store: deps.store,
+    poolId: deps.poolId,
+    summary: () => deps.ops.summary(),
+    logger: deps.logger as unknown as Logger,
+    ...(deps.liveSafetyReadMs ? { safetyReadMs: deps.liveSafetyReadMs } : {}),
+  });
+  CHANGE_WATCHERS.set(app, changes);
   const events = new PoolEventStream({
     store: deps.store,
     poolId: deps.poolId,
-    summary: async () => {
-      const s = await deps.ops.summary();
-      return { ...s, counts: countsView(s.counts) };
-    },
+    changes,
+    summary: () => deps.ops.summary(),
+    view: (s) => ({ ...s, counts: countsView(s.counts) }),
     logger: deps.logger as unknown as Logger,
   });
   // Open event streams would hold the server's close forever: end them before it waits on
-  // connections; onClose again stops a poller that a request started meanwhile.
+  // connections; onClose again ends any that a request started meanwhile, and stops the reader.
   app.addHook("preClose", async () => events.close());
-  app.addHook("onClose", async () => events.close());
+  app.addHook("onClose", async () => {
+    await events.close();
+    await changes.close();
+  });
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never, claimPolicy: deps.claimPolicy });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
+    changes,
     store: deps.store,
     poolId: deps.poolId,
     apiKey: deps.apiKey,

@@ -204,7 +204,6 @@ export class Reconciler {
         if (h.pool !== this.#o.poolId || this.#elector.lease === null) return;
         if (h.kind === "claimed") this.replenishSoon();
         else if (h.kind === "bound" && h.instanceId) this.renameSoon(h.instanceId);
-        else if (h.kind === "changed") this.wake();
       })
       .catch((err) => {
         this.#o.logger.warn({ err: (err as Error).message }, "could not listen for hints; acting at each pass only");

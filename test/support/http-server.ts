@@ -55,7 +55,7 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export interface TestServerOptions extends Partial<Pick<ServerDeps, "mutationRateLimit" | "trustProxy" | "adminPassword" | "loginAttemptsPerMinute" | "bodyLimit" | "logger">> {
+export interface TestServerOptions extends Partial<Pick<ServerDeps, "mutationRateLimit" | "trustProxy" | "adminPassword" | "loginAttemptsPerMinute" | "bodyLimit" | "logger" | "liveSafetyReadMs">> {
   store: Store;
   poolId?: string;
   minIdle?: number;
@@ -118,6 +118,7 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     ...(o.adminPassword !== undefined ? { adminPassword: o.adminPassword } : {}),
     ...(o.loginAttemptsPerMinute !== undefined ? { loginAttemptsPerMinute: o.loginAttemptsPerMinute } : {}),
     ...(o.bodyLimit !== undefined ? { bodyLimit: o.bodyLimit } : {}),
+    ...(o.liveSafetyReadMs !== undefined ? { liveSafetyReadMs: o.liveSafetyReadMs } : {}),
   });
   await app.ready();
   return {
