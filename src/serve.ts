@@ -12,6 +12,7 @@ import type { Store } from "./db/store.ts";
 import { InstanceClient } from "./instance/client.ts";
 import { createLogger } from "./logger.ts";
 import { buildServer, type PoolServer } from "./http/server.ts";
+import { Readiness } from "./http/readiness.ts";
 import { Cleaner } from "./pool/cleaner.ts";
 import { Reconciler } from "./pool/reconciler.ts";
 import { LocalProvider } from "./provider/local.ts";
@@ -91,7 +92,12 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     process.stdout.write(`\nagent-pool: generated an API key (kept in ${join(dataDir, "api-key")}):\n  ${apiKey}\n\n`);
   }
 
-  const store = await openStore({ databaseUrl: config.DATABASE_URL, dataDir: join(dataDir, "pglite"), logger });
+  const store = await openStore({
+    databaseUrl: config.DATABASE_URL,
+    dataDir: join(dataDir, "pglite"),
+    logger,
+    postgres: { poolMax: config.PG_POOL_MAX, statementTimeoutMs: config.PG_STATEMENT_TIMEOUT_MS },
+  });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   const closeAll = async () => {
     for (const c of closers.reverse()) await c().catch((err) => logger.error({ err }, "shutdown step failed"));
@@ -103,6 +109,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const ownerId = await store.ensureOwnerId(randomId(5));
 
     let reconcilerRef: Reconciler | undefined;
+    // /readyz: the database answers and a pass ended within the lease TTL (the reconciler's own).
+    const readiness = new Readiness({ store, maxPassAgeMs: Math.max(15_000, 3 * config.TICK_INTERVAL_MS) });
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
     const metrics = new PoolMetrics(store, () => [config.POOL_ID]);
     const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger, ownerId) : await LocalProvider.open({
@@ -157,7 +165,10 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       }),
       startingPollMs: config.STARTING_POLL_MS,
       instanceEnv: config.instanceEnv,
-      onTick: (t) => metrics.onTick(config.POOL_ID, t),
+      onTick: (t) => {
+        metrics.onTick(config.POOL_ID, t);
+        readiness.passEnded(t);
+      },
     });
     reconcilerRef = reconciler;
     closers.push(() => reconciler.stop());
@@ -209,6 +220,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       trustProxy: config.TRUST_PROXY,
       adminPassword: config.ADMIN_PASSWORD, environment: config.POOL_ENVIRONMENT,
       claimPolicy: { defaultAgentName: config.CLAIM_DEFAULT_AGENT_NAME, defaultInstructions: config.CLAIM_DEFAULT_INSTRUCTIONS, joinUrlHosts: config.JOIN_URL_HOSTS },
+      readiness,
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });

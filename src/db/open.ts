@@ -16,11 +16,17 @@ export interface OpenStoreOptions {
   /** PGlite data directory, created if missing; null or absent = in-memory PGlite. */
   dataDir?: string | null;
   logger?: { warn(obj: unknown, msg?: string): void };
+  /** Postgres only: connections per process and the statement timeout (see postgres.ts). */
+  postgres?: { poolMax?: number; statementTimeoutMs?: number };
 }
 
 export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   if (opts.databaseUrl) {
-    const pg = openPostgres(opts.databaseUrl, opts.logger ? { logger: opts.logger } : {});
+    const pg = openPostgres(opts.databaseUrl, {
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.postgres?.poolMax !== undefined ? { max: opts.postgres.poolMax } : {}),
+      ...(opts.postgres?.statementTimeoutMs !== undefined ? { statementTimeoutMs: opts.postgres.statementTimeoutMs } : {}),
+    });
     try {
       await withPostgresMigrationSession(pg.pool, migrate);
     } catch (err) {

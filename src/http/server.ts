@@ -21,6 +21,7 @@ import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
 import { PoolChangeWatcher } from "./changes.ts";
 import { PoolEventStream } from "./events.ts";
+import { Readiness } from "./readiness.ts";
 import type { Store } from "../db/store.ts";
 import type { Reconciler } from "../pool/reconciler.ts";
 import type { PoolOperations } from "../pool/operations.ts";
@@ -54,6 +55,11 @@ export interface ServerDeps {
   claimPolicy?: ClaimPolicy | undefined;
   /** Live updates read the store this often without a change hint (default 20 s). */
   liveSafetyReadMs?: number;
+  /**
+   * `/readyz`: `serve()` feeds it every pass. Without one the route checks the database only
+   * (an embedder that runs no reconcile loop).
+   */
+  readiness?: Readiness;
 }
 
 /** The process's reader of changes behind a server's live updates (tests and benchmarks count its reads). */
@@ -161,7 +167,33 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   const keyTag = createHash("sha256").update(deps.apiKey).digest("hex").slice(0, 12);
   const errors = { 401: ErrorView, 500: ErrorView };
 
-  app.get("/healthz", { schema: { response: { 200: z.object({ ok: z.boolean() }) } } }, async () => ({ ok: true }));
+  // Liveness: the process is up and its event loop turns. Nothing else, so a database outage does
+  // not get every replica restarted by an orchestrator at once.
+  app.get(
+    "/healthz",
+    { schema: { description: "Liveness: the process is up (public).", response: { 200: z.object({ ok: z.boolean() }) } } },
+    async () => ({ ok: true }),
+  );
+
+  // Readiness: the database answers and this replica's reconcile loop completed a pass recently
+  // (src/http/readiness.ts). For load balancers and Railway's deploy health check.
+  const readiness = deps.readiness ?? databaseOnlyReadiness(deps.store);
+  app.get(
+    "/readyz",
+    {
+      schema: {
+        description:
+          "Readiness (public): 200 when the database answers and a reconcile pass of this replica completed within the lease TTL (3 ticks, at least 15 s), else 503 NOT_READY with the reason.",
+        response: { 200: z.object({ ready: z.literal(true), lastPassAgeMs: z.number() }), 503: ErrorView.extend({ lastPassAgeMs: z.number().nullable() }) },
+      },
+    },
+    async (_req, reply) => {
+      const r = await readiness.check();
+      if (r.ready) return r;
+      reply.header("cache-control", "no-store");
+      return reply.status(503).send({ error: r.reason, code: "NOT_READY" as const, lastPassAgeMs: r.lastPassAgeMs });
+    },
+  );
 
   app.get(
     "/version",
@@ -253,3 +285,9 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   return app;
 }
 
+/** Readiness without a reconcile loop to watch: the database check alone. */
+function databaseOnlyReadiness(store: Store): Readiness {
+  const r = new Readiness({ store, maxPassAgeMs: Number.POSITIVE_INFINITY });
+  r.passEnded({ errors: [] });
+  return r;
+}
