@@ -60,7 +60,7 @@ export async function watchOne(o: WatchOptions): Promise<void> {
     const manager = await spawnChild(new URL("./manager.ts", import.meta.url));
     children.push(manager);
     const { urls } = await fleet.ask<{ urls: string[] }>({ type: "start", endpoints: o.n + Math.ceil(o.n / 10), latencyMs: [20, 80], hangRate: 0.01, provisionMs: 0 }, "ready");
-    await manager.ask({ type: "start", env: managerEnv(pg.url, dataDir, { POOL_MIN_IDLE: "0", POOL_MAX_TOTAL: String(o.n + 100), ...o.env }), fleetUrls: urls }, "started");
+    await manager.ask({ type: "start", env: managerEnv(pg.url, dataDir, { POOL_MIN_IDLE: "0", POOL_MAX_TOTAL: String(Math.min(10_000, o.n + 100)), ...o.env }), fleetUrls: urls }, "started");
 
     const tFill = performance.now();
     const added = await manager.ask<{ created: number; errors: string[] }>({ type: "add", count: o.n }, "added");

@@ -228,7 +228,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     },
   );
 
-  // Behind the key like the rest of the API: only /healthz, /version and the counts are public.
+  // Behind the key like the rest of the API: only /healthz, /readyz, /version and the counts are public.
   app.get("/openapi.json", { schema: { hide: true }, onRequest: auth }, async () => app.swagger());
 
   // Mutating routes: authentication, then one hit on the client's shared counter (every replica
