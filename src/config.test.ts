@@ -24,6 +24,16 @@ describe("loadConfig", () => {
     assert.equal(c.DATABASE_URL, "postgres://u@h/db");
   });
 
+  it("sets Postgres's statement timeout and pool size, 0 meaning no timeout", () => {
+    assert.equal(loadConfig({}).PG_STATEMENT_TIMEOUT_MS, 15_000);
+    assert.equal(loadConfig({}).PG_POOL_MAX, 10);
+    const c = loadConfig({ PG_STATEMENT_TIMEOUT_MS: "0", PG_POOL_MAX: "25" });
+    assert.equal(c.PG_STATEMENT_TIMEOUT_MS, 0);
+    assert.equal(c.PG_POOL_MAX, 25);
+    assert.throws(() => loadConfig({ PG_POOL_MAX: "0" }), /PG_POOL_MAX: .*a whole number from 1 to 1000/);
+    assert.throws(() => loadConfig({ PG_STATEMENT_TIMEOUT_MS: "15s" }), /PG_STATEMENT_TIMEOUT_MS/);
+  });
+
   it("polls starting instances fast locally and slowly on Railway unless STARTING_POLL_MS says otherwise", () => {
     const railway = { PROVIDER: "railway", RAILWAY_API_TOKEN: "t", RAILWAY_PROJECT_IDS: "p1", INSTANCE_IMAGE: "img" };
     assert.equal(loadConfig({}).STARTING_POLL_MS, 250);

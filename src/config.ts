@@ -45,6 +45,17 @@ export const ENV_SCHEMA = z
     DATABASE_URL: optionalString.pipe(
       z.string().regex(/^postgres(ql)?:\/\//, "a postgres:// or postgresql:// URL").optional(),
     ),
+    /**
+     * Postgres: a statement running longer than this is cancelled by the server (0 = no limit). A
+     * stuck lock or a runaway query then fails one pass or one request instead of holding a
+     * connection for ever. Migrations are exempt (they may wait for another replica's).
+     */
+    PG_STATEMENT_TIMEOUT_MS: int(0, 3600 * 1000).default(15_000),
+    /**
+     * Postgres: connections per process. Several replicas share the server's `max_connections`
+     * (each process also holds one more for LISTEN).
+     */
+    PG_POOL_MAX: int(1, 1000).default(10),
     /** Where the embedded database, the generated API key and the local provider's state live. */
     DATA_DIR: z.string().trim().min(1).default("./.data"),
     /** Bearer key of the API; unset → generated once, kept in DATA_DIR, printed at first start. */

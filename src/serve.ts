@@ -12,6 +12,7 @@ import type { Store } from "./db/store.ts";
 import { InstanceClient } from "./instance/client.ts";
 import { createLogger } from "./logger.ts";
 import { buildServer, type PoolServer } from "./http/server.ts";
+import { Readiness } from "./http/readiness.ts";
 import { Cleaner } from "./pool/cleaner.ts";
 import { Reconciler } from "./pool/reconciler.ts";
 import type { HealthCadence } from "./pool/health-schedule.ts";
@@ -99,7 +100,12 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     process.stdout.write(`\nagent-pool: generated an API key (kept in ${join(dataDir, "api-key")}):\n  ${apiKey}\n\n`);
   }
 
-  const store = await openStore({ databaseUrl: config.DATABASE_URL, dataDir: join(dataDir, "pglite"), logger });
+  const store = await openStore({
+    databaseUrl: config.DATABASE_URL,
+    dataDir: join(dataDir, "pglite"),
+    logger,
+    postgres: { poolMax: config.PG_POOL_MAX, statementTimeoutMs: config.PG_STATEMENT_TIMEOUT_MS },
+  });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   const closeAll = async () => {
     for (const c of closers.reverse()) await c().catch((err) => logger.error({ err }, "shutdown step failed"));
@@ -111,6 +117,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const poolsConfig = poolsFromConfig(config);
 
     let reconcilerRef: Reconciler | undefined;
+    // /readyz: the database answers and a pass ended within the lease TTL (the reconciler's own).
+    const readiness = new Readiness({ store, maxPassAgeMs: Math.max(15_000, 3 * config.TICK_INTERVAL_MS) });
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
     const metrics = new PoolMetrics(store, async () => (await store.listPools()).map((p) => p.id));
     const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger, ownerId) : await LocalProvider.open({
@@ -201,7 +209,10 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       instanceEnv: config.instanceEnv,
       envFor: (pool) => ({ POOL_ID: pool.id, POOL_RUNTIME: pool.runtime, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT }),
       ...(resources ? { resources: resources.service } : {}),
-      onTick: (t) => metrics.onTick(t),
+      onTick: (t) => {
+        metrics.onTick(t);
+        readiness.passEnded(t);
+      },
     });
     reconcilerRef = reconciler;
     closers.push(() => reconciler.stop());
@@ -276,6 +287,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         },
       },
       resources: resources?.service ?? null,
+      readiness,
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });

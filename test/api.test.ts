@@ -206,13 +206,13 @@ describe("API: claims on a pool of real runtimes", () => {
     const routes: Array<[string, string]> = [
       ["post", "/api/pool/claim"], ["get", "/api/pool/counts"], ["get", "/api/pool/status"], ["get", "/api/pool/summary"], ["get", "/api/pool/agents"],
       ["get", "/api/pool/instances/{id}"], ["delete", "/api/pool/instances/{id}"], ["post", "/api/pool/replenish"], ["post", "/api/pool/drain"],
-      ["post", "/api/pool/reconcile"], ["delete", "/api/pool/crashed/{id}"], ["get", "/api/pool/events"], ["get", "/metrics"], ["get", "/healthz"], ["get", "/version"],
+      ["post", "/api/pool/reconcile"], ["delete", "/api/pool/crashed/{id}"], ["get", "/api/pool/events"], ["get", "/metrics"], ["get", "/healthz"], ["get", "/readyz"], ["get", "/version"],
     ];
     for (const [method, p] of routes) {
       const op = doc.paths[p]?.[method];
       assert.ok(op, `OpenAPI documents ${method.toUpperCase()} ${p}`);
       assert.ok(op.responses["200"], `${method} ${p} has a 200 response`);
-      const open = ["/api/pool/counts", "/healthz", "/version"].includes(p);
+      const open = ["/api/pool/counts", "/healthz", "/readyz", "/version"].includes(p);
       assert.deepEqual(op.security, open ? undefined : [{ bearer: [] }], `${method} ${p} security`);
     }
     const claim = doc.paths["/api/pool/claim"].post;
@@ -282,7 +282,7 @@ describe("API: claims on a pool of real runtimes", () => {
       }
     }
     assert.equal(JSON.stringify(await pool.store.countByStatus("default")), before, "nothing changed");
-    for (const p of ["/healthz", "/version", "/api/pool/counts"]) assert.equal((await raw("GET", p, undefined, {}, null)).status, 200, p);
+    for (const p of ["/healthz", "/readyz", "/version", "/api/pool/counts"]) assert.equal((await raw("GET", p, undefined, {}, null)).status, 200, p);
   });
 
   it("rejects bad input with a 4xx and a stable code, changing nothing", async () => {

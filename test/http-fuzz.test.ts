@@ -100,7 +100,7 @@ async function send(t: TestServer, r: FuzzRequest): Promise<Answer> {
 }
 
 
-const PUBLIC = new Set(["/healthz", "/version", "/api/pool/counts", "/login", "/dashboard/assets/:name"]);
+const PUBLIC = new Set(["/healthz", "/readyz", "/version", "/api/pool/counts", "/login", "/dashboard/assets/:name"]);
 
 /**
  * The route a request reaches, when its path is one the router can match (a path that does not

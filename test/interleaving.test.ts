@@ -133,7 +133,7 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     for (let w = 0; w < PARALLEL; w++) {
       const db = await startTestPostgres();
       const stores: Store[] = [];
-      for (let i = 0; i < 3; i++) stores.push(await openStore({ databaseUrl: db.url, poolMax: 2 }));
+      for (let i = 0; i < 3; i++) stores.push(await openStore({ databaseUrl: db.url, postgres: { poolMax: 2 } }));
       workers.push({ db, stores, raw: new pg.Pool({ connectionString: db.url, max: 1 }) });
     }
   });

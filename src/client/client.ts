@@ -35,7 +35,7 @@ import { PoolApiError, PoolUnreachableError, type ApiErrorCode } from "./errors.
 export interface PoolClientOptions {
   /** Base URL of the pool manager, e.g. http://127.0.0.1:3001. */
   url: string;
-  /** The API key (POOL_API_KEY); only /healthz, /version and the counts answer without it. */
+  /** The API key (POOL_API_KEY); only /healthz, /readyz, /version and the counts answer without it. */
   apiKey?: string | null | undefined;
   /** Timeout of one HTTP request. Default 120 s: a claim provisions for up to PROVISION_TIMEOUT_MS (75 s). */
   requestTimeoutMs?: number;

@@ -1,14 +1,19 @@
 /**
  * Live updates for dashboard pages: a server-sent event stream that says "the pool changed".
  *
- * One poller per process reads our own state only: new `instance_events` rows and the counts, from
- * the store, about once a second, and only while a page is connected. It never asks the provider
- * (the earlier dashboard's polling amplified cloud API calls, seed §5.4/§8), and because it reads
- * the shared store, a change made by any replica reaches every page. The page then re-fetches its
- * fragments; the stream carries only counts, never an instance's details.
+ * It reads our own state only, through the process's one reader of changes (`PoolChangeWatcher`,
+ * shared with the API's event stream): the database NOTIFYs on every status change of any replica,
+ * the watcher reads once, and every page connected to this process is told. It never asks the
+ * provider (the earlier dashboard's polling amplified cloud API calls, seed §5.4/§8) and no page
+ * polls the database. The page then re-fetches its fragments; the stream carries only counts,
+ * never an instance's details.
+ *
+ * Bounded: at most `maxClients` pages per process, and a page that stops reading (more than
+ * 256 KiB queued) is dropped; its EventSource reconnects and the first message catches it up.
  */
 import type { ServerResponse } from "node:http";
 import type { Store } from "../db/store.ts";
+import type { PoolChange, PoolChangeWatcher } from "../http/changes.ts";
 import type { Logger } from "../logger.ts";
 import type { PoolSummary } from "../pool/operations.ts";
 
@@ -21,21 +26,25 @@ interface Client {
 export interface ChangeFeedOptions {
   store: Store;
   poolId: string;
+  /** The process's one reader of changes. */
+  changes: PoolChangeWatcher;
   summary: () => Promise<PoolSummary>;
   logger: Logger;
-  pollMs?: number;
   pingMs?: number;
+  /** Most pages streaming from this process at once. Default 200. */
+  maxClients?: number;
 }
+
+/** A page this far behind (bytes queued) is dropped rather than buffered without bound. */
+const MAX_BUFFERED = 256 * 1024;
 
 export class ChangeFeed {
   readonly #o: ChangeFeedOptions;
   readonly #clients = new Set<Client>();
-  #timer: NodeJS.Timeout | null = null;
   #ping: NodeJS.Timeout | null = null;
-  #lastEventId = -1;
   #lastCounts = "";
-  #polling = false;
   #seq = 0;
+  readonly #onChange = (c: PoolChange) => this.#changed(c);
 
   constructor(opts: ChangeFeedOptions) {
     this.#o = opts;
@@ -43,6 +52,11 @@ export class ChangeFeed {
 
   get clientCount(): number {
     return this.#clients.size;
+  }
+
+  /** True when another page would go over `maxClients`. */
+  get full(): boolean {
+    return this.#clients.size >= (this.#o.maxClients ?? 200);
   }
 
   /** Streams to `res` until the client leaves, the session ends at `untilMs`, or close(). */
@@ -58,16 +72,19 @@ export class ChangeFeed {
     res.on("close", () => this.#drop(client));
     res.write("retry: 2000\n\n");
     try {
-      // The baseline is taken now, so a change right after this connect is not missed.
-      if (this.#lastEventId < 0) this.#lastEventId = await this.#o.store.lastPoolEventId(this.#o.poolId);
-      const counts = await this.#counts();
+      // The baseline is taken before the watcher starts, so a change right after this connect is not missed.
+      const head = await this.#o.store.lastPoolEventId(this.#o.poolId);
+      const counts = countsOf(await this.#o.summary());
       if (this.#lastCounts === "") this.#lastCounts = counts;
       // The page may have rendered a moment ago; the first message makes it catch up.
       this.#send([client], counts);
+      if (this.#clients.has(client)) this.#o.changes.add(this.#onChange, head);
     } catch (err) {
       this.#o.logger.warn({ err: (err as Error).message }, "dashboard change feed start failed");
+      // Without a baseline the watcher still starts: a change reaches the page at the next read.
+      if (this.#clients.has(client)) this.#o.changes.add(this.#onChange, 0);
     }
-    this.#start();
+    this.#startPing();
   }
 
   close(): void {
@@ -76,61 +93,49 @@ export class ChangeFeed {
       c.res.end();
     }
     this.#clients.clear();
-    this.#stop();
+    this.#stopIdle();
   }
 
   #drop(c: Client): void {
     clearTimeout(c.expiry);
-    this.#clients.delete(c);
-    if (this.#clients.size === 0) this.#stop();
+    if (!this.#clients.delete(c)) return;
+    if (!c.res.writableEnded) c.res.end();
+    if (this.#clients.size === 0) this.#stopIdle();
   }
 
-  #start(): void {
-    if (this.#timer) return;
-    this.#timer = setInterval(() => void this.poll(), this.#o.pollMs ?? 1000);
+  #startPing(): void {
+    if (this.#ping || this.#clients.size === 0) return;
     this.#ping = setInterval(() => {
-      for (const c of this.#clients) c.res.write(": ping\n\n");
+      for (const c of [...this.#clients]) this.#write(c, ": ping\n\n");
     }, this.#o.pingMs ?? 15_000);
   }
 
-  #stop(): void {
-    if (this.#timer) clearInterval(this.#timer);
+  #stopIdle(): void {
     if (this.#ping) clearInterval(this.#ping);
-    this.#timer = this.#ping = null;
-    this.#lastEventId = -1;
+    this.#ping = null;
     this.#lastCounts = "";
+    this.#o.changes.remove(this.#onChange);
   }
 
-  async #counts(): Promise<string> {
-    const s = await this.#o.summary();
-    return JSON.stringify({ counts: s.counts, minIdle: s.minIdle, maxTotal: s.maxTotal });
-  }
-
-  /** One look at the store; pushes `changed` when there are new events or the counts moved. */
-  async poll(): Promise<void> {
-    if (this.#polling || this.#clients.size === 0) return;
-    this.#polling = true;
-    try {
-      const { store, poolId } = this.#o;
-      let moved = false;
-      const events = await store.listPoolEventsSince(poolId, Math.max(0, this.#lastEventId), 500);
-      if (events.length > 0) {
-        this.#lastEventId = events.at(-1)!.id;
-        moved = true;
-      }
-      const counts = await this.#counts();
-      if (counts !== this.#lastCounts) moved = true;
-      this.#lastCounts = counts;
-      if (moved) this.#send([...this.#clients], counts);
-    } catch (err) {
-      this.#o.logger.warn({ err: (err as Error).message }, "dashboard change feed poll failed");
-    } finally {
-      this.#polling = false;
-    }
+  /** Pushes `changed` when the read found new events or the counts moved. */
+  #changed(change: PoolChange): void {
+    const counts = countsOf(change.summary);
+    const moved = change.events.length > 0 || counts !== this.#lastCounts;
+    this.#lastCounts = counts;
+    if (moved) this.#send([...this.#clients], counts);
   }
 
   #send(clients: Client[], counts: string): void {
     const data = `id: ${++this.#seq}\nevent: changed\ndata: ${counts}\n\n`;
-    for (const c of clients) c.res.write(data);
+    for (const c of clients) this.#write(c, data);
   }
+
+  #write(c: Client, chunk: string): void {
+    if (c.res.writableEnded || c.res.destroyed || c.res.writableLength > MAX_BUFFERED) return this.#drop(c);
+    c.res.write(chunk);
+  }
+}
+
+function countsOf(s: PoolSummary): string {
+  return JSON.stringify({ counts: s.counts, minIdle: s.minIdle, maxTotal: s.maxTotal });
 }

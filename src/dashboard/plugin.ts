@@ -23,6 +23,7 @@ import type { Store } from "../db/store.ts";
 import { PoolError, isPoolError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import type { PoolOperations } from "../pool/operations.ts";
+import type { PoolChangeWatcher } from "../http/changes.ts";
 import { html, type SafeHtml } from "./html.ts";
 import { ChangeFeed } from "./live.ts";
 import { LoginThrottle } from "../http/rate-limit.ts";
@@ -46,8 +47,10 @@ export interface DashboardOptions {
   sessionTtlMs?: number;
   /** Failed logins allowed per address per minute. */
   loginAttemptsPerMinute?: number;
-  /** How often the live feed looks at the store. */
-  pollMs?: number;
+  /** The process's one reader of changes, shared with the API's event stream. */
+  changes: PoolChangeWatcher;
+  /** Most live pages per process. */
+  maxLiveClients?: number;
   /** Milliseconds since the epoch (tests move time). */
   now?: () => number;
   /** Per-instance resources: each agent's spend on its key and the top-up control (issue 12). */
@@ -102,8 +105,15 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   const assets = loadAssets();
   const logger = app.log as unknown as Logger;
   const throttle = new LoginThrottle({ store: opts.store, max: opts.loginAttemptsPerMinute ?? 5, windowMs: 60_000, logger, now });
-  const feed = new ChangeFeed({ store: opts.store, poolId, summary: () => ops.summary(), logger, ...(opts.pollMs ? { pollMs: opts.pollMs } : {}) });
-  // Open streams would hold the server's close forever; onClose also stops a late-started poller.
+  const feed = new ChangeFeed({
+    store: opts.store,
+    poolId,
+    changes: opts.changes,
+    summary: () => ops.summary(),
+    logger,
+    ...(opts.maxLiveClients ? { maxClients: opts.maxLiveClients } : {}),
+  });
+  // Open streams would hold the server's close forever; onClose also ends one that started meanwhile.
   app.addHook("preClose", async () => feed.close());
   app.addHook("onClose", async () => feed.close());
 
@@ -289,6 +299,8 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
 
   // No HEAD twin: it would open a stream whose head Node never sends (no body is ever written).
   app.get("/dashboard/events", { ...authed, exposeHeadRoute: false }, async (req, reply) => {
+    // Refused before the stream starts, as a normal error; the page's EventSource retries.
+    if (feed.full) throw new PoolError("NOT_READY", "Too many live pages are open; try again later.");
     reply.hijack();
     await feed.add(reply.raw, session(req)!.exp);
   });

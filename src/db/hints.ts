@@ -5,16 +5,18 @@
  * the periodic pass converges without any.
  *
  * On Postgres the hint travels as `NOTIFY agent_pool_hints` and one dedicated connection per
- * process LISTENs (reconnecting with backoff when it drops). On PGlite there is one process, so an
- * in-process emitter is the whole bus.
+ * process LISTENs (reconnecting with backoff when it drops). On PGlite the same NOTIFY goes through
+ * PGlite's own LISTEN support, so the database's trigger on `instance_events` (migration 0005,
+ * `kind: "changed"`) reaches subscribers by the same path on both backends.
  */
 import { EventEmitter } from "node:events";
+import type { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import type { PoolHint } from "./store.ts";
 
 export const HINT_CHANNEL = "agent_pool_hints";
 
-const HINT_KINDS: ReadonlySet<string> = new Set(["claimed", "bound", "changed", "check"]);
+const HINT_KINDS: ReadonlySet<string> = new Set(["claimed", "bound", "changed", "check", "pool"]);
 
 export interface HintBus {
   /** Delivers to every subscriber of every replica; on Postgres `send` is the NOTIFY statement. */
@@ -57,6 +59,53 @@ export class LocalHintBus implements HintBus {
 
   async close(): Promise<void> {
     this.#emitter.removeAllListeners();
+  }
+}
+
+/**
+ * PGlite: NOTIFY through the database (the trigger's and `publish`'s alike), delivered by PGlite's
+ * LISTEN. `open()` runs the LISTEN before anything else uses the single session: a LISTEN issued
+ * later could land inside another caller's open transaction (PGlite has one session) and be undone
+ * by its rollback. Subscribers are called after the statement that delivered the notification.
+ */
+export class PgliteHintBus implements HintBus {
+  readonly #subscribers = new Set<(hint: PoolHint) => void>();
+  #closed = false;
+
+  private constructor() {}
+
+  static async open(db: PGlite): Promise<PgliteHintBus> {
+    const bus = new PgliteHintBus();
+    await db.listen(HINT_CHANNEL, (payload) => {
+      const hint = parseHint(payload);
+      if (hint && !bus.#closed) queueMicrotask(() => bus.#deliver(hint));
+    });
+    return bus;
+  }
+
+  async publish(hint: PoolHint, send: (channel: string, payload: string) => Promise<void>): Promise<void> {
+    await send(HINT_CHANNEL, JSON.stringify(hint));
+  }
+
+  async subscribe(fn: (hint: PoolHint) => void): Promise<() => Promise<void>> {
+    this.#subscribers.add(fn);
+    return async () => void this.#subscribers.delete(fn);
+  }
+
+  /** No UNLISTEN: it could run inside a caller's open transaction; closing PGlite ends the LISTEN. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#subscribers.clear();
+  }
+
+  #deliver(hint: PoolHint): void {
+    for (const fn of this.#subscribers) {
+      try {
+        fn(hint);
+      } catch {
+        /* a subscriber's failure is its own */
+      }
+    }
   }
 }
 

@@ -132,6 +132,10 @@ export class KyselyStore implements Store {
     return this.#statements;
   }
 
+  async ping(): Promise<void> {
+    await sql`SELECT 1`.execute(this.#db);
+  }
+
   // ---- deployment ----
 
   async ensureOwnerId(candidate: string): Promise<string> {

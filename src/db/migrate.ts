@@ -20,7 +20,7 @@ export interface Migration {
 }
 
 /** Arbitrary constant that names "the migration lock" among the database's advisory locks. */
-const MIGRATION_LOCK_KEY = 7_348_112_019_004_231n;
+export const MIGRATION_LOCK_KEY = 7_348_112_019_004_231n;
 
 const MIGRATIONS_DIR = new URL("./migrations/", import.meta.url);
 
@@ -38,6 +38,9 @@ export async function migrate(session: MigrationSession): Promise<string[]> {
   const applied: string[] = [];
   await session.exec("BEGIN");
   try {
+    // No statement timeout here (PG_STATEMENT_TIMEOUT_MS): a replica may wait for another's
+    // migration behind the lock, and a migration of a large table may take longer than a query.
+    await session.exec("SET LOCAL statement_timeout = 0");
     await session.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
     await session.exec(
       "CREATE TABLE IF NOT EXISTS schema_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",

@@ -6,9 +6,15 @@ import pg from "pg";
 import type { MigrationSession } from "./migrate.ts";
 
 export interface PostgresPoolOptions {
-  /** Connections per process. Small on purpose: the hot paths are one statement each, and
-   * several replicas share the server's `max_connections`. */
+  /** Connections per process (PG_POOL_MAX, default 10). Small on purpose: the hot paths are one
+   * statement each, and several replicas share the server's `max_connections`. */
   max?: number;
+  /**
+   * The server cancels a statement that runs longer (PG_STATEMENT_TIMEOUT_MS; 0 or absent: no
+   * limit). Sent as a connection parameter, so it holds for every statement of every connection
+   * without a round trip; a migration lifts it for its own transaction (migrate.ts).
+   */
+  statementTimeoutMs?: number;
   logger?: { warn(obj: unknown, msg?: string): void };
 }
 
@@ -27,6 +33,7 @@ export function openPostgresPool(databaseUrl: string, opts: PostgresPoolOptions 
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max: opts.max ?? 10,
+    ...(opts.statementTimeoutMs ? { statement_timeout: opts.statementTimeoutMs } : {}),
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
     application_name: "agent-pool",

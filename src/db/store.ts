@@ -344,6 +344,9 @@ export interface Store {
   /** SQL statements sent since open (benchmarks report statements per tick). */
   readonly statementCount: number;
 
+  /** One trivial statement: resolves when the database answers (readiness). */
+  ping(): Promise<void>;
+
   /**
    * The deployment's owner id: recorded on first start (`candidate` is used only then) and the same
    * for every replica and restart after.

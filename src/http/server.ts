@@ -21,7 +21,9 @@ import { registerPoolRoutes } from "./pool-routes.ts";
 import { registerWebhookRoutes } from "./webhook-routes.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
+import { PoolChangeWatcher } from "./changes.ts";
 import { PoolEventStream } from "./events.ts";
+import { Readiness } from "./readiness.ts";
 import type { Store } from "../db/store.ts";
 import type { Reconciler } from "../pool/reconciler.ts";
 import type { PoolOperations } from "../pool/operations.ts";
@@ -60,6 +62,19 @@ export interface ServerDeps {
   webhookSecret?: string | undefined;
   /** Per-instance resources, for the dashboard's spend and top-ups (issue 12). */
   resources?: ResourceService | null | undefined;
+  /** Live updates read the store this often without a change hint (default 20 s). */
+  liveSafetyReadMs?: number;
+  /**
+   * `/readyz`: `serve()` feeds it every pass. Without one the route checks the database only
+   * (an embedder that runs no reconcile loop).
+   */
+  readiness?: Readiness;
+}
+
+/** The process's reader of changes behind a server's live updates (tests and benchmarks count its reads). */
+const CHANGE_WATCHERS = new WeakMap<object, PoolChangeWatcher>();
+export function changeWatcherOf(app: PoolServer): PoolChangeWatcher | undefined {
+  return CHANGE_WATCHERS.get(app);
 }
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -166,7 +181,33 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   const keyTag = createHash("sha256").update(deps.apiKey).digest("hex").slice(0, 12);
   const errors = { 401: ErrorView, 500: ErrorView };
 
-  app.get("/healthz", { schema: { response: { 200: z.object({ ok: z.boolean() }) } } }, async () => ({ ok: true }));
+  // Liveness: the process is up and its event loop turns. Nothing else, so a database outage does
+  // not get every replica restarted by an orchestrator at once.
+  app.get(
+    "/healthz",
+    { schema: { description: "Liveness: the process is up (public).", response: { 200: z.object({ ok: z.boolean() }) } } },
+    async () => ({ ok: true }),
+  );
+
+  // Readiness: the database answers and this replica's reconcile loop completed a pass recently
+  // (src/http/readiness.ts). For load balancers and Railway's deploy health check.
+  const readiness = deps.readiness ?? databaseOnlyReadiness(deps.store);
+  app.get(
+    "/readyz",
+    {
+      schema: {
+        description:
+          "Readiness (public): 200 when the database answers and a reconcile pass of this replica completed within the lease TTL (3 ticks, at least 15 s), else 503 NOT_READY with the reason.",
+        response: { 200: z.object({ ready: z.literal(true), lastPassAgeMs: z.number() }), 503: ErrorView.extend({ lastPassAgeMs: z.number().nullable() }) },
+      },
+    },
+    async (_req, reply) => {
+      const r = await readiness.check();
+      if (r.ready) return r;
+      reply.header("cache-control", "no-store");
+      return reply.status(503).send({ error: r.reason, code: "NOT_READY" as const, lastPassAgeMs: r.lastPassAgeMs });
+    },
+  );
 
   app.get(
     "/version",
@@ -203,7 +244,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     },
   );
 
-  // Behind the key like the rest of the API: only /healthz, /version and the counts are public.
+  // Behind the key like the rest of the API: only /healthz, /readyz, /version and the counts are public.
   app.get("/openapi.json", { schema: { hide: true }, onRequest: auth }, async () => app.swagger());
 
   // Mutating routes: authentication, then one hit on the client's shared counter (every replica
@@ -219,25 +260,38 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     },
     logger: deps.logger as unknown as Logger,
   });
+  // One reader of changes per process, woken by the database's NOTIFY, for every event stream
+  // and every dashboard page (src/http/changes.ts).
+  const changes = new PoolChangeWatcher({
+    store: deps.store,
+    poolId: deps.poolId,
+    summary: () => deps.ops.summary(),
+    logger: deps.logger as unknown as Logger,
+    ...(deps.liveSafetyReadMs ? { safetyReadMs: deps.liveSafetyReadMs } : {}),
+  });
+  CHANGE_WATCHERS.set(app, changes);
   const events = new PoolEventStream({
     store: deps.store,
     poolId: deps.poolId,
-    summary: async () => {
-      const s = await deps.ops.summary();
-      return { ...s, counts: countsView(s.counts) };
-    },
+    changes,
+    summary: () => deps.ops.summary(),
+    view: (s) => ({ ...s, counts: countsView(s.counts) }),
     logger: deps.logger as unknown as Logger,
   });
   // Open event streams would hold the server's close forever: end them before it waits on
-  // connections; onClose again stops a poller that a request started meanwhile.
+  // connections; onClose again ends any that a request started meanwhile, and stops the reader.
   app.addHook("preClose", async () => events.close());
-  app.addHook("onClose", async () => events.close());
+  app.addHook("onClose", async () => {
+    await events.close();
+    await changes.close();
+  });
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
   registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never });
   if (deps.webhookSecret) registerWebhookRoutes(app, { store: deps.store, secret: deps.webhookSecret, limited: [limit] as never });
   if (deps.instanceRoutes) registerInstanceRoutes(app, { ...deps.instanceRoutes, store: deps.store, logger: deps.logger as unknown as Logger });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
+    changes,
     store: deps.store,
     poolId: deps.poolId,
     apiKey: deps.apiKey,
@@ -250,3 +304,9 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   return app;
 }
 
+/** Readiness without a reconcile loop to watch: the database check alone. */
+function databaseOnlyReadiness(store: Store): Readiness {
+  const r = new Readiness({ store, maxPassAgeMs: Number.POSITIVE_INFINITY });
+  r.passEnded({ errors: [] });
+  return r;
+}

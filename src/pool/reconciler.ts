@@ -271,7 +271,6 @@ export class Reconciler {
         if (h.kind === "claimed") this.replenishSoon(h.pool);
         else if (h.kind === "check" && h.instanceId) this.checkSoon(h.instanceId);
         else if (h.kind === "bound" && h.instanceId) this.renameSoon(h.instanceId);
-        else if (h.kind === "changed") this.wake();
       })
       .catch((err) => {
         this.#o.logger.warn({ err: (err as Error).message }, "could not listen for hints; acting at each pass only");

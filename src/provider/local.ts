@@ -95,11 +95,14 @@ const PASS_ENV = new Set([
 
 const noopLogger: LocalProviderLogger = { info() {}, warn() {}, error() {} };
 
-/** argv of the reference runtime: this node, the tsx loader, and `src/runtime/main.ts`. */
+/**
+ * argv of the reference runtime, beside this module: compiled (`dist/runtime/main.js`, `npm run
+ * build`) it runs on plain node; from the sources it runs `src/runtime/main.ts` through tsx.
+ */
 export function defaultRuntimeCommand(): string[] {
-  const tsx = import.meta.resolve("tsx");
-  const main = fileURLToPath(new URL("../runtime/main.ts", import.meta.url));
-  return [process.execPath, "--import", tsx, main];
+  const compiled = import.meta.url.endsWith(".js");
+  const main = fileURLToPath(new URL(`../runtime/main.${compiled ? "js" : "ts"}`, import.meta.url));
+  return compiled ? [process.execPath, main] : [process.execPath, "--import", import.meta.resolve("tsx"), main];
 }
 
 export class LocalProvider implements Provider {

@@ -56,7 +56,7 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export interface TestServerOptions extends Partial<Pick<ServerDeps, "mutationRateLimit" | "trustProxy" | "adminPassword" | "loginAttemptsPerMinute" | "bodyLimit" | "logger">> {
+export interface TestServerOptions extends Partial<Pick<ServerDeps, "mutationRateLimit" | "trustProxy" | "adminPassword" | "loginAttemptsPerMinute" | "bodyLimit" | "logger" | "liveSafetyReadMs">> {
   store: Store;
   poolId?: string;
   minIdle?: number;
@@ -123,6 +123,7 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     ...(o.bodyLimit !== undefined ? { bodyLimit: o.bodyLimit } : {}),
     // The routes instances call about themselves (no resource kinds here: credits answer 404).
     instanceRoutes: { runtime: runtimes, resources: null, rateLimitPerMin: 1_000, resetTimeoutMs: 1_000 },
+    ...(o.liveSafetyReadMs !== undefined ? { liveSafetyReadMs: o.liveSafetyReadMs } : {}),
   });
   await app.ready();
   return {
