@@ -108,6 +108,12 @@ export const ENV_SCHEMA = z
     /** Most provider creations in one pass. */
     MAX_CREATES_PER_TICK: int(1, 1000).default(10),
     /**
+     * A rollout (a change of a pool's template) halts after this many new instances in a row failed
+     * before becoming idle (the provider refused the create, the process crashed, its health check
+     * never passed).
+     */
+    ROLLOUT_HALT_AFTER_FAILURES: int(1, 100).default(3),
+    /**
      * Interval between passes while instances are starting (never above TICK_INTERVAL_MS); each
      * pass is one provider listing. Unset: 250 ms with the local provider (a listing costs nothing
      * there, and a new instance is handed out within a quarter second of answering), 5 s on

@@ -18,6 +18,8 @@ import { z } from "zod";
 import { ERROR_CODES, isPoolError } from "../errors.ts";
 import { PoolQuery, registerApi, Summary } from "./api.ts";
 import { registerPoolRoutes } from "./pool-routes.ts";
+import { registerRolloutRoutes } from "./rollout-routes.ts";
+import type { RolloutService } from "../pool/rollouts.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
 import { PoolEventStream } from "./events.ts";
@@ -57,6 +59,8 @@ export interface ServerDeps {
   instanceRoutes?: Omit<InstanceRoutesOptions, "store" | "logger"> | undefined;
   /** Per-instance resources, for the dashboard's spend and top-ups (issue 12). */
   resources?: ResourceService | null | undefined;
+  /** Rollouts of changed templates (issue 11): their routes and dashboard page; none when unset. */
+  rollouts?: RolloutService | null | undefined;
 }
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -230,7 +234,8 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   app.addHook("preClose", async () => events.close());
   app.addHook("onClose", async () => events.close());
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
-  registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never });
+  registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never, rollouts: deps.rollouts });
+  if (deps.rollouts) registerRolloutRoutes(app, { ops: deps.ops, rollouts: deps.rollouts, auth: auth as never, limited: [auth, limit] as never });
   if (deps.instanceRoutes) registerInstanceRoutes(app, { ...deps.instanceRoutes, store: deps.store, logger: deps.logger as unknown as Logger });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
