@@ -54,7 +54,7 @@ function rollouts(name: string, open: () => Promise<TestDatabase>) {
       return id;
     };
     const start = (pool: string, to: string, over: Partial<NewRollout> = {}, fence?: Lease) =>
-      store.rollouts.start({ poolId: pool, fromHash: "h0", toHash: to, reason: "template changed", target: 2, maxSurge: 2, haltAfter: 3, ...over }, fence);
+      store.rollouts.start({ poolId: pool, fromHash: "h0", toHash: to, reason: "template changed", target: 2, remaining: 0, maxSurge: 2, haltAfter: 3, ...over }, fence);
     const progress = { remaining: 3, created: 1, failed: 0, failuresInARow: 0, inFlight: 1, claimable: 4 };
 
     it("starts once per change, only for the pool's current template, and supersedes the one that runs", async () => {

@@ -65,6 +65,8 @@ export interface NewRollout {
   reason: string;
   /** The pool's warm size now; a superseded rollout's own is kept instead. */
   target: number;
+  /** Old instances to replace now (its progress until a pass records more). */
+  remaining: number;
   maxSurge: number;
   haltAfter: number;
 }
@@ -152,8 +154,8 @@ export class KyselyRolloutStore implements RolloutStore {
         RETURNING target`.execute(trx);
       const target = superseded[0] ? Number(superseded[0].target) : r.target;
       const { rows } = await sql<Row>`
-        INSERT INTO rollouts (pool_id, from_hash, to_hash, status, reason, target, max_surge, halt_after)
-        VALUES (${r.poolId}, ${r.fromHash}::text, ${r.toHash}, 'running', ${r.reason}, ${target}, ${r.maxSurge}, ${r.haltAfter})
+        INSERT INTO rollouts (pool_id, from_hash, to_hash, status, reason, target, remaining, max_surge, halt_after)
+        VALUES (${r.poolId}, ${r.fromHash}::text, ${r.toHash}, 'running', ${r.reason}, ${target}, ${r.remaining}, ${r.maxSurge}, ${r.haltAfter})
         RETURNING *`.execute(trx);
       return { rollout: toRollout(rows[0]!), started: true };
     });
@@ -216,8 +218,8 @@ export class KyselyRolloutStore implements RolloutStore {
       if (last.status !== "halted") return null;
       // A new row: the halted one keeps its outcome and reason in the history.
       const { rows } = await sql<Row>`
-        INSERT INTO rollouts (pool_id, from_hash, to_hash, status, reason, target, max_surge, halt_after)
-        VALUES (${poolId}, ${last.from_hash}::text, ${last.to_hash}, 'running', ${reason}, ${last.target}, ${last.max_surge}, ${last.halt_after})
+        INSERT INTO rollouts (pool_id, from_hash, to_hash, status, reason, target, remaining, max_surge, halt_after)
+        VALUES (${poolId}, ${last.from_hash}::text, ${last.to_hash}, 'running', ${reason}, ${last.target}, ${last.remaining}, ${last.max_surge}, ${last.halt_after})
         RETURNING *`.execute(trx);
       return toRollout(rows[0]!);
     });

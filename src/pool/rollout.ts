@@ -251,6 +251,6 @@ export function warmSize(minIdle: number, instances: readonly Pick<ObservedInsta
 }
 
 /** Old instances a rollout of the pool would replace now (the pass looks only where there are some). */
-export function replaceableCount(toHash: string, instances: readonly ObservedInstance[]): number {
+export function replaceableCount(toHash: string, instances: readonly Pick<ObservedInstance, "status" | "templateHash" | "protected">[]): number {
   return instances.filter((i) => i.templateHash !== toHash && !i.protected && REPLACEABLE.has(i.status)).length;
 }

@@ -258,7 +258,7 @@ export class RolloutService {
     const want = rolloutToStart(pool, latest, rows);
     if (!want) return null;
     const r = await this.#o.store.rollouts.start(
-      { poolId: pool.id, fromHash: want.fromHash, toHash: pool.templateHash, reason: want.reason, target: warmSize(pool.minIdle, rows), maxSurge: pool.maxSurge, haltAfter: this.haltAfter },
+      { poolId: pool.id, fromHash: want.fromHash, toHash: pool.templateHash, reason: want.reason, target: warmSize(pool.minIdle, rows), remaining: replaceableCount(pool.templateHash, rows), maxSurge: pool.maxSurge, haltAfter: this.haltAfter },
       lease,
     );
     if (r?.started) {
