@@ -25,6 +25,11 @@ export interface ChangeFeedOptions {
   logger: Logger;
   pollMs?: number;
   pingMs?: number;
+  /**
+   * More of our own state to watch (rollouts of any pool, issue 11): a string that changes when it
+   * does. A change is pushed like new events.
+   */
+  watch?: () => Promise<string>;
 }
 
 export class ChangeFeed {
@@ -34,6 +39,7 @@ export class ChangeFeed {
   #ping: NodeJS.Timeout | null = null;
   #lastEventId = -1;
   #lastCounts = "";
+  #lastWatch: string | null = null;
   #polling = false;
   #seq = 0;
 
@@ -62,6 +68,7 @@ export class ChangeFeed {
       if (this.#lastEventId < 0) this.#lastEventId = await this.#o.store.lastPoolEventId(this.#o.poolId);
       const counts = await this.#counts();
       if (this.#lastCounts === "") this.#lastCounts = counts;
+      if (this.#lastWatch === null && this.#o.watch) this.#lastWatch = await this.#o.watch();
       // The page may have rendered a moment ago; the first message makes it catch up.
       this.#send([client], counts);
     } catch (err) {
@@ -99,6 +106,7 @@ export class ChangeFeed {
     this.#timer = this.#ping = null;
     this.#lastEventId = -1;
     this.#lastCounts = "";
+    this.#lastWatch = null;
   }
 
   async #counts(): Promise<string> {
@@ -121,6 +129,11 @@ export class ChangeFeed {
       const counts = await this.#counts();
       if (counts !== this.#lastCounts) moved = true;
       this.#lastCounts = counts;
+      if (this.#o.watch) {
+        const w = await this.#o.watch();
+        if (w !== this.#lastWatch) moved = true;
+        this.#lastWatch = w;
+      }
       if (moved) this.#send([...this.#clients], counts);
     } catch (err) {
       this.#o.logger.warn({ err: (err as Error).message }, "dashboard change feed poll failed");

@@ -29,6 +29,8 @@ import { LoginThrottle } from "../http/rate-limit.ts";
 import { SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
 import type { ResourceService } from "../resource/service.ts";
 import type { AgentSpend } from "./spend.ts";
+import type { RolloutService } from "../pool/rollouts.ts";
+import { registerRolloutPages } from "./rollout-pages.ts";
 import { usd } from "../resource/top-up.ts";
 import * as v from "./views.ts";
 
@@ -52,6 +54,8 @@ export interface DashboardOptions {
   now?: () => number;
   /** Per-instance resources: each agent's spend on its key and the top-up control (issue 12). */
   resources?: ResourceService | null | undefined;
+  /** Rollouts (issue 11): the rollout page of each pool, and the live feed watches them. */
+  rollouts?: RolloutService | null | undefined;
 }
 
 const COOKIE = "ap_session";
@@ -102,7 +106,14 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   const assets = loadAssets();
   const logger = app.log as unknown as Logger;
   const throttle = new LoginThrottle({ store: opts.store, max: opts.loginAttemptsPerMinute ?? 5, windowMs: 60_000, logger, now });
-  const feed = new ChangeFeed({ store: opts.store, poolId, summary: () => ops.summary(), logger, ...(opts.pollMs ? { pollMs: opts.pollMs } : {}) });
+  const feed = new ChangeFeed({
+    store: opts.store,
+    poolId,
+    summary: () => ops.summary(),
+    logger,
+    ...(opts.pollMs ? { pollMs: opts.pollMs } : {}),
+    ...(opts.rollouts ? { watch: () => opts.store.rollouts.lastChange() } : {}),
+  });
   // Open streams would hold the server's close forever; onClose also stops a late-started poller.
   app.addHook("preClose", async () => feed.close());
   app.addHook("onClose", async () => feed.close());
@@ -360,6 +371,11 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     await ops.dismiss(instance.id);
     return answer(req, reply, v.banner("ok", html`Dismissed <strong>${instance.agentName ?? instance.id}</strong>.`));
   });
+
+  // ------------------------------------------------------------ rollouts (issue 11): their own file
+  if (opts.rollouts) {
+    registerRolloutPages(app, { ops, rollouts: opts.rollouts, authed, mutating, ctx, csrf: (req) => keys.csrfToken(session(req)!), send, isHtmx });
+  }
 }
 
 /** A refused cross-site or token-less request (403; the API's error registry has no such code). */

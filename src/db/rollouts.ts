@@ -98,6 +98,8 @@ export interface RolloutStore {
   latestPerPool(): Promise<RolloutRecord[]>;
   /** A pool's rollouts, newest first. */
   history(poolId: string, limit: number): Promise<RolloutRecord[]>;
+  /** Changes whenever any rollout is written (the dashboard's live feed compares it). */
+  lastChange(): Promise<string>;
   /** Progress of a running or paused rollout; null when it is neither (or the term is gone). */
   recordProgress(id: number, p: ProgressWrite, fence?: Lease): Promise<RolloutRecord | null>;
   /**
@@ -174,6 +176,12 @@ export class KyselyRolloutStore implements RolloutStore {
   async history(poolId: string, limit: number): Promise<RolloutRecord[]> {
     const rows = await this.#db.selectFrom("rollouts").selectAll().where("pool_id", "=", poolId).orderBy("id", "desc").limit(limit).execute();
     return rows.map(toRollout);
+  }
+
+  async lastChange(): Promise<string> {
+    const { rows } = await sql<{ n: number | string; at: Date | string | null }>`SELECT count(*) AS n, max(updated_at) AS at FROM rollouts`.execute(this.#db);
+    const r = rows[0];
+    return r ? `${Number(r.n)}:${r.at === null ? "" : toDate(r.at).toISOString()}` : "";
   }
 
   async recordProgress(id: number, p: ProgressWrite, fence?: Lease): Promise<RolloutRecord | null> {

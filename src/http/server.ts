@@ -245,6 +245,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     adminPassword: deps.adminPassword,
     environment: deps.environment,
     resources: deps.resources ?? null,
+    rollouts: deps.rollouts ?? null,
     ...(deps.loginAttemptsPerMinute ? { loginAttemptsPerMinute: deps.loginAttemptsPerMinute } : {}),
   });
 
