@@ -100,7 +100,8 @@ function controls(ctx: PageContext, p: RolloutPageInput, url: string): SafeHtml 
     p.pool.canRollBack ? html`<button id="rollout-rollback" type="submit" class="danger" formaction="${url}/rollback" hx-post="${url}/rollback" hx-confirm="${back}">Roll back</button>` : "",
   ];
   if (buttons.every((b) => b === "")) return html``;
-  return html`<form class="controls" method="post" action="${url}/pause" hx-target="#rollout-notice">
+  // hx-swap: the panel around it swaps outerHTML, which the buttons would inherit.
+  return html`<form class="controls" method="post" action="${url}/pause" hx-target="#rollout-notice" hx-swap="innerHTML">
     <input type="hidden" name="_csrf" value="${p.csrf}">
     ${buttons}
   </form>`;
