@@ -4,7 +4,7 @@
  *
  * 1. Reconcile pass at N = 1,000 and 10,000 instances (in-memory provider, instant health checks,
  *    PGlite and Postgres): tick duration, provider calls per tick, SQL statements per quiet tick.
- * Sections: `startup`, `tick`, `claim` (`npm run bench -- startup` runs one; none runs all).
+ * Sections: `startup`, `tick`, `claim`, `rollout` (`npm run bench -- startup` runs one; none runs all).
  *
  * 0. Start-up: `agent-pool serve` on the embedded defaults, from launch to listening and to 3 idle
  *    instances, on a fresh data directory and on a restart (the README promises 3 idle within 10 s).
@@ -28,6 +28,7 @@ import { createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { rolloutBench } from "./rollout.ts";
 
 const instantHealth: HealthChecker = {
   async check() {
@@ -243,3 +244,5 @@ if (wanted("tick") || wanted("claim")) {
     await pgHandle.stop();
   }
 }
+
+if (wanted("rollout")) await rolloutBench(); // issue 11: bench/rollout.ts
