@@ -63,7 +63,7 @@ export function registerPoolRoutes(app: PoolServer, deps: PoolRouteDeps): void {
   const security = [{ bearer: [] }];
   const errs = { 400: ErrorView, 401: ErrorView, 404: ErrorView, 409: ErrorView, 429: ErrorView, 500: ErrorView };
   const rolloutOf = async (id: string) => {
-    const current = deps.rollouts ? (await deps.rollouts.state(id)).current : null;
+    const current = deps.rollouts ? await deps.rollouts.current(id) : null;
     return current ? rolloutView(current) : null;
   };
   const withCounts = async (p: PoolRecord) => ({ pool: poolView(p), counts: countsView((await ops.summary(p.id)).counts), rollout: await rolloutOf(p.id) });

@@ -118,6 +118,12 @@ export class RolloutService {
     return { pool: poolId, current: all[0] ?? null, history: all.slice(1) };
   }
 
+  /** The pool's newest rollout (one read; an operator's change just made is in it). */
+  async current(poolId: string): Promise<RolloutRecord | null> {
+    await this.#pending.get(poolId);
+    return this.#o.store.rollouts.latest(poolId);
+  }
+
   /** An operator pauses the pool's running rollout (409 when none runs). */
   async pause(poolId: string): Promise<RolloutRecord> {
     await this.#pending.get(poolId);
