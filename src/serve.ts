@@ -24,6 +24,7 @@ import { PoolMetrics } from "./metrics.ts";
 import { PoolOperations } from "./pool/operations.ts";
 import { poolsFromConfig } from "./pool/config-file.ts";
 import { PoolRegistry } from "./pool/registry.ts";
+import { RolloutService } from "./pool/rollouts.ts";
 import type { Provider } from "./provider/provider.ts";
 import { packageVersion } from "./version.ts";
 import { resourcesFromConfig, type ResourceSetup } from "./resource/setup.ts";
@@ -39,6 +40,8 @@ export interface RunningPool {
   apiKey: string;
   /** Per-instance resources (issue 12); null when no kind is configured. */
   resources: ResourceSetup | null;
+  /** Rollouts of changed templates (issue 11). */
+  rollouts: RolloutService;
   /** Stops everything in reverse order of start; the local provider stops its instances. */
   close(): Promise<void>;
 }
@@ -139,6 +142,9 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const client = new InstanceClient();
     closers.push(() => client.close());
 
+    // A change of a pool's template (API, configuration, rollback) starts a rollout (issue 11).
+    const rollouts = new RolloutService({ store, logger: logger.child({ component: "rollouts" }), haltAfter: config.ROLLOUT_HALT_AFTER_FAILURES });
+
     // Seeded before the first pass: a pool the configuration names exists by the time anyone asks.
     let claimsRef: ClaimService | undefined;
     const registry = new PoolRegistry({
@@ -148,6 +154,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       providers: [...providers.keys()],
       onChange: (pool) => {
         claimsRef?.invalidatePools();
+        void rollouts.noteChange(pool);
         reconcilerRef?.wake();
         void store.publishHint({ pool: pool.id, kind: "changed" }).catch(() => undefined);
       },
@@ -213,6 +220,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         metrics.onTick(t);
         readiness.passEnded(t);
       },
+      rollouts,
     });
     reconcilerRef = reconciler;
     closers.push(() => reconciler.stop());
@@ -288,6 +296,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       },
       resources: resources?.service ?? null,
       readiness,
+      rollouts,
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });
@@ -314,6 +323,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       metrics,
       apiKey,
       resources,
+      rollouts,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {

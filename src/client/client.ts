@@ -24,7 +24,10 @@ import type {
   DrainResult,
   InstanceDetail,
   Killed,
+  PoolWithCounts,
   ReplenishResult,
+  RolloutAction,
+  RolloutState,
   Status,
   Summary,
   TickResult,
@@ -161,6 +164,22 @@ export class PoolClient {
   /** The server's version (public). */
   version(): Promise<Version> {
     return this.#request("GET", "/version");
+  }
+  /** A pool's current rollout (progress, outcome) and its recent history. */
+  rollout(pool: string): Promise<RolloutState> {
+    return this.#request("GET", `/api/pools/${encodeURIComponent(pool)}/rollout`);
+  }
+  /** Pause a pool's running rollout (409 INVALID_TRANSITION when none runs). */
+  pauseRollout(pool: string): Promise<RolloutAction> {
+    return this.#request("POST", `/api/pools/${encodeURIComponent(pool)}/rollout/pause`);
+  }
+  /** Resume a pool's paused rollout, or retry a halted one (409 when there is nothing to resume). */
+  resumeRollout(pool: string): Promise<RolloutAction> {
+    return this.#request("POST", `/api/pools/${encodeURIComponent(pool)}/rollout/resume`);
+  }
+  /** Go back to a pool's previous template: a rollout of it starts. */
+  rollBack(pool: string): Promise<PoolWithCounts> {
+    return this.#request("POST", `/api/pools/${encodeURIComponent(pool)}/rollback`);
   }
 
   async #request<T>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}, signal?: AbortSignal): Promise<T> {

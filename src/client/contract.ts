@@ -12,8 +12,11 @@
 import { z } from "zod";
 import { AgentView, ClaimBody, ClaimResult, DrainResult, Killed, ReplenishResult, Summary, TickResultView } from "../http/api.ts";
 import { CountsView, ErrorView, EventView, InstanceView } from "../http/views.ts";
+import { RolloutActionView, RolloutStateView, RolloutView } from "../http/rollout-views.ts";
+import { PoolWithCounts } from "../http/pool-routes.ts";
 
 export { AgentView, ClaimBody, ClaimResult, CountsView, DrainResult, ErrorView, EventView, InstanceView, Killed, ReplenishResult, Summary, TickResultView };
+export { PoolWithCounts, RolloutActionView, RolloutStateView, RolloutView };
 
 /** GET /api/pool/status. */
 export const StatusView = Summary.extend({ instances: z.array(InstanceView) });
@@ -40,6 +43,12 @@ export type Killed = z.infer<typeof Killed>;
 export type TickResult = z.infer<typeof TickResultView>;
 export type Version = z.infer<typeof VersionView>;
 export type ErrorBody = z.infer<typeof ErrorView>;
+/** A pool's rollouts (issue 11): the current one and the history; the answer of pause / resume. */
+export type Rollout = z.infer<typeof RolloutView>;
+export type RolloutState = z.infer<typeof RolloutStateView>;
+export type RolloutAction = z.infer<typeof RolloutActionView>;
+/** A pool with its counts and newest rollout (the answer of a rollback). */
+export type PoolWithCounts = z.infer<typeof PoolWithCounts>;
 
 /**
  * Each call of the client: its route and the schema of its 200 answer (the drift test walks this
@@ -58,4 +67,8 @@ export const ROUTES = {
   kill: { method: "DELETE", path: "/api/pool/instances/{id}", response: Killed },
   dismiss: { method: "DELETE", path: "/api/pool/crashed/{id}", response: Killed },
   version: { method: "GET", path: "/version", response: VersionView },
+  rollout: { method: "GET", path: "/api/pools/{id}/rollout", response: RolloutStateView },
+  pauseRollout: { method: "POST", path: "/api/pools/{id}/rollout/pause", response: RolloutActionView },
+  resumeRollout: { method: "POST", path: "/api/pools/{id}/rollout/resume", response: RolloutActionView },
+  rollBack: { method: "POST", path: "/api/pools/{id}/rollback", response: PoolWithCounts },
 } as const;

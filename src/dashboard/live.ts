@@ -33,6 +33,8 @@ export interface ChangeFeedOptions {
   pingMs?: number;
   /** Most pages streaming from this process at once. Default 200. */
   maxClients?: number;
+  /** The watched state's marker now (the watcher's `watch`), read once per connect. */
+  watch?: () => Promise<string>;
 }
 
 /** A page this far behind (bytes queued) is dropped rather than buffered without bound. */
@@ -43,6 +45,7 @@ export class ChangeFeed {
   readonly #clients = new Set<Client>();
   #ping: NodeJS.Timeout | null = null;
   #lastCounts = "";
+  #lastWatch: string | null = null;
   #seq = 0;
   readonly #onChange = (c: PoolChange) => this.#changed(c);
 
@@ -76,6 +79,7 @@ export class ChangeFeed {
       const head = await this.#o.store.lastPoolEventId(this.#o.poolId);
       const counts = countsOf(await this.#o.summary());
       if (this.#lastCounts === "") this.#lastCounts = counts;
+      if (this.#lastWatch === null && this.#o.watch) this.#lastWatch = await this.#o.watch();
       // The page may have rendered a moment ago; the first message makes it catch up.
       this.#send([client], counts);
       if (this.#clients.has(client)) this.#o.changes.add(this.#onChange, head);
@@ -114,14 +118,23 @@ export class ChangeFeed {
     if (this.#ping) clearInterval(this.#ping);
     this.#ping = null;
     this.#lastCounts = "";
+    this.#lastWatch = null;
     this.#o.changes.remove(this.#onChange);
   }
 
-  /** Pushes `changed` when the read found new events or the counts moved. */
+  /**
+   * Pushes `changed` when the read found new events, the counts moved, or the watched state
+   * (rollouts) changed. A rollout's row NOTIFYs like a status change (migration 0008's trigger),
+   * so its progress reaches pages at once too.
+   */
   #changed(change: PoolChange): void {
     const counts = countsOf(change.summary);
-    const moved = change.events.length > 0 || counts !== this.#lastCounts;
+    let moved = change.events.length > 0 || counts !== this.#lastCounts;
     this.#lastCounts = counts;
+    if (change.watched !== null && change.watched !== this.#lastWatch) {
+      moved = true;
+      this.#lastWatch = change.watched;
+    }
     if (moved) this.#send([...this.#clients], counts);
   }
 

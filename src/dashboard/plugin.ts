@@ -30,6 +30,8 @@ import { LoginThrottle } from "../http/rate-limit.ts";
 import { SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
 import type { ResourceService } from "../resource/service.ts";
 import type { AgentSpend } from "./spend.ts";
+import type { RolloutService } from "../pool/rollouts.ts";
+import { registerRolloutPages } from "./rollout-pages.ts";
 import { usd } from "../resource/top-up.ts";
 import * as v from "./views.ts";
 
@@ -55,6 +57,8 @@ export interface DashboardOptions {
   now?: () => number;
   /** Per-instance resources: each agent's spend on its key and the top-up control (issue 12). */
   resources?: ResourceService | null | undefined;
+  /** Rollouts (issue 11): the rollout page of each pool, and the live feed watches them. */
+  rollouts?: RolloutService | null | undefined;
 }
 
 const COOKIE = "ap_session";
@@ -112,6 +116,7 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     summary: () => ops.summary(),
     logger,
     ...(opts.maxLiveClients ? { maxClients: opts.maxLiveClients } : {}),
+    ...(opts.rollouts ? { watch: () => opts.store.rollouts.lastChange() } : {}),
   });
   // Open streams would hold the server's close forever; onClose also ends one that started meanwhile.
   app.addHook("preClose", async () => feed.close());
@@ -372,6 +377,11 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     await ops.dismiss(instance.id);
     return answer(req, reply, v.banner("ok", html`Dismissed <strong>${instance.agentName ?? instance.id}</strong>.`));
   });
+
+  // ------------------------------------------------------------ rollouts (issue 11): their own file
+  if (opts.rollouts) {
+    registerRolloutPages(app, { ops, rollouts: opts.rollouts, authed, mutating, ctx, csrf: (req) => keys.csrfToken(session(req)!), send, isHtmx });
+  }
 }
 
 /** A refused cross-site or token-less request (403; the API's error registry has no such code). */

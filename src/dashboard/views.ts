@@ -57,7 +57,7 @@ const HTMX_CONFIG = JSON.stringify({
   ],
 });
 
-function layout(ctx: PageContext, title: string, body: SafeHtml, bodyAttrs: SafeHtml = html``): SafeHtml {
+export function layout(ctx: PageContext, title: string, body: SafeHtml, bodyAttrs: SafeHtml = html``): SafeHtml {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -79,7 +79,7 @@ ${body}
 `;
 }
 
-function envBadge(environment: string): SafeHtml {
+export function envBadge(environment: string): SafeHtml {
   const prod = isProduction(environment);
   return html`<span class="env ${prod ? "env-prod" : ""}" title="POOL_ENVIRONMENT">${environment}</span>`;
 }
@@ -147,7 +147,7 @@ export function mainPage(ctx: PageContext, p: MainPageInput): SafeHtml {
 <main class="wrap">
 ${p.flash ? html`<div class="flash">${p.flash}</div>` : ""}
 <section class="card" aria-labelledby="pool-h">
-  <div class="card-head"><h2 id="pool-h">Pool</h2></div>
+  <div class="card-head"><h2 id="pool-h">Pool</h2><a id="rollouts-link" class="small" href="/dashboard/rollouts/${ctx.poolId}">Rollouts</a></div>
   <div id="pool-stats" hx-get="/dashboard/pool" hx-trigger="${live}">${poolStats(p.summary)}</div>
   <form class="controls" method="post" action="/dashboard/pool/add" hx-target="#pool-notice">
     ${csrfField}

@@ -40,6 +40,8 @@ import type {
   TransitionRequest,
   WriteFence,
 } from "./store.ts";
+import { leaseHeld } from "./fence.ts";
+import { KyselyRolloutStore, type RolloutStore } from "./rollouts.ts";
 import { LocalHintBus, type HintBus } from "./hints.ts";
 import { templateHash, type InstanceTemplate } from "../pool/template.ts";
 import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTable, PoolsTable } from "./tables.ts";
@@ -58,21 +60,6 @@ const LEAN_COLUMNS = [
 
 /** Statuses in which a row carries a claim (and so its idempotency key is unique). */
 const BOUND_SQL = sql`('claiming', 'claimed', 'pending_acceptance')`;
-
-/**
- * The lease condition of a fenced write, placed in the write's own statement. `FOR SHARE` makes a
- * concurrent takeover (an UPDATE of the lease row) wait for this statement's transaction, and if the
- * takeover committed first, Postgres re-checks the row's newest version against (holder, term,
- * expiry) and the condition fails: the write and the takeover are ordered, never interleaved.
- */
-function leaseHeld(lease: Lease | undefined): RawBuilder<unknown> {
-  if (!lease) return sql`TRUE`;
-  return sql`EXISTS (
-    SELECT 1 FROM leases l
-     WHERE l.name = ${lease.name}::text AND l.holder = ${lease.holder}::text
-       AND l.term = ${lease.term}::bigint AND l.expires_at > now()
-     FOR SHARE)`;
-}
 
 /** `interval` of `ms` milliseconds as SQL. */
 function msInterval(ms: number): RawBuilder<unknown> {
@@ -114,6 +101,7 @@ const TRANSITION_COLUMNS: { readonly [K in keyof Required<TransitionFields>]: re
 
 export class KyselyStore implements Store {
   readonly backend: Store["backend"];
+  readonly rollouts: RolloutStore;
   readonly #db: Kysely<Database>;
   readonly #onClose: (() => Promise<void>) | undefined;
   readonly #hints: HintBus;
@@ -126,6 +114,7 @@ export class KyselyStore implements Store {
     this.#hints = opts.hints ?? new LocalHintBus();
     // Kysely calls `log` once per statement sent (failed ones included): that is the count.
     this.#db = new Kysely<Database>({ dialect: opts.dialect, log: () => void this.#statements++ });
+    this.rollouts = new KyselyRolloutStore(this.#db, toInstance as (row: never) => InstanceRecord);
   }
 
   get statementCount(): number {

@@ -6,6 +6,7 @@
  */
 import type { InstanceStatus, StatusCounts, TransitionActor } from "../instance/status.ts";
 import type { InstanceTemplate, PoolSettings } from "../pool/template.ts";
+import type { RolloutStore } from "./rollouts.ts";
 
 /** A resource named like the pool's that is not ours (see ProviderInstance.owner). */
 export interface ForeignResource {
@@ -343,6 +344,8 @@ export interface Store {
   readonly backend: "pglite" | "postgres";
   /** SQL statements sent since open (benchmarks report statements per tick). */
   readonly statementCount: number;
+  /** Rollouts of pools' templates (issue 11; src/db/rollouts.ts). */
+  readonly rollouts: RolloutStore;
 
   /** One trivial statement: resolves when the database answers (readiness). */
   ping(): Promise<void>;

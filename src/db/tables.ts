@@ -144,6 +144,33 @@ export interface InstanceResourcesTable {
   deleted_at: Timestamp | null;
 }
 
+/** Rollouts of a pool's template (issue 11; migration 0008). */
+export interface RolloutsTable {
+  /** bigserial: pg returns int8 as string, PGlite as number. */
+  id: Generated<string | number>;
+  pool_id: string;
+  from_hash: string | null;
+  to_hash: string;
+  status: string;
+  reason: string;
+  halt_reason: string | null;
+  target: number;
+  max_surge: number;
+  halt_after: number;
+  retired: Generated<number>;
+  remaining: Generated<number>;
+  created: Generated<number>;
+  failed: Generated<number>;
+  failures_in_a_row: Generated<number>;
+  in_flight: Generated<number>;
+  claimable: number | null;
+  min_claimable: number | null;
+  counted_since: TimestampDefault;
+  started_at: TimestampDefault;
+  updated_at: TimestampDefault;
+  finished_at: Timestamp | null;
+}
+
 export interface Database {
   claims: ClaimsTable;
   deployment: DeploymentTable;
@@ -153,5 +180,6 @@ export interface Database {
   instance_events: InstanceEventsTable;
   instance_resources: InstanceResourcesTable;
   leases: LeasesTable;
+  rollouts: RolloutsTable;
   schema_migrations: SchemaMigrationsTable;
 }

@@ -23,6 +23,8 @@ import type { PoolSummary } from "../pool/operations.ts";
 export interface PoolChange {
   events: InstanceEvent[];
   summary: PoolSummary;
+  /** The watched state's marker (`watch`), read with the summary; null without one. */
+  watched: string | null;
 }
 
 export type PoolChangeListener = (change: PoolChange) => void;
@@ -31,6 +33,11 @@ export interface PoolChangeWatcherOptions {
   store: Store;
   poolId: string;
   summary: () => Promise<PoolSummary>;
+  /**
+   * More of our own state that live pages show (rollouts of any pool, issue 11): a string that
+   * changes when it does, read once per read like the summary.
+   */
+  watch?: () => Promise<string>;
   logger: Logger;
   /** Read this often even without a hint (a lost notification). Default 20 s. */
   safetyReadMs?: number;
@@ -200,7 +207,7 @@ export class PoolChangeWatcher {
         this.#recentIds.add(e.id);
       }
       if (this.#listeners.size === 0 || this.#closed) return;
-      const change: PoolChange = { events: fresh, summary: await this.#o.summary() };
+      const change: PoolChange = { events: fresh, summary: await this.#o.summary(), watched: this.#o.watch ? await this.#o.watch() : null };
       for (const fn of this.#listeners) {
         try {
           fn(change);

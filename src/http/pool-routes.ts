@@ -9,6 +9,8 @@ import type { PoolOperations } from "../pool/operations.ts";
 import { poolView } from "../pool/registry.ts";
 import { POOL_ID_RE } from "../pool/template.ts";
 import type { PoolServer } from "./server.ts";
+import type { RolloutService } from "../pool/rollouts.ts";
+import { RolloutView, rolloutView } from "./rollout-views.ts";
 import { CountsView, ErrorView, InstanceView, countsView, instanceView } from "./views.ts";
 
 export const PoolView = z.object({
@@ -30,7 +32,11 @@ export const PoolView = z.object({
   updatedAt: z.string(),
 });
 
-const PoolWithCounts = z.object({ pool: PoolView, counts: CountsView });
+export const PoolWithCounts = z.object({
+  pool: PoolView,
+  counts: CountsView,
+  rollout: RolloutView.nullable().describe("the pool's newest rollout (issue 11), null when it never had one"),
+});
 const PoolIdParams = z.object({ id: z.string().regex(POOL_ID_RE, "a pool id") });
 const InstanceIdParams = z.object({ id: z.string().min(1).max(100) });
 
@@ -46,6 +52,8 @@ export interface PoolRouteDeps {
   ops: PoolOperations;
   auth: (req: never, reply: never) => Promise<void>;
   limited: ReadonlyArray<(req: never, reply: never) => Promise<void>>;
+  /** Rollouts of changed templates (issue 11): each pool's newest is shown with it. */
+  rollouts?: RolloutService | null | undefined;
 }
 
 export function registerPoolRoutes(app: PoolServer, deps: PoolRouteDeps): void {
@@ -54,7 +62,11 @@ export function registerPoolRoutes(app: PoolServer, deps: PoolRouteDeps): void {
   const limited = deps.limited as never;
   const security = [{ bearer: [] }];
   const errs = { 400: ErrorView, 401: ErrorView, 404: ErrorView, 409: ErrorView, 429: ErrorView, 500: ErrorView };
-  const withCounts = async (p: PoolRecord) => ({ pool: poolView(p), counts: countsView((await ops.summary(p.id)).counts) });
+  const rolloutOf = async (id: string) => {
+    const current = deps.rollouts ? await deps.rollouts.current(id) : null;
+    return current ? rolloutView(current) : null;
+  };
+  const withCounts = async (p: PoolRecord) => ({ pool: poolView(p), counts: countsView((await ops.summary(p.id)).counts), rollout: await rolloutOf(p.id) });
 
   app.get(
     "/api/pools",

@@ -19,6 +19,8 @@ import { ERROR_CODES, isPoolError } from "../errors.ts";
 import { PoolQuery, registerApi, Summary } from "./api.ts";
 import { registerPoolRoutes } from "./pool-routes.ts";
 import { registerWebhookRoutes } from "./webhook-routes.ts";
+import { registerRolloutRoutes } from "./rollout-routes.ts";
+import type { RolloutService } from "../pool/rollouts.ts";
 import { dashboardPlugin } from "../dashboard/plugin.ts";
 import type { Logger } from "../logger.ts";
 import { PoolChangeWatcher } from "./changes.ts";
@@ -69,6 +71,8 @@ export interface ServerDeps {
    * (an embedder that runs no reconcile loop).
    */
   readiness?: Readiness;
+  /** Rollouts of changed templates (issue 11): their routes and dashboard page; none when unset. */
+  rollouts?: RolloutService | null | undefined;
 }
 
 /** The process's reader of changes behind a server's live updates (tests and benchmarks count its reads). */
@@ -266,6 +270,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     store: deps.store,
     poolId: deps.poolId,
     summary: () => deps.ops.summary(),
+    ...(deps.rollouts ? { watch: () => deps.store.rollouts.lastChange() } : {}),
     logger: deps.logger as unknown as Logger,
     ...(deps.liveSafetyReadMs ? { safetyReadMs: deps.liveSafetyReadMs } : {}),
   });
@@ -286,8 +291,9 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     await changes.close();
   });
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
-  registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never });
+  registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never, rollouts: deps.rollouts });
   if (deps.webhookSecret) registerWebhookRoutes(app, { store: deps.store, secret: deps.webhookSecret, limited: [limit] as never });
+  if (deps.rollouts) registerRolloutRoutes(app, { ops: deps.ops, rollouts: deps.rollouts, auth: auth as never, limited: [auth, limit] as never });
   if (deps.instanceRoutes) registerInstanceRoutes(app, { ...deps.instanceRoutes, store: deps.store, logger: deps.logger as unknown as Logger });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
@@ -298,6 +304,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     adminPassword: deps.adminPassword,
     environment: deps.environment,
     resources: deps.resources ?? null,
+    rollouts: deps.rollouts ?? null,
     ...(deps.loginAttemptsPerMinute ? { loginAttemptsPerMinute: deps.loginAttemptsPerMinute } : {}),
   });
 

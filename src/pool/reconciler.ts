@@ -29,6 +29,7 @@ import { DEFAULT_CADENCE, HealthSchedule, type HealthCadence } from "./health-sc
 import { Observer, type ForeignResource } from "./observer.ts";
 import { planOrphans, planPool, type ListingState, type PlanNote } from "./plan.ts";
 import { Renamer } from "./renamer.ts";
+import type { RolloutService } from "./rollouts.ts";
 import { Sweeper, type StatusReader } from "./sweeper.ts";
 
 export { agentServiceName } from "./renamer.ts";
@@ -84,6 +85,8 @@ export interface ReconcilerOptions {
   maxChecksPerPass?: number;
   /** Randomness for the checks' jitter (tests pass a seeded one). */
   random?: () => number;
+  /** Rollouts of changed templates (issue 11), run inside each pass after its creates. */
+  rollouts?: RolloutService;
   /** Identity of this replica for the lease. */
   holder?: string;
   /** Lease time-to-live; default three intervals, at least 15 s. */
@@ -511,6 +514,27 @@ export class Reconciler {
         poolOf.set(id, pool.id);
       }
     }
+
+    // ---- rollouts (issue 11): idle instances of an old template replaced by surge, fenced on
+    // this pass's lease (src/pool/rollouts.ts applies the pure planner of src/pool/rollout.ts).
+    if (o.rollouts) {
+      const orphansHeld = [...seen.orphans.values()].reduce((n, l) => n + l.length, 0) - del.deleted.filter((d) => d.reason === "orphan").length;
+      const listing = (p: PoolRecord) => listingOf(p.provider ?? o.defaultProvider);
+      const r = await o.rollouts.runOnce({ lease, pools, observed: seen.observed, status, passResults: poolResults, listing, orphansHeld, spec: o.spec, actuator: this.#actuator });
+      result.providerCalls.create += r.calls.create;
+      result.providerCalls.delete += r.calls.delete;
+      result.created.push(...r.created.map((c) => c.id));
+      result.deleted.push(...r.deleted);
+      result.errors.push(...r.errors);
+      for (const id of r.retired) status.set(id, "dead");
+      for (const d of r.deleted) if (d.instanceId) status.delete(d.instanceId);
+      for (const c of r.created) {
+        status.set(c.id, "starting");
+        poolOf.set(c.id, c.pool);
+        poolResults.get(c.pool)?.created.push(c.id);
+      }
+    }
+    // ---- end of rollouts
 
     if (result.listing === "complete") {
       const r = await this.#renamer.runOnce(seen.pairs, status);

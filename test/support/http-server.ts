@@ -16,6 +16,7 @@ import { PoolMetrics } from "../../src/metrics.ts";
 import { PoolRegistry } from "../../src/pool/registry.ts";
 import { PoolOperations } from "../../src/pool/operations.ts";
 import { Reconciler } from "../../src/pool/reconciler.ts";
+import { RolloutService } from "../../src/pool/rollouts.ts";
 import { MemoryProvider } from "../../src/provider/memory.ts";
 
 /** Runtimes keyed by URL: a provision binds a conversation, a reset clears it; always healthy. */
@@ -50,6 +51,7 @@ export class InstantRuntimes {
 export interface TestServer {
   app: PoolServer;
   ops: PoolOperations;
+  rollouts: RolloutService;
   provider: MemoryProvider;
   runtimes: InstantRuntimes;
   apiKey: string;
@@ -77,6 +79,7 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
   const provider = new MemoryProvider({ ownerId });
   const runtimes = new InstantRuntimes();
   const providers = new Map([["memory", provider as import("../../src/provider/provider.ts").Provider]]);
+  const rollouts = new RolloutService({ store, logger: silentLogger });
   const reconciler = new Reconciler({
     ownerId,
     store,
@@ -92,6 +95,7 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     intervalMs: 3_600_000,
     healthTimeoutMs: 1000,
     healthConcurrency: 8,
+    rollouts,
     ...(o.holder ? { holder: o.holder } : {}),
   });
   const claims = new ClaimService({
@@ -104,7 +108,10 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     provisionTimeoutMs: 5_000,
     maxWaitMs: 2_000,
   });
-  const registry = new PoolRegistry({ store, logger: silentLogger, deploymentEnv: {}, providers: ["memory"], onChange: () => claims.invalidatePools() });
+  const registry = new PoolRegistry({ store, logger: silentLogger, deploymentEnv: {}, providers: ["memory"], onChange: (p) => {
+    claims.invalidatePools();
+    void rollouts.noteChange(p);
+  } });
   const ops = new PoolOperations({ store, providers, reconciler, claims, registry, defaultPool: poolId, logger: silentLogger });
   const metrics = new PoolMetrics(store, () => [poolId]);
   const app = await buildServer({
@@ -124,11 +131,13 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     // The routes instances call about themselves (no resource kinds here: credits answer 404).
     instanceRoutes: { runtime: runtimes, resources: null, rateLimitPerMin: 1_000, resetTimeoutMs: 1_000 },
     ...(o.liveSafetyReadMs !== undefined ? { liveSafetyReadMs: o.liveSafetyReadMs } : {}),
+    rollouts,
   });
   await app.ready();
   return {
     app,
     ops,
+    rollouts,
     provider,
     runtimes,
     apiKey,
