@@ -16,9 +16,12 @@ import {
 } from "../instance/status.ts";
 import type {
   ApplyResult,
+  BeginOperation,
+  BeginOperationResult,
   ClaimPick,
   ClaimPickResult,
   ForeignResource,
+  HeldUpgradeJob,
   IdempotencyBegin,
   IdempotentClaimState,
   InstanceEvent,
@@ -26,6 +29,7 @@ import type {
   Lease,
   NewInstance,
   NewResource,
+  NewUpgradeJob,
   ObservationChange,
   PoolHint,
   PoolRecord,
@@ -38,9 +42,13 @@ import type {
   Store,
   TransitionFields,
   TransitionRequest,
+  UpgradeItemState,
+  UpgradeJobRecord,
+  VersionCount,
   WriteFence,
 } from "./store.ts";
 import { LocalHintBus, type HintBus } from "./hints.ts";
+import * as agentOps from "./agent-operations.ts";
 import { templateHash, type InstanceTemplate } from "../pool/template.ts";
 import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTable, PoolsTable } from "./tables.ts";
 
@@ -438,12 +446,13 @@ export class KyselyStore implements Store {
       WITH cur AS (
         SELECT id, status FROM instances
         WHERE id = ${req.id} AND status = ANY(${allowed}::text[]) AND deleted_at IS NULL
-          ${attemptFence(req.fence)} AND ${leaseHeld(req.fence?.lease)}
+          ${attemptFence(req.fence)} ${operationFence(req.fence)} AND ${leaseHeld(req.fence?.lease)}
         FOR UPDATE
       ), upd AS (
         UPDATE instances i SET
           status = ${req.to}::text, status_changed_at = now(), updated_at = now()
           ${sets.length > 0 ? sql`, ${sql.join(sets)}` : sql``}
+          ${req.fence?.operation !== undefined ? sql`, op_kind = NULL, op_token = NULL, op_deadline = NULL` : sql``}
         FROM cur
         WHERE i.id = cur.id
         RETURNING i.*, cur.status AS prev_status
@@ -918,6 +927,52 @@ export class KyselyStore implements Store {
     return rows.length > 0;
   }
 
+  // ---- operators' operations on claimed agents (issue 11; SQL in agent-operations.ts) ----
+
+  beginOperation(req: BeginOperation): Promise<BeginOperationResult> {
+    return agentOps.beginOperation(this.#db, req);
+  }
+
+  endOperation(id: string, token: string, set?: { templateHash?: string }): Promise<boolean> {
+    return agentOps.endOperation(this.#db, id, token, set);
+  }
+
+  versionCounts(poolId: string): Promise<VersionCount[]> {
+    return agentOps.versionCounts(this.#db, poolId);
+  }
+
+  createUpgradeJob(job: NewUpgradeJob): Promise<UpgradeJobRecord> {
+    return agentOps.createUpgradeJob(this.#db, job);
+  }
+
+  getUpgradeJob(id: string): Promise<UpgradeJobRecord | null> {
+    return agentOps.getUpgradeJob(this.#db, id);
+  }
+
+  listUpgradeJobs(poolId: string | null, limit: number): Promise<UpgradeJobRecord[]> {
+    return agentOps.listUpgradeJobs(this.#db, poolId, limit);
+  }
+
+  heldUpgradeJobs(runner: string): Promise<HeldUpgradeJob[]> {
+    return agentOps.heldUpgradeJobs(this.#db, runner);
+  }
+
+  takeOverStaleUpgradeJobs(runner: string, runnerToken: string, staleMs: number, limit: number): Promise<HeldUpgradeJob[]> {
+    return agentOps.takeOverStaleUpgradeJobs(this.#db, runner, runnerToken, staleMs, limit);
+  }
+
+  heartbeatUpgradeJob(job: HeldUpgradeJob): Promise<boolean> {
+    return agentOps.heartbeatUpgradeJob(this.#db, job);
+  }
+
+  updateUpgradeItem(job: HeldUpgradeJob, instanceId: string, patch: { state: UpgradeItemState; detail?: string | null; toHash?: string | null }): Promise<boolean> {
+    return agentOps.updateUpgradeItem(this.#db, job, instanceId, patch);
+  }
+
+  finishUpgradeJob(job: HeldUpgradeJob): Promise<boolean> {
+    return agentOps.finishUpgradeJob(this.#db, job);
+  }
+
   // ---- hints ----
 
   async publishHint(hint: PoolHint): Promise<void> {
@@ -948,6 +1003,11 @@ export class KyselyStore implements Store {
 function attemptFence(fence: WriteFence | undefined): RawBuilder<unknown> {
   if (!fence || fence.claimAttempt === undefined) return sql``;
   return fence.claimAttempt === null ? sql`AND claim_attempt IS NULL` : sql`AND claim_attempt = ${fence.claimAttempt}::text`;
+}
+
+/** The operation part of a fence (release, upgrade): the row is still held by that token. */
+function operationFence(fence: WriteFence | undefined): RawBuilder<unknown> {
+  return fence?.operation === undefined ? sql`` : sql`AND op_token = ${fence.operation}::text`;
 }
 
 function first<T>(rows: readonly T[]): T {
@@ -996,7 +1056,7 @@ function toPool(r: Selectable<PoolsTable>): PoolRecord {
   };
 }
 
-function toInstance(r: InstanceRow): InstanceRecord {
+export function toInstance(r: InstanceRow): InstanceRecord {
   const meta = r.claim_metadata as unknown;
   return {
     id: r.id,
@@ -1039,6 +1099,8 @@ function toInstance(r: InstanceRow): InstanceRecord {
     templateHash: r.template_hash,
     runtimeType: r.runtime_type,
     protected: Boolean(r.protected),
+    operation: r.op_kind === "release" || r.op_kind === "upgrade" ? r.op_kind : null,
+    operationDeadline: toDateOrNull(r.op_deadline),
   };
 }
 
