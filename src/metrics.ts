@@ -6,7 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Store } from "./db/store.ts";
 import { INSTANCE_STATUSES } from "./instance/status.ts";
-import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "./provider/provider.ts";
+import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing, UpgradeInstanceSpec } from "./provider/provider.ts";
 import type { TickResult } from "./pool/reconciler.ts";
 import type { ClaimOutcome } from "./claim/claim.ts";
 
@@ -128,6 +128,7 @@ export class PoolMetrics {
       create: (spec: CreateInstanceSpec): Promise<ProviderInstance> => count("create", () => provider.create(spec)),
       delete: (ref: string) => count("delete", () => provider.delete(ref)),
       rename: (ref: string, name: string) => count("rename", () => provider.rename(ref, name)),
+      ...(provider.upgrade ? { upgrade: (ref: string, spec: UpgradeInstanceSpec) => count("upgrade", () => provider.upgrade!(ref, spec)) } : {}),
       close: () => provider.close(),
       ...(provider.serviceName ? { serviceName: (id: string) => provider.serviceName!(id) } : {}),
       ...(provider.budget ? { budget: () => provider.budget!() } : {}),
