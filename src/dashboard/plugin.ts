@@ -28,6 +28,7 @@ import { ChangeFeed } from "./live.ts";
 import { LoginThrottle } from "../http/rate-limit.ts";
 import { SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
 import type { ResourceService } from "../resource/service.ts";
+import type { AgentOperations } from "../pool/agent-operations.ts";
 import type { AgentSpend } from "./spend.ts";
 import { usd } from "../resource/top-up.ts";
 import * as v from "./views.ts";
@@ -52,6 +53,8 @@ export interface DashboardOptions {
   now?: () => number;
   /** Per-instance resources: each agent's spend on its key and the top-up control (issue 12). */
   resources?: ResourceService | null | undefined;
+  /** Release, upgrades and versions of agents (issue 11); their controls only when set. */
+  agents?: AgentOperations | undefined;
 }
 
 const COOKIE = "ap_session";

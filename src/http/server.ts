@@ -31,6 +31,8 @@ import { refuseUnstorableInput } from "./storable-text.ts";
 import { CountsView, ErrorView, InstanceView, countsView, instanceView } from "./views.ts";
 import { registerInstanceRoutes, type InstanceRoutesOptions } from "./instance-routes.ts";
 import type { ResourceService } from "../resource/service.ts";
+import type { AgentOperations } from "../pool/agent-operations.ts";
+import { registerAgentRoutes } from "./agent-routes.ts";
 
 export interface ServerDeps {
   store: Store;
@@ -57,6 +59,8 @@ export interface ServerDeps {
   instanceRoutes?: Omit<InstanceRoutesOptions, "store" | "logger"> | undefined;
   /** Per-instance resources, for the dashboard's spend and top-ups (issue 12). */
   resources?: ResourceService | null | undefined;
+  /** Operators' actions on agents (issue 11: release, upgrades, versions); their routes only when set. */
+  agents?: AgentOperations | undefined;
 }
 
 export type PoolServer = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, FastifyBaseLogger, ZodTypeProvider>;
@@ -231,6 +235,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   app.addHook("onClose", async () => events.close());
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
   registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never });
+  if (deps.agents) registerAgentRoutes(app, { agents: deps.agents, auth: auth as never, limited: [auth, limit] as never });
   if (deps.instanceRoutes) registerInstanceRoutes(app, { ...deps.instanceRoutes, store: deps.store, logger: deps.logger as unknown as Logger });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
@@ -240,6 +245,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     adminPassword: deps.adminPassword,
     environment: deps.environment,
     resources: deps.resources ?? null,
+    agents: deps.agents,
     ...(deps.loginAttemptsPerMinute ? { loginAttemptsPerMinute: deps.loginAttemptsPerMinute } : {}),
   });
 
