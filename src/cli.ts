@@ -13,6 +13,7 @@ import { openStore } from "./db/open.ts";
 import { isPoolError } from "./errors.ts";
 import { serve } from "./serve.ts";
 import { packageVersion } from "./version.ts";
+import { ADMIN_EXAMPLES, registerAdminCommands } from "./cli-admin.ts";
 
 interface GlobalOptions {
   json?: boolean;
@@ -101,6 +102,7 @@ const EXAMPLES: Array<[command: string, example: string]> = [
   ["reconcile", "agent-pool reconcile --json"],
   ["kill", "agent-pool kill i-0abc123def45"],
   ["dismiss", "agent-pool dismiss i-0abc123def45"],
+  ...ADMIN_EXAMPLES,
 ];
 
 const program = new Command()
@@ -364,5 +366,7 @@ program
       return [r, () => `dismissed ${r.id}`];
     }),
   );
+
+registerAdminCommands(program, { remote, table, usage });
 
 await program.parseAsync(process.argv);
