@@ -132,7 +132,11 @@ export function registerPoolAdminRoutes(app: FastifyInstance, kit: DashboardKit)
 
   app.get("/dashboard/pools", kit.authed, async (req, reply) => kit.send(reply, 200, pv.poolsPage(kit.ctx(), { cards: await cards(), csrf: kit.csrf(req) })));
 
-  app.get("/dashboard/pools/list", kit.authed, async (_req, reply) => kit.send(reply, 200, pv.poolCards(kit.ctx(), await cards())));
+  // The list, and the header's switcher out of band: a pool created or deleted shows there too.
+  app.get("/dashboard/pools/list", kit.authed, async (_req, reply) => {
+    const c = await cards();
+    return kit.send(reply, 200, html`${pv.poolCards(kit.ctx(), c)}${pv.poolSwitcher(c.map((x) => x.pool), null, true)}`);
+  });
 
   app.post<{ Body: Body }>("/dashboard/pools", kit.mutating, async (req, reply) => {
     try {

@@ -13,8 +13,8 @@ import { html, type SafeHtml } from "./html.ts";
 import { STATUS_LABELS, ago, domId, envBadge, isProduction, layout, poolQuery, type PageContext } from "./views.ts";
 
 /** Links to every pool's page (the current one marked) and to the pools page. */
-export function poolSwitcher(pools: ReadonlyArray<Pick<PoolRecord, "id" | "runtime">>, current: string | null): SafeHtml {
-  return html`<nav class="pools-nav" aria-label="Pools">${pools.map(
+export function poolSwitcher(pools: ReadonlyArray<Pick<PoolRecord, "id" | "runtime">>, current: string | null, oob = false): SafeHtml {
+  return html`<nav class="pools-nav" id="pools-nav" aria-label="Pools"${oob ? html` hx-swap-oob="true"` : ""}>${pools.map(
     (p) => html`<a href="/${poolQuery(p.id)}" id="${domId("pool-link", p.id)}" title="runtime ${p.runtime}"${p.id === current ? html` aria-current="page"` : ""}>${p.id}</a>`,
   )}<a href="/dashboard/pools" class="manage" id="pools-manage"${current === null ? html` aria-current="page"` : ""}>Pools…</a></nav>`;
 }

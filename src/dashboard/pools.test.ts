@@ -84,7 +84,7 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
 
   it("the main page switches pools: the header lists them, every fragment, form and the live feed name the pool", async () => {
     const main = await req("GET", "/");
-    assert.match(main.body, /<nav class="pools-nav" aria-label="Pools"><a href="\/\?pool=default" id="pool-link-default" title="runtime default" aria-current="page">default<\/a><a href="\/\?pool=hermes"/);
+    assert.match(main.body, /<nav class="pools-nav" id="pools-nav" aria-label="Pools"><a href="\/\?pool=default" id="pool-link-default" title="runtime default" aria-current="page">default<\/a><a href="\/\?pool=hermes"/);
     const page = await req("GET", "/?pool=hermes");
     assert.equal(page.status, 200);
     assert.match(page.body, /<title>agent-pool · hermes \(local\)<\/title>/);
@@ -133,6 +133,7 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
     assert.ok(!/<script>|<style>| style=| on[a-z]+=/i.test(page.body.replaceAll("&lt;script&gt;", "")), "no inline script, style or handler");
     const list = await req("GET", "/dashboard/pools/list", { hx: true });
     assert.match(list.body, /id="pool-card-hermes"/);
+    assert.match(list.body, /<nav class="pools-nav" id="pools-nav" aria-label="Pools" hx-swap-oob="true">/, "the switcher follows new pools");
   });
 
   it("creates, changes and deletes pools through the registry's validation; a masked secret sent back is kept", async () => {
