@@ -14,6 +14,7 @@ import { isPoolError } from "./errors.ts";
 import { serve } from "./serve.ts";
 import { ROLLOUT_EXAMPLE, registerRolloutCommands } from "./rollout-cli.ts";
 import { packageVersion } from "./version.ts";
+import { ADMIN_EXAMPLES, registerAdminCommands } from "./cli-admin.ts";
 
 interface GlobalOptions {
   json?: boolean;
@@ -103,6 +104,7 @@ const EXAMPLES: Array<[command: string, example: string]> = [
   ["kill", "agent-pool kill i-0abc123def45"],
   ["dismiss", "agent-pool dismiss i-0abc123def45"],
   ROLLOUT_EXAMPLE,
+  ...ADMIN_EXAMPLES,
 ];
 
 const program = new Command()
@@ -368,5 +370,6 @@ program
   );
 
 registerRolloutCommands(program, { remote, table });
+registerAdminCommands(program, { remote, table, usage });
 
 await program.parseAsync(process.argv);

@@ -109,8 +109,12 @@ export const ENV_SCHEMA = z
      * is taken over once its claim's deadline is this far past.
      */
     CLAIM_SWEEP_MARGIN_MS: int(0, 3600 * 1000).default(30_000),
-    /** Timeout of the reset, and of the status call after it, when a provision failed. */
+    /** Timeout of the reset, and of the status call after it, when a provision failed (and of a release's). */
     RESET_TIMEOUT_MS: int(100, 120_000).default(15_000),
+    /** Agents one upgrade job upgrades at once (issue 11). */
+    UPGRADE_CONCURRENCY: int(1, 50).default(2),
+    /** A running upgrade job whose runner has not renewed it for this long is taken over by another runner (a restart). */
+    UPGRADE_JOB_STALE_MS: int(1_000, 3600 * 1000).default(60_000),
     /**
      * Overall deadline of one claim, waiting included; unset: 60 s of waiting + 2 attempts
      * (2 × (PROVISION_TIMEOUT_MS + 2 × RESET_TIMEOUT_MS)).

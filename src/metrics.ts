@@ -6,7 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Store } from "./db/store.ts";
 import { INSTANCE_STATUSES } from "./instance/status.ts";
-import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "./provider/provider.ts";
+import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing, UpgradeInstanceSpec } from "./provider/provider.ts";
 import type { TickResult } from "./pool/reconciler.ts";
 import type { ClaimOutcome } from "./claim/claim.ts";
 
@@ -128,8 +128,12 @@ export class PoolMetrics {
       create: (spec: CreateInstanceSpec): Promise<ProviderInstance> => count("create", () => provider.create(spec)),
       delete: (ref: string) => count("delete", () => provider.delete(ref)),
       rename: (ref: string, name: string) => count("rename", () => provider.rename(ref, name)),
+      ...(provider.upgrade ? { upgrade: (ref: string, spec: UpgradeInstanceSpec) => count("upgrade", () => provider.upgrade!(ref, spec)) } : {}),
       close: () => provider.close(),
-      ...(provider.serviceName ? { serviceName: (id: string) => provider.serviceName!(id) } : {}),
+      // The pool id and the pools told every pass go through: without them a provider named every
+      // pool's instances as the default pool's and listed only that pool's (several pools, Railway).
+      ...(provider.serviceName ? { serviceName: (id: string, poolId?: string) => provider.serviceName!(id, poolId) } : {}),
+      ...(provider.knowPools ? { knowPools: (poolIds: readonly string[]) => provider.knowPools!(poolIds) } : {}),
       ...(provider.budget ? { budget: () => provider.budget!() } : {}),
       ...(provider.renamePending ? { renamePending: (ref: string) => provider.renamePending!(ref) } : {}),
       ...(provider.nameFor ? { nameFor: (requested: string) => provider.nameFor!(requested) } : {}),

@@ -28,6 +28,8 @@ import { RolloutService } from "./pool/rollouts.ts";
 import type { Provider } from "./provider/provider.ts";
 import { packageVersion } from "./version.ts";
 import { resourcesFromConfig, type ResourceSetup } from "./resource/setup.ts";
+import { AgentOperations } from "./pool/agent-operations.ts";
+import { UpgradeRunner } from "./upgrade/runner.ts";
 
 export interface RunningPool {
   url: string;
@@ -42,6 +44,9 @@ export interface RunningPool {
   resources: ResourceSetup | null;
   /** Rollouts of changed templates (issue 11). */
   rollouts: RolloutService;
+  /** Release, upgrades and versions of agents (issue 11). */
+  agents: AgentOperations;
+  upgrades: UpgradeRunner;
   /** Stops everything in reverse order of start; the local provider stops its instances. */
   close(): Promise<void>;
 }
@@ -262,10 +267,51 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const webhooks = config.RAILWAY_WEBHOOKS === "auto" && rawProvider instanceof RailwayProvider && config.RAILWAY_WORKSPACE_ID !== undefined && publicUrl !== undefined;
     const webhookSecret = webhooks ? await store.ensureWebhookSecret(randomToken()) : undefined;
 
+    // Operators' actions on agents (issue 11): a row an operation moved makes the lease holder look
+    // sooner (a released agent is claimable, a retired one is replaced, an upgraded one redeploys).
+    const changed = (inst: { id: string; poolId: string }) => {
+      store.publishHint({ pool: inst.poolId, kind: "check", instanceId: inst.id }).catch(() => undefined);
+      reconciler.wake();
+    };
+    const envFor = (pool: { id: string; runtime: string }) => ({ POOL_ID: pool.id, POOL_RUNTIME: pool.runtime, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT });
+    const upgrades = new UpgradeRunner({
+      store,
+      providers,
+      ownerId,
+      instanceEnv: config.instanceEnv,
+      envFor,
+      logger: logger.child({ component: "upgrades" }),
+      runner: reconciler.holder,
+      concurrency: config.UPGRADE_CONCURRENCY,
+      staleMs: config.UPGRADE_JOB_STALE_MS,
+      heartbeatMs: Math.max(250, Math.floor(config.UPGRADE_JOB_STALE_MS / 6)),
+      onChanged: changed,
+    });
+    // Stopped before the providers close: a job stops at its next agent, never mid-provider-call.
+    closers.push(() => upgrades.stop());
+    const agents = new AgentOperations({
+      store,
+      registry,
+      upgrades,
+      release: {
+        store,
+        providers,
+        runtime: client,
+        resetTimeoutMs: config.RESET_TIMEOUT_MS,
+        logger: logger.child({ component: "release" }),
+        onChanged: (inst) => {
+          changed(inst);
+          if (inst.status === "dead") resources?.reconciler.wake();
+        },
+      },
+    });
+
     // The first pass starts before the HTTP server is built: instances boot while routes, the
     // OpenAPI document and the dashboard are set up (half a second saved on every start). If the
     // server then fails to listen, closeAll stops the reconciler and the instances it started.
     reconciler.start();
+    // Resumes jobs whose runner stopped (a restart of this pool manager) once their heartbeat is stale.
+    upgrades.start();
     if (resources) {
       resources.reconciler.start();
       closers.push(() => resources.reconciler.stop());
@@ -297,6 +343,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       resources: resources?.service ?? null,
       readiness,
       rollouts,
+      agents,
     });
     closers.push(() => app.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });
@@ -324,6 +371,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       apiKey,
       resources,
       rollouts,
+      agents,
+      upgrades,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {

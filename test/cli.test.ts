@@ -177,7 +177,10 @@ describe("CLI against a running pool manager", () => {
       .split("\n")
       .map((l) => /^ {2}(\S+)/.exec(l)?.[1])
       .filter((c): c is string => c !== undefined && c !== "help");
-    assert.deepEqual(commands, ["serve", "migrate", "status", "counts", "agents", "instance", "claim", "add", "replenish", "drain", "reconcile", "kill", "dismiss", "rollout"]);
+    assert.deepEqual(commands, [
+      "serve", "migrate", "status", "counts", "agents", "instance", "claim", "add", "replenish", "drain", "reconcile", "kill", "dismiss",
+      "rollout", "pools", "pool", "protect", "unprotect", "release", "upgrade",
+    ]);
     const examples = section("Examples");
     for (const c of commands) assert.match(examples, new RegExp(`\\$ (\\S+=\\S+ )?agent-pool ${c}\\b`), `an example of ${c}`);
   });

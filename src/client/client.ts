@@ -19,12 +19,22 @@ import { randomUUID } from "node:crypto";
 import type {
   Agents,
   ClaimInput,
+  PoolChanged,
+  PoolDeleted,
+  Pools,
+  PoolSettingsInput,
+  PoolUpgradeInput,
+  PoolWithCounts,
+  Protected,
+  ReleaseResult,
+  UpgradeJob,
+  UpgradeJobs,
+  Versions,
   ClaimResult,
   Counts,
   DrainResult,
   InstanceDetail,
   Killed,
-  PoolWithCounts,
   ReplenishResult,
   RolloutAction,
   RolloutState,
@@ -180,6 +190,81 @@ export class PoolClient {
   /** Go back to a pool's previous template: a rollout of it starts. */
   rollBack(pool: string): Promise<PoolWithCounts> {
     return this.#request("POST", `/api/pools/${encodeURIComponent(pool)}/rollback`);
+  }
+
+  // ---- pools, protection, release, upgrades and versions (issue 11) ----
+
+  /** Every pool with its settings (secret-looking env values masked) and counts. */
+  pools(): Promise<Pools> {
+    return this.#request("GET", "/api/pools");
+  }
+  /** One pool with its settings and counts. */
+  pool(id: string): Promise<PoolWithCounts> {
+    return this.#request("GET", `/api/pools/${encodeURIComponent(id)}`);
+  }
+  /** Creates a pool (its instances are made by the next pass). */
+  createPool(settings: PoolSettingsInput & { id: string }): Promise<PoolWithCounts> {
+    return this.#request("POST", "/api/pools", settings);
+  }
+  /** Changes some of a pool's settings; `templateChanged` says whether what instances run changed. */
+  updatePool(id: string, patch: Omit<PoolSettingsInput, "id">): Promise<PoolChanged> {
+    return this.#request("PATCH", `/api/pools/${encodeURIComponent(id)}`, patch);
+  }
+  /** Deletes a pool that holds no instance (409 POOL_NOT_EMPTY otherwise). */
+  deletePool(id: string): Promise<PoolDeleted> {
+    return this.#request("DELETE", `/api/pools/${encodeURIComponent(id)}`);
+  }
+  /** Protects an instance (bulk operations and claims leave it alone), or not. */
+  protect(id: string, value = true): Promise<Protected> {
+    return this.#request("POST", `/api/pool/instances/${encodeURIComponent(id)}/protect`, { protected: value });
+  }
+  /** Factory-resets an agent: back to idle when its runtime comes back clean, else retired. */
+  release(id: string): Promise<ReleaseResult> {
+    return this.#request("POST", `/api/pool/instances/${encodeURIComponent(id)}/release`);
+  }
+  /** Upgrades one agent to its pool's current template: the job (read its progress with upgradeJob). */
+  async upgrade(id: string): Promise<UpgradeJob> {
+    return (await this.#request<{ job: UpgradeJob }>("POST", `/api/pool/instances/${encodeURIComponent(id)}/upgrade`)).job;
+  }
+  /** Upgrades agents of a pool (`{ids}` or `{all: true}`): the job. */
+  async upgradePool(poolId: string, which: PoolUpgradeInput): Promise<UpgradeJob> {
+    return (await this.#request<{ job: UpgradeJob }>("POST", `/api/pools/${encodeURIComponent(poolId)}/upgrade`, which)).job;
+  }
+  /** An upgrade job with its progress. */
+  async upgradeJob(jobId: string): Promise<UpgradeJob> {
+    return (await this.#request<{ job: UpgradeJob }>("GET", `/api/upgrades/${encodeURIComponent(jobId)}`)).job;
+  }
+  /** A pool's latest upgrade jobs, newest first. */
+  upgradeJobs(poolId: string, limit = 10): Promise<UpgradeJobs> {
+    return this.#request("GET", `/api/pools/${encodeURIComponent(poolId)}/upgrades?limit=${limit}`);
+  }
+  /**
+   * Polls an upgrade job until it is done, telling `onProgress` whenever its counts change. Reads
+   * only (a lost answer is simply read again), so it retries a dropped connection.
+   */
+  async waitForUpgrade(jobId: string, o: { pollMs?: number; timeoutMs?: number; signal?: AbortSignal; onProgress?: (job: UpgradeJob) => void } = {}): Promise<UpgradeJob> {
+    const deadline = this.#now() + (o.timeoutMs ?? 30 * 60_000);
+    let last = "";
+    for (;;) {
+      let job: UpgradeJob | null = null;
+      try {
+        job = await this.upgradeJob(jobId);
+      } catch (err) {
+        if (!(err instanceof PoolUnreachableError) || this.#now() > deadline) throw err;
+      }
+      if (job) {
+        const key = `${job.state}:${job.done}:${job.failed}:${job.skipped}:${job.remaining}`;
+        if (key !== last) o.onProgress?.(job);
+        last = key;
+        if (job.state === "done") return job;
+      }
+      if (this.#now() > deadline) throw new PoolApiError({ message: `upgrade job ${jobId} still running after the wait`, code: "TIMEOUT", status: 0 });
+      await this.#sleep(o.pollMs ?? 1_000, o.signal);
+    }
+  }
+  /** A pool's live instances by template (current or not), runtime type, version and status. */
+  versions(poolId: string): Promise<Versions> {
+    return this.#request("GET", `/api/pools/${encodeURIComponent(poolId)}/versions`);
   }
 
   async #request<T>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}, signal?: AbortSignal): Promise<T> {

@@ -8,7 +8,8 @@
  * polls the database. The page then re-fetches its fragments; the stream carries only counts,
  * never an instance's details.
  *
- * Bounded: at most `maxClients` pages per process, and a page that stops reading (more than
+ * Bounded: the plugin admits at most `maxLiveClients` pages per process over all pools' feeds, and
+ * a page that stops reading (more than
  * 256 KiB queued) is dropped; its EventSource reconnects and the first message catches it up.
  */
 import type { ServerResponse } from "node:http";
@@ -31,8 +32,6 @@ export interface ChangeFeedOptions {
   summary: () => Promise<PoolSummary>;
   logger: Logger;
   pingMs?: number;
-  /** Most pages streaming from this process at once. Default 200. */
-  maxClients?: number;
   /** The watched state's marker now (the watcher's `watch`), read once per connect. */
   watch?: () => Promise<string>;
 }
@@ -57,10 +56,6 @@ export class ChangeFeed {
     return this.#clients.size;
   }
 
-  /** True when another page would go over `maxClients`. */
-  get full(): boolean {
-    return this.#clients.size >= (this.#o.maxClients ?? 200);
-  }
 
   /** Streams to `res` until the client leaves, the session ends at `untilMs`, or close(). */
   async add(res: ServerResponse, untilMs: number): Promise<void> {

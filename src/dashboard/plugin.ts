@@ -29,11 +29,14 @@ import { ChangeFeed } from "./live.ts";
 import { LoginThrottle } from "../http/rate-limit.ts";
 import { SessionKeys, readCookie, serializeCookie, type Session } from "./session.ts";
 import type { ResourceService } from "../resource/service.ts";
+import type { AgentOperations } from "../pool/agent-operations.ts";
 import type { AgentSpend } from "./spend.ts";
 import type { RolloutService } from "../pool/rollouts.ts";
 import { registerRolloutPages } from "./rollout-pages.ts";
 import { usd } from "../resource/top-up.ts";
 import * as v from "./views.ts";
+import { POOL_ID_RE } from "../pool/template.ts";
+import { agentActionsFor, instanceControlsFor, mainPageExtras, registerPoolAdminRoutes, type DashboardKit } from "./pools-routes.ts";
 
 export interface DashboardOptions {
   ops: PoolOperations;
@@ -49,8 +52,8 @@ export interface DashboardOptions {
   sessionTtlMs?: number;
   /** Failed logins allowed per address per minute. */
   loginAttemptsPerMinute?: number;
-  /** The process's one reader of changes, shared with the API's event stream. */
-  changes: PoolChangeWatcher;
+  /** The process's reader of a pool's changes, shared with the API's event stream. */
+  changesOf: (pool: string) => PoolChangeWatcher;
   /** Most live pages per process. */
   maxLiveClients?: number;
   /** Milliseconds since the epoch (tests move time). */
@@ -59,6 +62,8 @@ export interface DashboardOptions {
   resources?: ResourceService | null | undefined;
   /** Rollouts (issue 11): the rollout page of each pool, and the live feed watches them. */
   rollouts?: RolloutService | null | undefined;
+  /** Release, upgrades and versions of agents (issue 11); their controls only when set. */
+  agents?: AgentOperations | undefined;
 }
 
 const COOKIE = "ap_session";
@@ -109,22 +114,38 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   const assets = loadAssets();
   const logger = app.log as unknown as Logger;
   const throttle = new LoginThrottle({ store: opts.store, max: opts.loginAttemptsPerMinute ?? 5, windowMs: 60_000, logger, now });
-  const feed = new ChangeFeed({
-    store: opts.store,
-    poolId,
-    changes: opts.changes,
-    summary: () => ops.summary(),
-    logger,
-    ...(opts.maxLiveClients ? { maxClients: opts.maxLiveClients } : {}),
-    ...(opts.rollouts ? { watch: () => opts.store.rollouts.lastChange() } : {}),
-  });
+  // One change feed per pool a page watches (pages take `?pool=`, default POOL_ID), each on the
+  // process's reader of that pool's changes; at most `maxLiveClients` pages over all of them.
+  const feeds = new Map<string, ChangeFeed>();
+  const feedOf = (pool: string): ChangeFeed => {
+    let f = feeds.get(pool);
+    if (!f) {
+      f = new ChangeFeed({ store: opts.store, poolId: pool, changes: opts.changesOf(pool), summary: () => ops.summary(pool), logger,
+        ...(opts.rollouts ? { watch: () => opts.store.rollouts.lastChange() } : {}),
+      });
+      feeds.set(pool, f);
+    }
+    return f;
+  };
+  const livePages = () => [...feeds.values()].reduce((n, f) => n + f.clientCount, 0);
   // Open streams would hold the server's close forever; onClose also ends one that started meanwhile.
-  app.addHook("preClose", async () => feed.close());
-  app.addHook("onClose", async () => feed.close());
+  app.addHook("preClose", async () => feeds.forEach((f) => f.close()));
+  app.addHook("onClose", async () => feeds.forEach((f) => f.close()));
 
   await app.register(formbody, { parser: (s) => Object.fromEntries(new URLSearchParams(s)) });
 
-  const ctx = (): v.PageContext => ({ poolId, environment, assets: assets.urls, now: now() });
+  const ctx = (pool: string = poolId, templateHash?: string): v.PageContext => ({ poolId: pool, environment, assets: assets.urls, now: now(), templateHash });
+  /**
+   * The pool a request is about: a form's `pool` field, else `?pool=`, else POOL_ID. Checked for its
+   * shape here; a pool that does not exist is a 404 from the first read of it.
+   */
+  const poolOf = (req: FastifyRequest): string => {
+    const body = req.body as Record<string, unknown> | undefined;
+    const query = req.query as Record<string, unknown> | undefined;
+    const given = typeof body?.pool === "string" && body.pool !== "" ? body.pool : typeof query?.pool === "string" && query.pool !== "" ? query.pool : poolId;
+    if (!POOL_ID_RE.test(given)) throw new PoolError("POOL_NOT_FOUND", "No such pool.");
+    return given;
+  };
   const secure = (req: FastifyRequest) => opts.secureCookies ?? (process.env.NODE_ENV === "production" || req.protocol === "https");
   const isHtmx = (req: FastifyRequest) => req.headers["hx-request"] === "true";
 
@@ -255,17 +276,25 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   // ------------------------------------------------------------ pages and fragments
 
   /** Spend on each agent's key, from what the resource reconciler recorded (no vendor call per page). */
-  async function spendOf(): Promise<Map<string, AgentSpend> | undefined> {
+  async function spendOf(pool: string): Promise<Map<string, AgentSpend> | undefined> {
     const r = opts.resources;
     if (!r) return undefined;
     const out = new Map<string, AgentSpend>();
-    for (const [id, s] of await r.spendByInstance(poolId)) out.set(id, { ...s, maxLimit: r.kind(s.kind)?.maxLimit ?? null });
+    for (const [id, s] of await r.spendByInstance(pool)) out.set(id, { ...s, maxLimit: r.kind(s.kind)?.maxLimit ?? null });
     return out;
   }
 
   async function fullPage(req: FastifyRequest, flash?: SafeHtml): Promise<SafeHtml> {
-    const [summary, agents, instances, spend] = await Promise.all([ops.summary(), ops.agents(), ops.instances(), spendOf()]);
-    return v.mainPage(ctx(), { summary, agents, instances, csrf: keys.csrfToken(session(req)!), maxBatch: ops.maxBatch, flash, spend });
+    const pool = poolOf(req);
+    const summary = await ops.summary(pool);
+    const c = ctx(pool, summary.templateHash);
+    const [agents, instances, spend, extras] = await Promise.all([ops.agents(pool), ops.instances(pool), spendOf(pool), mainPageExtras(kit, c, summary)]);
+    return v.mainPage(c, { summary, agents, instances, csrf: keys.csrfToken(session(req)!), maxBatch: ops.maxBatch, flash, spend, ...extras });
+  }
+  /** The page context of a fragment: its pool, and that pool's template (older ones are marked). */
+  async function poolCtx(req: FastifyRequest): Promise<v.PageContext> {
+    const pool = poolOf(req);
+    return ctx(pool, (await ops.summary(pool)).templateHash);
   }
 
   /** An action's answer: the fragment for htmx, else the whole page with it on top (no-JS forms). */
@@ -278,23 +307,41 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
     return send(reply, status, await fullPage(req, fragment));
   }
 
+  /** What the pools and agents routes (pools-routes.ts) use of this plugin. */
+  const kit: DashboardKit = {
+    ops,
+    agents: opts.agents,
+    ctx,
+    poolOf,
+    poolCtx,
+    send,
+    answer,
+    csrf: (req) => keys.csrfToken(session(req)!),
+    authed,
+    mutating,
+  };
+
   app.get("/", authed, async (req, reply) => send(reply, 200, await fullPage(req)));
 
-  app.get("/dashboard/pool", authed, async (_req, reply) => {
-    const s = await ops.summary();
+  app.get("/dashboard/pool", authed, async (req, reply) => {
+    const s = await ops.summary(poolOf(req));
     return send(reply, 200, html`${v.poolStats(s)}${v.launchStatus(s, true)}`);
   });
 
-  app.get("/dashboard/agents", authed, async (_req, reply) => {
-    const [agents, spend] = await Promise.all([ops.agents(), spendOf()]);
-    return send(reply, 200, v.agentsList(ctx(), agents, spend));
+  app.get("/dashboard/agents", authed, async (req, reply) => {
+    const c = await poolCtx(req);
+    const [agents, spend] = await Promise.all([ops.agents(c.poolId), spendOf(c.poolId)]);
+    return send(reply, 200, v.agentsList(c, agents, spend, agentActionsFor(kit, c)));
   });
 
-  app.get("/dashboard/instances", authed, async (_req, reply) => send(reply, 200, v.instancesTable(ctx(), await ops.instances())));
+  app.get("/dashboard/instances", authed, async (req, reply) => {
+    const c = await poolCtx(req);
+    return send(reply, 200, v.instancesTable(c, await ops.instances(c.poolId)));
+  });
 
   app.get<{ Params: { id: string } }>("/dashboard/instances/:id/events", authed, async (req, reply) => {
     const { instance, events } = await ops.instance(req.params.id);
-    return send(reply, 200, v.eventsList(ctx(), instance, events));
+    return send(reply, 200, html`${instanceControlsFor(kit, instance)}${v.eventsList(ctx(instance.poolId), instance, events)}`);
   });
 
   app.get<{ Params: { id: string } }>("/dashboard/agents/:id/qr", authed, async (req, reply) => {
@@ -304,10 +351,12 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
 
   // No HEAD twin: it would open a stream whose head Node never sends (no body is ever written).
   app.get("/dashboard/events", { ...authed, exposeHeadRoute: false }, async (req, reply) => {
+    const pool = poolOf(req);
+    await ops.registry.get(pool); // an unknown pool is a 404, not a stream that never says anything
     // Refused before the stream starts, as a normal error; the page's EventSource retries.
-    if (feed.full) throw new PoolError("NOT_READY", "Too many live pages are open; try again later.");
+    if (livePages() >= (opts.maxLiveClients ?? 200)) throw new PoolError("NOT_READY", "Too many live pages are open; try again later.");
     reply.hijack();
-    await feed.add(reply.raw, session(req)!.exp);
+    await feedOf(pool).add(reply.raw, session(req)!.exp);
   });
 
   // ------------------------------------------------------------ actions
@@ -320,7 +369,7 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
       return answer(req, reply, v.banner("error", "Paste the invite link (http:// or https://) of the conversation to join."), 400);
     }
     try {
-      const r = await ops.claim({ agentName: f.agentName, instructions: f.instructions, source: "dashboard", ...(f.mode === "join" ? { joinUrl: f.joinUrl } : {}) });
+      const r = await ops.claim({ agentName: f.agentName, instructions: f.instructions, source: "dashboard", pool: poolOf(req), ...(f.mode === "join" ? { joinUrl: f.joinUrl } : {}) });
       req.log.info({ instanceId: r.instanceId, joined: r.joined }, "dashboard launched an agent");
       return answer(req, reply, v.launchResult({ ...r, qrSvg: r.joined ? null : await qrSvg(r.inviteUrl) }));
     } catch (err) {
@@ -338,14 +387,14 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   const problems = (errors: string[]) => (errors.length ? html` <span class="error-text">Errors: ${errors.join("; ")}</span>` : "");
 
   app.post<{ Body: Record<string, string> | undefined }>("/dashboard/pool/add", mutating, async (req, reply) => {
-    const r = await ops.add(countOf(req.body));
+    const r = await ops.add(countOf(req.body), poolOf(req));
     const kind = r.created.length > 0 ? "ok" : "error";
     const text = r.created.length > 0 ? `Starting ${plural(r.created.length, "new instance")}.` : "No instance was created (the pool is at its maximum?).";
     return answer(req, reply, v.banner(kind, html`${text}${problems(r.errors)}`));
   });
 
   app.post<{ Body: Record<string, string> | undefined }>("/dashboard/pool/drain", mutating, async (req, reply) => {
-    const r = await ops.drain(countOf(req.body));
+    const r = await ops.drain(countOf(req.body), poolOf(req));
     const text = r.drained.length > 0 ? `Drained ${plural(r.drained.length, "idle instance")}.` : "There was no idle instance to drain.";
     return answer(req, reply, v.banner(r.drained.length > 0 ? "ok" : "info", html`${text}${problems(r.errors)}`));
   });
@@ -382,6 +431,10 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   if (opts.rollouts) {
     registerRolloutPages(app, { ops, rollouts: opts.rollouts, authed, mutating, ctx, csrf: (req) => keys.csrfToken(session(req)!), send, isHtmx });
   }
+
+  // ------------------------------------------------------------ pools, versions, upgrades (issue 11)
+
+  registerPoolAdminRoutes(app, kit);
 }
 
 /** A refused cross-site or token-less request (403; the API's error registry has no such code). */

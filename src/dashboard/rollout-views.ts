@@ -6,7 +6,7 @@
  */
 import type { RolloutRecord, RolloutStatus } from "../db/rollouts.ts";
 import { html, type SafeHtml } from "./html.ts";
-import { ago, envBadge, isProduction, layout, type PageContext } from "./views.ts";
+import { ago, envBadge, isProduction, layout, type PageContext, poolQuery } from "./views.ts";
 
 export const ROLLOUT_LABELS: Record<RolloutStatus, string> = {
   running: "Running",
@@ -35,8 +35,8 @@ export function rolloutPage(ctx: PageContext, p: RolloutPageInput, flash?: SafeH
     ${envBadge(ctx.environment)}
   </div>
   <div class="top-right">
-    <span id="live" class="live" role="status" data-state="connecting">Connecting…</span>
-    <a href="/" class="small">Back to the dashboard</a>
+    <span id="live" class="live" role="status" data-state="connecting" data-events="/dashboard/events${poolQuery(p.pool.id)}">Connecting…</span>
+    <a href="/${poolQuery(p.pool.id)}" class="small">Back to the dashboard</a>
   </div>
 </header>
 <main class="wrap">

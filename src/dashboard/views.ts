@@ -16,10 +16,18 @@ export interface Assets {
 }
 
 export interface PageContext {
+  /** The pool the page shows (`?pool=`, default POOL_ID). */
   poolId: string;
   environment: string;
   assets: Assets;
   now: number;
+  /** That pool's current template hash: instances of another one are marked "older template". */
+  templateHash?: string | undefined;
+}
+
+/** `?pool=<id>`: every fragment and action of a page names its pool. */
+export function poolQuery(poolId: string): string {
+  return `?pool=${encodeURIComponent(poolId)}`;
 }
 
 export const STATUS_LABELS: Record<InstanceStatus, string> = {
@@ -122,11 +130,19 @@ export interface MainPageInput {
   flash?: SafeHtml | undefined;
   /** Spend on each agent's own key, by instance id (per-instance resources, issue 12). */
   spend?: ReadonlyMap<string, AgentSpend> | undefined;
+  /** The pool switcher (issue 11: several pools), shown in the header. */
+  switcher?: SafeHtml | undefined;
+  /** Controls of an agent's card beyond kill/dismiss (release, upgrade, protect). */
+  agentActions?: ((a: InstanceRecord) => SafeHtml) | undefined;
+  /** Sections after the instances (versions, upgrades). */
+  extra?: SafeHtml | undefined;
 }
 
 export function mainPage(ctx: PageContext, p: MainPageInput): SafeHtml {
   const prod = isProduction(ctx.environment);
-  const csrfField = html`<input type="hidden" name="_csrf" value="${p.csrf}">`;
+  // Every form names the page's pool too (its actions act on that pool).
+  const csrfField = html`<input type="hidden" name="_csrf" value="${p.csrf}"><input type="hidden" name="pool" value="${ctx.poolId}">`;
+  const q = poolQuery(ctx.poolId);
   const drainConfirm = `${prod ? "PRODUCTION: " : ""}Drain idle instances of pool “${ctx.poolId}”? They are deleted.`;
   const live = ["pool-changed from:body", "every 30s"].join(", ");
   return layout(
@@ -138,9 +154,10 @@ export function mainPage(ctx: PageContext, p: MainPageInput): SafeHtml {
     <strong>agent-pool</strong>
     <span class="muted">pool <code>${ctx.poolId}</code></span>
     ${envBadge(ctx.environment)}
+    ${p.switcher ?? ""}
   </div>
   <div class="top-right">
-    <span id="live" class="live" role="status" data-state="connecting">Connecting…</span>
+    <span id="live" class="live" role="status" data-state="connecting" data-events="/dashboard/events${q}">Connecting…</span>
     <form method="post" action="/logout">${csrfField}<button type="submit" class="ghost">Log out</button></form>
   </div>
 </header>
@@ -148,7 +165,7 @@ export function mainPage(ctx: PageContext, p: MainPageInput): SafeHtml {
 ${p.flash ? html`<div class="flash">${p.flash}</div>` : ""}
 <section class="card" aria-labelledby="pool-h">
   <div class="card-head"><h2 id="pool-h">Pool</h2><a id="rollouts-link" class="small" href="/dashboard/rollouts/${ctx.poolId}">Rollouts</a></div>
-  <div id="pool-stats" hx-get="/dashboard/pool" hx-trigger="${live}">${poolStats(p.summary)}</div>
+  <div id="pool-stats" hx-get="/dashboard/pool${q}" hx-trigger="${live}">${poolStats(p.summary)}</div>
   <form class="controls" method="post" action="/dashboard/pool/add" hx-target="#pool-notice">
     ${csrfField}
     <label for="pool-n">Instances</label>
@@ -169,13 +186,14 @@ ${p.flash ? html`<div class="flash">${p.flash}</div>` : ""}
 <section class="card" aria-labelledby="agents-h">
   <div class="card-head"><h2 id="agents-h">Live agents</h2></div>
   <div id="agents-notice" class="notice" role="status" aria-live="polite"></div>
-  <div id="agents" hx-get="/dashboard/agents" hx-trigger="${live}">${agentsList(ctx, p.agents, p.spend)}</div>
+  <div id="agents" hx-get="/dashboard/agents${q}" hx-trigger="${live}">${agentsList(ctx, p.agents, p.spend, p.agentActions)}</div>
 </section>
 </div>
 <section class="card" aria-labelledby="instances-h">
   <div class="card-head"><h2 id="instances-h">Instances</h2><span class="muted small">Select a row for its event history.</span></div>
-  <div id="instances" hx-get="/dashboard/instances" hx-trigger="${live}">${instancesTable(ctx, p.instances)}</div>
+  <div id="instances" hx-get="/dashboard/instances${q}" hx-trigger="${live}">${instancesTable(ctx, p.instances)}</div>
 </section>
+${p.extra ?? ""}
 </main>`,
     // Every htmx request carries the CSRF token; forms carry it as a hidden field too.
     html` hx-headers="${JSON.stringify({ "x-csrf-token": p.csrf })}"`,
@@ -305,15 +323,20 @@ export function banner(kind: "ok" | "error" | "info", message: string | SafeHtml
 
 // ---------------------------------------------------------------- live agents
 
-export function agentsList(ctx: PageContext, agents: InstanceRecord[], spend?: ReadonlyMap<string, AgentSpend>): SafeHtml {
+export function agentsList(
+  ctx: PageContext,
+  agents: InstanceRecord[],
+  spend?: ReadonlyMap<string, AgentSpend>,
+  actions?: (a: InstanceRecord) => SafeHtml,
+): SafeHtml {
   if (agents.length === 0) {
     return html`<div class="empty"><p><strong>No live agents.</strong></p><p class="muted">Agents you launch appear here, crashed ones first.</p></div>`;
   }
   const prod = isProduction(ctx.environment);
-  return html`<ul class="agents">${agents.map((a) => agentCard(ctx, a, prod, spend?.get(a.id)))}</ul>`;
+  return html`<ul class="agents">${agents.map((a) => agentCard(ctx, a, prod, spend?.get(a.id), actions))}</ul>`;
 }
 
-function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean, spend: AgentSpend | undefined): SafeHtml {
+function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean, spend: AgentSpend | undefined, actions?: (a: InstanceRecord) => SafeHtml): SafeHtml {
   const name = a.agentName ?? "(unnamed)";
   const crashed = a.status === "crashed";
   const since = a.claimedAt ? html`claimed <time datetime="${a.claimedAt.toISOString()}" title="${a.claimedAt.toISOString()}">${ago(ctx.now, a.claimedAt)} ago</time>` : "";
@@ -326,6 +349,7 @@ function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean, spend: Ag
     <strong class="agent-name">${name}</strong>
     <span class="badge s-${a.status}">${STATUS_LABELS[a.status]}</span>
   </div>
+  ${instanceMarks(ctx, a)}
   <p class="meta">${since}${since ? " · " : ""}${a.claimSource ? html`<span class="source">via ${a.claimSource}</span> · ` : ""}<code>${a.id}</code></p>
   ${a.instructions ? html`<p class="instructions">${clip(a.instructions, 300)}</p>` : ""}
   ${crashed && a.healthError ? html`<p class="meta error-text">${a.healthError}</p>` : ""}
@@ -339,6 +363,7 @@ function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean, spend: Ag
     </details>`
         : ""
     }
+    ${actions ? actions(a) : ""}
     <button type="button" id="${domId(action, a.id)}" class="danger" hx-post="/dashboard/instances/${encodeURIComponent(a.id)}/${action}" hx-target="#agents-notice" hx-confirm="${confirm}">${crashed ? "Dismiss" : "Kill"}</button>
   </div>
 </li>`;
@@ -364,7 +389,7 @@ function instanceRow(ctx: PageContext, r: InstanceRecord): SafeHtml {
     : html`<span class="muted">never</span>`;
   return html`<details class="irow-wrap" id="${domId("inst", r.id)}" hx-get="/dashboard/instances/${encodeURIComponent(r.id)}/events" hx-trigger="toggle once" hx-target="find .events-slot">
   <summary class="irow" id="${domId("inst-sum", r.id)}">
-    <span class="c-id"><code>${r.id}</code>${r.agentName ? html` <span class="muted">· ${r.agentName}</span>` : ""}</span>
+    <span class="c-id"><code>${r.id}</code>${r.agentName ? html` <span class="muted">· ${r.agentName}</span>` : ""}${instanceMarks(ctx, r)}</span>
     <span><span class="k">Status</span><span class="badge s-${r.status}">${STATUS_LABELS[r.status]}</span></span>
     <span><span class="k">Age</span>${ago(ctx.now, r.createdAt)}</span>
     <span><span class="k">In status</span>${ago(ctx.now, r.statusChangedAt)}</span>
@@ -373,6 +398,15 @@ function instanceRow(ctx: PageContext, r: InstanceRecord): SafeHtml {
   </summary>
   <div class="events-slot"><p class="muted small">Loading events…</p></div>
 </details>`;
+}
+
+/** Badges of a protected instance and of one on an older template than its pool's. */
+export function instanceMarks(ctx: PageContext, r: InstanceRecord): SafeHtml | "" {
+  const old = ctx.templateHash !== undefined && r.templateHash !== ctx.templateHash;
+  if (!r.protected && !old) return "";
+  return html` ${r.protected ? html`<span class="badge mark-protected" title="bulk operations and claims leave it alone">protected</span>` : ""}${
+    old ? html` <span class="badge mark-old" title="made from template ${r.templateHash ?? "(none)"}; the pool's is ${ctx.templateHash ?? ""}">older template</span>` : ""
+  }`;
 }
 
 export function eventsList(ctx: PageContext, inst: InstanceRecord, events: InstanceEvent[]): SafeHtml {

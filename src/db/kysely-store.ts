@@ -16,9 +16,12 @@ import {
 } from "../instance/status.ts";
 import type {
   ApplyResult,
+  BeginOperation,
+  BeginOperationResult,
   ClaimPick,
   ClaimPickResult,
   ForeignResource,
+  HeldUpgradeJob,
   IdempotencyBegin,
   IdempotentClaimState,
   InstanceEvent,
@@ -26,6 +29,7 @@ import type {
   Lease,
   NewInstance,
   NewResource,
+  NewUpgradeJob,
   ObservationChange,
   PoolHint,
   PoolRecord,
@@ -38,11 +42,15 @@ import type {
   Store,
   TransitionFields,
   TransitionRequest,
+  UpgradeItemState,
+  UpgradeJobRecord,
+  VersionCount,
   WriteFence,
 } from "./store.ts";
 import { leaseHeld } from "./fence.ts";
 import { KyselyRolloutStore, type RolloutStore } from "./rollouts.ts";
 import { LocalHintBus, type HintBus } from "./hints.ts";
+import * as agentOps from "./agent-operations.ts";
 import { templateHash, type InstanceTemplate } from "../pool/template.ts";
 import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTable, PoolsTable } from "./tables.ts";
 
@@ -55,7 +63,7 @@ const LEAN_COLUMNS = [
   "id", "pool_id", "provider", "provider_ref", "name", "url", "status", "deploy_status", "runtime_version", "runtime_type", "image",
   "gateway_token", "health_checked_at", "health_ok_at", "health_failures", "health_error", "agent_name", "conversation_id",
   "invite_url", "join_url", "claim_key", "claim_owner", "claim_attempt", "claim_deadline", "claim_source", "claim_started_at",
-  "claimed_at", "created_at", "updated_at", "status_changed_at", "deleted_at", "resource_gone_at", "template_hash", "protected",
+  "claimed_at", "created_at", "updated_at", "status_changed_at", "deleted_at", "resource_gone_at", "template_hash", "protected", "op_kind", "op_token", "op_deadline",
 ] as const;
 
 /** Statuses in which a row carries a claim (and so its idempotency key is unique). */
@@ -451,12 +459,13 @@ export class KyselyStore implements Store {
       WITH cur AS (
         SELECT id, status FROM instances
         WHERE id = ${req.id} AND status = ANY(${allowed}::text[]) AND deleted_at IS NULL
-          ${attemptFence(req.fence)} AND ${leaseHeld(req.fence?.lease)}
+          ${attemptFence(req.fence)} ${operationFence(req.fence)} AND ${leaseHeld(req.fence?.lease)}
         FOR UPDATE
       ), upd AS (
         UPDATE instances i SET
           status = ${req.to}::text, status_changed_at = now(), updated_at = now()
           ${sets.length > 0 ? sql`, ${sql.join(sets)}` : sql``}
+          ${req.fence?.operation !== undefined ? sql`, op_kind = NULL, op_token = NULL, op_deadline = NULL` : sql``}
         FROM cur
         WHERE i.id = cur.id
         RETURNING i.*, cur.status AS prev_status
@@ -931,6 +940,52 @@ export class KyselyStore implements Store {
     return rows.length > 0;
   }
 
+  // ---- operators' operations on claimed agents (issue 11; SQL in agent-operations.ts) ----
+
+  beginOperation(req: BeginOperation): Promise<BeginOperationResult> {
+    return agentOps.beginOperation(this.#db, req);
+  }
+
+  endOperation(id: string, token: string, set?: { templateHash?: string }): Promise<boolean> {
+    return agentOps.endOperation(this.#db, id, token, set);
+  }
+
+  versionCounts(poolId: string): Promise<VersionCount[]> {
+    return agentOps.versionCounts(this.#db, poolId);
+  }
+
+  createUpgradeJob(job: NewUpgradeJob): Promise<UpgradeJobRecord> {
+    return agentOps.createUpgradeJob(this.#db, job);
+  }
+
+  getUpgradeJob(id: string): Promise<UpgradeJobRecord | null> {
+    return agentOps.getUpgradeJob(this.#db, id);
+  }
+
+  listUpgradeJobs(poolId: string | null, limit: number): Promise<UpgradeJobRecord[]> {
+    return agentOps.listUpgradeJobs(this.#db, poolId, limit);
+  }
+
+  heldUpgradeJobs(runner: string): Promise<HeldUpgradeJob[]> {
+    return agentOps.heldUpgradeJobs(this.#db, runner);
+  }
+
+  takeOverStaleUpgradeJobs(runner: string, runnerToken: string, staleMs: number, limit: number): Promise<HeldUpgradeJob[]> {
+    return agentOps.takeOverStaleUpgradeJobs(this.#db, runner, runnerToken, staleMs, limit);
+  }
+
+  heartbeatUpgradeJob(job: HeldUpgradeJob): Promise<boolean> {
+    return agentOps.heartbeatUpgradeJob(this.#db, job);
+  }
+
+  updateUpgradeItem(job: HeldUpgradeJob, instanceId: string, patch: { state: UpgradeItemState; detail?: string | null; toHash?: string | null }): Promise<boolean> {
+    return agentOps.updateUpgradeItem(this.#db, job, instanceId, patch);
+  }
+
+  finishUpgradeJob(job: HeldUpgradeJob): Promise<boolean> {
+    return agentOps.finishUpgradeJob(this.#db, job);
+  }
+
   // ---- hints ----
 
   async publishHint(hint: PoolHint): Promise<void> {
@@ -961,6 +1016,11 @@ export class KyselyStore implements Store {
 function attemptFence(fence: WriteFence | undefined): RawBuilder<unknown> {
   if (!fence || fence.claimAttempt === undefined) return sql``;
   return fence.claimAttempt === null ? sql`AND claim_attempt IS NULL` : sql`AND claim_attempt = ${fence.claimAttempt}::text`;
+}
+
+/** The operation part of a fence (release, upgrade): the row is still held by that token. */
+function operationFence(fence: WriteFence | undefined): RawBuilder<unknown> {
+  return fence?.operation === undefined ? sql`` : sql`AND op_token = ${fence.operation}::text`;
 }
 
 function first<T>(rows: readonly T[]): T {
@@ -1009,7 +1069,7 @@ function toPool(r: Selectable<PoolsTable>): PoolRecord {
   };
 }
 
-function toInstance(r: InstanceRow): InstanceRecord {
+export function toInstance(r: InstanceRow): InstanceRecord {
   const meta = r.claim_metadata as unknown;
   return {
     id: r.id,
@@ -1052,6 +1112,8 @@ function toInstance(r: InstanceRow): InstanceRecord {
     templateHash: r.template_hash,
     runtimeType: r.runtime_type,
     protected: Boolean(r.protected),
+    operation: r.op_kind === "release" || r.op_kind === "upgrade" ? r.op_kind : null,
+    operationDeadline: toDateOrNull(r.op_deadline),
   };
 }
 

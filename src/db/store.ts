@@ -90,6 +90,13 @@ export interface InstanceRecord {
   runtimeType: string | null;
   /** Bulk operations (drain, rollouts, release-all) and claims never touch a protected instance. */
   protected: boolean;
+  /**
+   * An operator's operation holding the row (release, upgrade; migration 0010) and when its hold
+   * lapses by the database clock; null when none. Its token stays in the store: every write of the
+   * operation is conditional on it there.
+   */
+  operation: InstanceOperationKind | null;
+  operationDeadline: Date | null;
 }
 
 export interface InstanceEvent {
@@ -200,6 +207,11 @@ export interface Lease {
 export interface WriteFence {
   claimAttempt?: string | null;
   lease?: Lease;
+  /**
+   * The row is still held by the operator's operation with this token (release, upgrade); a
+   * transition fenced on it also ends the operation, in the same statement.
+   */
+  operation?: string;
 }
 
 export interface TransitionRequest {
@@ -338,6 +350,89 @@ export interface ResourceTotals {
   /** Sums over the rows that report one (USD). */
   usage: number;
   limit: number;
+}
+
+// ---- operators' operations on claimed agents (issue 11: release, upgrade; migration 0010) ----
+
+export type InstanceOperationKind = "release" | "upgrade";
+
+/** Takes the row for an operation: conditional on all of it in one statement. */
+export interface BeginOperation {
+  id: string;
+  kind: InstanceOperationKind;
+  /** The operation's fencing token: its later writes are conditional on it. */
+  token: string;
+  /** How long the hold lasts (database clock) before another operation may take the row. */
+  ttlMs: number;
+  /** Statuses the row must be in. */
+  from: readonly InstanceStatus[];
+  /** A protected row is refused. */
+  refuseProtected: boolean;
+}
+
+/** What the row held when an operation could not take it (for a clear refusal). */
+export type BeginOperationResult =
+  | { kind: "begun"; instance: InstanceRecord }
+  | { kind: "refused"; instance: InstanceRecord | null };
+
+export type UpgradeJobScope = "instance" | "ids" | "all";
+export type UpgradeItemState = "pending" | "running" | "upgraded" | "failed" | "skipped";
+
+export interface UpgradeItemRecord {
+  instanceId: string;
+  position: number;
+  state: UpgradeItemState;
+  /** The template hash the instance had when the job was asked for. */
+  fromHash: string | null;
+  /** The template hash it was upgraded to (once upgraded). */
+  toHash: string | null;
+  /** Why it was skipped or failed, or what happened. */
+  detail: string | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+}
+
+export interface UpgradeJobRecord {
+  id: string;
+  poolId: string;
+  /** The pool's template hash when the job was asked for. */
+  templateHash: string;
+  scope: UpgradeJobScope;
+  state: "running" | "done";
+  /** The process running it (for people). */
+  runner: string;
+  heartbeatAt: Date;
+  /** Times another runner took it over after its runner stopped (a restart, a dead replica). */
+  resumed: number;
+  createdAt: Date;
+  updatedAt: Date;
+  finishedAt: Date | null;
+  items: UpgradeItemRecord[];
+}
+
+export interface NewUpgradeJob {
+  id: string;
+  poolId: string;
+  templateHash: string;
+  scope: UpgradeJobScope;
+  runner: string;
+  runnerToken: string;
+  items: ReadonlyArray<{ instanceId: string; state: "pending" | "skipped"; fromHash: string | null; detail: string | null }>;
+}
+
+/** A running job as its runner holds it: every write of the runner is fenced on `runnerToken`. */
+export interface HeldUpgradeJob {
+  id: string;
+  runnerToken: string;
+}
+
+/** Instances of a pool per template, runtime and status (the versions view). */
+export interface VersionCount {
+  templateHash: string | null;
+  runtimeType: string | null;
+  runtimeVersion: string | null;
+  status: InstanceStatus;
+  count: number;
 }
 
 export interface Store {
@@ -537,6 +632,45 @@ export interface Store {
    * from = to = its current status. False when the row is not live.
    */
   recordInstanceEvent(instanceId: string, actor: TransitionActor, reason: string): Promise<boolean>;
+
+  // ---- operators' operations on claimed agents (issue 11: release, upgrade) ----
+
+  /**
+   * Takes the row for an operation, in one statement: only when it is in `from`, not deleted, not
+   * protected (when asked), and no other operation holds it (or that one's deadline has passed).
+   */
+  beginOperation(req: BeginOperation): Promise<BeginOperationResult>;
+  /**
+   * Ends an operation, conditional on its token; with `templateHash`, records what the instance now
+   * runs (an upgrade), on a row that is still live. False when the row is no longer the operation's.
+   */
+  endOperation(id: string, token: string, set?: { templateHash?: string }): Promise<boolean>;
+  /** Instances of a pool (not dead, not deleted) counted by template, runtime type, version and status. */
+  versionCounts(poolId: string): Promise<VersionCount[]>;
+
+  /** Records a job and its items (the runner holds it from the start). */
+  createUpgradeJob(job: NewUpgradeJob): Promise<UpgradeJobRecord>;
+  getUpgradeJob(id: string): Promise<UpgradeJobRecord | null>;
+  /** Latest jobs of a pool (null: of every pool), newest first, with their items. */
+  listUpgradeJobs(poolId: string | null, limit: number): Promise<UpgradeJobRecord[]>;
+  /** Running jobs this runner holds (by token), oldest first. */
+  heldUpgradeJobs(runner: string): Promise<HeldUpgradeJob[]>;
+  /**
+   * Takes over running jobs whose heartbeat is older than `staleMs` (database clock), at most
+   * `limit`: a new runner and token, `resumed` + 1, their running items back to pending and the
+   * instance holds of their earlier runner released, all in one statement.
+   */
+  takeOverStaleUpgradeJobs(runner: string, runnerToken: string, staleMs: number, limit: number): Promise<HeldUpgradeJob[]>;
+  /** Renews the job's heartbeat; false when the job is no longer this token's (or is done). */
+  heartbeatUpgradeJob(job: HeldUpgradeJob): Promise<boolean>;
+  /** Moves one item, fenced on the job's token; false when the job is no longer the caller's. */
+  updateUpgradeItem(
+    job: HeldUpgradeJob,
+    instanceId: string,
+    patch: { state: UpgradeItemState; detail?: string | null; toHash?: string | null },
+  ): Promise<boolean>;
+  /** Marks the job done (fenced on its token). */
+  finishUpgradeJob(job: HeldUpgradeJob): Promise<boolean>;
 
   /** Sends a hint to every replica (this one included). Best effort: a hint may be lost. */
   publishHint(hint: PoolHint): Promise<void>;

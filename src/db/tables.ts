@@ -71,6 +71,10 @@ export interface InstancesTable {
   template_hash: string | null;
   runtime_type: string | null;
   protected: Generated<boolean>;
+  /** An operator's operation holding the row (release, upgrade; migration 0010), fenced by its token. */
+  op_kind: string | null;
+  op_token: string | null;
+  op_deadline: Timestamp | null;
 }
 
 export interface InstanceEventsTable {
@@ -171,6 +175,34 @@ export interface RolloutsTable {
   finished_at: Timestamp | null;
 }
 
+/** Upgrades of claimed agents as jobs (issue 11; migration 0010). */
+export interface UpgradeJobsTable {
+  id: string;
+  pool_id: string;
+  template_hash: string;
+  scope: string;
+  state: string;
+  runner: string;
+  runner_token: string;
+  heartbeat_at: TimestampDefault;
+  resumed: Generated<number>;
+  created_at: TimestampDefault;
+  updated_at: TimestampDefault;
+  finished_at: Timestamp | null;
+}
+
+export interface UpgradeJobItemsTable {
+  job_id: string;
+  instance_id: string;
+  position: number;
+  state: string;
+  from_hash: string | null;
+  to_hash: string | null;
+  detail: string | null;
+  started_at: Timestamp | null;
+  finished_at: Timestamp | null;
+}
+
 export interface Database {
   claims: ClaimsTable;
   deployment: DeploymentTable;
@@ -182,4 +214,6 @@ export interface Database {
   leases: LeasesTable;
   rollouts: RolloutsTable;
   schema_migrations: SchemaMigrationsTable;
+  upgrade_jobs: UpgradeJobsTable;
+  upgrade_job_items: UpgradeJobItemsTable;
 }

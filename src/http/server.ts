@@ -36,6 +36,8 @@ import { refuseUnstorableInput } from "./storable-text.ts";
 import { CountsView, ErrorView, InstanceView, countsView, instanceView } from "./views.ts";
 import { registerInstanceRoutes, type InstanceRoutesOptions } from "./instance-routes.ts";
 import type { ResourceService } from "../resource/service.ts";
+import type { AgentOperations } from "../pool/agent-operations.ts";
+import { registerAgentRoutes } from "./agent-routes.ts";
 
 export interface ServerDeps {
   store: Store;
@@ -73,6 +75,8 @@ export interface ServerDeps {
   readiness?: Readiness;
   /** Rollouts of changed templates (issue 11): their routes and dashboard page; none when unset. */
   rollouts?: RolloutService | null | undefined;
+  /** Operators' actions on agents (issue 11: release, upgrades, versions); their routes only when set. */
+  agents?: AgentOperations | undefined;
 }
 
 /** The process's reader of changes behind a server's live updates (tests and benchmarks count its reads). */
@@ -264,16 +268,26 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     },
     logger: deps.logger as unknown as Logger,
   });
-  // One reader of changes per process, woken by the database's NOTIFY, for every event stream
-  // and every dashboard page (src/http/changes.ts).
-  const changes = new PoolChangeWatcher({
-    store: deps.store,
-    poolId: deps.poolId,
-    summary: () => deps.ops.summary(),
-    ...(deps.rollouts ? { watch: () => deps.store.rollouts.lastChange() } : {}),
-    logger: deps.logger as unknown as Logger,
-    ...(deps.liveSafetyReadMs ? { safetyReadMs: deps.liveSafetyReadMs } : {}),
-  });
+  // One reader of a pool's changes per process, woken by the database's NOTIFY, for every event
+  // stream and every dashboard page of that pool (src/http/changes.ts). Made when a page of the
+  // pool first connects; pools are few, and a reader with nobody listening does nothing.
+  const watchers = new Map<string, PoolChangeWatcher>();
+  const changesOf = (pool: string): PoolChangeWatcher => {
+    let w = watchers.get(pool);
+    if (!w) {
+      w = new PoolChangeWatcher({
+        store: deps.store,
+        poolId: pool,
+        summary: () => deps.ops.summary(pool),
+        ...(deps.rollouts ? { watch: () => deps.store.rollouts.lastChange() } : {}),
+        logger: deps.logger as unknown as Logger,
+        ...(deps.liveSafetyReadMs ? { safetyReadMs: deps.liveSafetyReadMs } : {}),
+      });
+      watchers.set(pool, w);
+    }
+    return w;
+  };
+  const changes = changesOf(deps.poolId);
   CHANGE_WATCHERS.set(app, changes);
   const events = new PoolEventStream({
     store: deps.store,
@@ -288,16 +302,17 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
   app.addHook("preClose", async () => events.close());
   app.addHook("onClose", async () => {
     await events.close();
-    await changes.close();
+    await Promise.all([...watchers.values()].map((w) => w.close()));
   });
   registerApi(app, { ops: deps.ops, metrics: deps.metrics, events, auth: auth as never, limited: [auth, limit] as never });
   registerPoolRoutes(app, { ops: deps.ops, auth: auth as never, limited: [auth, limit] as never, rollouts: deps.rollouts });
   if (deps.webhookSecret) registerWebhookRoutes(app, { store: deps.store, secret: deps.webhookSecret, limited: [limit] as never });
   if (deps.rollouts) registerRolloutRoutes(app, { ops: deps.ops, rollouts: deps.rollouts, auth: auth as never, limited: [auth, limit] as never });
+  if (deps.agents) registerAgentRoutes(app, { agents: deps.agents, auth: auth as never, limited: [auth, limit] as never });
   if (deps.instanceRoutes) registerInstanceRoutes(app, { ...deps.instanceRoutes, store: deps.store, logger: deps.logger as unknown as Logger });
   await app.register(dashboardPlugin, {
     ops: deps.ops,
-    changes,
+    changesOf,
     store: deps.store,
     poolId: deps.poolId,
     apiKey: deps.apiKey,
@@ -305,6 +320,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     environment: deps.environment,
     resources: deps.resources ?? null,
     rollouts: deps.rollouts ?? null,
+    agents: deps.agents,
     ...(deps.loginAttemptsPerMinute ? { loginAttemptsPerMinute: deps.loginAttemptsPerMinute } : {}),
   });
 

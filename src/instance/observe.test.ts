@@ -19,7 +19,7 @@ function row(status: InstanceStatus, extra: Partial<InstanceRecord> = {}): Insta
     profileImage: null, claimMetadata: null, claimKey: null, claimOwner: null, claimStartedAt: null, claimedAt: null,
     claimAttempt: null, claimDeadline: null, claimSource: null,
     createdAt: ago(60_000), updatedAt: ago(5_000), statusChangedAt: ago(5_000), deletedAt: null, resourceGoneAt: null,
-    templateHash: "", runtimeType: null, protected: false,
+    templateHash: "", runtimeType: null, protected: false, operation: null, operationDeadline: null,
     ...extra,
   };
 }

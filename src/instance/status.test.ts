@@ -34,9 +34,34 @@ describe("transition table", () => {
   it("a claimed agent is never silently recycled to idle or starting", () => {
     for (const to of ["idle", "starting"] as InstanceStatus[]) {
       for (const from of ["claimed", "pending_acceptance", "crashed"] as InstanceStatus[]) {
-        for (const actor of ["reconciler", "claim", "sweeper", "operator"] as TransitionActor[]) {
+        for (const actor of ["reconciler", "claim", "sweeper"] as TransitionActor[]) {
           assert.equal(canTransition(from, to, actor), false, `${actor} ${from}→${to}`);
         }
+        // The operator's release returns it to idle only after a verified reset, never to starting.
+        assert.equal(canTransition(from, "starting", "operator"), false, `operator ${from}→starting`);
+      }
+    }
+  });
+
+  // The operator's edges (issue 11 adds release): exactly these.
+  const OPERATOR_EDGES: ReadonlyArray<readonly [InstanceStatus, InstanceStatus, string]> = [
+    ["starting", "dead", "kill"],
+    ["idle", "dead", "kill, drain"],
+    ["pending_acceptance", "dead", "kill, release of a dirty runtime"],
+    ["claimed", "dead", "kill, release of a dirty runtime"],
+    ["crashed", "dead", "kill, dismiss, release of a dirty runtime"],
+    ["sleeping", "dead", "kill"],
+    ["claimed", "idle", "release of a runtime that reports itself clean"],
+    ["pending_acceptance", "idle", "release of a runtime that reports itself clean"],
+    ["crashed", "idle", "release of a runtime that reports itself clean (a pass crashed it mid-release)"],
+  ];
+
+  it("the operator actor has exactly the edges its actions need", () => {
+    const expected = new Set(OPERATOR_EDGES.map(([f, t]) => `${f}>${t}`));
+    for (const from of INSTANCE_STATUSES) {
+      for (const to of INSTANCE_STATUSES) {
+        const key = `${from}>${to}`;
+        assert.equal(canTransition(from, to, "operator"), expected.has(key), `operator ${key}`);
       }
     }
   });
@@ -82,10 +107,12 @@ describe("transition table", () => {
     }
   });
 
-  it("only the instance itself returns a bound or crashed agent to idle (its verified reset)", () => {
+  it("only a verified reset returns a bound or crashed agent to idle: the instance's own, or an operator's release", () => {
     for (const from of ["claimed", "pending_acceptance", "crashed"] as InstanceStatus[]) {
-      assert.ok(canTransition(from, "idle", "instance"), `instance ${from}→idle`);
-      assert.equal(canTransition(from, "starting", "instance"), false, `instance ${from}→starting`);
+      for (const actor of ["instance", "operator"] as TransitionActor[]) {
+        assert.ok(canTransition(from, "idle", actor), `${actor} ${from}→idle`);
+        assert.equal(canTransition(from, "starting", actor), false, `${actor} ${from}→starting`);
+      }
     }
   });
 });

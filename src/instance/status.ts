@@ -66,13 +66,15 @@ const EDGES: readonly Edge[] = [
   // Broken agents wait for an operator (kill / dismiss), or recover if the runtime comes back bound.
   ["crashed", "claimed", [R]],
   ["crashed", "dead", [O, R, I]],
-  // An agent's own reset (`self/reset`): the pool factory-resets the runtime through the instance
-  // protocol and returns the row to idle ONLY when the runtime then reports itself clean (else it
-  // is retired to dead). Never the reconciler's decision: a runtime that merely looks clean is not
-  // recycled (seed-system §8, #280).
-  ["claimed", "idle", [I]],
-  ["pending_acceptance", "idle", [I]],
-  ["crashed", "idle", [I]],
+  // An agent's own reset (`self/reset`) or an operator's release (`POST …/release`): the pool
+  // factory-resets the runtime through the instance protocol and returns the row to idle ONLY when
+  // the runtime then reports itself clean (else it is retired to dead), so a used instance is reused
+  // instead of destroyed. Never the reconciler's decision: a runtime that merely looks clean is not
+  // recycled (seed-system §8, #280). Crashed is a source too: a release racing a pass that saw the
+  // reset runtime without its conversation (and crashed the agent) still ends on its verified reset.
+  ["claimed", "idle", [I, O]],
+  ["pending_acceptance", "idle", [I, O]],
+  ["crashed", "idle", [I, O]],
   ["sleeping", "starting", [R]],
   ["sleeping", "idle", [R]],
   ["sleeping", "crashed", [R]],

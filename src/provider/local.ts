@@ -19,7 +19,7 @@ import { fileURLToPath } from "node:url";
 import { systemClock, type Clock } from "../clock.ts";
 import { lockDataDir } from "../data-dir-lock.ts";
 import { PoolError } from "../errors.ts";
-import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "./provider.ts";
+import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing, UpgradeInstanceSpec } from "./provider.ts";
 import {
   SAFE_ID, defaultOwnerTag, legacyOwnerTags, readStateFile, writeStateFile, type LocalStateEntry,
 } from "./local-state.ts";
@@ -75,6 +75,16 @@ interface Entry extends LocalStateEntry {
   deleting: Promise<void> | null;
   probeTimer: NodeJS.Timeout | null;
   probeSocket: net.Socket | null;
+  /**
+   * The environment the process was started with, when we started it (kept in memory only: it holds
+   * the gateway token and the instance's keys, which the state file must not). An adopted process's
+   * is read back from /proc when needed.
+   */
+  env: Record<string, string> | null;
+  /** An upgrade under way (a delete waits for it). */
+  upgrading: Promise<void> | null;
+  /** An upgrade is restarting the process: its exit is not a crash. */
+  restarting: boolean;
 }
 
 const REF_PREFIX = "local:";
@@ -198,6 +208,9 @@ export class LocalProvider implements Provider {
         deleting: null,
         probeTimer: null,
         probeSocket: null,
+        env: null,
+        upgrading: null,
+        restarting: false,
       };
       if (env && HAS_PROCFS) {
         // What the process really carries wins over the state file: a process without an owner id
@@ -257,15 +270,56 @@ export class LocalProvider implements Provider {
       ...(spec.ownerId ? { [OWNER_ID_ENV]: spec.ownerId } : {}),
     });
 
-    // Output goes to a file, not a pipe: a pipe would break (SIGPIPE/EPIPE) when the manager dies, and
-    // the instances must outlive a manager crash to be adopted.
+    const child = await this.#spawn(instanceId, command, env);
+    const pid = child.pid!;
+    const entry: Entry = {
+      instanceId,
+      name: spec.name,
+      pid,
+      port,
+      startedAt: this.#clock.now().toISOString(),
+      command: [...command],
+      ...(spec.ownerId ? { ownerId: spec.ownerId } : {}),
+      ownerTag: this.ownerTag,
+      status: "DEPLOYING",
+      child,
+      procStart: readStat(pid)?.startTime ?? null,
+      exited: false,
+      removing: false,
+      deleting: null,
+      probeTimer: null,
+      probeSocket: null,
+      env,
+      upgrading: null,
+      restarting: false,
+    };
+    this.#entries.set(instanceId, entry);
+    this.#watchChild(entry, child);
+    try {
+      this.#writeState();
+    } catch (err) {
+      // Not recorded = would be an orphan after a crash: do not leave it running.
+      entry.removing = true;
+      await this.#terminate(entry).catch(() => {});
+      this.#entries.delete(instanceId);
+      throw new PoolError("PROVIDER_ERROR", "local provider: could not record the instance", { instanceId }, { cause: err });
+    }
+    this.#log.info({ instanceId, pid, port }, "local provider: instance started");
+    if (!entry.exited) this.#probeLoop(entry, Date.now() + this.#startTimeoutMs);
+    return this.#toInstance(entry);
+  }
+
+  /**
+   * Output goes to a file, not a pipe: a pipe would break (SIGPIPE/EPIPE) when the manager dies, and
+   * the instances must outlive a manager crash to be adopted. detached: own session and process
+   * group, so a Ctrl-C to the manager's terminal does not reach it, and what it forks is told apart
+   * from the manager's other processes (a plain child.kill() on a shell left the grandchild orphaned).
+   */
+  async #spawn(instanceId: string, command: string[], env: Record<string, string>): Promise<ChildProcess> {
     const logFd = openSync(this.#logPath(instanceId), "a");
     let child: ChildProcess;
     try {
       const [file, ...args] = command as [string, ...string[]];
-      // detached: own session and process group, so a Ctrl-C to the manager's terminal does not reach
-      // it, and what it forks is told apart from the manager's other processes (a plain child.kill()
-      // on a shell left the grandchild orphaned).
       child = spawn(file, args, { detached: true, stdio: ["ignore", logFd, logFd], env });
       await new Promise<void>((resolveSpawn, rejectSpawn) => {
         child.once("spawn", resolveSpawn);
@@ -288,45 +342,88 @@ export class LocalProvider implements Provider {
       throw new PoolError("PROVIDER_ERROR", "local provider is closing", { instanceId });
     }
     child.on("error", (err) => this.#log.warn({ err, instanceId, pid }, "local provider: child process error"));
+    return child;
+  }
 
-    const entry: Entry = {
-      instanceId,
-      name: spec.name,
-      pid,
-      port,
-      startedAt: this.#clock.now().toISOString(),
-      command: [...command],
-      ...(spec.ownerId ? { ownerId: spec.ownerId } : {}),
-      ownerTag: this.ownerTag,
-      status: "DEPLOYING",
-      child,
-      procStart: readStat(pid)?.startTime ?? null,
-      exited: false,
-      removing: false,
-      deleting: null,
-      probeTimer: null,
-      probeSocket: null,
-    };
-    this.#entries.set(instanceId, entry);
-    child.once("exit", (code, signal) => this.#markExited(entry, code, signal));
-    try {
-      this.#writeState();
-    } catch (err) {
-      // Not recorded = would be an orphan after a crash: do not leave it running.
-      entry.removing = true;
-      await this.#terminate(entry).catch(() => {});
-      this.#entries.delete(instanceId);
-      throw new PoolError("PROVIDER_ERROR", "local provider: could not record the instance", { instanceId }, { cause: err });
+  /** Only the entry's current child exits it: the process an upgrade replaced exits as planned. */
+  #watchChild(entry: Entry, child: ChildProcess): void {
+    child.once("exit", (code, signal) => {
+      if (entry.child === child) this.#markExited(entry, code, signal);
+    });
+  }
+
+  /**
+   * Upgrades an instance in place (issue 11): stops its processes and starts the new command with
+   * the same instance id, gateway token and port, keeping every variable the process had (its own
+   * keys among them) under the template's new ones. The state file records the new pid and command.
+   * Resolves once the new process runs; it is DEPLOYING until its port accepts, like a new one, and
+   * CRASHED if it exits. A variable the template dropped stays until the instance is recreated
+   * (as on Railway, where variables are upserted, not replaced).
+   */
+  async upgrade(ref: string, spec: UpgradeInstanceSpec): Promise<void> {
+    this.#assertStarted();
+    if (this.#closing) throw new PoolError("PROVIDER_ERROR", "local provider is closing");
+    const entry = this.#entryOf(ref);
+    if (!entry || entry.removing) throw new PoolError("INSTANCE_NOT_FOUND", `local provider: no instance ${ref}`);
+    if (entry.upgrading) throw new PoolError("PROVIDER_ERROR", `local provider: instance ${entry.instanceId} is being upgraded already`);
+    if (spec.ownerId && entry.ownerId && spec.ownerId !== entry.ownerId) {
+      throw new PoolError("PROVIDER_ERROR", `local provider: instance ${entry.instanceId} belongs to owner ${entry.ownerId}, not ${spec.ownerId}`);
     }
-    this.#log.info({ instanceId, pid, port }, "local provider: instance started");
-    if (!entry.exited) this.#probeLoop(entry, Date.now() + this.#startTimeoutMs);
-    return this.#toInstance(entry);
+    const command = spec.command && spec.command.length > 0 ? spec.command : this.#command;
+    entry.restarting = true;
+    const run = (async () => {
+      // What the process runs with now (ours in memory; an adopted one's from /proc), before it stops.
+      const had = entry.env ?? (entry.exited ? null : readEnviron(entry.pid)) ?? {};
+      const env: Record<string, string> = {};
+      for (const [k, v] of Object.entries(process.env)) if (v !== undefined && (PASS_ENV.has(k) || k.startsWith("LC_"))) env[k] = v;
+      Object.assign(env, had, this.#env, spec.env, {
+        PORT: String(entry.port),
+        GATEWAY_TOKEN: spec.gatewayToken,
+        INSTANCE_ID: entry.instanceId,
+        AGENT_POOL_OWNER: this.ownerTag,
+        ...(entry.ownerId ? { [OWNER_ID_ENV]: entry.ownerId } : {}),
+      });
+      this.#stopProbe(entry);
+      const old = entry.child;
+      await this.#terminate(entry);
+      old?.unref();
+      if (entry.removing || this.#closing) throw new PoolError("PROVIDER_ERROR", `local provider: instance ${entry.instanceId} was deleted during its upgrade`);
+      let child: ChildProcess;
+      try {
+        child = await this.#spawn(entry.instanceId, command, env);
+      } catch (err) {
+        entry.exited = true;
+        entry.status = "CRASHED";
+        this.#hint();
+        throw err;
+      }
+      entry.child = child;
+      entry.pid = child.pid!;
+      entry.procStart = readStat(entry.pid)?.startTime ?? null;
+      entry.command = [...command];
+      entry.env = env;
+      entry.exited = false;
+      entry.status = "DEPLOYING";
+      this.#watchChild(entry, child);
+      this.#writeState();
+      this.#log.info({ instanceId: entry.instanceId, pid: entry.pid, port: entry.port }, "local provider: instance upgraded (restarted with the new command)");
+      if (entry.removing) return; // deleted while it spawned: the delete stops it
+      this.#probeLoop(entry, Date.now() + this.#startTimeoutMs);
+      this.#hint();
+    })();
+    entry.upgrading = run.finally(() => {
+      entry.upgrading = null;
+      entry.restarting = false;
+    });
+    return entry.upgrading;
   }
 
   async delete(ref: string): Promise<void> {
     this.#assertStarted();
     const entry = this.#entryOf(ref);
     if (!entry) return;
+    // An upgrade under way finishes first (its new process is then the one stopped).
+    await entry.upgrading?.catch(() => undefined);
     entry.deleting ??= (async () => {
       entry.removing = true;
       this.#stopProbe(entry);
@@ -514,7 +611,8 @@ export class LocalProvider implements Provider {
   }
 
   #markExited(entry: Entry, code: number | null, signal: NodeJS.Signals | null): void {
-    if (entry.exited) return;
+    // An upgrade stopping the old process on purpose: not an exit of the instance.
+    if (entry.exited || entry.restarting) return;
     entry.exited = true;
     this.#stopProbe(entry);
     if (entry.removing) return;

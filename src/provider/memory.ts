@@ -5,7 +5,7 @@
  */
 import type { Clock } from "../clock.ts";
 import { systemClock } from "../clock.ts";
-import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing } from "./provider.ts";
+import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing, UpgradeInstanceSpec } from "./provider.ts";
 
 export interface MemoryProviderOptions {
   clock?: Clock;
@@ -20,7 +20,11 @@ export interface MemoryProviderOptions {
 export class MemoryProvider implements Provider {
   readonly kind = "memory";
   readonly fleet = new Map<string, ProviderInstance>();
-  readonly calls = { list: 0, create: 0, delete: 0, rename: 0 };
+  readonly calls = { list: 0, create: 0, delete: 0, rename: 0, upgrade: 0 };
+  /** Every upgrade asked (ref and spec), in order. */
+  readonly upgrades: Array<{ ref: string; spec: UpgradeInstanceSpec }> = [];
+  /** Next `upgrade()` throws this many times. */
+  failUpgrades = 0;
   /** Next `list()` throws this many times. */
   failLists = 0;
   /** Next `create()` throws this many times. */
@@ -76,6 +80,19 @@ export class MemoryProvider implements Provider {
   async delete(ref: string): Promise<void> {
     this.calls.delete++;
     this.fleet.delete(ref);
+  }
+
+  /** Upgrades in place: the instance keeps its ref and URL, and reports the new image. */
+  async upgrade(ref: string, spec: UpgradeInstanceSpec): Promise<void> {
+    this.calls.upgrade++;
+    if (this.failUpgrades > 0) {
+      this.failUpgrades--;
+      throw new Error("simulated upgrade failure");
+    }
+    const inst = this.fleet.get(ref);
+    if (!inst) throw new Error(`no instance ${ref}`);
+    this.upgrades.push({ ref, spec });
+    inst.image = spec.image ?? spec.command?.join(" ") ?? "memory:1";
   }
 
   async rename(ref: string, name: string): Promise<void> {

@@ -57,6 +57,26 @@ export interface CreateInstanceSpec {
   command?: string[] | null;
 }
 
+/**
+ * What an upgrade of a running instance (a claimed agent, issue 11) runs from now on: its pool's
+ * current template. The instance keeps its id, its gateway token and its address, and its own
+ * variables (its resources' keys, made once at its create): the template's environment is laid
+ * over what it has, never in place of it.
+ */
+export interface UpgradeInstanceSpec {
+  instanceId: string;
+  poolId: string;
+  gatewayToken: string;
+  /** The deployment's owner id (the resource carries it already; a provider checks it is ours). */
+  ownerId: string;
+  /** The template's environment (INSTANCE_ENV_*, the pool's env, the pool manager's variables). */
+  env: Record<string, string>;
+  /** Image to run (Railway); null/undefined: the provider's default. */
+  image?: string | null;
+  /** argv to run (local provider); null/undefined: the provider's default. */
+  command?: string[] | null;
+}
+
 /** What a provider's API budget looks like right now (from its rate-limit headers). */
 export interface ProviderBudget {
   /** Requests allowed in the current window, when the provider says. */
@@ -76,6 +96,13 @@ export interface Provider {
   create(spec: CreateInstanceSpec): Promise<ProviderInstance>;
   /** Deletes one instance. Deleting one that is already gone succeeds. */
   delete(ref: string): Promise<void>;
+  /**
+   * Moves a running instance to a new template in place (Railway: redeploy the service with the new
+   * image and its variables; local: restart the process with the new command). Resolves once the
+   * provider took the change; the new deployment's health is the observer's to judge, like any
+   * other. Providers that cannot leave it out.
+   */
+  upgrade?(ref: string, spec: UpgradeInstanceSpec): Promise<void>;
   /** Renames one instance, for visibility in the provider's console. */
   rename(ref: string, name: string): Promise<void>;
   /** The resource name this provider gives an instance of a pool (Railway caps names at 32 characters). */

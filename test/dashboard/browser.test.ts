@@ -3,7 +3,7 @@
  * installed, else the one the @sparticuz/chromium package ships, see test/support/browser.ts) against the real
  * server started as a process on its embedded defaults: sign in, watch the pool fill, see a change
  * arrive without a reload, launch an agent and chat with it at its invite link, kill it, crash one
- * and dismiss it. The page must make no request outside our server and violate no CSP rule.
+ * and dismiss it, create a pool and switch to it and back, release an agent. The page must make no request outside our server and violate no CSP rule.
  * Screenshots at 1280 and 375 px go to .test-artifacts/.
  */
 import { after, before, describe, it } from "node:test";
@@ -178,6 +178,53 @@ describe("dashboard in Chromium", () => {
     await page.click(`#dismiss-${id}`);
     await page.locator(`#agent-${id}`).waitFor({ state: "detached", timeout: 10_000 });
     await waitText("#count-crashed", "0", 10_000);
+  });
+
+  it("creates a pool on the pools page, switches to it and back (each page live on its own pool)", async () => {
+    await page.click("#pools-manage");
+    await page.waitForURL(`${pool!.url}/dashboard/pools`);
+    assert.equal(await page.title(), "agent-pool · pools (local)");
+    await page.fill("#pf-new-id", "blue");
+    await page.fill("#pf-new-minIdle", "1");
+    await page.fill("#pf-new-maxTotal", "2");
+    await page.fill("#pf-new-env", "PLAN=pro\nSERVICE_TOKEN=hunter2");
+    await page.click("#pf-new-submit");
+    await page.locator("#pools-notice .banner.ok", { hasText: "Created pool blue" }).waitFor();
+    const card = page.locator("#pool-card-blue");
+    await card.waitFor();
+    assert.match((await card.textContent())!, /SERVICE_TOKEN=••••••/);
+    assert.doesNotMatch(await page.content(), /hunter2/);
+    // The switcher in the header (refreshed with the list): to the new pool, whose own instance fills it.
+    await page.locator("#pool-link-blue").waitFor();
+    await Promise.all([page.waitForURL(`${pool!.url}/?pool=blue`), page.click("#pool-link-blue")]);
+    assert.equal(await page.title(), "agent-pool · blue (local)");
+    await page.locator('#live[data-state="on"]').waitFor({ timeout: 10_000 });
+    await waitText("#count-idle", "1", 30_000);
+    assert.equal(await text("#count-total"), "1");
+    assert.equal(await page.locator("#pool-link-blue[aria-current=page]").count(), 1);
+    await Promise.all([page.waitForURL(`${pool!.url}/?pool=default`), page.click("#pool-link-default")]);
+    assert.equal(await page.title(), "agent-pool · default (local)");
+    await page.locator('#live[data-state="on"]').waitFor({ timeout: 10_000 });
+  });
+
+  it("releases an agent after a confirmation: its instance is reset and back in the pool", async () => {
+    await page.fill("#agent-name", "Short Stay");
+    await page.fill("#instructions", "");
+    await page.click("#launch-submit");
+    await page.locator("#launch-result .banner.ok", { hasText: "Short Stay" }).waitFor({ timeout: 15_000 });
+    const id = (await text("#launch-instance"))!.trim();
+    await page.locator(`#agent-${id}`).waitFor();
+    let asked = "";
+    page.once("dialog", (d) => {
+      asked = d.message();
+      void d.accept();
+    });
+    await page.click(`#release-${id}`);
+    await page.locator("#agents-notice .banner.ok", { hasText: "back in the pool" }).waitFor({ timeout: 15_000 });
+    assert.match(asked, /^Release agent “Short Stay”\?/);
+    await page.locator(`#agent-${id}`).waitFor({ state: "detached", timeout: 10_000 });
+    // The instance itself stays, idle again.
+    await page.locator(`#inst-${id} .badge.s-idle`).waitFor({ timeout: 10_000 });
   });
 
   it("made no request outside our server and broke no CSP rule", () => {

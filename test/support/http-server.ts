@@ -18,6 +18,8 @@ import { PoolOperations } from "../../src/pool/operations.ts";
 import { Reconciler } from "../../src/pool/reconciler.ts";
 import { RolloutService } from "../../src/pool/rollouts.ts";
 import { MemoryProvider } from "../../src/provider/memory.ts";
+import { AgentOperations } from "../../src/pool/agent-operations.ts";
+import { UpgradeRunner } from "../../src/upgrade/runner.ts";
 
 /** Runtimes keyed by URL: a provision binds a conversation, a reset clears it; always healthy. */
 export class InstantRuntimes {
@@ -114,6 +116,14 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
   } });
   const ops = new PoolOperations({ store, providers, reconciler, claims, registry, defaultPool: poolId, logger: silentLogger });
   const metrics = new PoolMetrics(store, () => [poolId]);
+  // Release and upgrades of agents (issue 11), on the same in-memory runtimes and provider.
+  const upgrades = new UpgradeRunner({ store, providers, ownerId, logger: silentLogger, runner: reconciler.holder });
+  const agents = new AgentOperations({
+    store,
+    registry,
+    upgrades,
+    release: { store, providers, runtime: runtimes, resetTimeoutMs: 1_000, logger: silentLogger },
+  });
   const app = await buildServer({
     store,
     reconciler,
@@ -132,6 +142,7 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     instanceRoutes: { runtime: runtimes, resources: null, rateLimitPerMin: 1_000, resetTimeoutMs: 1_000 },
     ...(o.liveSafetyReadMs !== undefined ? { liveSafetyReadMs: o.liveSafetyReadMs } : {}),
     rollouts,
+    agents,
   });
   await app.ready();
   return {
@@ -143,6 +154,7 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     apiKey,
     close: async () => {
       await app.close();
+      await upgrades.stop();
       await reconciler.stop();
     },
   };

@@ -13,7 +13,8 @@
   // Live updates: the server says "the pool changed"; htmx re-fetches the fragments that listen for
   // `pool-changed` (hx-trigger="pool-changed from:body"). Only this server is ever asked.
   if (live && window.EventSource && window.htmx) {
-    var source = new EventSource("/dashboard/events");
+    // The page's pool's changes (data-events names it; default: the default pool's).
+    var source = new EventSource(live.getAttribute("data-events") || "/dashboard/events");
     source.addEventListener("open", function () { setLive("on", "Live"); });
     source.addEventListener("changed", function () {
       setLive("on", "Live");

@@ -116,6 +116,24 @@ export const NOTIFICATION_RULE_CREATE =
 export interface NotificationRulesData {
   notificationRules: Array<{ id: string; eventTypes: string[]; channels: Array<{ id: string; config: unknown }> }> | null;
 }
+/**
+ * An upgrade of a running service in place (a claimed agent, issue 11), three requests:
+ * 1. the template's variables, upserted (not replaced: the service's own variables, its instance's
+ *    keys, stay) without a deploy of their own (`skipDeploys`);
+ * 2. the service instance's image source set to the template's image;
+ * 3. a deploy of the service instance as it is now configured. `serviceInstanceRedeploy` would not do:
+ *    it redeploys the latest deployment "using its existing commit", i.e. the old image (the earlier
+ *    pool's `deploymentRedeploy` replayed old images, #280). Setting an image source may itself start
+ *    a deploy (the earlier pool's notes say so, unverified): then this one supersedes it, at the cost
+ *    of one superseded deployment rather than an upgrade that silently never deploys.
+ */
+export const VARIABLES_UPSERT = "mutation VariablesUpsert($input: VariableCollectionUpsertInput!) { variableCollectionUpsert(input: $input) }";
+
+export const SERVICE_INSTANCE_SOURCE =
+  "mutation ServiceInstanceSource($serviceId: String!, $environmentId: String!, $input: ServiceInstanceUpdateInput!) { serviceInstanceUpdate(serviceId: $serviceId, environmentId: $environmentId, input: $input) }";
+
+export const SERVICE_INSTANCE_DEPLOY =
+  "mutation ServiceInstanceDeploy($serviceId: String!, $environmentId: String!) { serviceInstanceDeployV2(serviceId: $serviceId, environmentId: $environmentId) }";
 
 /** Every fixed document, for schema validation in tests. */
 export const ALL_DOCUMENTS: Record<string, string> = {
@@ -136,6 +154,9 @@ export const ALL_DOCUMENTS: Record<string, string> = {
   PROJECT_CREATE,
   PROJECT_SERVICE_NAMES,
   TOKEN_CHECK,
+  VARIABLES_UPSERT,
+  SERVICE_INSTANCE_SOURCE,
+  SERVICE_INSTANCE_DEPLOY,
 };
 
 // ---- Answer shapes (everything optional/nullable: the answer is checked, not trusted) ----
@@ -214,6 +235,19 @@ export interface ServiceRenameData {
 
 export interface ProjectCreateData {
   projectCreate?: ProjectEnvironmentsNode | null;
+}
+
+export interface VariablesUpsertData {
+  variableCollectionUpsert?: boolean | null;
+}
+
+export interface ServiceInstanceSourceData {
+  serviceInstanceUpdate?: boolean | null;
+}
+
+export interface ServiceInstanceDeployData {
+  /** The new deployment's id. */
+  serviceInstanceDeployV2?: string | null;
 }
 
 export interface ProjectServiceNamesData {

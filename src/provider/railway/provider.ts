@@ -12,7 +12,7 @@
  */
 import { systemClock, type Clock } from "../../clock.ts";
 import { PoolError } from "../../errors.ts";
-import type { CreateInstanceSpec, Provider, ProviderBudget, ProviderInstance, ProviderListing } from "../provider.ts";
+import type { CreateInstanceSpec, Provider, ProviderBudget, ProviderInstance, ProviderListing, UpgradeInstanceSpec } from "../provider.ts";
 import {
   GraphQLClient,
   RailwayApiError,
@@ -33,8 +33,11 @@ import {
   SERVICE_DELETE,
   SERVICE_DELETE_IN_ENVIRONMENT,
   SERVICE_DOMAIN_CREATE,
+  SERVICE_INSTANCE_DEPLOY,
+  SERVICE_INSTANCE_SOURCE,
   SERVICE_RENAME,
   TOKEN_CHECK,
+  VARIABLES_UPSERT,
   listDocument,
   listPageDocument,
   resolveDocument,
@@ -50,8 +53,11 @@ import {
   type ServiceCreateData,
   type ServiceDeleteData,
   type ServiceDomainCreateData,
+  type ServiceInstanceDeployData,
+  type ServiceInstanceSourceData,
   type ServiceNode,
   type ServiceRenameData,
+  type VariablesUpsertData,
 } from "./operations.ts";
 import { ServiceNames, type ParsedServiceName } from "./names.ts";
 import { mapDeployStatus, pickDeployment } from "./status.ts";
@@ -873,6 +879,60 @@ export class RailwayProvider implements Provider {
     }
   }
 
+  // ---- upgrade ----
+
+  /**
+   * Redeploys a service with the template's image and variables (issue 11: a claimed agent moved to
+   * its pool's current template): three requests (operations.ts, VARIABLES_UPSERT and after). The
+   * template's variables are upserted over the service's (its own keys stay; a variable the template
+   * dropped stays too), then ours last, as at create, so none of them can be replaced. The service
+   * keeps its id and domain; the new deployment's progress is read by the next listings, like any.
+   */
+  async upgrade(ref: string, spec: UpgradeInstanceSpec): Promise<void> {
+    this.#assertOpen();
+    this.#refuseForeign(ref, "upgrade");
+    if (spec.ownerId !== this.#ownerId) {
+      throw new PoolError("PROVIDER_ERROR", `railway: provider of owner ${this.#ownerId} asked to upgrade for owner ${JSON.stringify(spec.ownerId)}`);
+    }
+    const info = this.#refs.get(ref);
+    const project = info ? this.#projects.get(info.projectId) : undefined;
+    if (!info || !project) {
+      // Only a service a listing (or our create) showed is known with its project and environment.
+      throw new PoolError("PROVIDER_ERROR", `railway: service ${ref} is not in the last listing; try again after the next pass`, { ref });
+    }
+    const variables: Record<string, string> = {
+      ...spec.env,
+      GATEWAY_TOKEN: spec.gatewayToken,
+      INSTANCE_ID: spec.instanceId,
+      PORT: String(this.#port),
+      AGENT_POOL_OWNER: this.#ownerId,
+    };
+    const environmentId = project.environmentId;
+    const image = spec.image ?? this.#o.image;
+    try {
+      const v = await this.#client.call<VariablesUpsertData>(
+        VARIABLES_UPSERT,
+        { input: { projectId: project.id, environmentId, serviceId: ref, variables, replace: false, skipDeploys: true } },
+        { operation: "variableCollectionUpsert", idempotent: true },
+      );
+      if (v.data.variableCollectionUpsert === false) throw new RailwayApiError("variableCollectionUpsert", "graphql_error", "variableCollectionUpsert returned false");
+      const u = await this.#client.call<ServiceInstanceSourceData>(
+        SERVICE_INSTANCE_SOURCE,
+        { serviceId: ref, environmentId, input: { source: { image } } },
+        { operation: "serviceInstanceUpdate", idempotent: true },
+      );
+      if (u.data.serviceInstanceUpdate === false) throw new RailwayApiError("serviceInstanceUpdate", "graphql_error", "serviceInstanceUpdate returned false");
+      const d = await this.#client.call<ServiceInstanceDeployData>(
+        SERVICE_INSTANCE_DEPLOY,
+        { serviceId: ref, environmentId },
+        { operation: "serviceInstanceDeployV2", idempotent: false },
+      );
+      this.#log.info({ ref, instanceId: spec.instanceId, image, deploymentId: d.data.serviceInstanceDeployV2 ?? null }, "railway: instance upgraded (redeployed)");
+    } catch (err) {
+      throw asProviderError(err, "upgrade");
+    }
+  }
+
   // ---- rename ----
 
   /**
@@ -907,10 +967,10 @@ export class RailwayProvider implements Provider {
    * another owner id. A ref never listed, or listed without an owner (made before owner ids, and
    * adopted through a row), passes.
    */
-  #refuseForeign(ref: string, what: "delete" | "rename"): void {
+  #refuseForeign(ref: string, what: "delete" | "rename" | "upgrade"): void {
     const owner = this.#refs.get(ref)?.owner ?? null;
     if (owner === null || owner === this.#ownerId) return;
-    this.#client.count(what === "delete" ? "serviceDelete" : "serviceUpdate", "refused_foreign");
+    this.#client.count(what === "delete" ? "serviceDelete" : what === "upgrade" ? "serviceInstanceUpdate" : "serviceUpdate", "refused_foreign");
     throw new PoolError("PROVIDER_ERROR", `railway: refusing to ${what} service ${ref}: it belongs to another deployment (owner ${owner}, ours ${this.#ownerId})`, {
       ref,
       owner,
