@@ -697,6 +697,11 @@ export class KyselyStore implements Store {
        WHERE name = ${lease.name} AND holder = ${lease.holder} AND term = ${lease.term}::bigint AND expires_at > now()`.execute(this.#db);
   }
 
+  async databaseNow(): Promise<Date> {
+    const { rows } = await sql<{ now: Date | string }>`SELECT now() AS now`.execute(this.#db);
+    return toDate(first(rows).now);
+  }
+
   // ---- rate limits (shared by replicas) ----
 
   async hitRateLimit(key: string, windowMs: number): Promise<{ hits: number; resetAt: Date }> {

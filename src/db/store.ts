@@ -564,6 +564,8 @@ export interface Store {
   renewLease(lease: Lease, ttlMs: number): Promise<boolean>;
   /** Lets the lease expire now (the term is kept, so the next holder gets a new one). */
   releaseLease(lease: Lease): Promise<void>;
+  /** The database's clock (`now()`): passes judge row ages against it, not the process clock. */
+  databaseNow(): Promise<Date>;
 
   /**
    * Counts one hit of a fixed window shared by every replica; returns the hits in the current

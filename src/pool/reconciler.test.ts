@@ -428,6 +428,22 @@ describe("Reconciler.tick", () => {
     );
   });
 
+  it("judges row ages by the database's clock: a replica hours ahead leaves an in-flight create alone", async () => {
+    // Replicas' clocks disagree (the interleaving suite skews them by ±6 h). Row timestamps are the
+    // database's, so a pass measuring a row's age with its own clock took a create still waiting
+    // for the provider's answer for one "never created" and freed its slot.
+    clock = new ManualClock(Date.now() + 6 * 3_600_000);
+    const r = await reconciler({ pool: { minIdle: 0, maxTotal: 1 } });
+    await store.insertInstance({ id: "i-inflight", poolId, provider: "memory", name: "inflight", gatewayToken: "t", reason: "create in flight" });
+    const res = await r.tick();
+    assert.deepEqual(res.transitions, [], "within the create's grace by the database's clock");
+    assert.equal((await store.getInstance("i-inflight"))?.status, "starting");
+    // Time the injected clock moves within a term still passes: past the grace, it is judged.
+    clock.advance(121_000);
+    const later = await r.tick();
+    assert.deepEqual(later.transitions.map((t) => [t.id, t.to]), [["i-inflight", "dead"]]);
+  });
+
   it("checks an instance at its stored URL when a listing omits it, and keeps old healthy instances (seed §8 f1a1fab)", async () => {
     const r = await reconciler();
     await r.tick();

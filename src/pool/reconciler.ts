@@ -188,7 +188,7 @@ export class Reconciler {
       store: opts.store,
       providers: opts.providers,
       health: opts.health,
-      clock: opts.clock,
+      clock: this.#passClock,
       policy: opts.policy,
       healthTimeoutMs: opts.healthTimeoutMs,
       healthConcurrency: opts.healthConcurrency,
@@ -199,7 +199,7 @@ export class Reconciler {
       poolId: null,
       store: opts.store,
       statusReader: opts.statusReader,
-      clock: opts.clock,
+      clock: this.#passClock,
       marginMs: opts.sweepMarginMs ?? 30_000,
       statusTimeoutMs: opts.healthTimeoutMs,
       concurrency: opts.healthConcurrency,
@@ -217,7 +217,7 @@ export class Reconciler {
       ...(opts.haltCreatesAfterFailures !== undefined ? { haltAfterFailures: opts.haltCreatesAfterFailures } : {}),
       resources: opts.resources,
     });
-    this.#renamer = new Renamer({ store: opts.store, providers: opts.providers, clock: opts.clock, logger: opts.logger });
+    this.#renamer = new Renamer({ store: opts.store, providers: opts.providers, clock: this.#passClock, logger: opts.logger });
   }
 
   get holder(): string {
@@ -270,9 +270,12 @@ export class Reconciler {
     // renames. A lost hint costs only latency: the next pass does both anyway.
     this.#unsubscribe = this.#o.store
       .subscribeHints((h) => {
+        // Kept even while another replica (or nobody yet) holds the lease: an agent upgraded while
+        // this process was starting up is checked by its first pass as the holder, not a cadence
+        // later (found by test/upgrade-restart.test.ts: a claimed agent's new version unseen for 60 s).
+        if (h.kind === "check" && h.instanceId) return this.checkSoon(h.instanceId);
         if (this.#elector.lease === null) return;
         if (h.kind === "claimed") this.replenishSoon(h.pool);
-        else if (h.kind === "check" && h.instanceId) this.checkSoon(h.instanceId);
         else if (h.kind === "bound" && h.instanceId) this.renameSoon(h.instanceId);
       })
       .catch((err) => {
@@ -286,7 +289,9 @@ export class Reconciler {
    * changed, its process exited, it called back). A forged or replayed hint costs one check.
    */
   checkSoon(instanceId: string): void {
-    this.#checks.soon(instanceId, this.#o.clock.now().getTime());
+    // Due at any time at all: the next pass of this replica as the lease holder checks it, whatever
+    // its clock's offset turns out to be.
+    this.#checks.soon(instanceId, 0);
     this.wake();
   }
 
@@ -379,6 +384,23 @@ export class Reconciler {
     this.#schedule(next);
   }
 
+  /**
+   * The clock a pass judges ages by: the injected clock, anchored to the database's at the start
+   * of each term. Row timestamps come from the database (`now()` defaults), so comparing them with
+   * a process clock hours off (the interleaving suite skews replicas by ±6 h) declared in-flight
+   * creates "never created" and freed their slots while the create was still under way: a schedule
+   * found 6 resources at max total 5. Anchored per term, not per pass, so time the injected clock
+   * moves within a term (tests) still passes.
+   */
+  #clockOffsetMs: number | null = null;
+  readonly #passClock: Clock = { now: () => new Date(this.#o.clock.now().getTime() + (this.#clockOffsetMs ?? 0)) };
+
+  async #anchorClock(): Promise<void> {
+    const before = this.#o.clock.now().getTime();
+    const db = (await this.#o.store.databaseNow()).getTime();
+    this.#clockOffsetMs = db - before;
+  }
+
   async #pass(): Promise<TickResult> {
     const o = this.#o;
     const t0 = performance.now();
@@ -402,9 +424,10 @@ export class Reconciler {
       errors: [],
     };
     try {
-      const { lease } = await this.#elector.runOnce();
+      const { lease, newTerm } = await this.#elector.runOnce();
       result.leader = lease !== null;
       result.term = lease?.term ?? null;
+      if (lease && (newTerm || this.#clockOffsetMs === null)) await this.#anchorClock();
       if (lease) await this.#reconcile(lease, result);
     } catch (err) {
       result.errors.push(`pass: ${(err as Error).message}`);
@@ -452,7 +475,7 @@ export class Reconciler {
     }
 
     // Plans: one per pool, then the orphans of each provider, then the global cap.
-    const now = o.clock.now();
+    const now = this.#passClock.now();
     const plans = pools.map((pool) => {
       const kind = pool.provider ?? o.defaultProvider;
       const instances = seen.observed.get(pool.id) ?? [];
