@@ -17,7 +17,8 @@
  *   - no resource of another owner (or of none) touched.
  *
  * INTERLEAVING_SCHEDULES (default 1000) and INTERLEAVING_SEED (default: random, printed) choose
- * how many and which; INTERLEAVING_PARALLEL (default 8) how many run at once.
+ * how many and which; INTERLEAVING_PARALLEL (default 8) how many run at once; INTERLEAVING_TRACE=1
+ * prints a failing schedule's provider log and every status change.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -147,7 +148,9 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
 
   /** A fresh deployment in the worker's database: every table emptied, the owner id recorded. */
   async function reset(w: Worker): Promise<void> {
-    await w.raw.query("TRUNCATE instance_events, claims, instance_resources, instances, pools, leases, rate_limits, deployment");
+    // Every table but the migrations' record, so a table a later migration adds is emptied too.
+    const { rows } = await w.raw.query<{ t: string }>("SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'");
+    await w.raw.query(`TRUNCATE ${rows.map((r) => r.t).join(", ")}`);
     await w.stores[0]!.ensureOwnerId(OWNER);
   }
 
@@ -260,7 +263,14 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
         failureCodes.set(o.error ?? "?", (failureCodes.get(o.error ?? "?") ?? 0) + 1);
       }
     }
-    return checkInvariants(w, s, pool, fleet, outcomes);
+    const probs = await checkInvariants(w, s, pool, fleet, outcomes);
+    if (probs.length && process.env.INTERLEAVING_TRACE) {
+      console.error(JSON.stringify(s));
+      console.error(fleet.log.join("\n"));
+      const { rows: ev } = await raw.query("SELECT e.id, e.instance_id, e.from_status, e.to_status, e.actor, e.reason, e.created_at, i.provider_ref, i.deleted_at, i.resource_gone_at FROM instance_events e JOIN instances i ON i.id = e.instance_id ORDER BY e.id");
+      for (const e of ev) console.error(JSON.stringify(e));
+    }
+    return probs;
   }
 
   async function checkInvariants(w: Worker, s: Schedule, pool: string, fleet: FaultyFleet, outcomes: Outcome[]): Promise<string[]> {
