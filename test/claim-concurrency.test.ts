@@ -27,7 +27,7 @@ describe("200 concurrent claims across 3 replicas on Postgres", () => {
 
   before(async () => {
     pg = await startTestPostgres();
-    for (let i = 0; i < 3; i++) stores.push(await openStore({ databaseUrl: pg.url }));
+    for (let i = 0; i < 3; i++) stores.push(await openStore({ databaseUrl: pg.url, postgres: { poolMax: 6 } }));
     runtimes = createServer((req, res) => {
       const token = (req.headers.authorization ?? "").replace(/^Bearer /, "");
       let body = "";

@@ -215,6 +215,8 @@ function poolEnv(s: RailwayStandin, projectId: string, databaseUrl: string, o: F
     RAILWAY_REQUEST_TIMEOUT_MS: "5000",
     INSTANCE_IMAGE: CHAOS_IMAGE,
     DATABASE_URL: databaseUrl,
+    // The test server's 100 connections are shared with the other test file that runs beside this one.
+    PG_POOL_MAX: "4",
     POOL_ID: CHAOS_POOL,
     POOL_MIN_IDLE: String(o.minIdle),
     POOL_MAX_TOTAL: String(o.maxTotal),

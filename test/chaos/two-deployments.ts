@@ -75,6 +75,7 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
         RAILWAY_PROJECT_IDS: projectId,
         INSTANCE_IMAGE: CHAOS_IMAGE,
         DATABASE_URL: db.url,
+        PG_POOL_MAX: "4",
         POOL_ID: CHAOS_POOL,
         POOL_MIN_IDLE: String(o.minIdle),
         POOL_MAX_TOTAL: String(o.maxTotal),

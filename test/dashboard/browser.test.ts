@@ -58,7 +58,9 @@ describe("dashboard in Chromium", () => {
     await page.goto(pool!.url);
     assert.match(page.url(), /\/login$/);
     const apiKey = readFileSync(join(dataDir, "api-key"), "utf8").trim();
-    // The password field has focus on load; Enter submits.
+    // The password field has focus on load (autofocus); Enter submits. Wait for that focus before typing:
+    // on a loaded CI machine the keys once went out before it landed, into nothing (CI run of stop 14).
+    await page.waitForFunction(() => document.activeElement?.id === "password", null, { timeout: 10_000 });
     await page.keyboard.type(apiKey);
     await Promise.all([page.waitForURL(`${pool!.url}/`), page.keyboard.press("Enter")]);
     assert.equal(await page.title(), "agent-pool · default (local)");
