@@ -24,6 +24,7 @@ import { joinUrlHostAllowed } from "./join-url.ts";
 import { PoolError } from "../errors.ts";
 import type { InstanceTarget, ProvisionRequest, ProvisionResult, RuntimeStatus } from "../instance/client.ts";
 import type { Logger } from "../logger.ts";
+import { claimReport, type ClaimReport } from "../pool/history-recorder.ts";
 
 export interface ProvisionClient {
   provision(target: InstanceTarget, req: ProvisionRequest, timeoutMs: number): Promise<ProvisionResult>;
@@ -103,6 +104,11 @@ export interface ClaimServiceOptions {
   waitPollMs?: number;
   /** Called after each claim with its outcome, duration and pool (metrics). */
   onOutcome?: (outcome: ClaimOutcome, seconds: number, provisionSeconds: number, pool: string) => void;
+  /**
+   * Told how each claim was served (warm, after waiting, pool empty) and how long it waited: the
+   * pool's history and warm-hit metrics (issue 13). Called after `onOutcome`; must not throw.
+   */
+  recorder?: (report: ClaimReport) => void;
   /** Seconds a client should wait before retrying an empty pool. */
   retryAfterSeconds?: (poolId: string) => Promise<number>;
   /** Fencing tokens (tests make them readable). */
@@ -150,7 +156,7 @@ export class ClaimService {
 
   async claim(req: ClaimRequest): Promise<ClaimResponse> {
     const t0 = performance.now();
-    const timing = { provision: 0 };
+    const timing: ClaimTiming = { provision: 0 };
     const state: { outcome: ClaimOutcome; pool: string } = { outcome: "failed", pool: req.pool ?? req.runtime ?? this.#o.defaultPool };
     try {
       const res = await this.#claim(req, timing, (o) => (state.outcome = o));
@@ -168,11 +174,19 @@ export class ClaimService {
       }
       throw err;
     } finally {
-      this.#o.onOutcome?.(state.outcome, (performance.now() - t0) / 1000, timing.provision / 1000, state.pool);
+      const seconds = (performance.now() - t0) / 1000;
+      this.#o.onOutcome?.(state.outcome, seconds, timing.provision / 1000, state.pool);
+      if (this.#o.recorder) {
+        try {
+          this.#o.recorder(claimReport(state.outcome, state.pool, seconds, timing, this.#mono()));
+        } catch (err) {
+          this.#o.logger.warn({ err: (err as Error).message }, "could not record the claim for the pool's history");
+        }
+      }
     }
   }
 
-  async #claim(req: ClaimRequest, timing: { provision: number }, mark: (o: ClaimOutcome) => void): Promise<ClaimResponse> {
+  async #claim(req: ClaimRequest, timing: ClaimTiming, mark: (o: ClaimOutcome) => void): Promise<ClaimResponse> {
     const o = this.#o;
     const resolved = await this.#resolve(req);
     const poolId = resolved.pools[0]!.id;
@@ -274,7 +288,7 @@ export class ClaimService {
     resolved: ResolvedClaim,
     req: ClaimRequest,
     deadline: number,
-    timing: { provision: number },
+    timing: ClaimTiming,
     mark: (o: ClaimOutcome) => void,
   ): Promise<ClaimResponse> {
     const o = this.#o;
@@ -318,6 +332,7 @@ export class ClaimService {
         throw new PoolError("CLAIM_IN_PROGRESS");
       }
       if (pick.kind === "empty") {
+        if (tried.length === 0) timing.firstEmptyAt ??= this.#mono();
         if (tried.length === 0 && this.#mono() < waitUntil) {
           await sleep(Math.min(o.waitPollMs ?? 200, Math.max(1, waitUntil - this.#mono())));
           continue;
@@ -327,6 +342,7 @@ export class ClaimService {
         throw new PoolError("POOL_EMPTY", undefined, { retryAfter });
       }
       const inst = pick.instance;
+      timing.pickedAt ??= this.#mono();
       tried.push(inst.id);
       // A hint to the replica holding the lease: replenish (and rename this agent's resource).
       o.store.publishHint({ pool: inst.poolId, kind: "claimed", instanceId: inst.id }).catch((err) =>
@@ -450,6 +466,13 @@ export class ClaimService {
       })
       .catch((err) => o.logger.error({ err, instanceId: inst.id }, "could not record the failed claim; the sweeper resolves it"));
   }
+}
+
+/** When a claim found its pools empty first and when it picked an instance (monotonic ms). */
+export interface ClaimTiming {
+  provision: number;
+  firstEmptyAt?: number;
+  pickedAt?: number;
 }
 
 /** What an instance no longer holds once a claim attempt lets go of it (recovery or sweeper). */
