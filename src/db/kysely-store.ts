@@ -791,6 +791,10 @@ export class KyselyStore implements Store {
     return history.poolHistory(this.#db, poolId, sinceMs);
   }
 
+  retireSurplusIdle(poolId: string, keepIdle: number, reason: string, fence?: Lease): Promise<string | null> {
+    return history.retireSurplusIdle(this.#db, poolId, keepIdle, reason, fence);
+  }
+
   claimArrivals(poolId: string, windowMs: number): Promise<{ arrivals: number; oldestMinute: Date | null; now: Date }> {
     return history.claimArrivals(this.#db, poolId, windowMs);
   }

@@ -112,6 +112,28 @@ function history(name: string, open: () => Promise<TestDatabase>) {
       assert.equal(rows.length, 1);
     });
 
+    it("retires surplus idle instances oldest first, never below keepIdle, never a protected one, only under the lease", async () => {
+      const pool = await newPool();
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const id = uid("i");
+        await store.insertInstance({ id, poolId: pool, provider: "memory", name: id, gatewayToken: `t-${id}`, reason: "test" });
+        await store.transition({ id, from: "starting", to: "idle", actor: "reconciler", reason: "up" });
+        ids.push(id);
+      }
+      await store.setProtected(ids[0]!, true);
+      const lease = (await store.acquireLease("reconciler", "me", 60_000))!;
+      assert.equal(await store.retireSurplusIdle(pool, 2, "scaled down", lease), ids[1]);
+      assert.equal(await store.retireSurplusIdle(pool, 2, "scaled down", lease), ids[2]);
+      assert.equal(await store.retireSurplusIdle(pool, 2, "scaled down", lease), null, "two idle left: kept");
+      assert.equal(await store.retireSurplusIdle(pool, 0, "x", { ...lease, term: lease.term + 100 }), null, "a stale term retires nothing");
+      assert.equal(await store.retireSurplusIdle(pool, 0, "scaled down", lease), ids[3], "the protected one is never picked");
+      assert.equal(await store.retireSurplusIdle(pool, 0, "scaled down", lease), null);
+      assert.equal((await store.getInstance(ids[0]!))?.status, "idle");
+      const [ev] = await store.listEvents(ids[1]!, 1);
+      assert.deepEqual([ev?.fromStatus, ev?.toStatus, ev?.reason], ["idle", "dead", "scaled down"]);
+    });
+
     it("stores a pool's sizing policy and reads it back; fixed by default", async () => {
       const id = uid("p");
       const sizing = {

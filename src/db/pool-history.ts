@@ -7,6 +7,9 @@
  */
 import { sql, type Kysely } from "kysely";
 import type { HistoryRow, HistoryWrite } from "../pool/history.ts";
+import { canTransition } from "../instance/status.ts";
+import { leaseHeld } from "./fence.ts";
+import type { Lease } from "./store.ts";
 import type { Database } from "./tables.ts";
 
 const ms = (n: number) => sql`(${n}::double precision * interval '1 millisecond')`;
@@ -72,6 +75,35 @@ export async function claimArrivals(db: Kysely<Database>, poolId: string, window
       FROM pool_history WHERE pool_id = ${poolId} AND minute >= now() - ${ms(windowMs)}`.execute(db);
   const r = rows[0]!;
   return { arrivals: Number(r.arrivals), oldestMinute: r.oldest === null ? null : new Date(r.oldest), now: new Date(r.now) };
+}
+
+/**
+ * Scale-down of a demand-sized pool (issue 13): its oldest idle, unprotected instance goes to
+ * `dead` (the next pass deletes its resource) only while more than `keepIdle` are idle, counted in
+ * the same statement; the row is locked, so a claim that took it first wins and this retires
+ * nothing. Fenced on the lease. Returns the retired instance's id, or null.
+ */
+export async function retireSurplusIdle(db: Kysely<Database>, poolId: string, keepIdle: number, reason: string, fence?: Lease): Promise<string | null> {
+  if (!canTransition("idle", "dead", "reconciler")) throw new Error("retireSurplusIdle: the transition table no longer allows it");
+  const { rows } = await sql<{ id: string }>`
+    WITH cur AS (
+      SELECT i.id FROM instances i
+       WHERE i.pool_id = ${poolId} AND i.status = 'idle' AND NOT i.protected AND i.deleted_at IS NULL
+         AND (SELECT count(*) FROM instances c WHERE c.pool_id = ${poolId} AND c.status = 'idle' AND c.deleted_at IS NULL) > ${keepIdle}
+         AND ${leaseHeld(fence)}
+       ORDER BY i.status_changed_at, i.id
+       LIMIT 1
+       FOR UPDATE OF i SKIP LOCKED
+    ), upd AS (
+      UPDATE instances i SET status = 'dead', status_changed_at = now(), updated_at = now()
+        FROM cur WHERE i.id = cur.id AND i.status = 'idle'
+      RETURNING i.id, i.pool_id
+    ), ev AS (
+      INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
+      SELECT id, pool_id, 'idle', 'dead', 'reconciler', ${reason}::text FROM upd
+    )
+    SELECT id FROM upd`.execute(db);
+  return rows[0]?.id ?? null;
 }
 
 export async function prunePoolHistory(db: Kysely<Database>, olderThanMs: number, batch: number): Promise<number> {

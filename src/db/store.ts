@@ -599,6 +599,12 @@ export interface Store {
   addPoolHistory(rows: readonly HistoryWrite[]): Promise<void>;
   /** A pool's minutes from `sinceMs` ago to now (database clock), oldest first, and the database's now. */
   poolHistory(poolId: string, sinceMs: number): Promise<{ rows: HistoryRow[]; now: Date }>;
+  /**
+   * Retires (idle → dead) the pool's oldest unprotected idle instance while more than `keepIdle`
+   * are idle, counted in the same statement, fenced on the lease (a demand pool's scale-down).
+   * Returns its id, or null when none was retired.
+   */
+  retireSurplusIdle(poolId: string, keepIdle: number, reason: string, fence?: Lease): Promise<string | null>;
   /** Claims that wanted an instance in the pool's last `windowMs` (the planner's arrival rate). */
   claimArrivals(poolId: string, windowMs: number): Promise<{ arrivals: number; oldestMinute: Date | null; now: Date }>;
 

@@ -638,4 +638,22 @@ describe("Reconciler.tick", () => {
     // Timed by the pass clock (anchored to the database): at most the 2 s the clock moved, plus the real time of the test.
     assert.ok(last.refillMsMax > 0 && last.refillMsMax < 60_000, `refill ${last.refillMsMax} ms`);
   });
+  it("a demand pool retires idle instances above its target once the cooldown allows; the next pass deletes them (issue 13)", async () => {
+    const r0 = await reconciler();
+    await r0.tick();
+    clock.advance(2_000);
+    await r0.tick();
+    assert.equal((await store.countByStatus(poolId)).idle, 3);
+    const p = (await store.getPool(poolId))!;
+    // No claims measured at all and no cooldown: the floor (1) is the target.
+    await store.savePool({ ...p, sizing: { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 0, timeZone: "UTC", schedule: [] } });
+    const r = await reconciler({ holder: `test-${poolId}` });
+    const t = await r.tick();
+    assert.equal(t.transitions.filter((x) => x.to === "dead" && x.reason === "scaled down (sizing)").length, 2);
+    assert.equal((await store.countByStatus(poolId)).idle, 1);
+    clock.advance(2_000);
+    const next = await r.tick();
+    assert.equal(next.deleted.length, 2, "their resources deleted by the next pass");
+    assert.equal(provider.fleet.size, 1);
+  });
 });

@@ -557,6 +557,18 @@ export class Reconciler {
       }
     }
 
+    // Scale-down (issue 13): a demand pool retires idle instances above its target; the next pass
+    // deletes them. Only on a complete listing, within the pass's delete budget.
+    for (const { pool } of plans) {
+      if (listingOf(pool.provider ?? o.defaultProvider) !== "complete") continue;
+      let idle = 0;
+      for (const [id, s] of status) if (s === "idle" && poolOf.get(id) === pool.id) idle++;
+      for (const id of await this.#sizer.scaleDown(pool, idle, o.spec.maxDeletesPerTick, lease)) {
+        status.set(id, "dead");
+        result.transitions.push({ id, from: "idle", to: "dead", reason: "scaled down (sizing)" });
+      }
+    }
+
     // ---- rollouts (issue 11): idle instances of an old template replaced by surge, fenced on
     // this pass's lease (src/pool/rollouts.ts applies the pure planner of src/pool/rollout.ts).
     if (o.rollouts) {

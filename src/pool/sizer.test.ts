@@ -40,6 +40,7 @@ function setup(opts: { arrivals?: number; boots?: number[]; fail?: boolean } = {
         queries.push(`boots ${id}`);
         return { recentBootMs: opts.boots ?? [], startingSince: [] };
       },
+      retireSurplusIdle: async () => null,
     },
     logger,
     recorder,
@@ -88,6 +89,7 @@ describe("Sizer", () => {
       store: {
         claimArrivals: async () => ({ arrivals: 300, oldestMinute: new Date(NOW.getTime() - 15 * 60_000), now: NOW }),
         bootStats: async () => ({ recentBootMs: [600_000], startingSince: [] }),
+        retireSurplusIdle: async () => null,
       },
       logger: { info() {}, debug() {}, warn() {} } as never,
       globalMaxTotal: 4,

@@ -9,14 +9,14 @@
  * `fixed` pools cost no query. The planner's memory (the held target for the cooldown) lives
  * here, in the lease holder's process: a new lease holder starts from the measured demand.
  */
-import type { InstanceRecord, PoolRecord, Store } from "../db/store.ts";
+import type { InstanceRecord, Lease, PoolRecord, Store } from "../db/store.ts";
 import type { StatusCounts } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { HistoryRecorder } from "./history-recorder.ts";
 import { arrivalsPerMinute, percentile, planSizing, type SizingDecision, type SizingState } from "./sizing.ts";
 
 export interface SizerOptions {
-  store: Pick<Store, "claimArrivals" | "bootStats">;
+  store: Pick<Store, "claimArrivals" | "bootStats" | "retireSurplusIdle">;
   logger: Logger;
   globalMaxTotal?: number;
   /** Refill time assumed for a pool until one of its boots is measured (default 60 s). */
@@ -121,6 +121,24 @@ export class Sizer {
     };
     this.#measured.set(pool.id, m);
     return m;
+  }
+
+  /**
+   * Scale-down of a `demand` pool: idle instances above the target its last decision chose (which
+   * already waited out the cooldown) are retired, oldest first, at most `max` per pass; the next
+   * pass deletes their resources. `fixed` pools keep today's behaviour (surplus idle stays).
+   */
+  async scaleDown(pool: PoolRecord, idle: number, max: number, lease: Lease): Promise<string[]> {
+    const d = this.#last.get(pool.id);
+    if (pool.sizing.mode !== "demand" || !d) return [];
+    const retired: string[] = [];
+    for (let n = Math.min(idle - d.target, max); n > 0; n--) {
+      const id = await this.#o.store.retireSurplusIdle(pool.id, d.target, `scaled down: ${d.summary}`, lease);
+      if (!id) break;
+      retired.push(id);
+    }
+    if (retired.length) this.#o.logger.info({ pool: pool.id, retired, target: d.target }, `pool ${pool.id}: retired ${retired.length} surplus idle (${d.summary})`);
+    return retired;
   }
 
   /**
