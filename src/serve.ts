@@ -131,7 +131,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
     const metrics = new PoolMetrics(store, async () => (await store.listPools()).map((p) => p.id));
     // Each replica adds what it measures to the pools' per-minute history (issue 13).
-    const history = new HistoryRecorder({ store, clock: over.clock ?? systemClock, logger: logger.child({ component: "history" }) });
+    const history = new HistoryRecorder({ store, clock: over.clock ?? systemClock, logger: logger.child({ component: "history" }), flushIntervalMs: config.POOL_HISTORY_FLUSH_MS });
     // Stopped (its last counts written) after the reconciler and the server, before the store closes.
     closers.push(() => history.stop());
     const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger, ownerId) : await LocalProvider.open({

@@ -107,9 +107,10 @@ function latencyChart(bins: HistoryBin[]): SafeHtml {
 }
 
 function svg(id: string, label: string, body: string, top: number | string): SafeHtml {
-  return html`<svg id="${id}" class="history-chart" viewBox="0 0 ${W} ${H + 14}" role="img" aria-label="${label}">${raw(
-    `<line class="axis" x1="0" y1="${H}" x2="${W}" y2="${H}"></line>${body}<text class="axis-label" x="2" y="10">${escapeText(String(top))}</text>`,
-  )}</svg>`;
+  // Stretched to the card's width (bars and lines only; the scale is written beside it, not in it).
+  return html`<div class="chart-box"><span class="axis-label">${String(top)}</span><svg id="${id}" class="history-chart" viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="${label}">${raw(
+    `<line class="axis" x1="0" y1="${H}" x2="${W}" y2="${H}"></line>${body}`,
+  )}</svg></div>`;
 }
 
 /** Line segments through consecutive points (a gap where a bin has no value). */
@@ -129,7 +130,6 @@ const f = (x: number) => (Math.round(x * 10) / 10).toString();
 const sum = (bins: HistoryBin[], g: (b: HistoryBin) => number) => bins.reduce((n, b) => n + g(b), 0);
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 const time = (d: Date) => d.toISOString().slice(5, 16).replace("T", " ");
-const escapeText = (s: string) => s.replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]!);
 
 function fmtMs(ms: number): string {
   if (ms >= 60_000) return `${(ms / 60_000).toFixed(1)} min`;

@@ -10,7 +10,7 @@
  * here, in the lease holder's process: a new lease holder starts from the measured demand.
  */
 import type { InstanceRecord, Lease, PoolRecord, Store } from "../db/store.ts";
-import type { StatusCounts } from "../instance/status.ts";
+import { INSTANCE_STATUSES, type StatusCounts } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { HistoryRecorder } from "./history-recorder.ts";
 import { arrivalsPerMinute, percentile, planSizing, type SizingDecision, type SizingState } from "./sizing.ts";
@@ -174,7 +174,7 @@ export class Sizer {
       idle: counts.idle,
       starting: counts.starting,
       claimed: counts.claiming + counts.claimed + counts.pending_acceptance,
-      other: Object.entries(counts).reduce((n, [s, v]) => (["idle", "starting", "claiming", "claimed", "pending_acceptance", "dead"].includes(s) ? n : n + v), 0),
+      other: INSTANCE_STATUSES.reduce((n, s) => (["idle", "starting", "claiming", "claimed", "pending_acceptance", "dead"].includes(s) ? n : n + counts[s]), 0),
       target: d?.target ?? 0,
       targetSummary: d?.summary ?? "",
     });

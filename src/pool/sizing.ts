@@ -189,7 +189,7 @@ export function planSizing(i: SizingInput): SizingDecision {
     safetyFactor: p.safetyFactor,
     reason,
     state: { target, justifiedAt },
-    summary: `target ${target} idle: ${rate} × ${fmt(refill / 60_000)} min refill p95${i.refillP95Ms === null ? " (assumed)" : ""} × ${p.safetyFactor.toFixed(1)}${notes.length ? ` (${notes.join(", ")})` : ""}`,
+    summary: `target ${target} idle: ${rate} × ${refill >= 60_000 ? `${fmt(refill / 60_000)} min` : `${Math.round(refill / 1000)} s`} refill p95${i.refillP95Ms === null ? " (assumed)" : ""} × ${p.safetyFactor.toFixed(1)}${notes.length ? ` (${notes.join(", ")})` : ""}`,
   };
 }
 
