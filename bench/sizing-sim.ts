@@ -4,7 +4,8 @@
  * REAL planner (src/pool/sizing.ts) choosing the idle target at every reconcile pass. No sleeping,
  * no I/O; a seeded PRNG makes every run print the same figures.
  *
- * What it models of the real pool: a pass every 10 s creates up to the target (idle + starting);
+ * What it models of the real pool: a pass every 10 s creates up to the target (idle + starting),
+ * from claim counts that reach the history once a minute (the current minute is not seen yet);
  * every claim triggers an immediate replenish (the claim hint); a claim takes an idle instance at
  * once (warm hit) or waits first-come first-served up to `maxWaitMs` for the next instance to come
  * up (a miss: served after waiting, or not at all); a `demand` pool retires idle instances above its
@@ -155,8 +156,11 @@ export function simulate(trace: Trace, refill: Refill, o: SimOptions): SimResult
     let arrivals = 0;
     let oldest: number | null = null;
     const from = now - windowMin * MIN;
+    // Replicas add their counts to the history once a minute (POOL_HISTORY_FLUSH_MS): the planner
+    // sees the minutes written so far, not the one under way.
+    const written = Math.floor(now / MIN) * MIN;
     for (const [m, n] of perMinute) {
-      if (m >= from) {
+      if (m >= from && m < written) {
         arrivals += n;
         oldest = oldest === null ? m : Math.min(oldest, m);
       }

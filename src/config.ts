@@ -132,7 +132,7 @@ export const ENV_SCHEMA = z
     /** Pools' per-minute history (dashboard, sizing) is kept this many days. */
     POOL_HISTORY_RETENTION_DAYS: int(1, 3650).default(8),
     /** How often each replica adds what it measured to the pool history. */
-    POOL_HISTORY_FLUSH_MS: int(100, 300_000).default(15_000),
+    POOL_HISTORY_FLUSH_MS: int(100, 300_000).default(60_000),
     /** Idempotency records are kept this many days (longer while their agent lives). */
     CLAIM_RECORD_RETENTION_DAYS: int(1, 3650).default(7),
     /** How long an instance unknown to the database may live at the provider before it is deleted. */

@@ -1,7 +1,7 @@
 /**
  * The history recorder (issue 13): each replica counts what it sees per pool and minute in memory
- * and adds it to `pool_history` every `flushIntervalMs` (one upsert per pool and minute: counters
- * add up across replicas). The claim path only calls `claim()`, a few additions in memory; the
+ * and adds it to `pool_history` every `flushIntervalMs` (default a minute: one upsert per pool per
+ * minute per replica; counters add up across replicas). The claim path only calls `claim()`, a few additions in memory; the
  * lease holder's pass calls `refill()`, `idle()` and `snapshot()`.
  *
  * A failed flush keeps its counts for the next one (at most `keepMinutes` minutes are kept, so a
@@ -88,7 +88,7 @@ export class HistoryRecorder {
 
   start(): void {
     if (this.#timer) return;
-    this.#timer = setInterval(() => void this.flush(), this.#o.flushIntervalMs ?? 15_000);
+    this.#timer = setInterval(() => void this.flush(), this.#o.flushIntervalMs ?? 60_000);
     this.#timer.unref();
   }
 
