@@ -178,7 +178,9 @@ export class ClaimService {
       this.#o.onOutcome?.(state.outcome, seconds, timing.provision / 1000, state.pool);
       if (this.#o.recorder) {
         try {
-          this.#o.recorder(claimReport(state.outcome, state.pool, seconds, timing, this.#mono()));
+          // A claim by runtime label that found its pools empty is counted on the first of them.
+          const pool = state.outcome === "pool_empty" ? (timing.pool ?? state.pool) : state.pool;
+          this.#o.recorder(claimReport(state.outcome, pool, seconds, timing, this.#mono()));
         } catch (err) {
           this.#o.logger.warn({ err: (err as Error).message }, "could not record the claim for the pool's history");
         }
@@ -190,6 +192,7 @@ export class ClaimService {
     const o = this.#o;
     const resolved = await this.#resolve(req);
     const poolId = resolved.pools[0]!.id;
+    timing.pool = poolId;
     const deadline = this.#mono() + this.deadlineMs;
 
     const key = req.idempotencyKey;
@@ -471,6 +474,8 @@ export class ClaimService {
 /** When a claim found its pools empty first and when it picked an instance (monotonic ms). */
 export interface ClaimTiming {
   provision: number;
+  /** The pool the claim resolved to first (its pools' order). */
+  pool?: string;
   firstEmptyAt?: number;
   pickedAt?: number;
 }
