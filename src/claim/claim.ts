@@ -423,7 +423,7 @@ export class ClaimService {
     // this attempt meanwhile (this process stalled past the deadline) and a newer claim now holds
     // the instance, resetting it would wipe that claim's agent. Look before touching the runtime.
     const now = await o.store.getInstance(inst.id).catch(() => null);
-    if (!now || now.status !== "claiming" || now.claimAttempt !== attempt) {
+    if (now?.status !== "claiming" || now.claimAttempt !== attempt) {
       o.logger.warn({ instanceId: inst.id }, "the failed claim attempt no longer holds the instance; not resetting it");
       return;
     }

@@ -287,7 +287,7 @@ export class PoolClient {
       if (signal?.aborted) throw signal.reason;
       throw new PoolUnreachableError(this.url, err);
     }
-    let json: unknown = undefined;
+    let json: unknown ;
     try {
       json = text === "" ? undefined : JSON.parse(text);
     } catch {

@@ -1004,14 +1004,15 @@ export class KyselyStore implements Store {
   }
 
   close(): Promise<void> {
-    return (this.#closing ??= (async () => {
+    this.#closing ??= (async () => {
       try {
         await this.#hints.close();
         await this.#db.destroy();
       } finally {
         await this.#onClose?.();
       }
-    })());
+    })();
+    return this.#closing;
   }
 }
 
