@@ -36,7 +36,7 @@ if (only.length === 0) {
 
 const res = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=300000", ...files],
+  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...files],
   { stdio: "inherit", cwd: root, env: process.env },
 );
 process.exit(res.status ?? 1);
