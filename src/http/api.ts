@@ -203,14 +203,23 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
       },
     },
     async (req, reply) => {
+      // The client going away (its connection closes before the answer is sent) aborts a waiting
+      // claim: it gives its place in the queue up instead of being served an agent nobody takes.
+      const gone = new AbortController();
+      const onClose = () => {
+        if (!reply.raw.writableFinished) gone.abort();
+      };
+      reply.raw.once("close", onClose);
       try {
         // Defaults and the invite-host allow-list are the pool's, applied by the claim itself.
-        return await ops.claim({ ...req.body, idempotencyKey: req.headers["idempotency-key"] });
+        return await ops.claim({ ...req.body, idempotencyKey: req.headers["idempotency-key"], signal: gone.signal });
       } catch (err) {
-        if (err instanceof PoolError && err.code === "POOL_EMPTY") {
+        if (err instanceof PoolError && (err.code === "POOL_EMPTY" || err.code === "QUEUE_FULL")) {
           reply.header("retry-after", String(err.details?.retryAfter ?? 30));
         }
         throw err;
+      } finally {
+        reply.raw.off("close", onClose);
       }
     },
   );
