@@ -61,6 +61,9 @@ export type WaitResult =
 
 export type GiveUpReason = "timeout" | "aborted" | "lapsed" | "closed";
 
+/** What made a waiter look: its join, a change hint, the re-check, the waiter before it served, a wake-up during its last pick. */
+type LookCause = "joined" | "hint" | "recheck" | "next" | "again";
+
 interface Waiter {
   readonly ticket: number;
   readonly poolIds: readonly string[];
@@ -83,8 +86,11 @@ export class ClaimWaitQueue {
   #heartbeat: NodeJS.Timeout | null = null;
   #recheck: NodeJS.Timeout | null = null;
   #closed = false;
-  /** Picks made, by what caused them (tests assert that waiting is not polling). */
-  readonly looks = { joined: 0, hint: 0, recheck: 0, next: 0 };
+  /**
+   * Picks made, by what caused them (tests assert that waiting is not polling). A wake-up during a
+   * pick in flight makes one more pick after it (`again`), or none when that pick was the turn.
+   */
+  readonly looks: Record<LookCause, number> = { joined: 0, hint: 0, recheck: 0, next: 0, again: 0 };
 
   constructor(opts: ClaimWaitQueueOptions) {
     this.#o = opts;
@@ -142,8 +148,7 @@ export class ClaimWaitQueue {
       if (this.#closed) return this.#end(w, "closed");
       if (req.signal?.aborted) return this.#end(w, "aborted");
       // An instance may have turned idle between the claim's first look and the join.
-      this.looks.joined++;
-      void this.#look(w);
+      void this.#look(w, "joined");
     });
   }
 
@@ -173,9 +178,7 @@ export class ClaimWaitQueue {
       .subscribeHints((h) => {
         if (h.kind !== "changed") return;
         const w = this.#headOf(h.pool);
-        if (!w) return;
-        this.looks.hint++;
-        void this.#look(w);
+        if (w) void this.#look(w, "hint");
       })
       .then((off) => {
         this.#unsubscribe = off;
@@ -194,13 +197,14 @@ export class ClaimWaitQueue {
   }
 
   /** One pick at the waiter's place; coalesced with a pick in flight. */
-  async #look(w: Waiter): Promise<void> {
+  async #look(w: Waiter, cause: LookCause): Promise<void> {
     if (w.settled) return;
     if (w.busy) {
       w.again = true;
       return;
     }
     w.busy = true;
+    this.looks[cause]++;
     let r: ClaimPickResult;
     try {
       r = await w.pick({ ticket: w.ticket, serve: true });
@@ -215,10 +219,7 @@ export class ClaimWaitQueue {
       w.settle({ kind: "turn", pick: r, ticket: w.ticket });
       for (const p of w.poolIds) {
         const next = this.#headOf(p);
-        if (next) {
-          this.looks.next++;
-          void this.#look(next);
-        }
+        if (next) void this.#look(next, "next");
       }
       return;
     }
@@ -230,7 +231,7 @@ export class ClaimWaitQueue {
     if (w.stop) return this.#end(w, w.stop);
     if (w.again) {
       w.again = false;
-      return this.#look(w);
+      return this.#look(w, "again");
     }
   }
 
@@ -263,10 +264,7 @@ export class ClaimWaitQueue {
           const w = this.#headOf(p);
           if (w) heads.add(w);
         }
-        for (const w of heads) {
-          this.looks.recheck++;
-          void this.#look(w);
-        }
+        for (const w of heads) void this.#look(w, "recheck");
       }, this.#o.recheckMs ?? 5_000);
       this.#recheck.unref();
     }
