@@ -58,7 +58,15 @@ export const ClaimBody = z.object({
     .optional()
     .describe("take from a pool with this runtime label (\"openclaw\", \"hermes\", …), as the earlier system's clients send it; ignored when `pool` is given"),
   fresh: z.boolean().optional().describe("only an instance of its pool's current template (not one left over from before a rollout)"),
-  waitMs: z.number().int().min(0).max(60_000).optional(),
+  waitMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .optional()
+    .describe(
+      "wait up to this long for an idle instance, in the pool's queue: first come, first served across replicas; 503 QUEUE_FULL when the queue is full; closing the connection gives the place up",
+    ),
   source: z
     .string()
     .trim()
