@@ -119,6 +119,20 @@ describe("ClaimWaitQueue (PGlite)", () => {
     assert.equal((await store.getInstance(id))?.status, "idle", "a lapsed waiter takes no turn");
   });
 
+  it("the heartbeat keeps a waiter's place past its TTL for as long as it waits", async () => {
+    const pool = await newPool();
+    const q = queue({ ttlMs: 200, heartbeatMs: 40 });
+    const w = q.wait({ poolIds: [pool], timeoutMs: 60_000, pick: picker(pool) });
+    // Ten renewals: over twice the TTL has passed since the join (by both clocks).
+    while (q.renewals < 10) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await lengthOf(pool), 1, "still live");
+    const id = await starting(pool);
+    await store.transition({ id, from: "starting", to: "idle", actor: "reconciler", reason: "healthy" });
+    const r = await w;
+    assert.equal(r.kind, "turn");
+    assert.equal(r.kind === "turn" && r.pick.kind === "picked" ? r.pick.instance.id : null, id);
+  });
+
   it("shutdown ends every wait and leaves the queue; no wait starts after it", async () => {
     const pool = await newPool();
     const q = queue();

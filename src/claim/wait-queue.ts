@@ -91,6 +91,8 @@ export class ClaimWaitQueue {
    * pick in flight makes one more pick after it (`again`), or none when that pick was the turn.
    */
   readonly looks: Record<LookCause, number> = { joined: 0, hint: 0, recheck: 0, next: 0, again: 0 };
+  /** Heartbeat statements that renewed this process's waiters (tests). */
+  renewals = 0;
 
   constructor(opts: ClaimWaitQueueOptions) {
     this.#o = opts;
@@ -287,6 +289,7 @@ export class ClaimWaitQueue {
     let renewed: Set<number>;
     try {
       renewed = new Set(await this.#o.store.renewClaimWaiters(tickets, this.#ttlMs));
+      this.renewals++;
     } catch (err) {
       this.#o.logger.warn({ err: (err as Error).message }, "waiting claims: heartbeat failed; retrying at the next one");
       return;
