@@ -35,6 +35,8 @@ import type {
   PoolRecord,
   PoolWrite,
   InsertLimits,
+  QueueJoin,
+  QueueJoinResult,
   ResourceOwnership,
   ResourceRecord,
   ResourceState,
@@ -51,6 +53,7 @@ import { leaseHeld } from "./fence.ts";
 import { KyselyRolloutStore, type RolloutStore } from "./rollouts.ts";
 import { LocalHintBus, type HintBus } from "./hints.ts";
 import * as agentOps from "./agent-operations.ts";
+import * as waiters from "./claim-waiters.ts";
 import { templateHash, type InstanceTemplate } from "../pool/template.ts";
 import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTable, PoolsTable } from "./tables.ts";
 
@@ -557,6 +560,7 @@ export class KyselyStore implements Store {
         WHERE pool_id = ANY(${[...pick.poolIds]}::text[]) AND status = 'idle' AND deleted_at IS NULL AND NOT protected
           AND NOT (id = ANY(${[...pick.exclude]}::text[]))
           ${pick.fresh ? sql`AND template_hash = (SELECT p.template_hash FROM pools p WHERE p.id = instances.pool_id)` : sql``}
+          ${waiters.queueAllowsPick(pick.queue)}
         ORDER BY created_at DESC
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -575,7 +579,7 @@ export class KyselyStore implements Store {
       ), ev AS (
         INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
         SELECT id, pool_id, 'idle', 'claiming', 'claim', 'claim started' FROM upd
-      )
+      )${waiters.queueServedCte(pick.queue)}
       SELECT * FROM upd`.execute(db);
     return rows[0] ? { kind: "picked", instance: toInstance(rows[0]) } : { kind: "empty" };
   }
@@ -622,6 +626,24 @@ export class KyselyStore implements Store {
       .where("attempt", "=", attempt)
       .where("state", "=", "running")
       .execute();
+  }
+
+  // ---- the queue of waiting claims (issue 13; SQL in claim-waiters.ts) ----
+
+  joinClaimQueue(req: QueueJoin): Promise<QueueJoinResult> {
+    return waiters.joinClaimQueue(this.#db, req);
+  }
+
+  renewClaimWaiters(tickets: readonly number[], ttlMs: number): Promise<number[]> {
+    return waiters.renewClaimWaiters(this.#db, tickets, ttlMs);
+  }
+
+  leaveClaimQueue(ticket: number): Promise<boolean> {
+    return waiters.leaveClaimQueue(this.#db, ticket);
+  }
+
+  claimQueueLengths(): Promise<Array<{ poolId: string; waiting: number }>> {
+    return waiters.claimQueueLengths(this.#db);
   }
 
   async listPoolEventsSince(poolId: string, afterId: number, limit = 500): Promise<InstanceEvent[]> {
