@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { cpuSeconds, spawnChild, type BenchChild } from "./child.ts";
 import type { FleetStats } from "./fleet.ts";
 import type { ManagerStats, PassInfo } from "./manager.ts";
-import { benchPostgres, mb, ms, pct, sleep, until } from "./util.ts";
+import { benchPostgres, mb, ms, pct, sleep, } from "./util.ts";
 
 const WINDOW_MS = Number(process.env.BENCH_WATCH_MS ?? 60_000);
 const MIN_PASSES = 5;

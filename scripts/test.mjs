@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm test`: type-check, then run every test file (unit tests beside the code, cross-module and
+// `npm test`: type-check, lint, then run every test file (unit tests beside the code, cross-module and
 // browser tests under test/) with Node's test runner. Concurrency 2 matches the 2-core machines.
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
@@ -26,11 +26,17 @@ if (only.length === 0) {
     console.error("type check failed");
     process.exit(tsc.status ?? 1);
   }
+  // The lint (Biome, biome.jsonc) runs in CI with the type check: a finding fails the run.
+  const lint = spawnSync(process.execPath, [join(root, "node_modules/@biomejs/biome/bin/biome"), "lint", "."], { stdio: "inherit", cwd: root });
+  if (lint.status !== 0) {
+    console.error("lint failed (npm run lint)");
+    process.exit(lint.status ?? 1);
+  }
 }
 
 const res = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=300000", ...files],
+  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...files],
   { stdio: "inherit", cwd: root, env: process.env },
 );
 process.exit(res.status ?? 1);

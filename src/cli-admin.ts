@@ -4,12 +4,13 @@
  * pool's with progress. Registered on the program by cli.ts, built on the client library like every
  * other remote command.
  */
-import { Command, Option } from "commander";
+import { type Command, Option } from "commander";
 import { readFileSync } from "node:fs";
 import type { PoolClient, PoolSettingsInput, UpgradeJob } from "./client/index.ts";
 
 /** What cli.ts lends these commands (its remote runner and renderings). */
 export interface CliKit {
+  // biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
   remote<A extends unknown[]>(run: (c: PoolClient, o: { json?: boolean } & Record<string, any>, ...args: A) => Promise<[value: unknown, human: () => string]>): (...args: unknown[]) => Promise<void>;
   table(rows: Array<Record<string, unknown>>, columns: string[]): string;
   usage(message: string): never;
@@ -28,6 +29,7 @@ export const ADMIN_EXAMPLES: Array<[command: string, example: string]> = [
 const collect = (v: string, prev: string[]) => [...prev, v];
 
 /** The settings given as flags (only those given), or the JSON file's, flags winning. */
+// biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
 function settingsFrom(o: Record<string, any>, kit: CliKit): PoolSettingsInput {
   let s: PoolSettingsInput = {};
   if (o.file) {

@@ -139,6 +139,7 @@ function client(o: GlobalOptions): PoolClient {
 }
 
 /** Runs a remote command: JSON or the human rendering on stdout, errors through `fail`. */
+// biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
 function remote<A extends unknown[]>(run: (c: PoolClient, o: GlobalOptions & Record<string, any>, ...args: A) => Promise<[value: unknown, human: () => string]>) {
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;

@@ -125,6 +125,12 @@ export const ENV_SCHEMA = z
      * (2 × (PROVISION_TIMEOUT_MS + 2 × RESET_TIMEOUT_MS)).
      */
     CLAIM_DEADLINE_MS: int(1000, 3600 * 1000).optional(),
+    /** Most claims one pool's queue holds waiting (`waitMs`); one beyond gets 503 QUEUE_FULL with Retry-After. */
+    CLAIM_QUEUE_MAX: int(1, 100_000).default(100),
+    /** A waiting claim whose process stopped renewing it (a dead replica) loses its place after this long (database clock). */
+    CLAIM_QUEUE_TTL_MS: int(1_000, 600_000).default(15_000),
+    /** Waiting claims are woken by change hints; without one they look again this often (a hint can be lost). */
+    CLAIM_QUEUE_RECHECK_MS: int(100, 600_000).default(5_000),
     /** A join still waiting for acceptance this long after its claim is retired (its slot freed). */
     PENDING_ACCEPTANCE_TIMEOUT_MS: int(1000, 7 * 24 * 3600 * 1000).default(10 * 60 * 1000),
     /** Status-change events (and dead rows, once their events are gone) are kept this many days. */

@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: { status: 413, message: "The request body is too large." },
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
   POOL_EMPTY: { status: 503, message: "No idle instance is available. Try again shortly." },
+  QUEUE_FULL: { status: 503, message: "Too many claims are already waiting for this pool. Try again shortly." },
   PROVISION_FAILED: { status: 502, message: "Every instance tried failed to provision." },
   PROVIDER_ERROR: { status: 502, message: "The compute provider failed." },
   RESOURCE_ERROR: { status: 502, message: "The resource vendor failed." },

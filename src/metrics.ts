@@ -30,6 +30,7 @@ export class PoolMetrics {
   readonly arrivalRate: Gauge<"pool">;
   readonly targetIdle: Gauge<"pool">;
   readonly refillP95: Gauge<"pool">;
+  readonly queueRejections: Counter<"pool">;
 
   constructor(store: Store, pools: () => string[] | Promise<string[]>, extra?: (registry: Registry) => void) {
     collectDefaultMetrics({ register: this.registry, prefix: "agent_pool_process_" });
@@ -58,6 +59,23 @@ export class PoolMetrics {
         for (const f of await store.foreignResources()) byOwner.set(f.owner ?? "none", (byOwner.get(f.owner ?? "none") ?? 0) + 1);
         for (const [owner, n] of byOwner) this.set({ owner }, n);
       },
+    });
+    new Gauge({
+      name: "agent_pool_claim_queue_length",
+      help: "Claims waiting in a pool's queue (live waiters of every replica, read from the database).",
+      labelNames: ["pool"],
+      registers: [r],
+      async collect() {
+        this.reset();
+        const lengths = new Map((await store.claimQueueLengths()).map((l) => [l.poolId, l.waiting]));
+        for (const pool of await pools()) this.set({ pool }, lengths.get(pool) ?? 0);
+      },
+    });
+    this.queueRejections = new Counter({
+      name: "agent_pool_claim_queue_rejections_total",
+      help: "Claims refused because their pool's queue of waiting claims was full (503 QUEUE_FULL).",
+      labelNames: ["pool"],
+      registers: [r],
     });
     this.claims = new Counter({ name: "agent_pool_claims_total", help: "Claims by outcome.", labelNames: ["pool", "outcome"], registers: [r] });
     const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 75];

@@ -9,6 +9,7 @@ import type { PoolClient, Rollout } from "./client/index.ts";
 
 export interface RemoteCommandKit {
   /** Runs a remote command: JSON or the human rendering on stdout, errors as the CLI prints them. */
+  // biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
   remote: <A extends unknown[]>(run: (c: PoolClient, o: Record<string, any>, ...args: A) => Promise<[value: unknown, human: () => string]>) => (...args: unknown[]) => Promise<void>;
   table: (rows: Array<Record<string, unknown>>, columns: string[]) => string;
 }

@@ -19,6 +19,7 @@ import type { HealthCadence } from "./pool/health-schedule.ts";
 import { LocalProvider } from "./provider/local.ts";
 import { RailwayProvider } from "./provider/railway/provider.ts";
 import { ClaimService } from "./claim/claim.ts";
+import { ClaimWaitQueue } from "./claim/wait-queue.ts";
 import { estimateRetryAfterSeconds } from "./claim/retry-after.ts";
 import { PoolMetrics } from "./metrics.ts";
 import { HistoryRecorder } from "./pool/history-recorder.ts";
@@ -245,7 +246,18 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     closers.push(() => reconciler.stop());
     history.start();
 
+    // Waiting claims of this process, served in order with every replica's (issue 13).
+    const queue = new ClaimWaitQueue({
+      store,
+      logger: logger.child({ component: "claim-queue" }),
+      owner: reconciler.holder,
+      maxLength: config.CLAIM_QUEUE_MAX,
+      ttlMs: config.CLAIM_QUEUE_TTL_MS,
+      recheckMs: config.CLAIM_QUEUE_RECHECK_MS,
+      onRejected: (pool) => metrics.queueRejections.inc({ pool }),
+    });
     const claims = new ClaimService({
+      queue,
       store,
       client,
       clock: over.clock ?? systemClock,
@@ -365,6 +377,9 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       agents,
     });
     closers.push(() => app.close());
+    // Closed before the server (closers run in reverse): waiting claims give up and leave the queue
+    // instead of holding the server's close for up to their whole wait.
+    closers.push(() => queue.close());
     const url = await app.listen({ port: config.PORT, host: config.HOST });
     if (webhookSecret && rawProvider instanceof RailwayProvider) {
       const hook = `${publicUrl!.replace(/\/+$/, "")}/api/webhooks/railway/${webhookSecret}`;

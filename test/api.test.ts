@@ -453,7 +453,10 @@ async function openStream(pool: RunningPool, headers: Record<string, string> = {
   void (async () => {
     for (;;) {
       const r = await reader.read().catch(() => ({ done: true as const, value: undefined }));
-      if (r.done) return void (s.done = true);
+      if (r.done) {
+        s.done = true;
+        return;
+      }
       s.text += dec.decode(r.value, { stream: true });
     }
   })();

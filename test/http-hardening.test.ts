@@ -179,7 +179,10 @@ describe("TRUST_PROXY", () => {
   async function withServer(trustProxy: number, fn: (t: TestServer, lines: string[]) => Promise<void>) {
     const store = await openStore({ dataDir: null });
     const lines: string[] = [];
-    const logger = pino({ level: "warn" }, new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const logger = pino({ level: "warn" }, new Writable({ write: (c, _e, cb) => {
+          lines.push(String(c));
+          cb();
+        } }));
     const t = await startTestServer({ store, trustProxy, logger: logger as never, loginAttemptsPerMinute: 2 });
     try {
       await fn(t, lines);
@@ -218,7 +221,10 @@ describe("TRUST_PROXY", () => {
       const lines: string[] = [];
       const pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", POOL_MIN_IDLE: "0", POOL_API_KEY: "k".repeat(32), TICK_INTERVAL_MS: "3600000", ...env }), {
         provider: new MemoryProvider(),
-        logDestination: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }),
+        logDestination: new Writable({ write: (c, _e, cb) => {
+          lines.push(String(c));
+          cb();
+        } }),
       });
       await pool.close();
       rmSync(dir, { recursive: true, force: true });

@@ -88,7 +88,10 @@ function drawSchedule(seed: number): Schedule {
     let key: string | null = null;
     const k = r();
     if (k < 0.2 && keys.length > 0) key = keys[int(0, keys.length - 1)]!; // a retry of an earlier key
-    else if (k < 0.45) keys.push((key = `key-${seed}-${keys.length}`));
+    else if (k < 0.45) {
+      key = `key-${seed}-${keys.length}`;
+      keys.push(key);
+    }
     const m = r();
     const mode: ClaimMode = m < 0.45 ? "ok" : m < 0.6 ? "slow" : m < 0.72 ? "fail" : m < 0.86 ? "stall" : "killed";
     return { at: int(20, 280), replica: int(0, 2), key, mode, waitMs: r() < 0.4 ? 300 : 0 };
@@ -248,12 +251,14 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     // Settle: no more faults; passes (by whoever holds the lease) until nothing is claiming.
     fleet.faults = NO_FAULTS;
     fleet.provisionDelay.clear();
+    // Bounded by time AND by passes: on a machine loaded several times over (CI beside other work),
+    // 5 s of wall time once held too few passes for the sweeper to reach a row past its deadline.
     const settleUntil = performance.now() + 5_000;
     for (let i = 0; ; i++) {
       tally(await reconcilers[i % 3]!.tick());
       const counts = await stores[0]!.countByStatus(pool);
       if (counts.claiming === 0 && i >= 3) break;
-      if (performance.now() > settleUntil) break;
+      if (performance.now() > settleUntil && i >= 60) break;
       await new Promise((r) => setTimeout(r, 25));
     }
     await new Promise((r) => setTimeout(r, PROVISION_TIMEOUT_MS + 40)); // late bindings land
@@ -296,7 +301,7 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
       else if (row.conversationId !== o.result!.conversationId) problems.push(`claim answered ${o.result!.conversationId} but row ${row.id} records ${row.conversationId} (${row.status})`);
       else if (!["claimed", "pending_acceptance", "crashed"].includes(row.status)) problems.push(`claim answered with ${row.id}, now ${row.status}`);
       else if (row.status === "crashed" && rt?.alive) problems.push(`claimed instance ${row.id} crashed though its runtime lives`);
-      if (rt && rt.alive && rt.bound !== o.result!.conversationId) problems.push(`runtime ${rt.instanceId} bound to ${rt.bound}, not to the answered ${o.result!.conversationId}`);
+      if (rt?.alive && rt.bound !== o.result!.conversationId) problems.push(`runtime ${rt.instanceId} bound to ${rt.bound}, not to the answered ${o.result!.conversationId}`);
     }
     // One answer per key.
     const perKey = new Map<string, string>();

@@ -24,7 +24,10 @@ describe(`/healthz and /readyz: ${postgresLabel}`, () => {
     const logs: string[] = [];
     const pool = await serve(
       loadConfig({ DATABASE_URL: pg.url, DATA_DIR: dir, PORT: "0", POOL_API_KEY: "readyz-test-key-0123456789", POOL_MIN_IDLE: "0", TICK_INTERVAL_MS: "1000", LOG_LEVEL: "warn" }),
-      { provider: new MemoryProvider(), logDestination: new Writable({ write: (c, _e, cb) => (logs.push(String(c)), cb()) }) },
+      { provider: new MemoryProvider(), logDestination: new Writable({ write: (c, _e, cb) => {
+          logs.push(String(c));
+          cb();
+        } }) },
     );
     let dropped = false;
     try {

@@ -131,7 +131,7 @@ describe("no key leaks across runs with injected faults", () => {
       const liveIds = new Set(live.map((r) => r.id));
       for (const k of standin.keys.values()) {
         const n = parseResourceName(k.name);
-        if (!n || n.ownerId !== "own01") continue;
+        if (n?.ownerId !== "own01") continue;
         if (!liveIds.has(n.instanceId)) {
           violations.push(`leak: key ${k.hash.slice(0, 8)} of ${n.instanceId}, which is not live`);
           continue;

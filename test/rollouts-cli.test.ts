@@ -48,7 +48,7 @@ describe("agent-pool rollout", () => {
     await t.ops.registry.update("default", { env: { RUNTIME_VERSION: "2" } });
     const status = await cli("rollout", "status", "default");
     assert.equal(status.code, 0, status.stderr);
-    assert.match(status.stdout, /^rollout \d+ of pool default: running \(template changed\), template \w+ → \w+\n  updated 0\/2, 2 left/m);
+    assert.match(status.stdout, /^rollout \d+ of pool default: running \(template changed\), template \w+ → \w+\n {2}updated 0\/2, 2 left/m);
 
     const paused = await cli("rollout", "pause", "default", "--json");
     assert.equal(paused.code, 0, paused.stderr);

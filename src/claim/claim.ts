@@ -19,12 +19,13 @@
  * (issue 8's reproduction, a regression test in claim.test.ts).
  */
 import { randomId, type Clock } from "../clock.ts";
-import type { InstanceRecord, PoolRecord, Store } from "../db/store.ts";
+import type { ClaimPickResult, InstanceRecord, PoolRecord, QueuePlace, Store } from "../db/store.ts";
 import { joinUrlHostAllowed } from "./join-url.ts";
 import { PoolError } from "../errors.ts";
 import type { InstanceTarget, ProvisionRequest, ProvisionResult, RuntimeStatus } from "../instance/client.ts";
 import type { Logger } from "../logger.ts";
 import { claimReport, type ClaimReport } from "../pool/history-recorder.ts";
+import { ClaimWaitQueue } from "./wait-queue.ts";
 
 export interface ProvisionClient {
   provision(target: InstanceTarget, req: ProvisionRequest, timeoutMs: number): Promise<ProvisionResult>;
@@ -46,8 +47,13 @@ export interface ClaimRequest {
   profileImage?: string | undefined;
   metadata?: Record<string, unknown> | undefined;
   idempotencyKey?: string | undefined;
-  /** Wait up to this long for an idle instance instead of failing at once. */
+  /**
+   * Wait up to this long for an idle instance instead of failing at once: the claim joins its
+   * pools' queue and is served first come, first served across replicas (wait-queue.ts).
+   */
   waitMs?: number | undefined;
+  /** Aborted when the client went away: a waiting claim gives its place in the queue up. */
+  signal?: AbortSignal | undefined;
   /** Where the claim came from (recorded with it; the earlier system's web proxy sends "landing"). */
   source?: string | undefined;
 }
@@ -100,7 +106,15 @@ export interface ClaimServiceOptions {
   sweepMarginMs?: number;
   maxAttempts?: number;
   maxWaitMs?: number;
-  /** How often a waiting claim looks again for an idle instance. */
+  /**
+   * The queue waiting claims join (one per process, shared by its claim services). Default: one of
+   * this service's own, re-checking every `waitPollMs`.
+   */
+  queue?: ClaimWaitQueue;
+  /**
+   * How often a waiting claim looks again WITHOUT a hint (a lost notification): waiters are woken
+   * by the change hint of an instance turning idle, not by polling. Default 5 s.
+   */
   waitPollMs?: number;
   /** Called after each claim with its outcome, duration and pool (metrics). */
   onOutcome?: (outcome: ClaimOutcome, seconds: number, provisionSeconds: number, pool: string) => void;
@@ -136,9 +150,11 @@ export class ClaimService {
   #pools: { at: number; list: PoolRecord[] } | null = null;
   readonly #mono: () => number;
   readonly #newAttempt: () => string;
+  readonly #queue: ClaimWaitQueue;
 
   constructor(opts: ClaimServiceOptions) {
     this.#o = opts;
+    this.#queue = opts.queue ?? new ClaimWaitQueue({ store: opts.store, logger: opts.logger, owner: opts.owner, recheckMs: opts.waitPollMs ?? 5_000 });
     this.#mono = opts.monotonic ?? (() => performance.now());
     this.#newAttempt = opts.newAttemptId ?? (() => `a-${randomId(16)}`);
   }
@@ -166,7 +182,7 @@ export class ClaimService {
     } catch (err) {
       if (err instanceof PoolError) {
         state.outcome =
-          err.code === "POOL_EMPTY" ? "pool_empty"
+          err.code === "POOL_EMPTY" || err.code === "QUEUE_FULL" ? "pool_empty"
           : err.code === "ALREADY_JOINED" ? "already_joined"
           : err.code === "CLAIM_IN_PROGRESS" ? "in_progress"
           : err.code === "POOL_NOT_FOUND" || err.code === "JOIN_URL_NOT_ALLOWED" ? "invalid"
@@ -299,27 +315,49 @@ export class ClaimService {
     const waitMs = Math.min(Math.max(0, req.waitMs ?? 0), o.maxWaitMs ?? 60_000);
     const waitUntil = Math.min(this.#mono() + waitMs, deadline);
     const tried: string[] = [];
+    const budget = () => Math.min(o.provisionTimeoutMs, deadline - this.#mono() - this.#recoveryMs);
+    // Once served from the queue, a retry after a failed provision keeps the claim's place.
+    let place: QueuePlace | undefined;
 
     while (tried.length < maxAttempts) {
       // No attempt starts that could not end (provision, then reset and status) by the deadline.
-      const provisionMs = Math.min(o.provisionTimeoutMs, deadline - this.#mono() - this.#recoveryMs);
+      let provisionMs = budget();
       if (provisionMs < Math.min(MIN_PROVISION_MS, o.provisionTimeoutMs)) break;
       const attempt = this.#newAttempt();
-      const pick = await o.store.claimIdle({
-        poolIds: resolved.pools.map((p) => p.id),
-        ...(req.fresh ? { fresh: true } : {}),
-        owner: o.owner,
-        attempt,
-        attemptTtlMs: provisionMs + this.#recoveryMs,
-        claimKey: req.idempotencyKey ?? null,
-        source: req.source ?? null,
-        agentName: resolved.agentName,
-        instructions: resolved.instructions,
-        joinUrl: req.joinUrl ?? null,
-        profileImage: req.profileImage ?? null,
-        metadata: req.metadata ?? null,
-        exclude: tried,
-      });
+      const pickAt = (queue: QueuePlace | undefined): Promise<ClaimPickResult> =>
+        o.store.claimIdle({
+          poolIds: resolved.pools.map((p) => p.id),
+          ...(req.fresh ? { fresh: true } : {}),
+          owner: o.owner,
+          attempt,
+          attemptTtlMs: Math.max(0, budget()) + this.#recoveryMs,
+          claimKey: req.idempotencyKey ?? null,
+          source: req.source ?? null,
+          agentName: resolved.agentName,
+          instructions: resolved.instructions,
+          joinUrl: req.joinUrl ?? null,
+          profileImage: req.profileImage ?? null,
+          metadata: req.metadata ?? null,
+          exclude: tried,
+          ...(queue ? { queue } : {}),
+        });
+      let pick = await pickAt(place);
+      // The pools' history (issue 13): a claim that found none idle at its first look was not warm.
+      if (pick.kind === "empty" && tried.length === 0) timing.firstEmptyAt ??= this.#mono();
+      if (pick.kind === "empty" && tried.length === 0 && this.#mono() < waitUntil) {
+        // Wait in the pools' queue for this claim's turn (woken by hints, not by polling).
+        const waited = await this.#queue.wait({ poolIds: resolved.pools.map((p) => p.id), timeoutMs: waitUntil - this.#mono(), signal: req.signal, pick: pickAt });
+        if (waited.kind === "full") {
+          const retryAfter = await this.#retryAfter(resolved);
+          throw new PoolError("QUEUE_FULL", `${waited.waiting} claims are already waiting for pool "${waited.poolId}"; try again later.`, { retryAfter, pool: waited.poolId, waiting: waited.waiting });
+        }
+        if (waited.kind === "gave_up" && waited.why === "aborted") throw new PoolError("POOL_EMPTY", "The client went away while waiting; its place in the queue was given up.", { retryAfter: 0 });
+        if (waited.kind === "turn") {
+          pick = waited.pick;
+          place = { ticket: waited.ticket, serve: false };
+          provisionMs = Math.max(budget(), Math.min(MIN_PROVISION_MS, o.provisionTimeoutMs));
+        }
+      }
       if (pick.kind === "already_joined") {
         throw new PoolError("ALREADY_JOINED", `Instance ${pick.instanceId} of this pool has already joined, or is joining, that conversation.`, {
           instanceId: pick.instanceId,
@@ -335,14 +373,8 @@ export class ClaimService {
         throw new PoolError("CLAIM_IN_PROGRESS");
       }
       if (pick.kind === "empty") {
-        if (tried.length === 0) timing.firstEmptyAt ??= this.#mono();
-        if (tried.length === 0 && this.#mono() < waitUntil) {
-          await sleep(Math.min(o.waitPollMs ?? 200, Math.max(1, waitUntil - this.#mono())));
-          continue;
-        }
         if (tried.length > 0) break;
-        const retryAfter = o.retryAfterSeconds ? await o.retryAfterSeconds(resolved.pools[0]!.id).catch(() => 30) : 30;
-        throw new PoolError("POOL_EMPTY", undefined, { retryAfter });
+        throw new PoolError("POOL_EMPTY", undefined, { retryAfter: await this.#retryAfter(resolved) });
       }
       const inst = pick.instance;
       timing.pickedAt ??= this.#mono();
@@ -379,6 +411,11 @@ export class ClaimService {
       o.logger.warn({ instanceId: inst.id }, "the claim attempt was resolved by the sweeper before it completed; trying another instance");
     }
     throw new PoolError("PROVISION_FAILED", `Provisioning failed on ${tried.length} instance(s).`, { attempts: tried.length });
+  }
+
+  /** Seconds a client should wait before retrying an empty pool (or a full queue). */
+  async #retryAfter(resolved: ResolvedClaim): Promise<number> {
+    return this.#o.retryAfterSeconds ? await this.#o.retryAfterSeconds(resolved.pools[0]!.id).catch(() => 30) : 30;
   }
 
   /**
@@ -442,7 +479,7 @@ export class ClaimService {
     // this attempt meanwhile (this process stalled past the deadline) and a newer claim now holds
     // the instance, resetting it would wipe that claim's agent. Look before touching the runtime.
     const now = await o.store.getInstance(inst.id).catch(() => null);
-    if (!now || now.status !== "claiming" || now.claimAttempt !== attempt) {
+    if (now?.status !== "claiming" || now.claimAttempt !== attempt) {
       o.logger.warn({ instanceId: inst.id }, "the failed claim attempt no longer holds the instance; not resetting it");
       return;
     }
@@ -509,8 +546,4 @@ export function responseFromRow(row: InstanceRecord, runtime: string): ClaimResp
     status: row.status === "pending_acceptance" ? "pending_acceptance" : "claimed",
     agentName: row.agentName ?? "",
   };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -8,7 +8,7 @@
  *   after a dropped connection gets the agent the first try provisioned instead of a second one
  *   (the server answers a replay with the first result, and 409 CLAIM_IN_PROGRESS while the first
  *   try still runs, which is retried too);
- * - POOL_EMPTY and RATE_LIMITED wait what the server's Retry-After says (its estimate from the
+ * - POOL_EMPTY, QUEUE_FULL and RATE_LIMITED wait what the server's Retry-After says (its estimate from the
  *   pool's boot times), other retryable answers back off exponentially with jitter;
  * - no try starts after the caller's deadline: when the next wait would end past it, the last
  *   error is thrown (with its `retryAfterSeconds`). A try in flight is never cut short by the
@@ -75,7 +75,7 @@ export interface ClaimOptions {
 }
 
 /** Answers worth another try of the same claim; anything else is final. */
-const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set(["POOL_EMPTY", "RATE_LIMITED", "CLAIM_IN_PROGRESS", "NOT_READY", "HTTP_502", "HTTP_503", "HTTP_504"]);
+const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set(["POOL_EMPTY", "QUEUE_FULL", "RATE_LIMITED", "CLAIM_IN_PROGRESS", "NOT_READY", "HTTP_502", "HTTP_503", "HTTP_504"]);
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_MAX_MS = 5_000;
 
@@ -287,7 +287,7 @@ export class PoolClient {
       if (signal?.aborted) throw signal.reason;
       throw new PoolUnreachableError(this.url, err);
     }
-    let json: unknown = undefined;
+    let json: unknown ;
     try {
       json = text === "" ? undefined : JSON.parse(text);
     } catch {

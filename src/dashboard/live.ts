@@ -139,7 +139,10 @@ export class ChangeFeed {
   }
 
   #write(c: Client, chunk: string): void {
-    if (c.res.writableEnded || c.res.destroyed || c.res.writableLength > MAX_BUFFERED) return this.#drop(c);
+    if (c.res.writableEnded || c.res.destroyed || c.res.writableLength > MAX_BUFFERED) {
+      this.#drop(c);
+      return;
+    }
     c.res.write(chunk);
   }
 }

@@ -129,8 +129,11 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   };
   const livePages = () => [...feeds.values()].reduce((n, f) => n + f.clientCount, 0);
   // Open streams would hold the server's close forever; onClose also ends one that started meanwhile.
-  app.addHook("preClose", async () => feeds.forEach((f) => f.close()));
-  app.addHook("onClose", async () => feeds.forEach((f) => f.close()));
+  const closeFeeds = async () => {
+    for (const f of feeds.values()) f.close();
+  };
+  app.addHook("preClose", closeFeeds);
+  app.addHook("onClose", closeFeeds);
 
   await app.register(formbody, { parser: (s) => Object.fromEntries(new URLSearchParams(s)) });
 

@@ -35,6 +35,8 @@ import type {
   PoolRecord,
   PoolWrite,
   InsertLimits,
+  QueueJoin,
+  QueueJoinResult,
   ResourceOwnership,
   ResourceRecord,
   ResourceState,
@@ -54,6 +56,7 @@ import * as agentOps from "./agent-operations.ts";
 import * as history from "./pool-history.ts";
 import type { HistoryRow, HistoryWrite } from "../pool/history.ts";
 import { readSizingPolicy } from "../pool/sizing.ts";
+import * as waiters from "./claim-waiters.ts";
 import { templateHash, type InstanceTemplate } from "../pool/template.ts";
 import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTable, PoolsTable } from "./tables.ts";
 
@@ -561,6 +564,7 @@ export class KyselyStore implements Store {
         WHERE pool_id = ANY(${[...pick.poolIds]}::text[]) AND status = 'idle' AND deleted_at IS NULL AND NOT protected
           AND NOT (id = ANY(${[...pick.exclude]}::text[]))
           ${pick.fresh ? sql`AND template_hash = (SELECT p.template_hash FROM pools p WHERE p.id = instances.pool_id)` : sql``}
+          ${waiters.queueAllowsPick(pick.queue)}
         ORDER BY created_at DESC
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -579,7 +583,7 @@ export class KyselyStore implements Store {
       ), ev AS (
         INSERT INTO instance_events (instance_id, pool_id, from_status, to_status, actor, reason)
         SELECT id, pool_id, 'idle', 'claiming', 'claim', 'claim started' FROM upd
-      )
+      )${waiters.queueServedCte(pick.queue)}
       SELECT * FROM upd`.execute(db);
     return rows[0] ? { kind: "picked", instance: toInstance(rows[0]) } : { kind: "empty" };
   }
@@ -626,6 +630,24 @@ export class KyselyStore implements Store {
       .where("attempt", "=", attempt)
       .where("state", "=", "running")
       .execute();
+  }
+
+  // ---- the queue of waiting claims (issue 13; SQL in claim-waiters.ts) ----
+
+  joinClaimQueue(req: QueueJoin): Promise<QueueJoinResult> {
+    return waiters.joinClaimQueue(this.#db, req);
+  }
+
+  renewClaimWaiters(tickets: readonly number[], ttlMs: number): Promise<number[]> {
+    return waiters.renewClaimWaiters(this.#db, tickets, ttlMs);
+  }
+
+  leaveClaimQueue(ticket: number): Promise<boolean> {
+    return waiters.leaveClaimQueue(this.#db, ticket);
+  }
+
+  claimQueueLengths(): Promise<Array<{ poolId: string; waiting: number }>> {
+    return waiters.claimQueueLengths(this.#db);
   }
 
   async listPoolEventsSince(poolId: string, afterId: number, limit = 500): Promise<InstanceEvent[]> {
@@ -1030,14 +1052,15 @@ export class KyselyStore implements Store {
   }
 
   close(): Promise<void> {
-    return (this.#closing ??= (async () => {
+    this.#closing ??= (async () => {
       try {
         await this.#hints.close();
         await this.#db.destroy();
       } finally {
         await this.#onClose?.();
       }
-    })());
+    })();
+    return this.#closing;
   }
 }
 

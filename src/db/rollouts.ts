@@ -217,7 +217,7 @@ export class KyselyRolloutStore implements RolloutStore {
         SELECT r.*, EXISTS (SELECT 1 FROM pools p WHERE p.id = r.pool_id AND p.template_hash = r.to_hash AND p.retired_at IS NULL) AS current
           FROM rollouts r WHERE r.pool_id = ${poolId} ORDER BY r.id DESC LIMIT 1`.execute(trx);
       const last = latest[0];
-      if (!last || !last.current) return null;
+      if (!last?.current) return null;
       if (last.status === "paused") {
         const { rows } = await sql<Row>`
           UPDATE rollouts SET status = 'running', updated_at = now() WHERE id = ${last.id} AND status = 'paused' RETURNING *`.execute(trx);

@@ -248,6 +248,41 @@ export interface ClaimPick {
   metadata: Record<string, unknown> | null;
   /** Instances this claim already tried (a failed provision is not retried on the same one). */
   exclude: readonly string[];
+  /**
+   * The claim's place in the queue of waiting claims (migration 0013). Without it the pick takes
+   * nothing from a pool that has a live waiter: a claim that does not wait never jumps a queue.
+   */
+  queue?: QueuePlace;
+}
+
+/** A waiting claim's ticket, as a pick uses it. */
+export interface QueuePlace {
+  /** Picks only from pools where no live waiter holds an earlier ticket. */
+  ticket: number;
+  /**
+   * True: this pick is the waiter's turn. It succeeds only while the waiter's own row is live
+   * (fenced on the ticket: a waiter whose place lapsed takes nothing), and the same statement
+   * removes the waiter from every pool's queue. False: a retry of a claim served earlier (its
+   * provision failed), which keeps the place its ticket gives it.
+   */
+  serve: boolean;
+}
+
+/** What joining a pool's queue of waiting claims did. */
+export type QueueJoinResult =
+  | { kind: "joined"; ticket: number }
+  /** A pool's queue already holds `maxLength` live waiters: nothing was written. */
+  | { kind: "full"; poolId: string; waiting: number };
+
+export interface QueueJoin {
+  /** Pools the claim may take from (one row each, one ticket). */
+  poolIds: readonly string[];
+  /** Pool-manager process waiting (for people). */
+  owner: string;
+  /** The row is live until now() + this (database clock) unless a heartbeat renews it. */
+  ttlMs: number;
+  /** Most live waiters a pool's queue may hold. */
+  maxLength: number;
 }
 
 export type ClaimPickResult =
@@ -554,6 +589,22 @@ export interface Store {
   finishIdempotentClaim(poolId: string, key: string, attempt: string, instanceId: string, result: Record<string, unknown>): Promise<boolean>;
   /** Forgets a key whose claim failed, so that a retry tries again; conditional on `attempt`. */
   abandonIdempotentClaim(poolId: string, key: string, attempt: string): Promise<void>;
+
+  /**
+   * Joins the queues of waiting claims of the pools (migration 0013): under a per-pool lock,
+   * deletes the pools' expired waiters, refuses when a queue is full, else takes the next ticket
+   * and writes one row per pool.
+   */
+  joinClaimQueue(req: QueueJoin): Promise<QueueJoinResult>;
+  /**
+   * Renews the rows of these tickets that are still live: expires_at = now() + ttlMs. Returns the
+   * tickets renewed; a ticket missing from it has lapsed (or was served or left): its place is gone.
+   */
+  renewClaimWaiters(tickets: readonly number[], ttlMs: number): Promise<number[]>;
+  /** Removes a waiter from every queue, conditional on its ticket. False when it held no row. */
+  leaveClaimQueue(ticket: number): Promise<boolean>;
+  /** Live waiters per pool (pools without any are left out). */
+  claimQueueLengths(): Promise<Array<{ poolId: string; waiting: number }>>;
 
   /**
    * Takes the named lease for `holder` for `ttlMs` (database clock), or renews it when `holder`

@@ -228,9 +228,19 @@ export interface PoolHistoryTable {
   target_summary: string | null;
 }
 
+/** Waiting claims, one row per pool and ticket (migration 0013). */
+export interface ClaimWaitersTable {
+  pool_id: string;
+  ticket: ColumnType<string, string | number, never>;
+  owner: string;
+  expires_at: Timestamp;
+  created_at: TimestampDefault;
+}
+
 export interface Database {
   pool_history: PoolHistoryTable;
   claims: ClaimsTable;
+  claim_waiters: ClaimWaitersTable;
   deployment: DeploymentTable;
   rate_limits: RateLimitsTable;
   pools: PoolsTable;

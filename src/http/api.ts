@@ -58,7 +58,15 @@ export const ClaimBody = z.object({
     .optional()
     .describe("take from a pool with this runtime label (\"openclaw\", \"hermes\", …), as the earlier system's clients send it; ignored when `pool` is given"),
   fresh: z.boolean().optional().describe("only an instance of its pool's current template (not one left over from before a rollout)"),
-  waitMs: z.number().int().min(0).max(60_000).optional(),
+  waitMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(60_000)
+    .optional()
+    .describe(
+      "wait up to this long for an idle instance, in the pool's queue: first come, first served across replicas; 503 QUEUE_FULL when the queue is full; closing the connection gives the place up",
+    ),
   source: z
     .string()
     .trim()
@@ -203,14 +211,23 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
       },
     },
     async (req, reply) => {
+      // The client going away (its connection closes before the answer is sent) aborts a waiting
+      // claim: it gives its place in the queue up instead of being served an agent nobody takes.
+      const gone = new AbortController();
+      const onClose = () => {
+        if (!reply.raw.writableFinished) gone.abort();
+      };
+      reply.raw.once("close", onClose);
       try {
         // Defaults and the invite-host allow-list are the pool's, applied by the claim itself.
-        return await ops.claim({ ...req.body, idempotencyKey: req.headers["idempotency-key"] });
+        return await ops.claim({ ...req.body, idempotencyKey: req.headers["idempotency-key"], signal: gone.signal });
       } catch (err) {
-        if (err instanceof PoolError && err.code === "POOL_EMPTY") {
+        if (err instanceof PoolError && (err.code === "POOL_EMPTY" || err.code === "QUEUE_FULL")) {
           reply.header("retry-after", String(err.details?.retryAfter ?? 30));
         }
         throw err;
+      } finally {
+        reply.raw.off("close", onClose);
       }
     },
   );

@@ -166,8 +166,10 @@ export class PoolEventStream {
 
   #send(c: Client, chunk: string): void {
     if (!this.#clients.has(c)) return;
-    if (c.res.writableEnded || c.res.destroyed) return this.#drop(c);
-    if (c.res.writableLength > MAX_BUFFERED) return this.#drop(c);
+    if (c.res.writableEnded || c.res.destroyed || c.res.writableLength > MAX_BUFFERED) {
+      this.#drop(c);
+      return;
+    }
     c.res.write(chunk);
   }
 }

@@ -36,7 +36,11 @@ describe("shared counters on a real store", () => {
 
   function fakeReply() {
     const headers: Record<string, string> = {};
-    return { headers, reply: { header: (k: string, v: string) => ((headers[k] = v), undefined) } as unknown as FastifyReply };
+    return { headers, reply: {
+        header: (k: string, v: string) => {
+          headers[k] = v;
+        },
+      } as unknown as FastifyReply };
   }
 
   it("mutationLimit: the (max+1)th hit of a client is 429 RATE_LIMITED with Retry-After; other clients have their own count", async () => {

@@ -66,7 +66,7 @@ export class InstanceClient implements HealthChecker {
     const headers: Record<string, string> = { accept: "application/json" };
     if (auth) headers.authorization = `Bearer ${target.gatewayToken}`;
     if (body !== undefined) headers["content-type"] = "application/json";
-    let res;
+    let res: Awaited<ReturnType<typeof request>>;
     try {
       res = await request(new URL(path, target.url), {
         method,

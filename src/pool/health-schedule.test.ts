@@ -20,7 +20,10 @@ describe("checkInterval", () => {
 
   it("jitter spreads idle checks over ±20 %, evenly", () => {
     let seed = 1;
-    const rng = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    const rng = () => {
+      seed = (seed * 16807) % 2147483647;
+      return seed / 2147483647;
+    };
     const xs = Array.from({ length: 10_000 }, () => checkInterval("idle", 0, c, rng));
     assert.ok(Math.min(...xs) >= 24_000 && Math.max(...xs) <= 36_000);
     const buckets = [0, 0, 0, 0];

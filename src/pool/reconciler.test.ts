@@ -171,7 +171,10 @@ describe("Reconciler.tick", () => {
   describe("health checks on a schedule per instance (issue 10)", () => {
     const cadence: HealthCadence = { bootingMinMs: 1_000, bootingMaxMs: 15_000, idleMs: 30_000, claimedMs: 60_000, otherMs: 60_000, jitter: 0.2 };
     let seed = 7;
-    const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    const random = () => {
+      seed = (seed * 16807) % 2147483647;
+      return seed / 2147483647;
+    };
 
     it("a quiet pool is checked at the idle cadence, not every pass: health traffic ≈ N / cadence", async () => {
       const r = await reconciler({ pool: { minIdle: 50, maxTotal: 60 }, cadence, random, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 50 } });

@@ -51,7 +51,7 @@ export class Renamer {
   async renameSoon(instanceId: string): Promise<boolean> {
     const o = this.#o;
     const inst = await o.store.getInstance(instanceId);
-    if (!inst || !inst.providerRef || !inst.agentName || (inst.status !== "claimed" && inst.status !== "pending_acceptance")) return false;
+    if (!inst?.providerRef || !inst.agentName || (inst.status !== "claimed" && inst.status !== "pending_acceptance")) return false;
     const provider = o.providers.get(inst.provider);
     if (!provider) return false;
     await provider.rename(inst.providerRef, agentServiceName(provider.serviceName?.(inst.id, inst.poolId) ?? inst.name, inst.agentName));

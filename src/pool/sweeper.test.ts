@@ -48,7 +48,12 @@ describe("Sweeper", () => {
     const answer = deferred<RuntimeStatus>();
     const sweeper = new Sweeper({
       poolId: pool, store, clock: new ManualClock(), marginMs: 0, statusTimeoutMs: 1_000, concurrency: 4,
-      statusReader: { status: async (_t: InstanceTarget) => (asked.resolve(), answer.promise) },
+      statusReader: {
+        status: async (_t: InstanceTarget) => {
+          asked.resolve();
+          return answer.promise;
+        },
+      },
     });
     const sweep = sweeper.runOnce();
     await asked.promise;
@@ -76,7 +81,12 @@ describe("Sweeper", () => {
     let asked = 0;
     const sweeper = new Sweeper({
       poolId: pool, store, clock, marginMs: 0, statusTimeoutMs: 1_000, concurrency: 4,
-      statusReader: { status: async () => (asked++, CLEAN) },
+      statusReader: {
+        status: async () => {
+          asked++;
+          return CLEAN;
+        },
+      },
     });
     const res = await sweeper.runOnce();
     assert.deepEqual([res.examined, res.resolved.length, asked], [0, 0, 0]);

@@ -110,7 +110,7 @@ export function writeStateFile(path: string, ownerTag: string, entries: Iterable
   const tmp = `${path}.${process.pid}.tmp`;
   const fd = openSync(tmp, "w");
   try {
-    writeSync(fd, JSON.stringify(state, null, 2) + "\n");
+    writeSync(fd, `${JSON.stringify(state, null, 2)}\n`);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -404,7 +404,9 @@ test("the default command runs the reference runtime", async () => {
   // The runtime answers 503 during its boot delay: poll until it says ready.
   const body = await until("health 200", async () => {
     const res = await fetch(`${created.url}/pool/health`);
-    return res.status === 200 ? ((await res.json()) as { ready: boolean }) : (await res.body?.cancel(), null);
+    if (res.status === 200) return (await res.json()) as { ready: boolean };
+    await res.body?.cancel();
+    return null;
   }, 30_000);
   assert.equal(body.ready, true);
   const pid = pidOf(provider, created.instanceId!);

@@ -9,7 +9,7 @@ import { OpenRouterStandin } from "../../test/support/openrouter-standin.ts";
 import { ManualClock } from "../clock.ts";
 import { nameEnvironment, parseResourceName, resourceName, type ResourceKind } from "./kind.ts";
 import { MemoryKind } from "./memory.ts";
-import { OpenRouterError, OpenRouterKind } from "./openrouter.ts";
+import { type OpenRouterError, OpenRouterKind } from "./openrouter.ts";
 
 const PROVISIONING = "sk-or-v1-provisioning-0123456789abcdef0123456789abcdef";
 let n = 0;

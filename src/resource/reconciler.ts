@@ -19,7 +19,7 @@ import { randomId, type Clock } from "../clock.ts";
 import type { ResourceOwnership, Store } from "../db/store.ts";
 import type { Logger } from "../logger.ts";
 import { Elector } from "../pool/elector.ts";
-import { parseResourceName, type ResourceKind } from "./kind.ts";
+import { parseResourceName, type ResourceKind, type ResourceListing } from "./kind.ts";
 import { isOwned, planSweep, type SweepDelete } from "./sweep.ts";
 
 export interface ResourceReconcilerOptions {
@@ -173,7 +173,7 @@ export class ResourceReconciler {
 
     // 2. Sweep each kind against one listing.
     for (const kind of o.kinds) {
-      let listing;
+      let listing: ResourceListing;
       try {
         listing = await kind.list();
       } catch (err) {

@@ -17,7 +17,7 @@ import type { Lease, ResourceRecord, Store } from "../db/store.ts";
 import { PoolError } from "../errors.ts";
 import { LIVE_STATUSES } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
-import { resourceName, type ResourceKind, type ResourceUsage } from "./kind.ts";
+import { type CreatedResource, resourceName, type ResourceKind, type ResourceUsage } from "./kind.ts";
 import { roundCents, topUpLimit, usd } from "./top-up.ts";
 
 export interface ResourceServiceOptions {
@@ -100,7 +100,7 @@ export class ResourceService {
    */
   async ensure(instanceId: string, kindName: string): Promise<Record<string, string> | null> {
     const kind = this.#kinds.get(kindName);
-    if (!kind || kind.when !== "on-demand") throw new PoolError("RESOURCE_NOT_FOUND", `No on-demand resource kind "${kindName}".`);
+    if (kind?.when !== "on-demand") throw new PoolError("RESOURCE_NOT_FOUND", `No on-demand resource kind "${kindName}".`);
     const inst = await this.#o.store.getInstance(instanceId);
     if (!inst) throw new PoolError("INSTANCE_NOT_FOUND");
     const existing = (await this.#o.store.listResources({ instanceId })).find((r) => r.kind === kindName);
@@ -118,7 +118,7 @@ export class ResourceService {
     const name = resourceName({ ownerId: this.#o.ownerId, poolId: instance.poolId, environment: this.#o.environment, instanceId: instance.id });
     const row = await store.insertResourceIntent({ id, instanceId: instance.id, poolId: instance.poolId, kind: kind.kind, name }, lease, statuses);
     if (!row) throw new Error("not recorded (the instance moved on, the lease term is gone, or it already has one): nothing made");
-    let made;
+    let made: CreatedResource;
     try {
       made = await kind.create({ resourceId: id, instanceId: instance.id, poolId: instance.poolId, name });
     } catch (err) {
@@ -134,7 +134,7 @@ export class ResourceService {
       await this.#deleteUnwanted(kind, made.ref, id);
       throw err;
     }
-    if (!rec || rec.state !== "ready") {
+    if (rec?.state !== "ready") {
       // Released while it was being made (its instance was killed meanwhile): it is not wanted.
       await this.#deleteUnwanted(kind, made.ref, id);
       throw new Error("released while it was being made");

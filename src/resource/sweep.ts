@@ -55,7 +55,7 @@ export interface SweepPlan {
 
 /** Whether `ref` of `instanceId` is owned, given what the rows say (see the rules above). */
 export function isOwned(own: ResourceOwnership | undefined, ref: string): boolean {
-  if (!own || !own.instanceLive) return false;
+  if (!own?.instanceLive) return false;
   return own.resources.some((r) => r.ref === ref || (r.ref === null && r.state === "creating"));
 }
 

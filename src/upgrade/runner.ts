@@ -145,7 +145,7 @@ export class UpgradeRunner {
   async #run(held: HeldUpgradeJob): Promise<void> {
     const { store, logger } = this.#o;
     const job = await store.getUpgradeJob(held.id);
-    if (!job || job.state !== "running") return;
+    if (job?.state !== "running") return;
     const pool = await store.getPool(job.poolId);
     let lost = false;
     const beat = setInterval(() => {

@@ -63,7 +63,8 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
   let standin: RailwayStandin | null = null;
   const deps: Deployment[] = [];
   try {
-    const s = (standin = await startRailwayStandin({ stepMs: 50, runtimeCommand: [process.execPath, CHAOS_RUNTIME], runtimeEnv: { CHAOS_RECORD_DIR: recordDir } }));
+    const s = await startRailwayStandin({ stepMs: 50, runtimeCommand: [process.execPath, CHAOS_RUNTIME], runtimeEnv: { CHAOS_RECORD_DIR: recordDir } });
+    standin = s;
     const { projectId } = s.createProject("shared");
     for (const [i, token] of [s.token, s.createToken("workspace")].entries()) {
       const db = await startTestPostgres();

@@ -368,7 +368,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 function has(o: Record<string, unknown>, k: string): boolean {
-  return Object.prototype.hasOwnProperty.call(o, k);
+  return  Object.hasOwn(o, k);
 }
 function strOrNull(v: unknown): string | null {
   return v === undefined || v === null ? null : String(v);
@@ -863,19 +863,22 @@ class Standin implements RailwayStandin {
     switch (f.kind) {
       case "html5xx":
         rec.status = f.opts.status ?? 502;
-        return this.#sendHtml(res, rec.status);
+        this.#sendHtml(res, rec.status);
+        return;
       case "429burst": {
         rec.status = 429;
         const retry = String(f.opts.retryAfterSec ?? 1);
         rec.errors = ["Rate limit exceeded"];
-        return this.#sendJson(res, 429, { data: null, errors: [{ message: "Rate limit exceeded", extensions: { code: "RATE_LIMITED" } }] }, {
+        this.#sendJson(res, 429, { data: null, errors: [{ message: "Rate limit exceeded", extensions: { code: "RATE_LIMITED" } }] }, {
           ...rateHeaders, "x-ratelimit-remaining": "0", "ratelimit-remaining": "0", "retry-after": retry,
         });
+        return;
       }
       case "outage":
         if (f.opts.mode === "503") {
           rec.status = 503;
-          return this.#sendHtml(res, 503);
+          this.#sendHtml(res, 503);
+          return;
         }
         rec.status = 0;
         res.socket?.destroy();
@@ -885,10 +888,11 @@ class Standin implements RailwayStandin {
         const message = f.opts.message ?? (f.kind === "graphqlError" ? "Problem processing request" : "Only one project can be created per user");
         rec.status = 200;
         rec.errors = [message];
-        return this.#sendJson(res, 200, {
+        this.#sendJson(res, 200, {
           data: null,
           errors: [{ message, locations: [{ line: 1, column: 1 }], extensions: { code: "INTERNAL_SERVER_ERROR" }, traceId: traceId() }],
         }, rateHeaders);
+        return;
       }
     }
   }
@@ -1389,7 +1393,7 @@ class Standin implements RailwayStandin {
       if (!r.eventTypes.includes(type)) continue;
       for (const ch of r.channels) {
         const cfg = ch.config as { type?: unknown; url?: unknown } | null;
-        if (!cfg || cfg.type !== "webhook" || typeof cfg.url !== "string") continue;
+        if (cfg?.type !== "webhook" || typeof cfg.url !== "string") continue;
         this.webhooksSent++;
         void fetch(cfg.url, { method: "POST", headers: { "content-type": "application/json" }, body }).catch(() => undefined);
       }
@@ -1626,7 +1630,7 @@ class Standin implements RailwayStandin {
             (input.environmentId == null || d.environmentId === input.environmentId) &&
             (input.includeDeleted === true || !this.#services.get(d.serviceId)!.deleted) &&
             (!st.in || st.in.includes(d.status)) &&
-            (!st.notIn || !st.notIn.includes(d.status)),
+            (!st.notIn?.includes(d.status)),
         );
         return this.#connection(list, a as PageArgs, (d) => this.#deploymentView(d, ctx), "desc");
       },

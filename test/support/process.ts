@@ -76,7 +76,9 @@ export async function startPoolProcess(env: Record<string, string>): Promise<Poo
       const r = await fetch(`${url}/healthz`);
       return r.ok;
     },
-    30_000,
+    // Start-up takes 4 to 9 s alone; on a loaded 2-core machine (two test files beside helpers'
+    // runs) one took over 30 s, so the bound is generous: a server that never answers still fails.
+    60_000,
   );
   return { child, url, output: () => out, exited };
 }

@@ -288,7 +288,8 @@ export class GraphQLClient {
 
   /** Counts one outcome of an operation (also used by the provider for its own outcomes). */
   count(operation: string, outcome: string): void {
-    const m = (this.#stats[operation] ??= {});
+    this.#stats[operation] ??= {};
+    const m = this.#stats[operation];
     m[outcome] = (m[outcome] ?? 0) + 1;
   }
 

@@ -596,7 +596,11 @@ test("a low remaining hourly budget spaces creates out, deferring a create rathe
   projects(1);
   const sleeps: number[] = [];
   const clock = new ManualClock(Date.now());
-  const p = await open({ clock, sleep: async (ms) => void (sleeps.push(ms), clock.advance(ms)) });
+  const p = await open({ clock, sleep: async (ms) => {
+      sleeps.push(ms);
+      clock.advance(ms);
+    },
+  });
   const reset = (s: number) => String(Math.floor(clock.now().getTime() / 1000) + s);
   fake.headers = { "x-ratelimit-limit": "10000", "x-ratelimit-remaining": "9000", "x-ratelimit-reset": reset(3600) };
   await p.list();

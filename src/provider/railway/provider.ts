@@ -19,6 +19,7 @@ import {
   isRailwayApiError,
   noopLogger,
   type FailureKind,
+  type GraphQLResult,
   type RailwayLogger,
   type RateLimitState,
   type Transport,
@@ -389,7 +390,7 @@ export class RailwayProvider implements Provider {
       return;
     }
     const vars: Record<string, unknown> = {};
-    o.projectIds.forEach((id, i) => (vars[`p${i}`] = id));
+    for (const [i, id] of o.projectIds.entries()) vars[`p${i}`] = id;
     if (o.workspaceId) vars.w = o.workspaceId;
     const r = await this.#client.call<ResolveData>(resolveDocument(o.projectIds.length, !!o.workspaceId), vars, { operation: "resolveEnvironments", idempotent: true });
     const pick = (node: ProjectEnvironmentsNode | null | undefined): string | null => {
@@ -457,7 +458,7 @@ export class RailwayProvider implements Provider {
 
   async #listProjects(projects: ProjectState[], seq: number, mayRetryWithout: boolean): Promise<ProviderListing> {
     const vars: Record<string, unknown> = {};
-    projects.forEach((p, i) => (vars[`p${i}`] = p.id));
+    for (const [i, p] of projects.entries()) vars[`p${i}`] = p.id;
     let data: ListData;
     let complete = true;
     try {
@@ -479,7 +480,7 @@ export class RailwayProvider implements Provider {
     const instances: ProviderInstance[] = [];
     const services = new Map<number, ServiceNode[]>();
     const pending: Array<{ index: number; cursor: string }> = [];
-    projects.forEach((p, i) => {
+    projects.forEach((_p, i) => {
       const node = data[`p${i}`];
       const conn = node?.services;
       if (!node || !conn || !Array.isArray(conn.edges)) {
@@ -676,7 +677,7 @@ export class RailwayProvider implements Provider {
       AGENT_POOL_OWNER: this.#ownerId,
     };
     const input = { projectId: project.id, environmentId: project.environmentId, name, source: { image: spec.image ?? this.#o.image }, variables };
-    let r;
+    let r: GraphQLResult<ServiceCreateData>;
     try {
       // allowPartial: with data, the service exists even if a nested field errored; throwing would leak it.
       r = await this.#client.call<ServiceCreateData>(SERVICE_CREATE, { input }, { operation: "serviceCreate", idempotent: false, allowPartial: true });
@@ -1115,7 +1116,7 @@ export class RailwayProvider implements Provider {
 function edgesOf<T>(conn: Connection<T> | null | undefined): T[] {
   const out: T[] = [];
   if (!conn || !Array.isArray(conn.edges)) return out;
-  for (const e of conn.edges) if (e && e.node) out.push(e.node);
+  for (const e of conn.edges) if (e?.node) out.push(e.node);
   return out;
 }
 
