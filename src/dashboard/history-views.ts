@@ -41,7 +41,7 @@ export function historyPanel(poolId: string, range: HistoryRange, rows: readonly
   const idleHours = sum(bins, (b) => b.idleSeconds) / 3600;
   const refills = sum(bins, (b) => b.refills);
   const latest = [...bins].reverse().find((b) => b.targetSummary);
-  const perMinute = (n: number, b: HistoryBin) => n / Math.max(1, r.binMs / 60_000);
+  const perMinute = (n: number) => n / Math.max(1, r.binMs / 60_000);
   return html`<div class="history-tabs" role="group" aria-label="History range">${tabs}</div>
 <p class="history-target" id="history-target">${latest?.targetSummary || "No sizing decision recorded in this range yet."}</p>
 <p class="meta" id="history-totals"><strong>${warm + missed}</strong> claims · <strong>${warm + missed ? pct(warm / (warm + missed)) : "–"}</strong> warm hits · ${missed} missed · ${idleHours.toFixed(1)} idle instance-hours · ${refills} refills${refills ? html` (mean ${fmtMs(sum(bins, (b) => b.refillMsSum) / refills)})` : ""}</p>
@@ -79,8 +79,8 @@ function instancesChart(bins: HistoryBin[]): SafeHtml {
   return svg("history-instances", `instances by status, up to ${top}`, rects.join("") + line, top);
 }
 
-function claimsChart(bins: HistoryBin[], perMinute: (n: number, b: HistoryBin) => number): SafeHtml {
-  const rate = bins.map((b) => [perMinute(b.claimsWarm, b), perMinute(b.claimsWaited, b), perMinute(b.claimsEmpty, b)] as const);
+function claimsChart(bins: HistoryBin[], perMinute: (n: number) => number): SafeHtml {
+  const rate = bins.map((b) => [perMinute(b.claimsWarm), perMinute(b.claimsWaited), perMinute(b.claimsEmpty)] as const);
   const top = Math.max(0.1, ...rate.map(([a, b, c]) => a + b + c));
   const bw = W / bins.length;
   const rects: string[] = [];

@@ -57,7 +57,9 @@ function history(name: string, open: () => Promise<TestDatabase>) {
       assert.equal(sum((r) => r.refills), 1);
       assert.equal(sum((r) => r.idleSeconds), 42.5);
       const merged = new Array<number>(LATENCY_BUCKETS).fill(0);
-      for (const r of rows) r.latencyHist.forEach((n, i) => (merged[i]! += n));
+      for (const r of rows) {
+        for (const [i, n] of r.latencyHist.entries()) merged[i]! += n;
+      }
       assert.deepEqual(merged, Object.assign(new Array<number>(LATENCY_BUCKETS).fill(0), { 1: 3, 5: 1 }));
     });
 
