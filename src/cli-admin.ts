@@ -67,8 +67,22 @@ function settingsFrom(o: Record<string, any>, kit: CliKit): PoolSettingsInput {
   if (maxSurge !== undefined) s.maxSurge = maxSurge;
   if (o.agentName !== undefined) s.claimAgentName = o.agentName === "" ? null : o.agentName;
   if (o.instructions !== undefined) s.claimInstructions = o.instructions === "" ? null : o.instructions;
+  if (o.sizing !== undefined) s.sizing = parseSizing(String(o.sizing), kit);
   if (o.joinHosts !== undefined) s.joinUrlHosts = o.joinHosts === "" ? null : String(o.joinHosts).split(",").map((h) => h.trim()).filter(Boolean);
   return s;
+}
+
+/** `fixed`, `demand` (its defaults) or a JSON policy; the server validates the fields. */
+function parseSizing(v: string, kit: CliKit): NonNullable<PoolSettingsInput["sizing"]> {
+  const t = v.trim();
+  if (t === "fixed" || t === "demand") return { mode: t };
+  try {
+    const p = JSON.parse(t) as unknown;
+    if (typeof p === "object" && p !== null && !Array.isArray(p)) return p as NonNullable<PoolSettingsInput["sizing"]>;
+  } catch {
+    /* reported below */
+  }
+  return kit.usage(`--sizing: expected fixed, demand or a JSON policy such as '{"mode":"demand","floor":1}', got ${JSON.stringify(v)}`);
 }
 
 /** A JSON array of arguments, or a plain command line split on spaces ("" clears it: the default runtime). */
@@ -97,10 +111,19 @@ function settingsOptions(cmd: Command): Command {
     .option("--min-idle <n>", "idle instances to keep warm")
     .option("--max-total <n>", "never more instances than this")
     .option("--max-surge <n>", "a rollout creates at most this many at once")
+    .option("--sizing <policy>", "idle target: fixed (min idle), demand, or a JSON policy ('{\"mode\":\"demand\",\"floor\":1,\"schedule\":[…]}')")
     .option("--agent-name <name>", "claims' default agent name (\"\" for the deployment's)")
     .option("--instructions <text>", "claims' default instructions (\"\" for the deployment's)")
     .option("--join-hosts <hosts>", "comma-separated hosts a claim's invite link may have (\"\" for any)");
 }
+
+const sizingLine = (s: { mode: string } & Record<string, unknown>) =>
+  s.mode === "fixed"
+    ? "fixed (min idle)"
+    : `demand: floor ${s.floor}, ceiling ${s.ceiling ?? "max total"}, safety ×${s.safetyFactor}, window ${s.windowMinutes} min, cooldown ${s.cooldownMinutes} min` +
+      (Array.isArray(s.schedule) && s.schedule.length
+        ? `; schedule (${s.timeZone}) ${(s.schedule as Array<{ days: string[]; from: string; to: string; floor: number }>).map((x) => `${x.days.join(",")} ${x.from}-${x.to} ≥${x.floor}`).join("; ")}`
+        : "");
 
 const template = (p: { image: string | null; command: string[] | null }) => p.image ?? (p.command ? p.command.join(" ") : "(default)");
 
@@ -150,6 +173,7 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
             [
               `pool ${p.id} (runtime ${p.runtime}, provider ${p.provider ?? "default"}) template ${p.templateHash}: ${template(p)}`,
               `min idle ${p.minIdle}, max total ${p.maxTotal}, max surge ${p.maxSurge}; ${n.idle} idle, ${n.claimed} claimed, ${n.total} in all`,
+              `sizing        ${sizingLine(p.sizing)}`,
               `env           ${Object.entries(p.env).map(([k, x]) => `${k}=${x}`).join(" ") || "-"}`,
               `claim names   ${p.claimAgentName ?? "(deployment default)"}; invite hosts ${p.joinUrlHosts?.join(", ") ?? "any"}`,
               "",

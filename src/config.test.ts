@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { ConfigError, loadConfig, proxyPlatform, trustProxyWarning } from "./config.ts";
+import { poolsFromConfig } from "./pool/config-file.ts";
 
 describe("loadConfig", () => {
   it("gives the documented defaults on an empty environment", () => {
@@ -190,5 +191,20 @@ describe("loadConfig", () => {
       assert.match(trustProxyWarning(loadConfig({ RAILWAY_SERVICE_ID: "svc", TRUST_PROXY: "0" }))!, /\(set explicitly\).*\(1 on Railway\)$/);
       assert.doesNotMatch(trustProxyWarning(loadConfig({ DYNO: "web.1" }))!, /set explicitly|\d on Heroku/);
     });
+  });
+});
+
+describe("POOL_SIZING (issue 13)", () => {
+  it("gives the default pool its sizing policy, defaults filled in; fixed when unset", () => {
+    assert.equal(poolsFromConfig(loadConfig({})).pools[0]!.sizing, undefined);
+    const p = poolsFromConfig(loadConfig({ POOL_SIZING: '{"mode":"demand","floor":2,"schedule":[{"days":["mon"],"from":"08:00","to":"10:00","floor":6}]}' })).pools[0]!;
+    assert.deepEqual(p.sizing, {
+      mode: "demand", floor: 2, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC",
+      schedule: [{ days: ["mon"], from: "08:00", to: "10:00", floor: 6 }],
+    });
+  });
+  it("refuses a bad policy, naming the variable and the field", () => {
+    assert.throws(() => poolsFromConfig(loadConfig({ POOL_SIZING: "demand" })), (e: unknown) => e instanceof ConfigError && /POOL_SIZING: not valid JSON/.test(e.message));
+    assert.throws(() => poolsFromConfig(loadConfig({ POOL_SIZING: '{"mode":"demand","floor":9,"ceiling":2}' })), (e: unknown) => e instanceof ConfigError && /POOL_SIZING: .*floor must not be larger than ceiling/.test(e.message));
   });
 });

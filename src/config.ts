@@ -72,6 +72,11 @@ export const ENV_SCHEMA = z
     POOL_MIN_IDLE: int(0, 1000).default(3),
     /** Never more instances than this, whatever their status. */
     POOL_MAX_TOTAL: int(1, 10000).default(10),
+    /**
+     * Sizing policy of the pool made from these variables (issue 13), JSON: `{"mode":"fixed"}` (keep
+     * POOL_MIN_IDLE, the default) or `{"mode":"demand","floor":1,"safetyFactor":1.2,…}` (README, "Pool sizing").
+     */
+    POOL_SIZING: optionalString,
     /** Runtime label of the pool made from these variables (clients select a pool by it). */
     POOL_RUNTIME: optionalString.pipe(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, '.', '_' or '-'").optional()),
     /**
@@ -130,6 +135,10 @@ export const ENV_SCHEMA = z
     PENDING_ACCEPTANCE_TIMEOUT_MS: int(1000, 7 * 24 * 3600 * 1000).default(10 * 60 * 1000),
     /** Status-change events (and dead rows, once their events are gone) are kept this many days. */
     EVENT_RETENTION_DAYS: int(1, 3650).default(30),
+    /** Pools' per-minute history (dashboard, sizing) is kept this many days. */
+    POOL_HISTORY_RETENTION_DAYS: int(1, 3650).default(8),
+    /** How often each replica adds what it measured to the pool history. */
+    POOL_HISTORY_FLUSH_MS: int(100, 300_000).default(60_000),
     /** Idempotency records are kept this many days (longer while their agent lives). */
     CLAIM_RECORD_RETENTION_DAYS: int(1, 3650).default(7),
     /** How long an instance unknown to the database may live at the provider before it is deleted. */

@@ -43,3 +43,39 @@ describe("metered provider", () => {
     }
   });
 });
+
+describe("warm-hit, wait, refill and sizing metrics (issue 13)", () => {
+  it("counts claims by launch type, warm and cold latency, waits, refills, idle seconds and the target", async () => {
+    const store = await openStore({ dataDir: null });
+    try {
+      const m = new PoolMetrics(store, () => []);
+      m.onLaunch({ pool: "p", launch: "warm", failed: false, seconds: 0.2, waitedMs: 0 });
+      m.onLaunch({ pool: "p", launch: "warm", failed: false, seconds: 0.3, waitedMs: 0 });
+      m.onLaunch({ pool: "p", launch: "waited", failed: false, seconds: 40, waitedMs: 38_000 });
+      m.onLaunch({ pool: "p", launch: "empty", failed: false, seconds: 0.01, waitedMs: 0 });
+      m.onLaunch({ pool: "p", launch: null, failed: true, seconds: 1, waitedMs: 0 });
+      m.onRefill("p", 150_000);
+      m.onIdle("p", 30);
+      m.onIdle("p", 12.5);
+      m.onSizing("p", {
+        target: 7, demand: 7, floor: 1, ceiling: 10, arrivalsPerMinute: 2.1, refillP95Ms: 192_000, safetyFactor: 1, reason: "demand",
+        state: { target: 7, justifiedAt: 0 }, summary: "",
+      });
+      const text = await m.registry.metrics();
+      assert.match(text, /agent_pool_claim_launches_total\{pool="p",launch_type="warm"\} 2/);
+      assert.match(text, /agent_pool_claim_launches_total\{pool="p",launch_type="waited"\} 1/);
+      assert.match(text, /agent_pool_claim_launches_total\{pool="p",launch_type="empty"\} 1/);
+      assert.match(text, /agent_pool_claim_startup_latency_seconds_count\{pool="p",launch_type="warm"\} 2/);
+      assert.match(text, /agent_pool_claim_startup_latency_seconds_count\{pool="p",launch_type="cold"\} 1/);
+      assert.match(text, /agent_pool_claim_wait_seconds_sum\{pool="p",served="true"\} 38/);
+      assert.match(text, /agent_pool_claim_wait_seconds_count\{pool="p",served="false"\} 1/);
+      assert.match(text, /agent_pool_refill_seconds_sum\{pool="p"\} 150/);
+      assert.match(text, /agent_pool_idle_instance_seconds_total\{pool="p"\} 42.5/);
+      assert.match(text, /agent_pool_sizing_target_idle\{pool="p"\} 7/);
+      assert.match(text, /agent_pool_claim_arrival_rate_per_minute\{pool="p"\} 2.1/);
+      assert.match(text, /agent_pool_sizing_refill_p95_seconds\{pool="p"\} 192/);
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -9,6 +9,8 @@ import { INSTANCE_STATUSES } from "./instance/status.ts";
 import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing, UpgradeInstanceSpec } from "./provider/provider.ts";
 import type { TickResult } from "./pool/reconciler.ts";
 import type { ClaimOutcome } from "./claim/claim.ts";
+import type { ClaimReport } from "./pool/history-recorder.ts";
+import type { SizingDecision } from "./pool/sizing.ts";
 
 export class PoolMetrics {
   readonly registry = new Registry();
@@ -19,6 +21,15 @@ export class PoolMetrics {
   readonly providerCalls: Counter<"provider" | "operation" | "outcome">;
   readonly healthFailures: Counter;
   readonly transitions: Counter<"from" | "to">;
+  // Warm hits, demand and refills (issue 13).
+  readonly launches: Counter<"pool" | "launch_type">;
+  readonly startupLatency: Histogram<"pool" | "launch_type">;
+  readonly waitSeconds: Histogram<"pool" | "served">;
+  readonly refillSeconds: Histogram<"pool">;
+  readonly idleInstanceSeconds: Counter<"pool">;
+  readonly arrivalRate: Gauge<"pool">;
+  readonly targetIdle: Gauge<"pool">;
+  readonly refillP95: Gauge<"pool">;
   readonly queueRejections: Counter<"pool">;
 
   constructor(store: Store, pools: () => string[] | Promise<string[]>, extra?: (registry: Registry) => void) {
@@ -85,7 +96,55 @@ export class PoolMetrics {
     });
     this.healthFailures = new Counter({ name: "agent_pool_health_check_failures_total", help: "Failed instance health checks.", registers: [r] });
     this.transitions = new Counter({ name: "agent_pool_transitions_total", help: "Status changes made by the reconciler.", labelNames: ["from", "to"], registers: [r] });
+    this.launches = new Counter({
+      name: "agent_pool_claim_launches_total",
+      help: "Claims that wanted an instance, by how they were served: warm (an idle instance at once), waited (none idle, then one), empty (none in the claim's wait).",
+      labelNames: ["pool", "launch_type"],
+      registers: [r],
+    });
+    this.startupLatency = new Histogram({
+      name: "agent_pool_claim_startup_latency_seconds",
+      help: "Latency of served claims: launch_type warm (an idle instance at once) or cold (waited for one). After agent-sandbox's claim_startup_latency.",
+      labelNames: ["pool", "launch_type"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [r],
+    });
+    const minutes = [0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 240, 360, 600];
+    this.waitSeconds = new Histogram({
+      name: "agent_pool_claim_wait_seconds",
+      help: "Time a claim that found no idle instance waited, whether it was then served (served=true) or not.",
+      labelNames: ["pool", "served"],
+      buckets: minutes,
+      registers: [r],
+    });
+    this.refillSeconds = new Histogram({ name: "agent_pool_refill_seconds", help: "Time from an instance's create to idle (seen by the lease holder).", labelNames: ["pool"], buckets: minutes, registers: [r] });
+    this.idleInstanceSeconds = new Counter({ name: "agent_pool_idle_instance_seconds_total", help: "Instance-seconds spent idle (what the warm pool costs while nobody claims).", labelNames: ["pool"], registers: [r] });
+    this.arrivalRate = new Gauge({ name: "agent_pool_claim_arrival_rate_per_minute", help: "Claims per minute over the sizing window, as the sizing planner last measured it.", labelNames: ["pool"], registers: [r] });
+    this.targetIdle = new Gauge({ name: "agent_pool_sizing_target_idle", help: "Idle instances the sizing policy last chose to keep.", labelNames: ["pool"], registers: [r] });
+    this.refillP95 = new Gauge({ name: "agent_pool_sizing_refill_p95_seconds", help: "p95 of recent create-to-idle times the sizing planner last used.", labelNames: ["pool"], registers: [r] });
     extra?.(r);
+  }
+
+  /** How a claim was served (history-recorder.ts's report). */
+  onLaunch(r: ClaimReport): void {
+    if (r.launch === null) return;
+    this.launches.inc({ pool: r.pool, launch_type: r.launch });
+    if (r.launch !== "empty") this.startupLatency.observe({ pool: r.pool, launch_type: r.launch === "warm" ? "warm" : "cold" }, r.seconds);
+    if (r.launch !== "warm") this.waitSeconds.observe({ pool: r.pool, served: String(r.launch === "waited") }, r.waitedMs / 1000);
+  }
+
+  onRefill(pool: string, ms: number): void {
+    this.refillSeconds.observe({ pool }, ms / 1000);
+  }
+
+  onIdle(pool: string, instanceSeconds: number): void {
+    if (instanceSeconds > 0) this.idleInstanceSeconds.inc({ pool }, instanceSeconds);
+  }
+
+  onSizing(pool: string, d: SizingDecision): void {
+    this.targetIdle.set({ pool }, d.target);
+    if (d.arrivalsPerMinute !== null) this.arrivalRate.set({ pool }, d.arrivalsPerMinute);
+    this.refillP95.set({ pool }, d.refillP95Ms / 1000);
   }
 
   onClaim(pool: string, outcome: ClaimOutcome, seconds: number, provisionSeconds: number): void {

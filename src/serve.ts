@@ -22,6 +22,7 @@ import { ClaimService } from "./claim/claim.ts";
 import { ClaimWaitQueue } from "./claim/wait-queue.ts";
 import { estimateRetryAfterSeconds } from "./claim/retry-after.ts";
 import { PoolMetrics } from "./metrics.ts";
+import { HistoryRecorder } from "./pool/history-recorder.ts";
 import { PoolOperations } from "./pool/operations.ts";
 import { poolsFromConfig } from "./pool/config-file.ts";
 import { PoolRegistry } from "./pool/registry.ts";
@@ -130,6 +131,10 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const readiness = new Readiness({ store, maxPassAgeMs: Math.max(15_000, 3 * config.TICK_INTERVAL_MS) });
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
     const metrics = new PoolMetrics(store, async () => (await store.listPools()).map((p) => p.id));
+    // Each replica adds what it measures to the pools' per-minute history (issue 13).
+    const history = new HistoryRecorder({ store, clock: over.clock ?? systemClock, logger: logger.child({ component: "history" }), flushIntervalMs: config.POOL_HISTORY_FLUSH_MS });
+    // Stopped (its last counts written) after the reconciler and the server, before the store closes.
+    closers.push(() => history.stop());
     const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger, ownerId) : await LocalProvider.open({
         stateDir: join(dataDir, "local"),
         ...(config.localRuntimeCommand ? { command: config.localRuntimeCommand } : {}),
@@ -217,7 +222,16 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         store,
         eventRetentionMs: config.EVENT_RETENTION_DAYS * 86_400_000,
         claimRecordRetentionMs: config.CLAIM_RECORD_RETENTION_DAYS * 86_400_000,
+        historyRetentionMs: config.POOL_HISTORY_RETENTION_DAYS * 86_400_000,
       }),
+      sizing: {
+        recorder: history,
+        // Until a pool's own boots are measured: local processes start in seconds, Railway deploys in minutes.
+        defaultRefillMs: (pool) => ((pool.provider ?? provider.kind) === "railway" ? 180_000 : 10_000),
+        onDecision: (pool, d) => metrics.onSizing(pool, d),
+        onRefill: (pool, ms) => metrics.onRefill(pool, ms),
+        onIdle: (pool, s) => metrics.onIdle(pool, s),
+      },
       startingPollMs: config.STARTING_POLL_MS,
       instanceEnv: config.instanceEnv,
       envFor: (pool) => ({ POOL_ID: pool.id, POOL_RUNTIME: pool.runtime, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT }),
@@ -230,6 +244,7 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     });
     reconcilerRef = reconciler;
     closers.push(() => reconciler.stop());
+    history.start();
 
     // Waiting claims of this process, served in order with every replica's (issue 13).
     const queue = new ClaimWaitQueue({
@@ -257,6 +272,10 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       onOutcome: (outcome, seconds, provisionSeconds, pool) => {
         metrics.onClaim(pool, outcome, seconds, provisionSeconds);
         over.onClaim?.(outcome, seconds, provisionSeconds);
+      },
+      recorder: (report) => {
+        metrics.onLaunch(report);
+        history.claim(report);
       },
       // From the pool's own boot history and the instances starting now (src/claim/retry-after.ts).
       retryAfterSeconds: async (pool) =>

@@ -37,6 +37,23 @@ describe("CLI: pools, protection, release and upgrades", () => {
     await cleanUpPool(pool, dataDir);
   });
 
+  it("pool update --sizing sets a demand policy (shown by pool <id>), refuses a bad one with its code, and goes back to fixed (issue 13)", () => {
+    const set = json("pool", "update", "default", "--sizing", '{"mode":"demand","floor":1,"safetyFactor":1.5,"schedule":[{"days":["mon","tue"],"from":"08:00","to":"10:00","floor":4}]}');
+    assert.deepEqual([set.pool.sizing.mode, set.pool.sizing.floor, set.pool.sizing.safetyFactor, set.pool.sizing.cooldownMinutes], ["demand", 1, 1.5, 20]);
+    const shown = cli("pool", "default");
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /sizing\s+demand: floor 1, ceiling max total, safety ×1.5, window 15 min, cooldown 20 min; schedule \(UTC\) mon,tue 08:00-10:00 ≥4/);
+    const bad = cli("--json", "pool", "update", "default", "--sizing", '{"mode":"demand","floor":5,"ceiling":2}');
+    assert.equal(bad.code, 1);
+    assert.equal(JSON.parse(bad.stdout).code, "VALIDATION_FAILED");
+    assert.match(JSON.parse(bad.stdout).error, /sizing/);
+    assert.equal(json("pool", "show", "default").pool.sizing.floor, 1, "the refused change changed nothing");
+    const usage = cli("pool", "update", "default", "--sizing", "sometimes");
+    assert.notEqual(usage.code, 0);
+    assert.match(usage.stderr, /--sizing: expected fixed, demand or a JSON policy/);
+    assert.deepEqual(json("pool", "update", "default", "--sizing", "fixed").pool.sizing, { mode: "fixed" });
+  });
+
   it("pools, pool create (flags), pool <id> with secrets masked, update from a file, delete when empty", () => {
     const created = json("pool", "create", "hermes", "--runtime", "hermes", "--min-idle", "0", "--max-total", "2", "--env", "XMTP_ENV=dev", "--env", "API_TOKEN=s3cret-value", "--join-hosts", "convos.org, popup.convos.org");
     assert.equal(created.pool.id, "hermes");

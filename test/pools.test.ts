@@ -136,4 +136,22 @@ describe("pools as templates over the API", () => {
     assert.equal(unprotected.body.instance.protected, false);
     assert.equal((await call("POST", "/api/pool/claim", { pool: "default" })).status, 200);
   });
+  it("sets a pool's sizing policy, fills in its defaults, and refuses a bad one with VALIDATION_FAILED, changing nothing (issue 13)", async () => {
+    const set = await call("PATCH", "/api/pools/default", { sizing: { mode: "demand", floor: 2, timeZone: "Europe/Berlin", schedule: [{ days: ["mon"], from: "08:00", to: "10:00", floor: 5 }] } });
+    assert.equal(set.status, 200, JSON.stringify(set.body));
+    assert.deepEqual(set.body.pool.sizing, {
+      mode: "demand", floor: 2, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "Europe/Berlin",
+      schedule: [{ days: ["mon"], from: "08:00", to: "10:00", floor: 5 }],
+    });
+    assert.equal(set.body.templateChanged, false, "sizing starts no rollout");
+    for (const sizing of [{ mode: "demand", floor: 9, ceiling: 3 }, { mode: "demand", timeZone: "Nowhere/Atlantis" }, { mode: "magic" }, { mode: "demand", schedule: [{ days: ["mon"], from: "10:00", to: "09:00", floor: 1 }] }, "demand"]) {
+      const bad = await call("PATCH", "/api/pools/default", { sizing });
+      assert.equal(bad.status, 400, JSON.stringify(sizing));
+      assert.equal(bad.body.code, "VALIDATION_FAILED");
+      assert.match(String(bad.body.error), /sizing/);
+    }
+    assert.equal((await store.getPool("default"))?.sizing.mode, "demand", "nothing changed");
+    const back = await call("PATCH", "/api/pools/default", { sizing: { mode: "fixed" } });
+    assert.deepEqual(back.body.pool.sizing, { mode: "fixed" });
+  });
 });

@@ -221,4 +221,27 @@ describe("ClaimService fencing", () => {
     );
     assert.equal(runtimes.provisions.length, 1, "the second claim provisioned nothing");
   });
+  it("reports to the recorder how each claim was served: warm, after waiting (and how long), or pool empty (issue 13)", async () => {
+    const reports: Array<[string | null, number]> = [];
+    let mono = 1_000;
+    let emptyLooks = 0;
+    const waiting = override(store, {
+      claimIdle: async (pick) => {
+        if (emptyLooks > 0) {
+          emptyLooks--;
+          mono += 700;
+          return { kind: "empty" };
+        }
+        return store.claimIdle(pick);
+      },
+    });
+    const svc = service({ store: waiting, monotonic: () => mono, waitPollMs: 1, maxWaitMs: 10_000, recorder: (r) => reports.push([r.launch, r.waitedMs]) });
+    await idle(2);
+    await svc.claim({});
+    emptyLooks = 2;
+    await svc.claim({ waitMs: 5_000 });
+    await assert.rejects(svc.claim({}), (e: unknown) => e instanceof PoolError && e.code === "POOL_EMPTY");
+    // Waited from its first empty look (at 1,700) to the pick (at 2,400, after the second).
+    assert.deepEqual(reports, [["warm", 0], ["waited", 700], ["empty", 0]]);
+  });
 });

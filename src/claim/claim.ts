@@ -24,6 +24,7 @@ import { joinUrlHostAllowed } from "./join-url.ts";
 import { PoolError } from "../errors.ts";
 import type { InstanceTarget, ProvisionRequest, ProvisionResult, RuntimeStatus } from "../instance/client.ts";
 import type { Logger } from "../logger.ts";
+import { claimReport, type ClaimReport } from "../pool/history-recorder.ts";
 import { ClaimWaitQueue } from "./wait-queue.ts";
 
 export interface ProvisionClient {
@@ -117,6 +118,11 @@ export interface ClaimServiceOptions {
   waitPollMs?: number;
   /** Called after each claim with its outcome, duration and pool (metrics). */
   onOutcome?: (outcome: ClaimOutcome, seconds: number, provisionSeconds: number, pool: string) => void;
+  /**
+   * Told how each claim was served (warm, after waiting, pool empty) and how long it waited: the
+   * pool's history and warm-hit metrics (issue 13). Called after `onOutcome`; must not throw.
+   */
+  recorder?: (report: ClaimReport) => void;
   /** Seconds a client should wait before retrying an empty pool. */
   retryAfterSeconds?: (poolId: string) => Promise<number>;
   /** Fencing tokens (tests make them readable). */
@@ -166,7 +172,7 @@ export class ClaimService {
 
   async claim(req: ClaimRequest): Promise<ClaimResponse> {
     const t0 = performance.now();
-    const timing = { provision: 0 };
+    const timing: ClaimTiming = { provision: 0 };
     const state: { outcome: ClaimOutcome; pool: string } = { outcome: "failed", pool: req.pool ?? req.runtime ?? this.#o.defaultPool };
     try {
       const res = await this.#claim(req, timing, (o) => (state.outcome = o));
@@ -184,14 +190,25 @@ export class ClaimService {
       }
       throw err;
     } finally {
-      this.#o.onOutcome?.(state.outcome, (performance.now() - t0) / 1000, timing.provision / 1000, state.pool);
+      const seconds = (performance.now() - t0) / 1000;
+      this.#o.onOutcome?.(state.outcome, seconds, timing.provision / 1000, state.pool);
+      if (this.#o.recorder) {
+        try {
+          // A claim by runtime label that found its pools empty is counted on the first of them.
+          const pool = state.outcome === "pool_empty" ? (timing.pool ?? state.pool) : state.pool;
+          this.#o.recorder(claimReport(state.outcome, pool, seconds, timing, this.#mono()));
+        } catch (err) {
+          this.#o.logger.warn({ err: (err as Error).message }, "could not record the claim for the pool's history");
+        }
+      }
     }
   }
 
-  async #claim(req: ClaimRequest, timing: { provision: number }, mark: (o: ClaimOutcome) => void): Promise<ClaimResponse> {
+  async #claim(req: ClaimRequest, timing: ClaimTiming, mark: (o: ClaimOutcome) => void): Promise<ClaimResponse> {
     const o = this.#o;
     const resolved = await this.#resolve(req);
     const poolId = resolved.pools[0]!.id;
+    timing.pool = poolId;
     const deadline = this.#mono() + this.deadlineMs;
 
     const key = req.idempotencyKey;
@@ -290,7 +307,7 @@ export class ClaimService {
     resolved: ResolvedClaim,
     req: ClaimRequest,
     deadline: number,
-    timing: { provision: number },
+    timing: ClaimTiming,
     mark: (o: ClaimOutcome) => void,
   ): Promise<ClaimResponse> {
     const o = this.#o;
@@ -325,6 +342,8 @@ export class ClaimService {
           ...(queue ? { queue } : {}),
         });
       let pick = await pickAt(place);
+      // The pools' history (issue 13): a claim that found none idle at its first look was not warm.
+      if (pick.kind === "empty" && tried.length === 0) timing.firstEmptyAt ??= this.#mono();
       if (pick.kind === "empty" && tried.length === 0 && this.#mono() < waitUntil) {
         // Wait in the pools' queue for this claim's turn (woken by hints, not by polling).
         const waited = await this.#queue.wait({ poolIds: resolved.pools.map((p) => p.id), timeoutMs: waitUntil - this.#mono(), signal: req.signal, pick: pickAt });
@@ -358,6 +377,7 @@ export class ClaimService {
         throw new PoolError("POOL_EMPTY", undefined, { retryAfter: await this.#retryAfter(resolved) });
       }
       const inst = pick.instance;
+      timing.pickedAt ??= this.#mono();
       tried.push(inst.id);
       // A hint to the replica holding the lease: replenish (and rename this agent's resource).
       o.store.publishHint({ pool: inst.poolId, kind: "claimed", instanceId: inst.id }).catch((err) =>
@@ -486,6 +506,15 @@ export class ClaimService {
       })
       .catch((err) => o.logger.error({ err, instanceId: inst.id }, "could not record the failed claim; the sweeper resolves it"));
   }
+}
+
+/** When a claim found its pools empty first and when it picked an instance (monotonic ms). */
+export interface ClaimTiming {
+  provision: number;
+  /** The pool the claim resolved to first (its pools' order). */
+  pool?: string;
+  firstEmptyAt?: number;
+  pickedAt?: number;
 }
 
 /** What an instance no longer holds once a claim attempt lets go of it (recovery or sweeper). */

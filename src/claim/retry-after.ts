@@ -2,6 +2,9 @@
  * Retry-After of a POOL_EMPTY answer: when the client's retry is likely to find an idle instance.
  * Pure, so the estimate is table-tested; the claim path feeds it the pool's boot history.
  *
+ * The same model as pool sizing (issue 13, pool/sizing.ts): a boot takes the p95 of the pool's
+ * recent create → idle times, so a client retrying then finds the instance that was starting.
+ *
  * The earlier system answered every empty pool with the same fixed delay, so clients either
  * hammered a pool whose instances needed minutes or waited long after one became free.
  */
@@ -17,11 +20,13 @@ export interface RetryAfterInput {
   defaultBootMs?: number;
 }
 
+import { percentile } from "../pool/sizing.ts";
+
 const MIN_S = 1;
 const MAX_S = 300;
 
 export function estimateRetryAfterSeconds(i: RetryAfterInput): number {
-  const typical = median(i.recentBootMs) ?? i.defaultBootMs ?? 10_000;
+  const typical = percentile(i.recentBootMs, 0.95) ?? i.defaultBootMs ?? 10_000;
   let ms: number;
   if (i.startingSince.length > 0) {
     // The instance furthest along is the first one expected to be handed out.
@@ -33,11 +38,4 @@ export function estimateRetryAfterSeconds(i: RetryAfterInput): number {
     ms = i.tickIntervalMs + typical;
   }
   return Math.min(MAX_S, Math.max(MIN_S, Math.ceil(ms / 1000)));
-}
-
-function median(xs: readonly number[]): number | null {
-  const v = xs.filter((x) => Number.isFinite(x) && x >= 0).sort((a, b) => a - b);
-  if (v.length === 0) return null;
-  const mid = Math.floor(v.length / 2);
-  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
 }

@@ -59,7 +59,23 @@ export interface PoolSettingsInput {
   claimInstructions?: string | null;
   joinUrlHosts?: string[] | null;
   maxSurge?: number;
+  /** How many idle instances the pool keeps (issue 13): `{mode: "fixed"}` or `{mode: "demand", …}`. */
+  sizing?: SizingInput;
 }
+
+/** A sizing policy as a create or change takes it; fields left out of `demand` take their defaults. */
+export type SizingInput =
+  | { mode: "fixed" }
+  | {
+      mode: "demand";
+      floor?: number;
+      ceiling?: number | null;
+      safetyFactor?: number;
+      windowMinutes?: number;
+      cooldownMinutes?: number;
+      timeZone?: string;
+      schedule?: Array<{ days: Array<"sun" | "mon" | "tue" | "wed" | "thu" | "fri" | "sat">; from: string; to: string; floor: number }>;
+    };
 
 /** What a claim may say: every field optional (agentName/instructions default on the server). */
 export type ClaimInput = z.input<typeof ClaimBody>;

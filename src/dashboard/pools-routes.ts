@@ -13,6 +13,7 @@ import type { PoolOperations, PoolSummary } from "../pool/operations.ts";
 import { planItems } from "../upgrade/select.ts";
 import { html, type SafeHtml } from "./html.ts";
 import * as pv from "./pools-views.ts";
+import { historyPanel, historyRange, historySection, historySinceMs } from "./history-views.ts";
 import * as v from "./views.ts";
 
 /** What these routes use of the dashboard plugin. */
@@ -50,9 +51,11 @@ async function outdatedAgents(kit: DashboardKit, pool: string): Promise<number> 
 export async function mainPageExtras(kit: DashboardKit, ctx: v.PageContext, _summary: PoolSummary): Promise<Pick<v.MainPageInput, "switcher" | "agentActions" | "extra">> {
   const pools = await kit.ops.pools();
   const switcher = pv.poolSwitcher(pools, ctx.poolId);
-  if (!kit.agents) return { switcher };
+  const h = await kit.ops.history(ctx.poolId, historySinceMs("hour"));
+  const history = historySection(ctx.poolId, "hour", h.rows, h.now);
+  if (!kit.agents) return { switcher, extra: history };
   const [versions, jobs, outdated] = await Promise.all([kit.agents.versions(ctx.poolId), kit.agents.jobs(ctx.poolId, 5), outdatedAgents(kit, ctx.poolId)]);
-  return { switcher, agentActions: agentActionsFor(kit, ctx), extra: pv.versionsSection(ctx, { versions, jobs, outdated }) };
+  return { switcher, agentActions: agentActionsFor(kit, ctx), extra: html`${history}${pv.versionsSection(ctx, { versions, jobs, outdated })}` };
 }
 
 /**
@@ -174,6 +177,14 @@ export function registerPoolAdminRoutes(app: FastifyInstance, kit: DashboardKit)
   });
 
   // ---- versions and upgrades of a pool
+
+  // The pool history panel (issue 13) for a range: last hour, day or week.
+  app.get("/dashboard/history", kit.authed, async (req, reply) => {
+    const pool = kit.poolOf(req);
+    const range = historyRange((req.query as Record<string, unknown> | undefined)?.range);
+    const h = await kit.ops.history(pool, historySinceMs(range));
+    return kit.send(reply, 200, historyPanel(pool, range, h.rows, h.now));
+  });
 
   app.get("/dashboard/versions", kit.authed, async (req, reply) => kit.send(reply, 200, pv.versionsTable(await agents().versions(kit.poolOf(req)))));
 

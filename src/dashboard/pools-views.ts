@@ -74,7 +74,7 @@ function poolCard({ pool, summary }: PoolCard, prod: boolean): SafeHtml {
   <h3><a href="/${poolQuery(pool.id)}">${pool.id}</a> <span class="badge" title="runtime label claims select it by">${pool.runtime}</span> <code class="small" title="template hash">${pool.templateHash}</code></h3>
   <p class="meta">${pool.provider ?? "default provider"} · ${templateText(pool)}${env.length ? html` · env ${env.map(([k, x]) => html`<code>${k}=${x}</code> `)}` : ""}</p>
   ${miniBar(summary)}
-  <p class="meta"><strong>${c.idle}</strong> idle · <strong>${c.claimed + c.pending_acceptance}</strong> agents · ${c.total} of ${pool.maxTotal} max · keeps ${pool.minIdle} idle${c.crashed ? html` · <span class="error-text">${c.crashed} crashed</span>` : ""}</p>
+  <p class="meta"><strong>${c.idle}</strong> idle · <strong>${c.claimed + c.pending_acceptance}</strong> agents · ${c.total} of ${pool.maxTotal} max · ${pool.sizing.mode === "demand" ? html`sizing <strong>demand</strong> (floor ${pool.sizing.floor}, ×${pool.sizing.safetyFactor})` : html`keeps ${pool.minIdle} idle`}${c.crashed ? html` · <span class="error-text">${c.crashed} crashed</span>` : ""}</p>
   <div class="actions">
     <a href="/${poolQuery(pool.id)}">Open</a>
     <details class="edit-toggle" id="${domId("pool-edit", pool.id)}"><summary>Edit</summary>${poolForm(pool, `edit-${pool.id}`)}</details>

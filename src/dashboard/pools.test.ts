@@ -257,4 +257,16 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
     assert.ok(seen.length > 40);
     for (const body of seen) for (const s of secrets) assert.ok(!body.includes(s), `a secret leaked: ${s.slice(0, 6)}…`);
   });
+  it("a pool card says when the pool is sized by demand, and the main page has the history panel (issue 13)", async () => {
+    await pool.ops.registry.update("hermes", { sizing: { mode: "demand", floor: 2, safetyFactor: 1.5 } });
+    const page = await req("GET", "/dashboard/pools");
+    assert.match(page.body, /id="pool-card-hermes"[\s\S]*?sizing <strong>demand<\/strong> \(floor 2, ×1.5\)/);
+    assert.match(page.body, /id="pool-card-default"[\s\S]*?keeps \d+ idle/);
+    const main = await req("GET", "/?pool=hermes");
+    assert.match(main.body, /<section class="card" aria-labelledby="history-h" id="history-card">/);
+    const week = await req("GET", "/dashboard/history?pool=hermes&range=week", { hx: true });
+    assert.equal(week.status, 200);
+    assert.match(week.body, /id="history-range-week" hx-get="[^"]*" hx-target="#history" aria-pressed="true"/);
+    await pool.ops.registry.update("hermes", { sizing: { mode: "fixed" } });
+  });
 });

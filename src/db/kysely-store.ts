@@ -53,6 +53,9 @@ import { leaseHeld } from "./fence.ts";
 import { KyselyRolloutStore, type RolloutStore } from "./rollouts.ts";
 import { LocalHintBus, type HintBus } from "./hints.ts";
 import * as agentOps from "./agent-operations.ts";
+import * as history from "./pool-history.ts";
+import type { HistoryRow, HistoryWrite } from "../pool/history.ts";
+import { readSizingPolicy } from "../pool/sizing.ts";
 import * as waiters from "./claim-waiters.ts";
 import { templateHash, type InstanceTemplate } from "../pool/template.ts";
 import type { Database, InstanceEventsTable, InstanceResourcesTable, InstancesTable, PoolsTable } from "./tables.ts";
@@ -198,17 +201,18 @@ export class KyselyStore implements Store {
     // from (two operators changing one pool at once: the second change writes nothing).
     const { rows } = await sql<Selectable<PoolsTable>>`
       INSERT INTO pools (id, runtime, provider, image, command, env, min_idle, max_total, claim_agent_name,
-                         claim_instructions, join_url_hosts, max_surge, template_hash, previous_template, seed_hash)
+                         claim_instructions, join_url_hosts, max_surge, template_hash, previous_template, seed_hash, sizing)
       VALUES (${pool.id}, ${pool.runtime}, ${pool.provider}::text, ${pool.image}::text, ${json(pool.command)}::text::jsonb,
               ${JSON.stringify(pool.env)}::text::jsonb, ${pool.minIdle}, ${pool.maxTotal}, ${pool.claimAgentName}::text,
               ${pool.claimInstructions}::text, ${json(pool.joinUrlHosts)}::text::jsonb, ${pool.maxSurge}, ${pool.templateHash},
-              ${json(pool.previousTemplate)}::text::jsonb, ${pool.seedHash ?? null}::text)
+              ${json(pool.previousTemplate)}::text::jsonb, ${pool.seedHash ?? null}::text,
+              ${pool.sizing.mode === "fixed" ? null : JSON.stringify(pool.sizing)}::text::jsonb)
       ON CONFLICT (id) DO UPDATE SET
         runtime = EXCLUDED.runtime, provider = EXCLUDED.provider, image = EXCLUDED.image, command = EXCLUDED.command,
         env = EXCLUDED.env, min_idle = EXCLUDED.min_idle, max_total = EXCLUDED.max_total,
         claim_agent_name = EXCLUDED.claim_agent_name, claim_instructions = EXCLUDED.claim_instructions,
         join_url_hosts = EXCLUDED.join_url_hosts, max_surge = EXCLUDED.max_surge, template_hash = EXCLUDED.template_hash,
-        previous_template = EXCLUDED.previous_template,
+        previous_template = EXCLUDED.previous_template, sizing = EXCLUDED.sizing,
         seed_hash = ${pool.seedHash === undefined ? sql`pools.seed_hash` : sql`EXCLUDED.seed_hash`},
         retired_at = NULL, updated_at = now()
       WHERE ${opts.expectHash === undefined ? sql`TRUE` : sql`pools.template_hash = ${opts.expectHash}`}
@@ -795,6 +799,28 @@ export class KyselyStore implements Store {
     return Number(first(rows).n);
   }
 
+  async prunePoolHistory(olderThanMs: number, batch: number): Promise<number> {
+    return history.prunePoolHistory(this.#db, olderThanMs, batch);
+  }
+
+  // ---- pool history (issue 13): SQL in pool-history.ts ----
+
+  async addPoolHistory(rows: readonly HistoryWrite[]): Promise<void> {
+    await history.addPoolHistory(this.#db, rows);
+  }
+
+  poolHistory(poolId: string, sinceMs: number): Promise<{ rows: HistoryRow[]; now: Date }> {
+    return history.poolHistory(this.#db, poolId, sinceMs);
+  }
+
+  retireSurplusIdle(poolId: string, keepIdle: number, reason: string, fence?: Lease): Promise<string | null> {
+    return history.retireSurplusIdle(this.#db, poolId, keepIdle, reason, fence);
+  }
+
+  claimArrivals(poolId: string, windowMs: number): Promise<{ arrivals: number; oldestMinute: Date | null; now: Date }> {
+    return history.claimArrivals(this.#db, poolId, windowMs);
+  }
+
   async pruneRateLimits(batch: number): Promise<number> {
     const { rows } = await sql<{ n: number }>`
       WITH gone AS (
@@ -1088,6 +1114,7 @@ function toPool(r: Selectable<PoolsTable>): PoolRecord {
     claimInstructions: r.claim_instructions,
     joinUrlHosts: hosts === null ? null : hosts.map(String),
     maxSurge: Number(r.max_surge),
+    sizing: readSizingPolicy(parseJson(r.sizing)),
     templateHash: r.template_hash,
     previousTemplate: prev ? (prev as unknown as InstanceTemplate) : null,
     seedHash: r.seed_hash,

@@ -4,6 +4,7 @@
  * (`pg.Pool`, production, several replicas) and PGlite (in-process, the zero-set-up default).
  * `store.conformance.test.ts` runs the same suite on both.
  */
+import type { HistoryRow, HistoryWrite } from "../pool/history.ts";
 import type { InstanceStatus, StatusCounts, TransitionActor } from "../instance/status.ts";
 import type { InstanceTemplate, PoolSettings } from "../pool/template.ts";
 import type { RolloutStore } from "./rollouts.ts";
@@ -636,6 +637,27 @@ export interface Store {
   pruneDeletedInstances(olderThanMs: number, batch: number): Promise<number>;
   /** Rate-limit windows that ended. */
   pruneRateLimits(batch: number): Promise<number>;
+  /** Pool history minutes older than this (database clock). */
+  prunePoolHistory(olderThanMs: number, batch: number): Promise<number>;
+
+  // ---- pool history (issue 13; migration 0012) ----
+
+  /**
+   * Adds one replica's measurements to the pools' minute buckets in one statement: counters add up
+   * (replicas never overwrite each other), snapshot columns are replaced when given. At most one
+   * row per pool per call.
+   */
+  addPoolHistory(rows: readonly HistoryWrite[]): Promise<void>;
+  /** A pool's minutes from `sinceMs` ago to now (database clock), oldest first, and the database's now. */
+  poolHistory(poolId: string, sinceMs: number): Promise<{ rows: HistoryRow[]; now: Date }>;
+  /**
+   * Retires (idle → dead) the pool's oldest unprotected idle instance while more than `keepIdle`
+   * are idle, counted in the same statement, fenced on the lease (a demand pool's scale-down).
+   * Returns its id, or null when none was retired.
+   */
+  retireSurplusIdle(poolId: string, keepIdle: number, reason: string, fence?: Lease): Promise<string | null>;
+  /** Claims that wanted an instance in the pool's last `windowMs` (the planner's arrival rate). */
+  claimArrivals(poolId: string, windowMs: number): Promise<{ arrivals: number; oldestMinute: Date | null; now: Date }>;
 
   // ---- per-instance resources (issue 12) ----
 

@@ -27,6 +27,8 @@ export interface PoolsTable {
   template_hash: ColumnType<string, string | undefined, string>;
   previous_template: ColumnType<unknown, string | null | undefined, string | null>;
   seed_hash: string | null;
+  /** jsonb: the sizing policy (issue 13; migration 0012), null = fixed. */
+  sizing: ColumnType<unknown, string | null | undefined, string | null>;
   retired_at: Timestamp | null;
   created_at: TimestampDefault;
   updated_at: TimestampDefault;
@@ -203,6 +205,29 @@ export interface UpgradeJobItemsTable {
   finished_at: Timestamp | null;
 }
 
+/** Per-minute measurements of a pool (issue 13; migration 0012). */
+export interface PoolHistoryTable {
+  pool_id: string;
+  minute: Timestamp;
+  claims_warm: number;
+  claims_waited: number;
+  claims_empty: number;
+  claims_failed: number;
+  latency_hist: ColumnType<number[], string, string>;
+  wait_ms_sum: ColumnType<string | number, number, number>;
+  wait_ms_max: number;
+  refills: number;
+  refill_ms_sum: ColumnType<string | number, number, number>;
+  refill_ms_max: number;
+  idle_seconds: number;
+  idle: number | null;
+  starting: number | null;
+  claimed: number | null;
+  other: number | null;
+  target: number | null;
+  target_summary: string | null;
+}
+
 /** Waiting claims, one row per pool and ticket (migration 0013). */
 export interface ClaimWaitersTable {
   pool_id: string;
@@ -213,6 +238,7 @@ export interface ClaimWaitersTable {
 }
 
 export interface Database {
+  pool_history: PoolHistoryTable;
   claims: ClaimsTable;
   claim_waiters: ClaimWaitersTable;
   deployment: DeploymentTable;

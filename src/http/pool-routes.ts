@@ -13,6 +13,21 @@ import type { RolloutService } from "../pool/rollouts.ts";
 import { RolloutView, rolloutView } from "./rollout-views.ts";
 import { CountsView, ErrorView, InstanceView, countsView, instanceView } from "./views.ts";
 
+/** A pool's sizing policy (issue 13; src/pool/sizing.ts). */
+export const SizingView = z.union([
+  z.object({ mode: z.literal("fixed") }),
+  z.object({
+    mode: z.literal("demand"),
+    floor: z.number(),
+    ceiling: z.number().nullable(),
+    safetyFactor: z.number(),
+    windowMinutes: z.number(),
+    cooldownMinutes: z.number(),
+    timeZone: z.string(),
+    schedule: z.array(z.object({ days: z.array(z.string()), from: z.string(), to: z.string(), floor: z.number() })),
+  }),
+]);
+
 export const PoolView = z.object({
   id: z.string(),
   runtime: z.string(),
@@ -26,6 +41,7 @@ export const PoolView = z.object({
   claimInstructions: z.string().nullable(),
   joinUrlHosts: z.array(z.string()).nullable(),
   maxSurge: z.number(),
+  sizing: SizingView.describe("how many idle instances the pool keeps: fixed (min idle) or demand (README, \"Pool sizing\")"),
   templateHash: z.string(),
   canRollBack: z.boolean(),
   createdAt: z.string(),
@@ -45,7 +61,7 @@ const InstanceIdParams = z.object({ id: z.string().min(1).max(100) });
  * registry (src/pool/template.ts), which is what the configuration file goes through too.
  */
 const PoolBody = z.record(z.string(), z.unknown()).describe(
-  "pool settings: id (create only), runtime, provider, image, command, env, minIdle, maxTotal, claimAgentName, claimInstructions, joinUrlHosts, maxSurge",
+  "pool settings: id (create only), runtime, provider, image, command, env, minIdle, maxTotal, claimAgentName, claimInstructions, joinUrlHosts, maxSurge, sizing ({mode: fixed} or {mode: demand, floor, ceiling, safetyFactor, windowMinutes, cooldownMinutes, timeZone, schedule})",
 );
 
 export interface PoolRouteDeps {

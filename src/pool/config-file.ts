@@ -16,6 +16,7 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import type { Config } from "../config.ts";
 import { ConfigError } from "../config.ts";
+import { SizingPolicyInput, type SizingPolicy } from "./sizing.ts";
 import { PoolSettingsInput } from "./template.ts";
 
 const PoolsFile = z
@@ -28,6 +29,19 @@ const PoolsFile = z
 export interface PoolsConfig {
   pools: PoolSettingsInput[];
   globalMaxTotal: number | undefined;
+}
+
+/** POOL_SIZING: a sizing policy as JSON (pool/sizing.ts). */
+function sizingFromEnv(text: string): SizingPolicy {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError([`POOL_SIZING: not valid JSON (${(err as Error).message})`]);
+  }
+  const r = SizingPolicyInput.safeParse(json);
+  if (!r.success) throw new ConfigError(r.error.issues.map((i) => `POOL_SIZING: ${i.path.join(".") || "(top)"}: ${i.message}`));
+  return r.data;
 }
 
 /** The pools the configuration describes. Throws ConfigError naming the file and the bad field. */
@@ -45,6 +59,7 @@ export function poolsFromConfig(config: Config): PoolsConfig {
           // change of the pool's template, and starts a rollout.
           ...(config.PROVIDER === "railway" && config.INSTANCE_IMAGE ? { image: config.INSTANCE_IMAGE } : {}),
           ...(config.PROVIDER === "local" && config.localRuntimeCommand ? { command: config.localRuntimeCommand } : {}),
+          ...(config.POOL_SIZING !== undefined ? { sizing: sizingFromEnv(config.POOL_SIZING) } : {}),
         },
       ],
     };

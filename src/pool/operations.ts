@@ -4,6 +4,7 @@
  * conditional transition first (so it cannot clobber a concurrent claim), the provider call after.
  * Operations on a pool take its id; without one they act on the default pool.
  */
+import type { HistoryRow } from "./history.ts";
 import type { ForeignResource, InstanceEvent, InstanceRecord, PoolRecord, Store } from "../db/store.ts";
 import { PoolError } from "../errors.ts";
 import { LIVE_STATUSES, type InstanceStatus, type StatusCounts } from "../instance/status.ts";
@@ -67,6 +68,12 @@ export class PoolOperations {
     let total = 0;
     for (const s of LIVE_STATUSES) total += c[s];
     return { pool: pool.id, runtime: pool.runtime, minIdle: pool.minIdle, maxTotal: pool.maxTotal, templateHash: pool.templateHash, counts: { ...c, total }, foreign };
+  }
+
+  /** The pool's per-minute history since `sinceMs` ago (issue 13), with the database's now. */
+  async history(poolId: string, sinceMs: number): Promise<{ rows: HistoryRow[]; now: Date }> {
+    await this.#o.registry.get(poolId);
+    return this.#o.store.poolHistory(poolId, sinceMs);
   }
 
   async instances(poolId: string = this.#o.defaultPool): Promise<InstanceRecord[]> {

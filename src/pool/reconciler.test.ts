@@ -8,6 +8,7 @@ import type { HealthChecker, InstanceTarget, RuntimeStatus } from "../instance/c
 import { silentLogger } from "../logger.ts";
 import { MemoryProvider } from "../provider/memory.ts";
 import type { HealthCadence } from "./health-schedule.ts";
+import { HistoryRecorder } from "./history-recorder.ts";
 import { Reconciler, type ReconcilerOptions } from "./reconciler.ts";
 
 /** Stands in for the runtimes' HTTP answers: per-url health, default healthy and clean. */
@@ -614,5 +615,48 @@ describe("Reconciler.tick", () => {
     assert.equal(provider.fleet.size, 2);
     assert.ok(most <= 2, `at most max total at the provider, saw ${most}`);
     provider.create = create;
+  });
+  it("keeps the idle target its demand sizing policy chooses instead of min idle, and records the pass in the history (issue 13)", async () => {
+    const p = (await store.getPool(poolId))!;
+    await store.savePool({
+      ...p,
+      sizing: { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC", schedule: [] },
+    });
+    // 12 claims in the last 14–15 minutes (0.8–0.86/min); no boot measured yet: 5 min assumed → ceil(4.0–4.3) = 5 idle.
+    await store.addPoolHistory([{ poolId, ageMs: 14 * 60_000, claimsWarm: 8, claimsWaited: 2, claimsEmpty: 2, claimsFailed: 0, latencyHist: [], waitMsSum: 0, waitMsMax: 0, refills: 0, refillMsSum: 0, refillMsMax: 0, idleSeconds: 0, snapshot: null }]);
+    const recorder = new HistoryRecorder({ store, clock, logger: silentLogger });
+    const r = await reconciler({ sizing: { recorder, defaultRefillMs: () => 5 * 60_000 } });
+    const first = await r.tick();
+    assert.equal(first.created.length, 5, "five created where min idle says three");
+    const sizing = first.pools.find((x) => x.pool === poolId)?.sizing;
+    assert.deepEqual([sizing?.target, sizing?.reason], [5, "demand"]);
+    assert.match(sizing?.summary ?? "", /^target 5 idle: 0\.[89] claims\/min × 5\.0 min refill p95 \(assumed\) × 1\.0$/);
+    // The instances come up: the next pass records a refill for each and a snapshot of the pool.
+    clock.advance(2_000);
+    await r.tick();
+    await recorder.flush();
+    const { rows } = await store.poolHistory(poolId, 3_600_000);
+    const last = rows.at(-1)!;
+    assert.deepEqual([last.idle, last.target, last.refills], [5, 5, 5]);
+    // Timed by the pass clock (anchored to the database): at most the 2 s the clock moved, plus the real time of the test.
+    assert.ok(last.refillMsMax > 0 && last.refillMsMax < 60_000, `refill ${last.refillMsMax} ms`);
+  });
+  it("a demand pool retires idle instances above its target once the cooldown allows; the next pass deletes them (issue 13)", async () => {
+    const r0 = await reconciler();
+    await r0.tick();
+    clock.advance(2_000);
+    await r0.tick();
+    assert.equal((await store.countByStatus(poolId)).idle, 3);
+    const p = (await store.getPool(poolId))!;
+    // No claims measured at all and no cooldown: the floor (1) is the target.
+    await store.savePool({ ...p, sizing: { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 0, timeZone: "UTC", schedule: [] } });
+    const r = await reconciler({ holder: `test-${poolId}` });
+    const t = await r.tick();
+    assert.equal(t.transitions.filter((x) => x.to === "dead" && x.reason === "scaled down (sizing)").length, 2);
+    assert.equal((await store.countByStatus(poolId)).idle, 1);
+    clock.advance(2_000);
+    const next = await r.tick();
+    assert.equal(next.deleted.length, 2, "their resources deleted by the next pass");
+    assert.equal(provider.fleet.size, 1);
   });
 });

@@ -29,6 +29,7 @@ import { DEFAULT_CADENCE, HealthSchedule, type HealthCadence } from "./health-sc
 import { Observer, type ForeignResource } from "./observer.ts";
 import { planOrphans, planPool, type ListingState, type PlanNote } from "./plan.ts";
 import { Renamer } from "./renamer.ts";
+import { Sizer, type SizerOptions } from "./sizer.ts";
 import type { RolloutService } from "./rollouts.ts";
 import { Sweeper, type StatusReader } from "./sweeper.ts";
 
@@ -96,6 +97,8 @@ export interface ReconcilerOptions {
   cleanIntervalMs?: number;
   /** Called after every pass (metrics, server-sent events). */
   onTick?: (result: TickResult) => void;
+  /** Sizing (issue 13): the history recorder, metrics hooks and assumed refill times for the sizer. */
+  sizing?: Omit<SizerOptions, "store" | "logger" | "globalMaxTotal">;
 }
 
 /** One pool's share of a pass. */
@@ -105,6 +108,8 @@ export interface PoolTickResult {
   created: string[];
   deleted: string[];
   notes: PlanNote[];
+  /** The idle target the pool's sizing policy chose this pass, and the numbers it used. */
+  sizing?: { target: number; reason: string; summary: string };
 }
 
 export interface TransitionNote {
@@ -161,6 +166,7 @@ export class Reconciler {
   readonly #actuator: Actuator;
   readonly #renamer: Renamer;
   readonly #checks: HealthSchedule;
+  readonly #sizer: Sizer;
   #chain: Promise<unknown> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
   #running = false;
@@ -216,6 +222,12 @@ export class Reconciler {
       createConcurrency: opts.createConcurrency ?? 8,
       ...(opts.haltCreatesAfterFailures !== undefined ? { haltAfterFailures: opts.haltCreatesAfterFailures } : {}),
       resources: opts.resources,
+    });
+    this.#sizer = new Sizer({
+      store: opts.store,
+      logger: opts.logger,
+      ...(opts.spec.globalMaxTotal !== undefined ? { globalMaxTotal: opts.spec.globalMaxTotal } : {}),
+      ...opts.sizing,
     });
     this.#renamer = new Renamer({ store: opts.store, providers: opts.providers, clock: this.#passClock, logger: opts.logger });
   }
@@ -323,10 +335,12 @@ export class Reconciler {
       const pool = await o.store.getPool(poolId);
       if (!pool || pool.retiredAt) return;
       const counts = await o.store.countByStatus(poolId);
-      const deficit = Math.max(0, pool.minIdle - counts.idle - counts.starting);
+      // The target the last pass chose (issue 13); the next pass re-decides with fresh numbers.
+      const target = this.#sizer.target(pool);
+      const deficit = Math.max(0, target - counts.idle - counts.starting);
       const n = Math.min(deficit, o.spec.maxCreatesPerTick);
       if (n === 0) return;
-      const r = await this.#actuator.create(pool, n, this.#limits(pool, pool.minIdle), lease);
+      const r = await this.#actuator.create(pool, n, this.#limits(pool, target), lease);
       if (r.errors.length) o.logger.warn({ pool: poolId, errors: r.errors }, "replenish after claim: some creates failed");
       // New instances are `starting`: look at them sooner than the interval.
       if (!this.#running && !this.#stopped) this.#schedule(Math.min(o.intervalMs, o.startingPollMs ?? 1000));
@@ -474,13 +488,16 @@ export class Reconciler {
       }
     }
 
-    // Plans: one per pool, then the orphans of each provider, then the global cap.
+    // Plans: one per pool (its idle target from its sizing policy), then the orphans of each
+    // provider, then the global cap.
     const now = this.#passClock.now();
+    const sizing = await this.#sizer.decide(pools, now);
+    const targetOf = (pool: PoolRecord) => sizing.get(pool.id)?.target ?? pool.minIdle;
     const plans = pools.map((pool) => {
       const kind = pool.provider ?? o.defaultProvider;
       const instances = seen.observed.get(pool.id) ?? [];
       const plan = planPool(
-        { minIdle: pool.minIdle, maxTotal: pool.maxTotal, orphanGraceMs: o.spec.orphanGraceMs, maxDeletesPerTick: o.spec.maxDeletesPerTick, maxCreatesPerTick: o.spec.maxCreatesPerTick },
+        { minIdle: targetOf(pool), maxTotal: pool.maxTotal, orphanGraceMs: o.spec.orphanGraceMs, maxDeletesPerTick: o.spec.maxDeletesPerTick, maxCreatesPerTick: o.spec.maxCreatesPerTick },
         { listing: listingOf(kind), instances, orphans: [] },
         now,
       );
@@ -524,9 +541,11 @@ export class Reconciler {
     for (const { pool, plan } of plans) {
       const pr = poolResults.get(pool.id)!;
       pr.notes = plan.notes;
+      const d = sizing.get(pool.id);
+      if (d) pr.sizing = { target: d.target, reason: d.reason, summary: d.summary };
       pr.deleted = del.deleted.filter((d) => d.instanceId !== null && seen.observed.get(pool.id)?.some((i) => i.id === d.instanceId)).map((d) => d.ref);
       if (plan.create === 0) continue;
-      const made = await this.#actuator.create(pool, plan.create, this.#limits(pool, pool.minIdle), lease);
+      const made = await this.#actuator.create(pool, plan.create, this.#limits(pool, targetOf(pool)), lease);
       result.providerCalls.create += made.calls;
       result.created.push(...made.created);
       result.errors.push(...made.errors);
@@ -535,6 +554,18 @@ export class Reconciler {
       for (const id of made.created) {
         status.set(id, "starting");
         poolOf.set(id, pool.id);
+      }
+    }
+
+    // Scale-down (issue 13): a demand pool retires idle instances above its target; the next pass
+    // deletes them. Only on a complete listing, within the pass's delete budget.
+    for (const { pool } of plans) {
+      if (listingOf(pool.provider ?? o.defaultProvider) !== "complete") continue;
+      let idle = 0;
+      for (const [id, s] of status) if (s === "idle" && poolOf.get(id) === pool.id) idle++;
+      for (const id of await this.#sizer.scaleDown(pool, idle, o.spec.maxDeletesPerTick, lease)) {
+        status.set(id, "dead");
+        result.transitions.push({ id, from: "idle", to: "dead", reason: "scaled down (sizing)" });
       }
     }
 
@@ -583,6 +614,9 @@ export class Reconciler {
       if (pr) pr.counts[s]++;
     }
     for (const pr of poolResults.values()) pr.counts.total = LIVE.reduce((n, s) => n + pr.counts[s], 0);
+    // Measurements for the pool history (issue 13): idle instance-seconds, refills, a snapshot.
+    const rows = new Map(seen.pairs.map(([r]) => [r.id, r]));
+    for (const pr of poolResults.values()) this.#sizer.observe(pr.pool, pr.counts, rows, result.transitions.filter((t) => poolOf.get(t.id) === pr.pool), now);
     result.counts = { ...counts, total: LIVE.reduce((n, s) => n + counts[s], 0) };
     result.pools = [...poolResults.values()];
   }

@@ -39,6 +39,7 @@ export function poolView(p: PoolRecord) {
     claimInstructions: p.claimInstructions,
     joinUrlHosts: p.joinUrlHosts,
     maxSurge: p.maxSurge,
+    sizing: p.sizing,
     templateHash: p.templateHash,
     canRollBack: p.previousTemplate !== null,
     createdAt: p.createdAt.toISOString(),

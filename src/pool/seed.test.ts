@@ -85,3 +85,25 @@ describe("planSeed", () => {
     assert.equal(planSeed([hermes], [retired], env)[0]?.reason, "created");
   });
 });
+
+describe("seedHash and sizing (issue 13)", () => {
+  it("an entry without sizing hashes as before sizing existed; a sizing policy, and each change of it, changes the hash", () => {
+    const entry: PoolSettingsInput = { id: "hermes", minIdle: 2 };
+    // Frozen: the hash of an entry without sizing must not change with this feature (no re-seeding on upgrade).
+    assert.equal(seedHash(entry), "43e95aaf297b");
+    const demand = { mode: "demand" as const, floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC", schedule: [] };
+    const a = seedHash({ ...entry, sizing: demand });
+    const b = seedHash({ ...entry, sizing: { ...demand, floor: 2 } });
+    assert.notEqual(a, seedHash(entry));
+    assert.notEqual(a, b);
+  });
+
+  it("seeding a changed sizing policy writes it", () => {
+    const entry: PoolSettingsInput = { id: "hermes", minIdle: 2 };
+    const have = record(entry, {});
+    const demand = { mode: "demand" as const, floor: 3, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC", schedule: [] };
+    const writes = planSeed([{ ...entry, sizing: demand }], [have], {});
+    assert.equal(writes.length, 1);
+    assert.deepEqual(writes[0]!.pool.sizing, demand);
+  });
+});

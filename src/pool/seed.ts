@@ -22,7 +22,10 @@ export interface SeedWrite {
 
 /** Hash of a configuration entry as written (so any edit of it counts as a change). */
 export function seedHash(entry: PoolSettingsInput): string {
-  return createHash("sha256").update(JSON.stringify(entry, Object.keys(entry).sort())).digest("hex").slice(0, 12);
+  // A sizing policy is hashed whole (the key list above filters nested keys); without one, the
+  // hash is what it was before sizing existed, so upgrading re-applies no pool's configuration.
+  const base = JSON.stringify(entry, Object.keys(entry).sort());
+  return createHash("sha256").update(entry.sizing ? `${base}\u0000${JSON.stringify(entry.sizing)}` : base).digest("hex").slice(0, 12);
 }
 
 /**

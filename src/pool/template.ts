@@ -10,6 +10,7 @@
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
+import { FIXED_POLICY, SizingPolicyInput, type SizingPolicy } from "./sizing.ts";
 
 /** Pool ids appear in URLs, Railway service names and metric labels. */
 export const POOL_ID_RE = /^[a-z0-9][a-z0-9-]{0,31}$/;
@@ -40,6 +41,8 @@ export interface PoolSettings extends InstanceTemplate {
   joinUrlHosts: string[] | null;
   /** A rollout creates at most this many new instances at once, above max total if need be. */
   maxSurge: number;
+  /** How many idle instances the pool keeps: `fixed` (min idle) or `demand` (issue 13, sizing.ts). */
+  sizing: SizingPolicy;
 }
 
 const envName = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
@@ -63,6 +66,7 @@ export const PoolSettingsInput = z
     claimInstructions: z.string().max(50_000).refine(noNul).nullable().optional(),
     joinUrlHosts: z.array(z.string().trim().toLowerCase().min(1).max(253).regex(/^[a-z0-9.-]+$/, "a host name")).max(50).nullable().optional(),
     maxSurge: z.number().int().min(1).max(100).optional(),
+    sizing: SizingPolicyInput.optional(),
   })
   .strict();
 export type PoolSettingsInput = z.infer<typeof PoolSettingsInput>;
@@ -82,6 +86,7 @@ export function poolSettings(input: PoolSettingsInput, base?: PoolSettings): Poo
     claimInstructions: input.claimInstructions !== undefined ? input.claimInstructions : (base?.claimInstructions ?? null),
     joinUrlHosts: input.joinUrlHosts !== undefined ? input.joinUrlHosts : (base?.joinUrlHosts ?? null),
     maxSurge: input.maxSurge ?? base?.maxSurge ?? 2,
+    sizing: (input.sizing as SizingPolicy | undefined) ?? base?.sizing ?? FIXED_POLICY,
   };
   if (s.minIdle > s.maxTotal) throw new RangeError(`pool ${s.id}: min idle (${s.minIdle}) is larger than max total (${s.maxTotal})`);
   return s;
