@@ -18,7 +18,12 @@ import type { ManagerStats } from "./manager.ts";
 import { managerEnv } from "./watch.ts";
 import { benchPostgres, ms, pct, sleep, until } from "./util.ts";
 
-const RUNS: ReadonlyArray<[clients: number, perClient: number]> = [[1, 200], [8, 30], [32, 8], [64, 5]];
+const RUNS: ReadonlyArray<[clients: number, perClient: number]> = [
+  [1, 200],
+  [8, 30],
+  [32, 8],
+  [64, 5],
+];
 const MIN_IDLE = 400;
 
 export async function claimBench(): Promise<void> {
@@ -68,7 +73,7 @@ async function claimMode(provisionMs: number): Promise<void> {
       if (done.error) throw new Error(done.error);
       const claims = done.lat.length;
       const cpu = cpuSeconds(s0.cpu, s1.cpu);
-      const net = cpu - quietPerSec * ((done.wallMs) / 1000);
+      const net = cpu - quietPerSec * (done.wallMs / 1000);
       console.log(
         `    ${String(clients).padStart(2)} clients ${String(claims).padStart(4)} claims  p50 ${ms(pct(done.lat, 50)).padStart(9)}  p99 ${ms(pct(done.lat, 99)).padStart(9)}` +
           `  ${(claims / (done.wallMs / 1000)).toFixed(0).padStart(4)} claims/s  own share p50 ${ms(pct(s1.own, 50)).padStart(9)} p99 ${ms(pct(s1.own, 99)).padStart(9)}` +

@@ -30,7 +30,9 @@ export interface CrashVariant {
 }
 
 export async function crashBench(variants: readonly CrashVariant[] = [{ label: "without events" }]): Promise<void> {
-  console.log(`Crash detection: kill an idle instance's runtime (connections refused from then on), time until its row leaves idle; ${KILLS} kills, ${IDLE} idle, 5 s tick, Postgres`);
+  console.log(
+    `Crash detection: kill an idle instance's runtime (connections refused from then on), time until its row leaves idle; ${KILLS} kills, ${IDLE} idle, 5 s tick, Postgres`,
+  );
   for (const v of variants) await crashOne(v);
 }
 
@@ -44,7 +46,10 @@ async function crashOne(v: CrashVariant): Promise<void> {
     children.push(fleet);
     const manager = await spawnChild(new URL("./manager.ts", import.meta.url));
     children.push(manager);
-    const { urls } = await fleet.ask<{ urls: string[] }>({ type: "start", endpoints: IDLE + KILLS + 10, latencyMs: [20, 80], hangRate: 0, provisionMs: 0 }, "ready");
+    const { urls } = await fleet.ask<{ urls: string[] }>(
+      { type: "start", endpoints: IDLE + KILLS + 10, latencyMs: [20, 80], hangRate: 0, provisionMs: 0 },
+      "ready",
+    );
     const started = await manager.ask<{ url: string; poolId: string }>(
       { type: "start", env: managerEnv(pg.url, dataDir, { POOL_MIN_IDLE: String(IDLE), POOL_MAX_TOTAL: String(IDLE * 3), ...v.env }), fleetUrls: urls },
       "started",
@@ -63,10 +68,15 @@ async function crashOne(v: CrashVariant): Promise<void> {
       await manager.ask({ type: "retire", url: victim.url }, "retired");
       await v.notify?.({ managerUrl: started.url, instanceId: victim.id });
       results.push(
-        until(`${victim.id} to leave idle`, async () => {
-          const row = await store.getInstance(victim.id);
-          return row && row.status !== "idle" ? { ms: performance.now() - t0, to: row.status } : null;
-        }, 300_000, 20),
+        until(
+          `${victim.id} to leave idle`,
+          async () => {
+            const row = await store.getInstance(victim.id);
+            return row && row.status !== "idle" ? { ms: performance.now() - t0, to: row.status } : null;
+          },
+          300_000,
+          20,
+        ),
       );
       await sleep(500 + Math.random() * 1000);
     }

@@ -79,7 +79,11 @@ function handler(latency: number) {
           requests.provision++;
           const conv = `conv-${token.slice(-12)}`;
           bound.set(token, conv);
-          return json(200, { ok: true, inviteUrl: `http://bench.invalid/i/${conv}`, conversationId: conv, joined: false, status: "created" }, latency + config.provisionMs);
+          return json(
+            200,
+            { ok: true, inviteUrl: `http://bench.invalid/i/${conv}`, conversationId: conv, joined: false, status: "created" },
+            latency + config.provisionMs,
+          );
         }
         case "/convos/reset":
           requests.reset++;

@@ -107,7 +107,15 @@ async function handle(m: Message): Promise<void> {
     }
     case "stats": {
       const counts = await pool!.store.countByStatus(pool!.ops.poolId);
-      const reply: ManagerStats = { type: "stats", cpu: process.cpuUsage(), rss: process.memoryUsage.rss(), statements: statements(), passes, counts: { ...counts }, own };
+      const reply: ManagerStats = {
+        type: "stats",
+        cpu: process.cpuUsage(),
+        rss: process.memoryUsage.rss(),
+        statements: statements(),
+        passes,
+        counts: { ...counts },
+        own,
+      };
       passes = [];
       own = [];
       process.send!(reply);

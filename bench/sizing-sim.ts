@@ -74,7 +74,12 @@ export function traces(seed: number): Trace[] {
     { name: "steady Poisson 1/min, 12 h", startMs: MONDAY + 8 * HOUR, durationMs: 12 * HOUR, arrivals: poissonArrivals(() => 1, 1, 12 * HOUR, rnd) },
     { name: "morning ramp, a working day (24 h)", startMs: MONDAY, durationMs: day, arrivals: poissonArrivals(ramp, 4, day, rnd) },
     { name: "bursts of 20 claims in a second every 2 h over 0.2/min, 12 h", startMs: MONDAY + 8 * HOUR, durationMs: 12 * HOUR, arrivals: bursts },
-    { name: "quiet night 0.03/min, 20:00–08:00", startMs: MONDAY + 20 * HOUR, durationMs: 12 * HOUR, arrivals: poissonArrivals(() => 0.03, 0.03, 12 * HOUR, rnd) },
+    {
+      name: "quiet night 0.03/min, 20:00–08:00",
+      startMs: MONDAY + 20 * HOUR,
+      durationMs: 12 * HOUR,
+      arrivals: poissonArrivals(() => 0.03, 0.03, 12 * HOUR, rnd),
+    },
   ];
 }
 

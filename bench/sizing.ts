@@ -12,7 +12,16 @@ import { REFILLS, simulate, traces, type SimResult } from "./sizing-sim.ts";
 
 const SEED = 13;
 const FIXED = [1, 2, 4, 8, 16, 24, 32];
-const DEMAND: SizingPolicy = { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC", schedule: [] };
+const DEMAND: SizingPolicy = {
+  mode: "demand",
+  floor: 1,
+  ceiling: null,
+  safetyFactor: 1,
+  windowMinutes: 15,
+  cooldownMinutes: 20,
+  timeZone: "UTC",
+  schedule: [],
+};
 const DEMAND_SAFE: SizingPolicy = { ...DEMAND, floor: 2, safetyFactor: 1.5 };
 const DEMAND_WIDE: SizingPolicy = { ...DEMAND, floor: 2, safetyFactor: 2 };
 const DEMAND_SCHEDULED: SizingPolicy = {
@@ -35,16 +44,22 @@ export async function sizingBench(): Promise<void> {
     const defaultRefillMs = refill.name.startsWith("local") ? 10_000 : 180_000;
     for (const trace of traces(SEED)) {
       const rows: Row[] = [];
-      for (const n of FIXED) rows.push({ label: `fixed min ${n}`, r: simulate(trace, refill, { policy: { mode: "fixed" }, minIdle: n, defaultRefillMs, seed: SEED }) });
+      for (const n of FIXED)
+        rows.push({ label: `fixed min ${n}`, r: simulate(trace, refill, { policy: { mode: "fixed" }, minIdle: n, defaultRefillMs, seed: SEED }) });
       const demand = { label: "demand floor 1 ×1.0", r: simulate(trace, refill, { policy: DEMAND, minIdle: 0, defaultRefillMs, seed: SEED }) };
       const safe = { label: "demand floor 2 ×1.5", r: simulate(trace, refill, { policy: DEMAND_SAFE, minIdle: 0, defaultRefillMs, seed: SEED }) };
       const wide = { label: "demand floor 2 ×2.0", r: simulate(trace, refill, { policy: DEMAND_WIDE, minIdle: 0, defaultRefillMs, seed: SEED }) };
-      const sched = { label: "demand floor 2 ×1.5, weekdays 07–10 ≥10", r: simulate(trace, refill, { policy: DEMAND_SCHEDULED, minIdle: 0, defaultRefillMs, seed: SEED }) };
+      const sched = {
+        label: "demand floor 2 ×1.5, weekdays 07–10 ≥10",
+        r: simulate(trace, refill, { policy: DEMAND_SCHEDULED, minIdle: 0, defaultRefillMs, seed: SEED }),
+      };
       rows.push(demand, safe, wide, sched);
       console.log(`\n${refill.name} · ${trace.name} · ${trace.arrivals.length} claims`);
       console.log(`  ${"policy".padEnd(38)} ${"warm hits".padStart(9)} ${"p99 wait".padStart(9)} ${"idle inst-h".padStart(11)} ${"max target".padStart(10)}`);
       for (const { label, r } of rows) {
-        console.log(`  ${label.padEnd(38)} ${pct(r.warmHitRate).padStart(9)} ${wait(r.p99WaitMs).padStart(9)} ${r.idleInstanceHours.toFixed(1).padStart(11)} ${String(r.maxTarget).padStart(10)}`);
+        console.log(
+          `  ${label.padEnd(38)} ${pct(r.warmHitRate).padStart(9)} ${wait(r.p99WaitMs).padStart(9)} ${r.idleInstanceHours.toFixed(1).padStart(11)} ${String(r.maxTarget).padStart(10)}`,
+        );
       }
       if (!/ramp|night/.test(trace.name)) continue;
       const fixed = rows.slice(0, FIXED.length);
@@ -64,6 +79,8 @@ export async function sizingBench(): Promise<void> {
       }
     }
   }
-  console.log("\nThe aim (issue 13): demand reaches the best fixed warm-hit rate (within 0.5 points) with ≥30% fewer idle instance-hours on the ramp and night traces.");
+  console.log(
+    "\nThe aim (issue 13): demand reaches the best fixed warm-hit rate (within 0.5 points) with ≥30% fewer idle instance-hours on the ramp and night traces.",
+  );
   for (const v of verdicts) console.log(`  ${v}`);
 }

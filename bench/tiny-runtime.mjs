@@ -16,7 +16,8 @@ const server = createServer((req, res) => {
   req.on("end", () => {
     if (req.url === "/pool/health") return json(200, { ready: true, version: "tiny", runtime: "bench" });
     if (req.headers.authorization !== `Bearer ${token}`) return json(401, { error: "unauthorized" });
-    if (req.url === "/convos/status") return json(200, { conversationId: conversation, inboxId: null, pending: false, clean: conversation === null, inviteUrl: null });
+    if (req.url === "/convos/status")
+      return json(200, { conversationId: conversation, inboxId: null, pending: false, clean: conversation === null, inviteUrl: null });
     if (req.url === "/pool/provision") {
       conversation = `conv-${token.slice(-8)}`;
       return json(200, { ok: true, inviteUrl: `http://bench.invalid/i/${conversation}`, conversationId: conversation, joined: false, status: "created" });

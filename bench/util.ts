@@ -16,7 +16,9 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export function machineLine(): string {
   const c = cpus();
   const model = (c[0]?.model ?? "unknown CPU").replace(/\s+/g, " ").trim();
-  const load = loadavg().map((x) => x.toFixed(2)).join(" ");
+  const load = loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ");
   return `${c.length} cores (${model}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, load average ${load}`;
 }
 

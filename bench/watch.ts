@@ -15,7 +15,7 @@ import { join } from "node:path";
 import { cpuSeconds, spawnChild, type BenchChild } from "./child.ts";
 import type { FleetStats } from "./fleet.ts";
 import type { ManagerStats, PassInfo } from "./manager.ts";
-import { benchPostgres, mb, ms, pct, sleep, } from "./util.ts";
+import { benchPostgres, mb, ms, pct, sleep } from "./util.ts";
 
 const WINDOW_MS = Number(process.env.BENCH_WATCH_MS ?? 60_000);
 const MIN_PASSES = 5;
@@ -62,8 +62,18 @@ export async function watchOne(o: WatchOptions): Promise<void> {
     children.push(fleet);
     const manager = await spawnChild(new URL("./manager.ts", import.meta.url));
     children.push(manager);
-    const { urls } = await fleet.ask<{ urls: string[] }>({ type: "start", endpoints: o.n + Math.ceil(o.n / 10), latencyMs: [20, 80], hangRate: 0.01, provisionMs: 0 }, "ready");
-    await manager.ask({ type: "start", env: managerEnv(pg.url, dataDir, { POOL_MIN_IDLE: "0", POOL_MAX_TOTAL: String(Math.min(10_000, o.n + 100)), ...o.env }), fleetUrls: urls }, "started");
+    const { urls } = await fleet.ask<{ urls: string[] }>(
+      { type: "start", endpoints: o.n + Math.ceil(o.n / 10), latencyMs: [20, 80], hangRate: 0.01, provisionMs: 0 },
+      "ready",
+    );
+    await manager.ask(
+      {
+        type: "start",
+        env: managerEnv(pg.url, dataDir, { POOL_MIN_IDLE: "0", POOL_MAX_TOTAL: String(Math.min(10_000, o.n + 100)), ...o.env }),
+        fleetUrls: urls,
+      },
+      "started",
+    );
 
     const tFill = performance.now();
     const added = await manager.ask<{ created: number; errors: string[] }>({ type: "add", count: o.n }, "added");
@@ -123,7 +133,7 @@ export async function watchOne(o: WatchOptions): Promise<void> {
     console.log(
       `  ${(o.label ?? "").padEnd(o.label ? 12 : 0)}N=${String(o.n).padStart(6)}  ${fillNote}; over ${secs.toFixed(0)} s${filled ? " quiet" : ""}:` +
         `  health requests/s ${health.toFixed(0)} (+ status ${status.toFixed(0)})` +
-        `  manager CPU ${(cpu / secs * 60).toFixed(1)} s/min (${((cpu / secs) * 100).toFixed(0)}% of a core)` +
+        `  manager CPU ${((cpu / secs) * 60).toFixed(1)} s/min (${((cpu / secs) * 100).toFixed(0)}% of a core)` +
         `  pass p50 ${ms(pct(durations, 50), 0)} p99 ${ms(pct(durations, 99), 0)} (${led.length} passes)` +
         `  statements/quiet pass p50 ${pct(stmts, 50)} max ${stmts.length ? Math.max(...stmts) : NaN}` +
         `  RSS ${mb(s1.rss)}  (${s1.counts.idle ?? 0} idle, ${s1.counts.starting ?? 0} starting)`,

@@ -26,17 +26,17 @@ if (only.length === 0) {
     console.error("type check failed");
     process.exit(tsc.status ?? 1);
   }
-  // The lint (Biome, biome.jsonc) runs in CI with the type check: a finding fails the run.
-  const lint = spawnSync(process.execPath, [join(root, "node_modules/@biomejs/biome/bin/biome"), "lint", "."], { stdio: "inherit", cwd: root });
+  // The lint and the formatting check (Biome, biome.jsonc) run in CI with the type check: a finding fails the run.
+  const lint = spawnSync(process.execPath, [join(root, "node_modules/@biomejs/biome/bin/biome"), "check", "."], { stdio: "inherit", cwd: root });
   if (lint.status !== 0) {
     console.error("lint failed (npm run lint)");
     process.exit(lint.status ?? 1);
   }
 }
 
-const res = spawnSync(
-  process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...files],
-  { stdio: "inherit", cwd: root, env: process.env },
-);
+const res = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=2", "--test-timeout=600000", ...files], {
+  stdio: "inherit",
+  cwd: root,
+  env: process.env,
+});
 process.exit(res.status ?? 1);

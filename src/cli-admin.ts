@@ -8,10 +8,15 @@ import { type Command, Option } from "commander";
 import { readFileSync } from "node:fs";
 import type { PoolClient, PoolSettingsInput, UpgradeJob } from "./client/index.ts";
 
+/** A command's options as commander hands them: untyped; each command reads and checks its own. */
+// biome-ignore lint/suspicious/noExplicitAny: commander types no option; a command reads each as the type its flag declares
+export type CommandOptions = Record<string, any>;
+
 /** What cli.ts lends these commands (its remote runner and renderings). */
 export interface CliKit {
-  // biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
-  remote<A extends unknown[]>(run: (c: PoolClient, o: { json?: boolean } & Record<string, any>, ...args: A) => Promise<[value: unknown, human: () => string]>): (...args: unknown[]) => Promise<void>;
+  remote<A extends unknown[]>(
+    run: (c: PoolClient, o: { json?: boolean } & CommandOptions, ...args: A) => Promise<[value: unknown, human: () => string]>,
+  ): (...args: unknown[]) => Promise<void>;
   table(rows: Array<Record<string, unknown>>, columns: string[]): string;
   usage(message: string): never;
 }
@@ -19,7 +24,10 @@ export interface CliKit {
 /** One example per command (the help lists them; test/cli.test.ts checks there is one for each). */
 export const ADMIN_EXAMPLES: Array<[command: string, example: string]> = [
   ["pools", "agent-pool pools"],
-  ["pool", "agent-pool pool hermes                # settings, counts, versions, upgrades\n  $ agent-pool pool create hermes --runtime hermes --image ghcr.io/acme/hermes:1 --min-idle 2\n  $ agent-pool pool update hermes --file hermes.json\n  $ agent-pool pool delete hermes"],
+  [
+    "pool",
+    "agent-pool pool hermes                # settings, counts, versions, upgrades\n  $ agent-pool pool create hermes --runtime hermes --image ghcr.io/acme/hermes:1 --min-idle 2\n  $ agent-pool pool update hermes --file hermes.json\n  $ agent-pool pool delete hermes",
+  ],
   ["protect", "agent-pool protect i-0abc123def45"],
   ["unprotect", "agent-pool unprotect i-0abc123def45"],
   ["release", "agent-pool release i-0abc123def45     # reset it and return it to the pool"],
@@ -29,8 +37,7 @@ export const ADMIN_EXAMPLES: Array<[command: string, example: string]> = [
 const collect = (v: string, prev: string[]) => [...prev, v];
 
 /** The settings given as flags (only those given), or the JSON file's, flags winning. */
-// biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
-function settingsFrom(o: Record<string, any>, kit: CliKit): PoolSettingsInput {
+function settingsFrom(o: CommandOptions, kit: CliKit): PoolSettingsInput {
   let s: PoolSettingsInput = {};
   if (o.file) {
     try {
@@ -68,7 +75,14 @@ function settingsFrom(o: Record<string, any>, kit: CliKit): PoolSettingsInput {
   if (o.agentName !== undefined) s.claimAgentName = o.agentName === "" ? null : o.agentName;
   if (o.instructions !== undefined) s.claimInstructions = o.instructions === "" ? null : o.instructions;
   if (o.sizing !== undefined) s.sizing = parseSizing(String(o.sizing), kit);
-  if (o.joinHosts !== undefined) s.joinUrlHosts = o.joinHosts === "" ? null : String(o.joinHosts).split(",").map((h) => h.trim()).filter(Boolean);
+  if (o.joinHosts !== undefined)
+    s.joinUrlHosts =
+      o.joinHosts === ""
+        ? null
+        : String(o.joinHosts)
+            .split(",")
+            .map((h) => h.trim())
+            .filter(Boolean);
   return s;
 }
 
@@ -105,16 +119,16 @@ function settingsOptions(cmd: Command): Command {
     .option("--file <path>", "a JSON file of settings (flags given too win)")
     .option("--runtime <label>", "label claims select the pool by (e.g. hermes)")
     .addOption(new Option("--provider <kind>", "provider of its instances").choices(["local", "railway", "default"]))
-    .option("--image <image>", "image instances run (Railway); \"\" for the deployment's default")
-    .option("--command <argv>", "command instances run (local): a JSON array or a command line; \"\" for the default")
+    .option("--image <image>", 'image instances run (Railway); "" for the deployment\'s default')
+    .option("--command <argv>", 'command instances run (local): a JSON array or a command line; "" for the default')
     .option("--env <KEY=VALUE>", "environment of its instances (repeat it; replaces the pool's environment)", collect, [])
     .option("--min-idle <n>", "idle instances to keep warm")
     .option("--max-total <n>", "never more instances than this")
     .option("--max-surge <n>", "a rollout creates at most this many at once")
-    .option("--sizing <policy>", "idle target: fixed (min idle), demand, or a JSON policy ('{\"mode\":\"demand\",\"floor\":1,\"schedule\":[…]}')")
+    .option("--sizing <policy>", 'idle target: fixed (min idle), demand, or a JSON policy (\'{"mode":"demand","floor":1,"schedule":[…]}\')')
     .option("--agent-name <name>", "claims' default agent name (\"\" for the deployment's)")
     .option("--instructions <text>", "claims' default instructions (\"\" for the deployment's)")
-    .option("--join-hosts <hosts>", "comma-separated hosts a claim's invite link may have (\"\" for any)");
+    .option("--join-hosts <hosts>", 'comma-separated hosts a claim\'s invite link may have ("" for any)');
 }
 
 const sizingLine = (s: { mode: string } & Record<string, unknown>) =>
@@ -135,7 +149,10 @@ function jobReport(job: UpgradeJob, kit: CliKit): string {
   return [
     `upgrade ${job.id} of pool ${job.pool} (${job.scope}) ${job.state}${job.resumed ? `, resumed ${job.resumed}× after a restart` : ""}: ${job.done} upgraded, ${job.failed} failed, ${job.skipped} skipped${job.remaining ? `, ${job.remaining} remaining` : ""}`,
     "",
-    kit.table(job.items.map((i) => ({ instance: i.instanceId, state: i.state, detail: i.detail })), ["instance", "state", "detail"]),
+    kit.table(
+      job.items.map((i) => ({ instance: i.instanceId, state: i.state, detail: i.detail })),
+      ["instance", "state", "detail"],
+    ),
   ].join("\n");
 }
 
@@ -151,8 +168,15 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
           () =>
             kit.table(
               r.pools.map(({ pool: p, counts: n }) => ({
-                pool: p.id, runtime: p.runtime, provider: p.provider ?? "(default)", template: template(p), hash: p.templateHash,
-                idle: n.idle, claimed: n.claimed + n.pending_acceptance, total: `${n.total}/${p.maxTotal}`, "min idle": p.minIdle,
+                pool: p.id,
+                runtime: p.runtime,
+                provider: p.provider ?? "(default)",
+                template: template(p),
+                hash: p.templateHash,
+                idle: n.idle,
+                claimed: n.claimed + n.pending_acceptance,
+                total: `${n.total}/${p.maxTotal}`,
+                "min idle": p.minIdle,
               })),
               ["pool", "runtime", "provider", "template", "hash", "idle", "claimed", "total", "min idle"],
             ),
@@ -174,14 +198,40 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
               `pool ${p.id} (runtime ${p.runtime}, provider ${p.provider ?? "default"}) template ${p.templateHash}: ${template(p)}`,
               `min idle ${p.minIdle}, max total ${p.maxTotal}, max surge ${p.maxSurge}; ${n.idle} idle, ${n.claimed} claimed, ${n.total} in all`,
               `sizing        ${sizingLine(p.sizing)}`,
-              `env           ${Object.entries(p.env).map(([k, x]) => `${k}=${x}`).join(" ") || "-"}`,
+              `env           ${
+                Object.entries(p.env)
+                  .map(([k, x]) => `${k}=${x}`)
+                  .join(" ") || "-"
+              }`,
               `claim names   ${p.claimAgentName ?? "(deployment default)"}; invite hosts ${p.joinUrlHosts?.join(", ") ?? "any"}`,
               "",
               kit.table(
-                v.versions.map((x) => ({ template: `${x.templateHash ?? "-"}${x.current ? " (current)" : ""}`, runtime: x.runtimeType, version: x.runtimeVersion, status: x.status, count: x.count })),
+                v.versions.map((x) => ({
+                  template: `${x.templateHash ?? "-"}${x.current ? " (current)" : ""}`,
+                  runtime: x.runtimeType,
+                  version: x.runtimeVersion,
+                  status: x.status,
+                  count: x.count,
+                })),
                 ["template", "runtime", "version", "status", "count"],
               ),
-              ...(u.jobs.length ? ["", kit.table(u.jobs.map((j) => ({ upgrade: j.id, state: j.state, done: j.done, failed: j.failed, skipped: j.skipped, total: j.total, at: j.createdAt })), ["upgrade", "state", "done", "failed", "skipped", "total", "at"])] : []),
+              ...(u.jobs.length
+                ? [
+                    "",
+                    kit.table(
+                      u.jobs.map((j) => ({
+                        upgrade: j.id,
+                        state: j.state,
+                        done: j.done,
+                        failed: j.failed,
+                        skipped: j.skipped,
+                        total: j.total,
+                        at: j.createdAt,
+                      })),
+                      ["upgrade", "state", "done", "failed", "skipped", "total", "at"],
+                    ),
+                  ]
+                : []),
             ].join("\n"),
         ];
       }),
@@ -195,7 +245,11 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
   settingsOptions(pool.command("update <id>").description("change some of a pool's settings (a new image, command or env starts a rollout)")).action(
     kit.remote(async (c, o, id: string) => {
       const r = await c.updatePool(id, settingsFrom(o, kit));
-      return [r, () => `updated pool ${r.pool.id}${r.templateChanged ? `: new template ${r.pool.templateHash} (its idle instances are rolled out; upgrade its agents with \`agent-pool upgrade --pool ${r.pool.id} --all\`)` : ""}`];
+      return [
+        r,
+        () =>
+          `updated pool ${r.pool.id}${r.templateChanged ? `: new template ${r.pool.templateHash} (its idle instances are rolled out; upgrade its agents with \`agent-pool upgrade --pool ${r.pool.id} --all\`)` : ""}`,
+      ];
     }),
   );
   pool
@@ -208,10 +262,15 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
       }),
     );
 
-  for (const [name, value] of [["protect", true], ["unprotect", false]] as const) {
+  for (const [name, value] of [
+    ["protect", true],
+    ["unprotect", false],
+  ] as const) {
     program
       .command(`${name} <instance>`)
-      .description(value ? "protect an instance: bulk operations (drain, rollouts, bulk upgrades, release) and claims leave it alone" : "remove an instance's protection")
+      .description(
+        value ? "protect an instance: bulk operations (drain, rollouts, bulk upgrades, release) and claims leave it alone" : "remove an instance's protection",
+      )
       .action(
         kit.remote(async (c, _o, id: string) => {
           const r = await c.protect(id, value);
@@ -226,7 +285,13 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
     .action(
       kit.remote(async (c, _o, id: string) => {
         const r = await c.release(id);
-        return [r, () => (r.status === "idle" ? `released ${r.id}: reset clean, back in the pool` : `released ${r.id}: ${r.reason}; retired and replaced${r.deleteError ? ` (provider delete pending: ${r.deleteError})` : ""}`)];
+        return [
+          r,
+          () =>
+            r.status === "idle"
+              ? `released ${r.id}: reset clean, back in the pool`
+              : `released ${r.id}: ${r.reason}; retired and replaced${r.deleteError ? ` (provider delete pending: ${r.deleteError})` : ""}`,
+        ];
       }),
     );
 
@@ -246,7 +311,12 @@ export function registerAdminCommands(program: Command, kit: CliKit): void {
         if (id !== undefined) job = await c.upgrade(id);
         else if (o.job !== undefined) job = await c.upgradeJob(o.job);
         else {
-          const ids = o.ids ? String(o.ids).split(",").map((x) => x.trim()).filter(Boolean) : undefined;
+          const ids = o.ids
+            ? String(o.ids)
+                .split(",")
+                .map((x) => x.trim())
+                .filter(Boolean)
+            : undefined;
           if ((o.all === true) === (ids !== undefined && ids.length > 0)) kit.usage("upgrade --pool: give --all or --ids (not both)");
           job = await c.upgradePool(o.pool, o.all ? { all: true } : { ids: ids! });
         }

@@ -14,7 +14,7 @@ import { isPoolError } from "./errors.ts";
 import { serve } from "./serve.ts";
 import { ROLLOUT_EXAMPLE, registerRolloutCommands } from "./rollout-cli.ts";
 import { packageVersion } from "./version.ts";
-import { ADMIN_EXAMPLES, registerAdminCommands } from "./cli-admin.ts";
+import { ADMIN_EXAMPLES, type CommandOptions, registerAdminCommands } from "./cli-admin.ts";
 
 interface GlobalOptions {
   json?: boolean;
@@ -139,8 +139,7 @@ function client(o: GlobalOptions): PoolClient {
 }
 
 /** Runs a remote command: JSON or the human rendering on stdout, errors through `fail`. */
-// biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
-function remote<A extends unknown[]>(run: (c: PoolClient, o: GlobalOptions & Record<string, any>, ...args: A) => Promise<[value: unknown, human: () => string]>) {
+function remote<A extends unknown[]>(run: (c: PoolClient, o: GlobalOptions & CommandOptions, ...args: A) => Promise<[value: unknown, human: () => string]>) {
   return async (...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const o = globals(cmd);
@@ -158,7 +157,11 @@ function table(rows: Array<Record<string, unknown>>, columns: string[]): string 
   if (rows.length === 0) return "(none)";
   const cell = (v: unknown) => (v === null || v === undefined ? "-" : String(v));
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd();
+  const line = (vals: string[]) =>
+    vals
+      .map((v, i) => v.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
   return [line(columns), line(widths.map((w) => "-".repeat(w))), ...rows.map((r) => line(columns.map((c) => cell(r[c]))))].join("\n");
 }
 
@@ -254,7 +257,10 @@ program
             `invite URL    ${i.inviteUrl ?? "-"}`,
             `health        ${i.health.okAt ? `ok at ${i.health.okAt}` : "never ok"}${i.health.error ? `; last error: ${i.health.error}` : ""}`,
             "",
-            table(events.map((e) => ({ at: e.at, from: e.from, to: e.to, actor: e.actor, reason: e.reason })), ["at", "from", "to", "actor", "reason"]),
+            table(
+              events.map((e) => ({ at: e.at, from: e.from, to: e.to, actor: e.actor, reason: e.reason })),
+              ["at", "from", "to", "actor", "reason"],
+            ),
           ].join("\n"),
       ];
     }),
@@ -285,15 +291,20 @@ program
         {
           deadlineMs: wait * 1000,
           ...(o.idempotencyKey ? { idempotencyKey: o.idempotencyKey } : {}),
-          onRetry: ({ delayMs, error }) => process.stderr.write(`agent-pool: ${error.message} (${error.code}); trying again in ${(delayMs / 1000).toFixed(1)} s\n`),
+          onRetry: ({ delayMs, error }) =>
+            process.stderr.write(`agent-pool: ${error.message} (${error.code}); trying again in ${(delayMs / 1000).toFixed(1)} s\n`),
         },
       );
       return [
         r,
         () =>
-          [`instance      ${r.instanceId}`, `agent         ${r.agentName}`, `status        ${r.status}`, `conversation  ${r.conversationId ?? "-"}`, `invite URL    ${r.inviteUrl ?? "-"}`].join(
-            "\n",
-          ),
+          [
+            `instance      ${r.instanceId}`,
+            `agent         ${r.agentName}`,
+            `status        ${r.status}`,
+            `conversation  ${r.conversationId ?? "-"}`,
+            `invite URL    ${r.inviteUrl ?? "-"}`,
+          ].join("\n"),
       ];
     }),
   );

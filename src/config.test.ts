@@ -61,12 +61,23 @@ describe("loadConfig", () => {
     const d = loadConfig({});
     assert.equal(d.OPENROUTER_PROVISIONING_KEY, undefined);
     assert.deepEqual(
-      [d.OPENROUTER_API_URL, d.OPENROUTER_KEY_LIMIT, d.OPENROUTER_KEY_LIMIT_MAX, d.RESOURCE_TICK_INTERVAL_MS, d.RESOURCE_ORPHAN_GRACE_MS, d.MAX_RESOURCE_DELETES_PER_TICK, d.INSTANCE_RATE_LIMIT_PER_MIN],
+      [
+        d.OPENROUTER_API_URL,
+        d.OPENROUTER_KEY_LIMIT,
+        d.OPENROUTER_KEY_LIMIT_MAX,
+        d.RESOURCE_TICK_INTERVAL_MS,
+        d.RESOURCE_ORPHAN_GRACE_MS,
+        d.MAX_RESOURCE_DELETES_PER_TICK,
+        d.INSTANCE_RATE_LIMIT_PER_MIN,
+      ],
       ["https://openrouter.ai/api/v1", 20, 100, 15_000, 600_000, 10, 60],
     );
     const c = loadConfig({ OPENROUTER_PROVISIONING_KEY: " sk-or-v1-x ", OPENROUTER_KEY_LIMIT: "12.50", OPENROUTER_KEY_LIMIT_MAX: "12.5" });
     assert.deepEqual([c.OPENROUTER_PROVISIONING_KEY, c.OPENROUTER_KEY_LIMIT, c.OPENROUTER_KEY_LIMIT_MAX], ["sk-or-v1-x", 12.5, 12.5]);
-    assert.throws(() => loadConfig({ OPENROUTER_KEY_LIMIT: "50", OPENROUTER_KEY_LIMIT_MAX: "40" }), /OPENROUTER_KEY_LIMIT_MAX: expected an amount no smaller than OPENROUTER_KEY_LIMIT/);
+    assert.throws(
+      () => loadConfig({ OPENROUTER_KEY_LIMIT: "50", OPENROUTER_KEY_LIMIT_MAX: "40" }),
+      /OPENROUTER_KEY_LIMIT_MAX: expected an amount no smaller than OPENROUTER_KEY_LIMIT/,
+    );
     assert.throws(() => loadConfig({ OPENROUTER_KEY_LIMIT: "1.005" }), /OPENROUTER_KEY_LIMIT: expected an amount in dollars/);
     assert.throws(() => loadConfig({ OPENROUTER_KEY_LIMIT: "-1" }), /OPENROUTER_KEY_LIMIT: expected an amount in dollars/);
     // The provisioning key is never echoed back in an error.
@@ -86,7 +97,11 @@ describe("loadConfig", () => {
     assert.equal(d.JOIN_URL_HOSTS, undefined, "unset: any host");
     assert.equal(loadConfig({ JOIN_URL_HOSTS: " " }).JOIN_URL_HOSTS, undefined);
     assert.equal(loadConfig({ CLAIM_DEFAULT_AGENT_NAME: "" }).CLAIM_DEFAULT_AGENT_NAME, "Assistant", "empty: the default");
-    const c = loadConfig({ CLAIM_DEFAULT_AGENT_NAME: " Concierge ", CLAIM_DEFAULT_INSTRUCTIONS: "Be brief.", JOIN_URL_HOSTS: "Convos.org., popup.convos.org,," });
+    const c = loadConfig({
+      CLAIM_DEFAULT_AGENT_NAME: " Concierge ",
+      CLAIM_DEFAULT_INSTRUCTIONS: "Be brief.",
+      JOIN_URL_HOSTS: "Convos.org., popup.convos.org,,",
+    });
     assert.equal(c.CLAIM_DEFAULT_AGENT_NAME, "Concierge");
     assert.equal(c.CLAIM_DEFAULT_INSTRUCTIONS, "Be brief.");
     assert.deepEqual(c.JOIN_URL_HOSTS, ["convos.org", "popup.convos.org"]);
@@ -102,7 +117,10 @@ describe("loadConfig", () => {
     [{ POOL_MIN_IDLE: "-1" }, /POOL_MIN_IDLE: expected a whole number/],
     [{ POOL_MIN_IDLE: "11", POOL_MAX_TOTAL: "10" }, /POOL_MIN_IDLE: expected a number no larger than POOL_MAX_TOTAL \(got "11"\)/],
     [{ PROVIDER: "aws" }, /PROVIDER: expected one of: local, railway/],
-    [{ JOIN_URL_HOSTS: "https://convos.org" }, /JOIN_URL_HOSTS: expected comma-separated host names, e\.g\. convos\.org,popup\.convos\.org \(got "https:\/\/convos\.org"\)/],
+    [
+      { JOIN_URL_HOSTS: "https://convos.org" },
+      /JOIN_URL_HOSTS: expected comma-separated host names, e\.g\. convos\.org,popup\.convos\.org \(got "https:\/\/convos\.org"\)/,
+    ],
     [{ JOIN_URL_HOSTS: "," }, /JOIN_URL_HOSTS: expected comma-separated host names/],
     [{ CLAIM_DEFAULT_AGENT_NAME: "n".repeat(201) }, /CLAIM_DEFAULT_AGENT_NAME: expected a name of at most 200 characters/],
     [{ PROVIDER: "railway", RAILWAY_PROJECT_IDS: "p1", INSTANCE_IMAGE: "img" }, /RAILWAY_API_TOKEN: expected RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN/],
@@ -116,28 +134,37 @@ describe("loadConfig", () => {
   ];
   for (const [env, pattern] of bad) {
     it(`rejects ${JSON.stringify(env)} naming the variable`, () => {
-      assert.throws(() => loadConfig(env), (err: unknown) => {
-        assert.ok(err instanceof ConfigError);
-        assert.match(err.message, pattern);
-        return true;
-      });
+      assert.throws(
+        () => loadConfig(env),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError);
+          assert.match(err.message, pattern);
+          return true;
+        },
+      );
     });
   }
 
   it("reports a value that is not a number once, not also as larger than POOL_MAX_TOTAL", () => {
-    assert.throws(() => loadConfig({ POOL_MIN_IDLE: "abc" }), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.deepEqual(err.problems, ['POOL_MIN_IDLE: expected a whole number from 0 to 1000 (got "abc")']);
-      return true;
-    });
+    assert.throws(
+      () => loadConfig({ POOL_MIN_IDLE: "abc" }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.deepEqual(err.problems, ['POOL_MIN_IDLE: expected a whole number from 0 to 1000 (got "abc")']);
+        return true;
+      },
+    );
   });
 
   it("never echoes a secret value in the error", () => {
-    assert.throws(() => loadConfig({ POOL_API_KEY: "tiny-secret" }), (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.doesNotMatch(err.message, /tiny-secret/);
-      return true;
-    });
+    assert.throws(
+      () => loadConfig({ POOL_API_KEY: "tiny-secret" }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.doesNotMatch(err.message, /tiny-secret/);
+        return true;
+      },
+    );
   });
 
   it("accepts a complete Railway configuration", () => {
@@ -166,7 +193,14 @@ describe("loadConfig", () => {
       ["unset on Railway (RAILWAY_PUBLIC_DOMAIN only)", { RAILWAY_PUBLIC_DOMAIN: "pool.up.railway.app" }, 1, "platform", "Railway", false],
       ["set on Railway: the setting wins", { RAILWAY_SERVICE_ID: "svc", TRUST_PROXY: "2" }, 2, "env", "Railway", false],
       ["set to 0 on Railway: kept, with a warning", { RAILWAY_SERVICE_ID: "svc", TRUST_PROXY: "0" }, 0, "env", "Railway", true],
-      ["RAILWAY_ENVIRONMENT_ID alone is no deployment (people set it by hand)", { RAILWAY_ENVIRONMENT_ID: "env-1", RAILWAY_API_TOKEN: "t" }, 0, "default", null, false],
+      [
+        "RAILWAY_ENVIRONMENT_ID alone is no deployment (people set it by hand)",
+        { RAILWAY_ENVIRONMENT_ID: "env-1", RAILWAY_API_TOKEN: "t" },
+        0,
+        "default",
+        null,
+        false,
+      ],
       ["an empty RAILWAY_SERVICE_ID is none", { RAILWAY_SERVICE_ID: "" }, 0, "default", null, false],
       ["Heroku: hop count not assumed, a warning", { DYNO: "web.1" }, 0, "default", "Heroku", true],
       ["Fly.io", { FLY_APP_NAME: "pool" }, 0, "default", "Fly.io", true],
@@ -197,14 +231,27 @@ describe("loadConfig", () => {
 describe("POOL_SIZING (issue 13)", () => {
   it("gives the default pool its sizing policy, defaults filled in; fixed when unset", () => {
     assert.equal(poolsFromConfig(loadConfig({})).pools[0]!.sizing, undefined);
-    const p = poolsFromConfig(loadConfig({ POOL_SIZING: '{"mode":"demand","floor":2,"schedule":[{"days":["mon"],"from":"08:00","to":"10:00","floor":6}]}' })).pools[0]!;
+    const p = poolsFromConfig(loadConfig({ POOL_SIZING: '{"mode":"demand","floor":2,"schedule":[{"days":["mon"],"from":"08:00","to":"10:00","floor":6}]}' }))
+      .pools[0]!;
     assert.deepEqual(p.sizing, {
-      mode: "demand", floor: 2, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC",
+      mode: "demand",
+      floor: 2,
+      ceiling: null,
+      safetyFactor: 1,
+      windowMinutes: 15,
+      cooldownMinutes: 20,
+      timeZone: "UTC",
       schedule: [{ days: ["mon"], from: "08:00", to: "10:00", floor: 6 }],
     });
   });
   it("refuses a bad policy, naming the variable and the field", () => {
-    assert.throws(() => poolsFromConfig(loadConfig({ POOL_SIZING: "demand" })), (e: unknown) => e instanceof ConfigError && /POOL_SIZING: not valid JSON/.test(e.message));
-    assert.throws(() => poolsFromConfig(loadConfig({ POOL_SIZING: '{"mode":"demand","floor":9,"ceiling":2}' })), (e: unknown) => e instanceof ConfigError && /POOL_SIZING: .*floor must not be larger than ceiling/.test(e.message));
+    assert.throws(
+      () => poolsFromConfig(loadConfig({ POOL_SIZING: "demand" })),
+      (e: unknown) => e instanceof ConfigError && /POOL_SIZING: not valid JSON/.test(e.message),
+    );
+    assert.throws(
+      () => poolsFromConfig(loadConfig({ POOL_SIZING: '{"mode":"demand","floor":9,"ceiling":2}' })),
+      (e: unknown) => e instanceof ConfigError && /POOL_SIZING: .*floor must not be larger than ceiling/.test(e.message),
+    );
   });
 });

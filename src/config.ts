@@ -43,7 +43,10 @@ export const ENV_SCHEMA = z
     HOST: z.string().trim().min(1).default("127.0.0.1"),
     /** Postgres URL; unset → embedded PGlite in DATA_DIR. */
     DATABASE_URL: optionalString.pipe(
-      z.string().regex(/^postgres(ql)?:\/\//, "a postgres:// or postgresql:// URL").optional(),
+      z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, "a postgres:// or postgresql:// URL")
+        .optional(),
     ),
     /**
      * Postgres: a statement running longer than this is cancelled by the server (0 = no limit). A
@@ -78,7 +81,12 @@ export const ENV_SCHEMA = z
      */
     POOL_SIZING: optionalString,
     /** Runtime label of the pool made from these variables (clients select a pool by it). */
-    POOL_RUNTIME: optionalString.pipe(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, '.', '_' or '-'").optional()),
+    POOL_RUNTIME: optionalString.pipe(
+      z
+        .string()
+        .regex(/^[A-Za-z0-9._-]{1,64}$/, "letters, digits, '.', '_' or '-'")
+        .optional(),
+    ),
     /**
      * A JSON file describing the pools (`{"globalMaxTotal": 50, "pools": [{"id": "hermes", ...}]}`);
      * when set, it replaces the single pool of POOL_ID / POOL_MIN_IDLE / POOL_MAX_TOTAL.
@@ -186,8 +194,17 @@ export const ENV_SCHEMA = z
     JOIN_URL_HOSTS: optionalString.pipe(
       z
         .string()
-        .transform((s) => s.split(",").map((h) => h.trim().toLowerCase().replace(/\.$/, "")).filter((h) => h !== ""))
-        .pipe(z.array(z.string().regex(HOST_NAME, "comma-separated host names, e.g. convos.org,popup.convos.org")).min(1, "comma-separated host names, e.g. convos.org,popup.convos.org"))
+        .transform((s) =>
+          s
+            .split(",")
+            .map((h) => h.trim().toLowerCase().replace(/\.$/, ""))
+            .filter((h) => h !== ""),
+        )
+        .pipe(
+          z
+            .array(z.string().regex(HOST_NAME, "comma-separated host names, e.g. convos.org,popup.convos.org"))
+            .min(1, "comma-separated host names, e.g. convos.org,popup.convos.org"),
+        )
         .optional(),
     ),
     /** Requests per minute per instance on its own routes (`/api/instance/…`). */
@@ -236,7 +253,12 @@ export const ENV_SCHEMA = z
      * The pool manager's public URL (Railway: https://<RAILWAY_PUBLIC_DOMAIN> when unset). With a
      * workspace id, the pool registers a Railway deployment webhook there at start-up.
      */
-    POOL_PUBLIC_URL: optionalString.pipe(z.string().regex(/^https?:\/\/[^\s/]+/, "an http(s) URL").optional()),
+    POOL_PUBLIC_URL: optionalString.pipe(
+      z
+        .string()
+        .regex(/^https?:\/\/[^\s/]+/, "an http(s) URL")
+        .optional(),
+    ),
     /** Railway deployment webhooks (hints to check an instance at once): `auto` (when possible) or `off`. */
     RAILWAY_WEBHOOKS: z.enum(["auto", "off"], { message: "auto or off" }).default("auto"),
     /** Railway: workspace id; set → a new project is created when every project holds 100 services. */
@@ -278,10 +300,13 @@ export const ENV_SCHEMA = z
     message: "at least 2 × RESET_TIMEOUT_MS + 2000 (room for one attempt: a provision, then a reset and a status call)",
     path: ["CLAIM_DEADLINE_MS"],
   })
-  .refine((c) => typeof c.OPENROUTER_KEY_LIMIT !== "number" || typeof c.OPENROUTER_KEY_LIMIT_MAX !== "number" || c.OPENROUTER_KEY_LIMIT <= c.OPENROUTER_KEY_LIMIT_MAX, {
-    message: "an amount no smaller than OPENROUTER_KEY_LIMIT",
-    path: ["OPENROUTER_KEY_LIMIT_MAX"],
-  })
+  .refine(
+    (c) => typeof c.OPENROUTER_KEY_LIMIT !== "number" || typeof c.OPENROUTER_KEY_LIMIT_MAX !== "number" || c.OPENROUTER_KEY_LIMIT <= c.OPENROUTER_KEY_LIMIT_MAX,
+    {
+      message: "an amount no smaller than OPENROUTER_KEY_LIMIT",
+      path: ["OPENROUTER_KEY_LIMIT_MAX"],
+    },
+  )
   .refine((c) => c.PROVIDER !== "railway" || c.RAILWAY_API_TOKEN !== undefined || c.RAILWAY_PROJECT_TOKEN !== undefined, {
     message: "RAILWAY_API_TOKEN or RAILWAY_PROJECT_TOKEN when PROVIDER=railway",
     path: ["RAILWAY_API_TOKEN"],
@@ -362,7 +387,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // deployment (RAILWAY_SERVICE_ID present) they describe the pool manager's own environment.
   if (env.RAILWAY_SERVICE_ID === undefined) {
     if (input.RAILWAY_INSTANCE_ENVIRONMENT_ID === undefined && env.RAILWAY_ENVIRONMENT_ID) input.RAILWAY_INSTANCE_ENVIRONMENT_ID = env.RAILWAY_ENVIRONMENT_ID;
-    if (input.RAILWAY_INSTANCE_ENVIRONMENT_NAME === undefined && env.RAILWAY_ENVIRONMENT_NAME) input.RAILWAY_INSTANCE_ENVIRONMENT_NAME = env.RAILWAY_ENVIRONMENT_NAME;
+    if (input.RAILWAY_INSTANCE_ENVIRONMENT_NAME === undefined && env.RAILWAY_ENVIRONMENT_NAME)
+      input.RAILWAY_INSTANCE_ENVIRONMENT_NAME = env.RAILWAY_ENVIRONMENT_NAME;
   }
   const parsed = ENV_SCHEMA.safeParse(input);
   if (!parsed.success) {

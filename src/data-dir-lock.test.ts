@@ -50,11 +50,14 @@ test("the lock names this process by pid and start time; a second take in this p
   const holder = readLockHolder(join(dir, ".lock"));
   assert.equal(holder?.pid, process.pid);
   assert.equal(holder?.startTime, readStat(process.pid)?.startTime);
-  assert.throws(() => lockDataDir(dir, { what: "state dir", hint: "go away" }), (err: unknown) => {
-    locked(process.pid)(err);
-    assert.equal((err as Error).message, `state dir ${dir} is in use by process ${process.pid}; go away`);
-    return true;
-  });
+  assert.throws(
+    () => lockDataDir(dir, { what: "state dir", hint: "go away" }),
+    (err: unknown) => {
+      locked(process.pid)(err);
+      assert.equal((err as Error).message, `state dir ${dir} is in use by process ${process.pid}; go away`);
+      return true;
+    },
+  );
   release();
   assert.equal(existsSync(join(dir, ".lock")), false);
   release(); // idempotent

@@ -56,11 +56,10 @@ export function lockDataDir(dir: string, opts: LockDataDirOptions = {}): () => v
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       const holder = readLockHolder(path);
       if (holder && holderAlive(path, holder)) {
-        throw new PoolError(
-          "DATA_DIR_LOCKED",
-          `${opts.what ?? "data directory"} ${dir} is in use by process ${holder.pid}; ${opts.hint ?? "stop it first"}`,
-          { dataDir: dir, pid: holder.pid },
-        );
+        throw new PoolError("DATA_DIR_LOCKED", `${opts.what ?? "data directory"} ${dir} is in use by process ${holder.pid}; ${opts.hint ?? "stop it first"}`, {
+          dataDir: dir,
+          pid: holder.pid,
+        });
       }
       // Stale (dead holder, or unreadable): take it over. Two processes taking over the same stale lock
       // at the same instant could both succeed; that race needs a crash plus a simultaneous double

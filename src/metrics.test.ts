@@ -58,8 +58,16 @@ describe("warm-hit, wait, refill and sizing metrics (issue 13)", () => {
       m.onIdle("p", 30);
       m.onIdle("p", 12.5);
       m.onSizing("p", {
-        target: 7, demand: 7, floor: 1, ceiling: 10, arrivalsPerMinute: 2.1, refillP95Ms: 192_000, safetyFactor: 1, reason: "demand",
-        state: { target: 7, justifiedAt: 0 }, summary: "",
+        target: 7,
+        demand: 7,
+        floor: 1,
+        ceiling: 10,
+        arrivalsPerMinute: 2.1,
+        refillP95Ms: 192_000,
+        safetyFactor: 1,
+        reason: "demand",
+        state: { target: 7, justifiedAt: 0 },
+        summary: "",
       });
       const text = await m.registry.metrics();
       assert.match(text, /agent_pool_claim_launches_total\{pool="p",launch_type="warm"\} 2/);

@@ -79,7 +79,13 @@ export class PoolMetrics {
     });
     this.claims = new Counter({ name: "agent_pool_claims_total", help: "Claims by outcome.", labelNames: ["pool", "outcome"], registers: [r] });
     const buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 75];
-    this.claimSeconds = new Histogram({ name: "agent_pool_claim_duration_seconds", help: "Claim latency as the client sees it.", labelNames: ["pool"], buckets, registers: [r] });
+    this.claimSeconds = new Histogram({
+      name: "agent_pool_claim_duration_seconds",
+      help: "Claim latency as the client sees it.",
+      labelNames: ["pool"],
+      buckets,
+      registers: [r],
+    });
     this.claimOwnSeconds = new Histogram({
       name: "agent_pool_claim_own_duration_seconds",
       help: "The pool manager's own share of a claim (total minus the instance's provision time).",
@@ -87,7 +93,12 @@ export class PoolMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [r],
     });
-    this.tickSeconds = new Histogram({ name: "agent_pool_tick_duration_seconds", help: "Duration of reconcile passes (one pass serves every pool).", buckets, registers: [r] });
+    this.tickSeconds = new Histogram({
+      name: "agent_pool_tick_duration_seconds",
+      help: "Duration of reconcile passes (one pass serves every pool).",
+      buckets,
+      registers: [r],
+    });
     this.providerCalls = new Counter({
       name: "agent_pool_provider_calls_total",
       help: "Provider API calls by operation and outcome.",
@@ -95,7 +106,12 @@ export class PoolMetrics {
       registers: [r],
     });
     this.healthFailures = new Counter({ name: "agent_pool_health_check_failures_total", help: "Failed instance health checks.", registers: [r] });
-    this.transitions = new Counter({ name: "agent_pool_transitions_total", help: "Status changes made by the reconciler.", labelNames: ["from", "to"], registers: [r] });
+    this.transitions = new Counter({
+      name: "agent_pool_transitions_total",
+      help: "Status changes made by the reconciler.",
+      labelNames: ["from", "to"],
+      registers: [r],
+    });
     this.launches = new Counter({
       name: "agent_pool_claim_launches_total",
       help: "Claims that wanted an instance, by how they were served: warm (an idle instance at once), waited (none idle, then one), empty (none in the claim's wait).",
@@ -117,11 +133,37 @@ export class PoolMetrics {
       buckets: minutes,
       registers: [r],
     });
-    this.refillSeconds = new Histogram({ name: "agent_pool_refill_seconds", help: "Time from an instance's create to idle (seen by the lease holder).", labelNames: ["pool"], buckets: minutes, registers: [r] });
-    this.idleInstanceSeconds = new Counter({ name: "agent_pool_idle_instance_seconds_total", help: "Instance-seconds spent idle (what the warm pool costs while nobody claims).", labelNames: ["pool"], registers: [r] });
-    this.arrivalRate = new Gauge({ name: "agent_pool_claim_arrival_rate_per_minute", help: "Claims per minute over the sizing window, as the sizing planner last measured it.", labelNames: ["pool"], registers: [r] });
-    this.targetIdle = new Gauge({ name: "agent_pool_sizing_target_idle", help: "Idle instances the sizing policy last chose to keep.", labelNames: ["pool"], registers: [r] });
-    this.refillP95 = new Gauge({ name: "agent_pool_sizing_refill_p95_seconds", help: "p95 of recent create-to-idle times the sizing planner last used.", labelNames: ["pool"], registers: [r] });
+    this.refillSeconds = new Histogram({
+      name: "agent_pool_refill_seconds",
+      help: "Time from an instance's create to idle (seen by the lease holder).",
+      labelNames: ["pool"],
+      buckets: minutes,
+      registers: [r],
+    });
+    this.idleInstanceSeconds = new Counter({
+      name: "agent_pool_idle_instance_seconds_total",
+      help: "Instance-seconds spent idle (what the warm pool costs while nobody claims).",
+      labelNames: ["pool"],
+      registers: [r],
+    });
+    this.arrivalRate = new Gauge({
+      name: "agent_pool_claim_arrival_rate_per_minute",
+      help: "Claims per minute over the sizing window, as the sizing planner last measured it.",
+      labelNames: ["pool"],
+      registers: [r],
+    });
+    this.targetIdle = new Gauge({
+      name: "agent_pool_sizing_target_idle",
+      help: "Idle instances the sizing policy last chose to keep.",
+      labelNames: ["pool"],
+      registers: [r],
+    });
+    this.refillP95 = new Gauge({
+      name: "agent_pool_sizing_refill_p95_seconds",
+      help: "p95 of recent create-to-idle times the sizing planner last used.",
+      labelNames: ["pool"],
+      registers: [r],
+    });
     extra?.(r);
   }
 

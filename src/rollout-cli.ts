@@ -6,11 +6,13 @@
  */
 import type { Command } from "commander";
 import type { PoolClient, Rollout } from "./client/index.ts";
+import type { CommandOptions } from "./cli-admin.ts";
 
 export interface RemoteCommandKit {
   /** Runs a remote command: JSON or the human rendering on stdout, errors as the CLI prints them. */
-  // biome-ignore lint/suspicious/noExplicitAny: commander hands each command its options untyped; the command reads and checks its own
-  remote: <A extends unknown[]>(run: (c: PoolClient, o: Record<string, any>, ...args: A) => Promise<[value: unknown, human: () => string]>) => (...args: unknown[]) => Promise<void>;
+  remote: <A extends unknown[]>(
+    run: (c: PoolClient, o: CommandOptions, ...args: A) => Promise<[value: unknown, human: () => string]>,
+  ) => (...args: unknown[]) => Promise<void>;
   table: (rows: Array<Record<string, unknown>>, columns: string[]) => string;
 }
 
@@ -54,7 +56,17 @@ export function registerRolloutCommands(program: Command, kit: RemoteCommandKit)
           all,
           () =>
             table(
-              all.map((r) => ({ id: r.id, status: r.status, reason: r.reason, from: r.fromHash, to: r.toHash, updated: `${r.progress.updated}/${r.progress.total}`, failed: r.progress.failed, started: r.startedAt, finished: r.finishedAt })),
+              all.map((r) => ({
+                id: r.id,
+                status: r.status,
+                reason: r.reason,
+                from: r.fromHash,
+                to: r.toHash,
+                updated: `${r.progress.updated}/${r.progress.total}`,
+                failed: r.progress.failed,
+                started: r.startedAt,
+                finished: r.finishedAt,
+              })),
               ["id", "status", "reason", "from", "to", "updated", "failed", "started", "finished"],
             ),
         ];

@@ -84,7 +84,10 @@ async function openRailway(config: Config, logger: ReturnType<typeof createLogge
     apiUrl: config.RAILWAY_API_URL,
     ...(config.RAILWAY_API_TOKEN ? { apiToken: config.RAILWAY_API_TOKEN } : {}),
     ...(config.RAILWAY_PROJECT_TOKEN ? { projectToken: config.RAILWAY_PROJECT_TOKEN } : {}),
-    projectIds: (config.RAILWAY_PROJECT_IDS ?? "").split(",").map((x) => x.trim()).filter(Boolean),
+    projectIds: (config.RAILWAY_PROJECT_IDS ?? "")
+      .split(",")
+      .map((x) => x.trim())
+      .filter(Boolean),
     ...(config.RAILWAY_INSTANCE_ENVIRONMENT_ID ? { environmentId: config.RAILWAY_INSTANCE_ENVIRONMENT_ID } : {}),
     environmentName: config.RAILWAY_INSTANCE_ENVIRONMENT_NAME,
     ...(config.RAILWAY_WORKSPACE_ID ? { workspaceId: config.RAILWAY_WORKSPACE_ID } : {}),
@@ -132,19 +135,28 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     const ownerTag = createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
     const metrics = new PoolMetrics(store, async () => (await store.listPools()).map((p) => p.id));
     // Each replica adds what it measures to the pools' per-minute history (issue 13).
-    const history = new HistoryRecorder({ store, clock: over.clock ?? systemClock, logger: logger.child({ component: "history" }), flushIntervalMs: config.POOL_HISTORY_FLUSH_MS });
+    const history = new HistoryRecorder({
+      store,
+      clock: over.clock ?? systemClock,
+      logger: logger.child({ component: "history" }),
+      flushIntervalMs: config.POOL_HISTORY_FLUSH_MS,
+    });
     // Stopped (its last counts written) after the reconciler and the server, before the store closes.
     closers.push(() => history.stop());
-    const rawProvider = over.provider ?? (config.PROVIDER === "railway" ? await openRailway(config, logger, ownerId) : await LocalProvider.open({
-        stateDir: join(dataDir, "local"),
-        ...(config.localRuntimeCommand ? { command: config.localRuntimeCommand } : {}),
-        env: { ...config.instanceEnv, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT },
-        ownerTag,
-        logger: logger.child({ component: "provider/local" }),
-        startTimeoutMs: config.LOCAL_START_TIMEOUT_MS,
-        // An instance that starts answering is handed out at the next pass: run it now.
-        onChange: () => reconcilerRef?.wake(),
-      }));
+    const rawProvider =
+      over.provider ??
+      (config.PROVIDER === "railway"
+        ? await openRailway(config, logger, ownerId)
+        : await LocalProvider.open({
+            stateDir: join(dataDir, "local"),
+            ...(config.localRuntimeCommand ? { command: config.localRuntimeCommand } : {}),
+            env: { ...config.instanceEnv, POOL_ENVIRONMENT: config.POOL_ENVIRONMENT },
+            ownerTag,
+            logger: logger.child({ component: "provider/local" }),
+            startTimeoutMs: config.LOCAL_START_TIMEOUT_MS,
+            // An instance that starts answering is handed out at the next pass: run it now.
+            onChange: () => reconcilerRef?.wake(),
+          }));
     const provider = metrics.meter(rawProvider);
     metrics.watchProvider(provider);
     closers.push(() => provider.close());
@@ -295,7 +307,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
     // Railway's deployment webhook: a secret path of its own, registered with Railway once the
     // server listens. Events only make the lease holder check an instance at once (webhook-routes.ts).
     const publicUrl = config.POOL_PUBLIC_URL ?? (process.env.RAILWAY_PUBLIC_DOMAIN ? `https://${process.env.RAILWAY_PUBLIC_DOMAIN}` : undefined);
-    const webhooks = config.RAILWAY_WEBHOOKS === "auto" && rawProvider instanceof RailwayProvider && config.RAILWAY_WORKSPACE_ID !== undefined && publicUrl !== undefined;
+    const webhooks =
+      config.RAILWAY_WEBHOOKS === "auto" && rawProvider instanceof RailwayProvider && config.RAILWAY_WORKSPACE_ID !== undefined && publicUrl !== undefined;
     const webhookSecret = webhooks ? await store.ensureWebhookSecret(randomToken()) : undefined;
 
     // Operators' actions on agents (issue 11): a row an operation moved makes the lease holder look
@@ -358,7 +371,8 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
       version: packageVersion(),
       mutationRateLimit: config.MUTATION_RATE_LIMIT_PER_MIN,
       trustProxy: config.TRUST_PROXY,
-      adminPassword: config.ADMIN_PASSWORD, environment: config.POOL_ENVIRONMENT,
+      adminPassword: config.ADMIN_PASSWORD,
+      environment: config.POOL_ENVIRONMENT,
       webhookSecret,
       instanceRoutes: {
         runtime: client,
@@ -389,7 +403,10 @@ export async function serve(config: Config, over: ServeOverrides = {}): Promise<
         (err) => logger.warn({ err: (err as Error).message }, "railway deployment webhook not registered; instances are checked on their schedule only"),
       );
     }
-    logger.info({ url, pool: config.POOL_ID, backend: store.backend, provider: provider.kind, trustProxy: config.TRUST_PROXY }, `agent-pool listening on ${url}`);
+    logger.info(
+      { url, pool: config.POOL_ID, backend: store.backend, provider: provider.kind, trustProxy: config.TRUST_PROXY },
+      `agent-pool listening on ${url}`,
+    );
     const proxyWarning = trustProxyWarning(config);
     if (proxyWarning) logger.warn({ platform: config.proxyPlatform?.name }, proxyWarning);
 

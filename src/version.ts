@@ -11,9 +11,10 @@ export function packageVersion(): { version: string; commit: string | null } {
   let commit: string | null = process.env.GIT_COMMIT ?? null;
   if (!commit) {
     try {
-      commit = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "ignore"], timeout: 2000 })
-        .toString()
-        .trim() || null;
+      commit =
+        execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "ignore"], timeout: 2000 })
+          .toString()
+          .trim() || null;
     } catch {
       commit = null;
     }

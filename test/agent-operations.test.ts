@@ -49,16 +49,30 @@ describe("API: release, upgrades and versions of agents", () => {
   };
   const reconcile = async () => assert.equal((await api("POST", "/api/pool/reconcile")).status, 200);
   const jobDone = async (id: string) =>
-    waitFor(`upgrade job ${id} done`, async () => {
-      const j = (await api("GET", `/api/upgrades/${id}`)).body.job;
-      return j.state === "done" ? j : null;
-    }, 15_000, 50);
+    waitFor(
+      `upgrade job ${id} done`,
+      async () => {
+        const j = (await api("GET", `/api/upgrades/${id}`)).body.job;
+        return j.state === "done" ? j : null;
+      },
+      15_000,
+      50,
+    );
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "agent-pool-agents-"));
     provider = new RuntimeProvider();
     pool = await serve(
-      loadConfig({ DATA_DIR: dir, PORT: "0", LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "8", UPGRADE_CONCURRENCY: "1", RESET_TIMEOUT_MS: "2000" }),
+      loadConfig({
+        DATA_DIR: dir,
+        PORT: "0",
+        LOG_LEVEL: "silent",
+        TICK_INTERVAL_MS: "3600000",
+        POOL_MIN_IDLE: "2",
+        POOL_MAX_TOTAL: "8",
+        UPGRADE_CONCURRENCY: "1",
+        RESET_TIMEOUT_MS: "2000",
+      }),
       { provider },
     );
     await waitFor("2 idle", async () => (await idleOf("default")) === 2, 15_000, 50);
@@ -95,7 +109,10 @@ describe("API: release, upgrades and versions of agents", () => {
     assert.equal(r.status, 200, r.text);
     assert.deepEqual(r.body, { ok: true, id: first.instanceId, status: "idle", clean: true, reason: "reset clean: back in the pool", deleteError: null });
     const inst = await row(first.instanceId);
-    assert.deepEqual([inst.status, inst.agentName, inst.instructions, inst.conversationId, inst.inviteUrl, inst.claimSource], ["idle", null, null, null, null, null]);
+    assert.deepEqual(
+      [inst.status, inst.agentName, inst.instructions, inst.conversationId, inst.inviteUrl, inst.claimSource],
+      ["idle", null, null, null, null, null],
+    );
     const events = (await api("GET", `/api/pool/instances/${first.instanceId}`)).body.events;
     // Recorded as the operator's transition. A pass running meanwhile (the claim woke the reconciler)
     // may have seen the reset runtime without its conversation and crashed the agent first: the
@@ -141,10 +158,15 @@ describe("API: release, upgrades and versions of agents", () => {
     await reconcile();
     await waitFor("slow idle", async () => (await idleOf("slow")) === 1, 15_000, 50);
     const slow = api("POST", "/api/pool/claim", { agentName: "Slow", instructions: "x", pool: "slow" });
-    const claiming = await waitFor("a claiming row", async () => {
-      const rows = (await api("GET", "/api/pool/status?pool=slow")).body.instances as Array<{ id: string; status: string }>;
-      return rows.find((x) => x.status === "claiming")?.id;
-    }, 5_000, 20);
+    const claiming = await waitFor(
+      "a claiming row",
+      async () => {
+        const rows = (await api("GET", "/api/pool/status?pool=slow")).body.instances as Array<{ id: string; status: string }>;
+        return rows.find((x) => x.status === "claiming")?.id;
+      },
+      5_000,
+      20,
+    );
     const mid = await api("POST", `/api/pool/instances/${claiming}/release`);
     assert.equal(mid.status, 409);
     assert.equal(mid.body.code, "INVALID_TRANSITION");
@@ -175,7 +197,10 @@ describe("API: release, upgrades and versions of agents", () => {
     assert.equal(r.body.job.total, 1);
     jobSingle = await jobDone(r.body.job.id);
     assert.deepEqual([jobSingle.done, jobSingle.failed, jobSingle.skipped, jobSingle.remaining], [1, 0, 0, 0]);
-    assert.deepEqual([jobSingle.items[0].instanceId, jobSingle.items[0].state, jobSingle.items[0].fromHash, jobSingle.items[0].toHash], [a.instanceId, "upgraded", before.templateHash, hash]);
+    assert.deepEqual(
+      [jobSingle.items[0].instanceId, jobSingle.items[0].state, jobSingle.items[0].fromHash, jobSingle.items[0].toHash],
+      [a.instanceId, "upgraded", before.templateHash, hash],
+    );
     const after = await row(a.instanceId);
     assert.equal(after.templateHash, hash);
     assert.equal(after.url, before.url, "same address");
@@ -190,7 +215,10 @@ describe("API: release, upgrades and versions of agents", () => {
     assert.equal(observed.runtimeVersion, "2.0.0");
     assert.equal(observed.status, "crashed");
     const events = (await api("GET", `/api/pool/instances/${a.instanceId}`)).body.events as Array<{ actor: string; reason: string }>;
-    assert.ok(events.some((e) => e.actor === "operator" && e.reason.startsWith(`upgraded to template ${hash}`)), JSON.stringify(events));
+    assert.ok(
+      events.some((e) => e.actor === "operator" && e.reason.startsWith(`upgraded to template ${hash}`)),
+      JSON.stringify(events),
+    );
     assert.equal((await api("GET", "/api/pools/default/upgrades")).body.jobs[0].id, jobSingle.id);
   });
 
@@ -205,11 +233,16 @@ describe("API: release, upgrades and versions of agents", () => {
   });
 
   it("bulk upgrade of a pool: live progress, a failure reported, protected agents skipped", async () => {
-    await waitFor("3 idle", async () => {
-      const c = (await api("GET", "/api/pool/counts")).body;
-      if (c.idle < 3 && c.starting === 0) await api("POST", "/api/pool/replenish", { count: 3 - c.idle });
-      return c.idle >= 3;
-    }, 15_000, 50);
+    await waitFor(
+      "3 idle",
+      async () => {
+        const c = (await api("GET", "/api/pool/counts")).body;
+        if (c.idle < 3 && c.starting === 0) await api("POST", "/api/pool/replenish", { count: 3 - c.idle });
+        return c.idle >= 3;
+      },
+      15_000,
+      50,
+    );
     const agents = [await claim({ agentName: "B1" }), await claim({ agentName: "B2" }), await claim({ agentName: "B3" })];
     // Fresh claims of the current template: move the pool on again so they are all behind.
     const patched = await api("PATCH", "/api/pools/default", { env: { RUNTIME_VERSION: "3.0.0" } });
@@ -227,7 +260,7 @@ describe("API: release, upgrades and versions of agents", () => {
     const r = await api("POST", "/api/pools/default/upgrade", { all: true });
     assert.equal(r.status, 202, r.text);
     const id = r.body.job.id as string;
-    const behind = (r.body.job.items as Array<{ instanceId: string; state: string; detail: string | null }>);
+    const behind = r.body.job.items as Array<{ instanceId: string; state: string; detail: string | null }>;
     const byId = new Map(behind.map((i) => [i.instanceId, i]));
     assert.equal(byId.get(agents[2]!.instanceId)?.state, "skipped");
     assert.equal(byId.get(agents[2]!.instanceId)?.detail, "protected");
@@ -262,12 +295,29 @@ describe("API: release, upgrades and versions of agents", () => {
     assert.equal(r.status, 200, r.text);
     const pool = (await api("GET", "/api/pools/default")).body.pool;
     assert.equal(r.body.templateHash, pool.templateHash);
-    const rows = r.body.versions as Array<{ templateHash: string; current: boolean; runtimeType: string; runtimeVersion: string; status: string; count: number }>;
+    const rows = r.body.versions as Array<{
+      templateHash: string;
+      current: boolean;
+      runtimeType: string;
+      runtimeVersion: string;
+      status: string;
+      count: number;
+    }>;
     const status = (await api("GET", "/api/pool/status")).body.instances as Array<{ status: string }>;
-    assert.equal(rows.reduce((n, x) => n + x.count, 0), status.filter((s) => s.status !== "dead").length, "every live instance counted once");
+    assert.equal(
+      rows.reduce((n, x) => n + x.count, 0),
+      status.filter((s) => s.status !== "dead").length,
+      "every live instance counted once",
+    );
     for (const x of rows) assert.equal(x.current, x.templateHash === pool.templateHash);
-    assert.ok(rows.some((x) => x.current && x.runtimeVersion === "3.0.0"), JSON.stringify(rows));
-    assert.ok(rows.some((x) => !x.current), "older templates are shown");
+    assert.ok(
+      rows.some((x) => x.current && x.runtimeVersion === "3.0.0"),
+      JSON.stringify(rows),
+    );
+    assert.ok(
+      rows.some((x) => !x.current),
+      "older templates are shown",
+    );
     assert.ok(rows.every((x) => x.runtimeType === null || x.runtimeType === "agent-pool-reference"));
     assert.equal((await api("GET", "/api/pools/nope/versions")).status, 404);
   });

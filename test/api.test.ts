@@ -48,7 +48,10 @@ function client(pool: RunningPool) {
 async function startPool(env: Record<string, string>): Promise<{ pool: RunningPool; provider: RuntimeProvider; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), "agent-pool-api-"));
   const provider = new RuntimeProvider();
-  const pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", ...env }), { provider, cadence: EVERY_PASS });
+  const pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", ...env }), {
+    provider,
+    cadence: EVERY_PASS,
+  });
   return { pool, provider, dir };
 }
 
@@ -64,7 +67,12 @@ describe("API: claims on a pool of real runtimes", () => {
 
   before(async () => {
     standin = await new OpenRouterStandin({ provisioningKey: PROVISIONING }).start();
-    ({ pool, provider, dir } = await startPool({ POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "3", OPENROUTER_PROVISIONING_KEY: PROVISIONING, OPENROUTER_API_URL: standin.apiUrl }));
+    ({ pool, provider, dir } = await startPool({
+      POOL_MIN_IDLE: "2",
+      POOL_MAX_TOTAL: "3",
+      OPENROUTER_PROVISIONING_KEY: PROVISIONING,
+      OPENROUTER_API_URL: standin.apiUrl,
+    }));
     const raw = client(pool);
     api = async (...args) => {
       const r = await raw(...args);
@@ -101,7 +109,10 @@ describe("API: claims on a pool of real runtimes", () => {
       body: JSON.stringify({ text: "Ahoy?" }),
     });
     const room = (await said.json()) as { messages: Array<{ role: string; from: string; text: string }> };
-    assert.ok(room.messages.some((m) => m.role === "agent" && m.from === "Ada"), JSON.stringify(room));
+    assert.ok(
+      room.messages.some((m) => m.role === "agent" && m.from === "Ada"),
+      JSON.stringify(room),
+    );
   });
 
   let joined: any;
@@ -130,10 +141,15 @@ describe("API: claims on a pool of real runtimes", () => {
   });
 
   it("an empty pool at max total answers 503 POOL_EMPTY with Retry-After", async () => {
-    await waitFor("no idle left and max total reached", async () => {
-      const c = (await api("GET", "/api/pool/counts")).body;
-      return c.total === 3 && c.idle === 0;
-    }, 5_000, 50);
+    await waitFor(
+      "no idle left and max total reached",
+      async () => {
+        const c = (await api("GET", "/api/pool/counts")).body;
+        return c.total === 3 && c.idle === 0;
+      },
+      5_000,
+      50,
+    );
     const r = await api("POST", "/api/pool/claim", { agentName: "Dee", instructions: "x" });
     assert.equal(r.status, 503);
     assert.equal(r.body.code, "POOL_EMPTY");
@@ -180,18 +196,27 @@ describe("API: claims on a pool of real runtimes", () => {
     const reader = res.body!.getReader();
     let buf = "";
     const read = async (pattern: RegExp) =>
-      waitFor(`an event matching ${pattern}`, async () => {
-        const { value } = await reader.read();
-        buf += new TextDecoder().decode(value);
-        return pattern.test(buf);
-      }, 10_000, 0);
+      waitFor(
+        `an event matching ${pattern}`,
+        async () => {
+          const { value } = await reader.read();
+          buf += new TextDecoder().decode(value);
+          return pattern.test(buf);
+        },
+        10_000,
+        0,
+      );
     await read(/event: counts/);
     const agents = (await api("GET", "/api/pool/agents")).body.agents;
     const victim = agents.find((a: any) => a.status === "claimed");
     await api("DELETE", `/api/pool/instances/${victim.id}`);
     await read(new RegExp(`id: \\d+\\nevent: status\\ndata: \\{[^\\n]*"to":"dead"[^\\n]*"instanceId":"${victim.id}"`));
     // The change is followed by the new counts.
-    await read(new RegExp(`"instanceId":"${victim.id}"[^]*event: counts\\ndata: \\{"pool":"default","runtime":"default","minIdle":2,"maxTotal":3,"templateHash":"[0-9a-f]*","counts":\\{`));
+    await read(
+      new RegExp(
+        `"instanceId":"${victim.id}"[^]*event: counts\\ndata: \\{"pool":"default","runtime":"default","minIdle":2,"maxTotal":3,"templateHash":"[0-9a-f]*","counts":\\{`,
+      ),
+    );
     seen.push(buf);
     ctrl.abort();
   });
@@ -204,9 +229,22 @@ describe("API: claims on a pool of real runtimes", () => {
     assert.match(m.text, /agent_pool_provider_calls_total/);
     const doc = (await api("GET", "/openapi.json")).body;
     const routes: Array<[string, string]> = [
-      ["post", "/api/pool/claim"], ["get", "/api/pool/counts"], ["get", "/api/pool/status"], ["get", "/api/pool/summary"], ["get", "/api/pool/agents"],
-      ["get", "/api/pool/instances/{id}"], ["delete", "/api/pool/instances/{id}"], ["post", "/api/pool/replenish"], ["post", "/api/pool/drain"],
-      ["post", "/api/pool/reconcile"], ["delete", "/api/pool/crashed/{id}"], ["get", "/api/pool/events"], ["get", "/metrics"], ["get", "/healthz"], ["get", "/readyz"], ["get", "/version"],
+      ["post", "/api/pool/claim"],
+      ["get", "/api/pool/counts"],
+      ["get", "/api/pool/status"],
+      ["get", "/api/pool/summary"],
+      ["get", "/api/pool/agents"],
+      ["get", "/api/pool/instances/{id}"],
+      ["delete", "/api/pool/instances/{id}"],
+      ["post", "/api/pool/replenish"],
+      ["post", "/api/pool/drain"],
+      ["post", "/api/pool/reconcile"],
+      ["delete", "/api/pool/crashed/{id}"],
+      ["get", "/api/pool/events"],
+      ["get", "/metrics"],
+      ["get", "/healthz"],
+      ["get", "/readyz"],
+      ["get", "/version"],
     ];
     for (const [method, p] of routes) {
       const op = doc.paths[p]?.[method];
@@ -217,7 +255,10 @@ describe("API: claims on a pool of real runtimes", () => {
     }
     const claim = doc.paths["/api/pool/claim"].post;
     assert.equal(claim.requestBody.content["application/json"].schema.properties.agentName.maxLength, 200);
-    assert.ok(claim.parameters.some((x: any) => x.in === "header" && x.name === "idempotency-key"), "Idempotency-Key documented");
+    assert.ok(
+      claim.parameters.some((x: any) => x.in === "header" && x.name === "idempotency-key"),
+      "Idempotency-Key documented",
+    );
     assert.ok(claim.responses["503"] && claim.responses["409"], "claim errors documented");
     assert.ok(doc.paths["/api/pool/events"].get.responses["200"].content["text/event-stream"], "events are an event stream");
     assert.ok(doc.paths["/metrics"].get.responses["200"].content["text/plain"], "metrics are text");
@@ -253,7 +294,24 @@ describe("API: claims on a pool of real runtimes", () => {
     assert.equal(typeof r.body.counts.idle, "number");
     const t = await api("POST", "/api/pool/reconcile");
     assert.equal(t.status, 200);
-    assert.deepEqual(Object.keys(t.body).sort(), ["at", "counts", "created", "deleted", "durationMs", "errors", "foreign", "healthChecks", "healthFailures", "leader", "listing", "notes", "providerCalls", "renamed", "term", "transitions"]);
+    assert.deepEqual(Object.keys(t.body).sort(), [
+      "at",
+      "counts",
+      "created",
+      "deleted",
+      "durationMs",
+      "errors",
+      "foreign",
+      "healthChecks",
+      "healthFailures",
+      "leader",
+      "listing",
+      "notes",
+      "providerCalls",
+      "renamed",
+      "term",
+      "transitions",
+    ]);
   });
 
   it("requires the API key on every route but healthz, version and counts", async () => {
@@ -347,10 +405,15 @@ describe("API: failed provisions, resets, pending acceptance, rate limits", () =
     assert.equal(r.status, 200, r.text);
     const id = r.body.created[0] as string;
     // Passes run in-process here, so they do not use up the rate limit tested below.
-    await waitFor(`${id} idle`, async () => {
-      await pool.ops.reconcile();
-      return (await api("GET", `/api/pool/instances/${id}`)).body.instance.status === "idle";
-    }, 10_000, 20);
+    await waitFor(
+      `${id} idle`,
+      async () => {
+        await pool.ops.reconcile();
+        return (await api("GET", `/api/pool/instances/${id}`)).body.instance.status === "idle";
+      },
+      10_000,
+      20,
+    );
     return id;
   }
 
@@ -363,7 +426,10 @@ describe("API: failed provisions, resets, pending acceptance, rate limits", () =
     const badRow = (await api("GET", `/api/pool/instances/${bad}`)).body;
     assert.equal(badRow.instance.status, "idle", "reset clean → back to idle");
     assert.equal(badRow.instance.agentName, null, "claim fields cleared");
-    assert.deepEqual(badRow.events.slice(0, 2).map((e: any) => e.to), ["idle", "claiming"]);
+    assert.deepEqual(
+      badRow.events.slice(0, 2).map((e: any) => e.to),
+      ["idle", "claiming"],
+    );
     // With only the failing instance left, every try fails: 502 PROVISION_FAILED.
     const all = await api("POST", "/api/pool/claim", { agentName: "Gus", instructions: "x" });
     assert.equal(all.status, 502);
@@ -400,11 +466,16 @@ describe("API: failed provisions, resets, pending acceptance, rate limits", () =
     const member = room.members.find((m) => m.status === "pending")!;
     const ok = await fetch(`${origin}${roomPath(host.body.inviteUrl)}/members/${member.id}/approve`, { method: "POST" });
     assert.equal(ok.status, 200);
-    const row = await waitFor("the guest to be claimed", async () => {
-      await pool.ops.reconcile();
-      const x = (await api("GET", `/api/pool/instances/${j.body.instanceId}`)).body.instance;
-      return x.status === "claimed" ? x : null;
-    }, 10_000, 50);
+    const row = await waitFor(
+      "the guest to be claimed",
+      async () => {
+        await pool.ops.reconcile();
+        const x = (await api("GET", `/api/pool/instances/${j.body.instanceId}`)).body.instance;
+        return x.status === "claimed" ? x : null;
+      },
+      10_000,
+      50,
+    );
     assert.equal(row.conversationId, host.body.conversationId);
   });
 
@@ -412,7 +483,12 @@ describe("API: failed provisions, resets, pending acceptance, rate limits", () =
     const id = await addOne({ provisionDelayMs: 400 });
     const key = { "idempotency-key": "same-key-1" };
     const first = api("POST", "/api/pool/claim", { agentName: "Ivy", instructions: "x" }, key);
-    await waitFor("the first claim to be provisioning", async () => (await api("GET", `/api/pool/instances/${id}`)).body.instance.status === "claiming", 5_000, 10);
+    await waitFor(
+      "the first claim to be provisioning",
+      async () => (await api("GET", `/api/pool/instances/${id}`)).body.instance.status === "claiming",
+      5_000,
+      10,
+    );
     const second = await api("POST", "/api/pool/claim", { agentName: "Ivy", instructions: "x" }, key);
     assert.equal(second.status, 409, second.text);
     assert.equal(second.body.code, "CLAIM_IN_PROGRESS");
@@ -489,10 +565,15 @@ describe("API: event stream replay and shutdown", () => {
       await fresh.until(/event: counts\ndata: \{"pool":"default"/);
 
       // A live change reaches both; the replayed one is never sent twice.
-      await waitFor(`${id} idle`, async () => {
-        await pool.ops.reconcile();
-        return (await pool.store.getInstance(id))?.status === "idle";
-      }, 10_000, 20);
+      await waitFor(
+        `${id} idle`,
+        async () => {
+          await pool.ops.reconcile();
+          return (await pool.store.getInstance(id))?.status === "idle";
+        },
+        10_000,
+        20,
+      );
       assert.equal((await api("DELETE", `/api/pool/instances/${id}`)).status, 200);
       for (const s of [replayed, fresh]) await s.until(new RegExp(`"from":"idle","to":"dead"[^\\n]*"instanceId":"${id}"[^]*event: counts`));
       assert.equal(replayed.text.split(`id: ${created!.id}\n`).length - 1, 1, "replayed once");

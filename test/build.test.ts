@@ -50,11 +50,18 @@ describe("compiled build", () => {
     symlinkSync(realpathSync(join(REPO_ROOT, "node_modules")), join(app, "node_modules"), "dir");
     cpSync(join(REPO_ROOT, "bin"), join(app, "bin"), { recursive: true });
 
-    const sql = (dir: string) => readdirSync(dir).filter((n) => n.endsWith(".sql")).sort();
+    const sql = (dir: string) =>
+      readdirSync(dir)
+        .filter((n) => n.endsWith(".sql"))
+        .sort();
     assert.deepEqual(sql(join(app, "dist/db/migrations")), sql(join(REPO_ROOT, "src/db/migrations")));
     for (const f of ["app.js", "app.css"]) assert.ok(readFileSync(join(app, "dist/dashboard/assets", f)).length > 0, f);
     for (const f of ["cli.js", "serve.js", "runtime/main.js", "client/index.js"]) assert.ok(readFileSync(join(app, "dist", f)).length > 0, f);
-    assert.deepEqual(readdirSync(join(app, "dist")).filter((n) => n.endsWith(".ts")), [], "no TypeScript emitted");
+    assert.deepEqual(
+      readdirSync(join(app, "dist")).filter((n) => n.endsWith(".ts")),
+      [],
+      "no TypeScript emitted",
+    );
     // Imports were rewritten: nothing compiled asks for a .ts file.
     assert.doesNotMatch(readFileSync(join(app, "dist/serve.js"), "utf8"), /from "\.[^"]*\.ts"/);
   });
@@ -65,8 +72,15 @@ describe("compiled build", () => {
     child = spawn(process.execPath, [join(app, "dist/cli.js"), "serve"], {
       cwd: root,
       env: {
-        PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/tmp", NODE_ENV: "production",
-        PORT: String(port), DATA_DIR: dataDir, POOL_API_KEY: API_KEY, POOL_MIN_IDLE: "1", POOL_MAX_TOTAL: "3", LOG_LEVEL: "warn",
+        PATH: process.env.PATH ?? "",
+        HOME: process.env.HOME ?? "/tmp",
+        NODE_ENV: "production",
+        PORT: String(port),
+        DATA_DIR: dataDir,
+        POOL_API_KEY: API_KEY,
+        POOL_MIN_IDLE: "1",
+        POOL_MAX_TOTAL: "3",
+        LOG_LEVEL: "warn",
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -76,10 +90,15 @@ describe("compiled build", () => {
       const res = await fetch(`${url}${path}`, auth ? { headers: { authorization: `Bearer ${API_KEY}` } } : {});
       return { status: res.status, body: (await res.json()) as any };
     };
-    await waitFor("/healthz of the compiled server", async () => {
-      if (child!.exitCode !== null) throw new Error(`exited with ${child!.exitCode}: ${out}`);
-      return (await get("/healthz")).status === 200;
-    }, 60_000, 50);
+    await waitFor(
+      "/healthz of the compiled server",
+      async () => {
+        if (child!.exitCode !== null) throw new Error(`exited with ${child!.exitCode}: ${out}`);
+        return (await get("/healthz")).status === 200;
+      },
+      60_000,
+      50,
+    );
     assert.equal((await get("/api/pool/counts")).status, 200);
     assert.equal((await get("/api/pool/status")).status, 401, "the API key is still required");
     await waitFor("an idle instance", async () => (await get("/api/pool/counts")).body.idle >= 1, 60_000, 100);
@@ -110,7 +129,9 @@ describe("compiled build", () => {
 
     // The bin runs dist/ in production (there is no src/ here to fall back on).
     const bin = spawnSync(process.execPath, [join(app, "bin/agent-pool.mjs"), "counts", "--json"], {
-      cwd: root, encoding: "utf8", env: { ...process.env, NODE_ENV: "production", POOL_URL: url, POOL_API_KEY: API_KEY },
+      cwd: root,
+      encoding: "utf8",
+      env: { ...process.env, NODE_ENV: "production", POOL_URL: url, POOL_API_KEY: API_KEY },
     });
     assert.equal(bin.status, 0, bin.stderr);
     assert.equal(JSON.parse(bin.stdout).claimed, 1);

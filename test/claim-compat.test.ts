@@ -59,10 +59,20 @@ describe("claim bodies of today's clients", () => {
 
   let host: { inviteUrl: string; conversationId: string; instanceId: string };
   it("a landing-page claim: source and an unknown field are accepted, the source is recorded and shown", async () => {
-    const r = await api("POST", "/api/pool/claim", { agentName: "Lan", instructions: "Greets visitors.", source: "landing", model: "claude", utm: { campaign: "x" } });
+    const r = await api("POST", "/api/pool/claim", {
+      agentName: "Lan",
+      instructions: "Greets visitors.",
+      source: "landing",
+      model: "claude",
+      utm: { campaign: "x" },
+    });
     assert.equal(r.status, 200, r.text);
     host = r.body;
-    assert.deepEqual(Object.keys(r.body).sort(), ["agentName", "conversationId", "instanceId", "inviteUrl", "joined", "pool", "runtime", "status"], "unknown fields are not echoed");
+    assert.deepEqual(
+      Object.keys(r.body).sort(),
+      ["agentName", "conversationId", "instanceId", "inviteUrl", "joined", "pool", "runtime", "status"],
+      "unknown fields are not echoed",
+    );
 
     const inst = (await api("GET", `/api/pool/instances/${host.instanceId}`)).body.instance;
     assert.equal(inst.claimSource, "landing");
@@ -72,7 +82,12 @@ describe("claim bodies of today's clients", () => {
     assert.equal(agent.claimSource, "landing");
 
     // The dashboard's agent card says where the claim came from.
-    const login = await pool.app.inject({ method: "POST", url: "/login", headers: { "content-type": "application/x-www-form-urlencoded" }, payload: new URLSearchParams({ password: pool.apiKey }).toString() });
+    const login = await pool.app.inject({
+      method: "POST",
+      url: "/login",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      payload: new URLSearchParams({ password: pool.apiKey }).toString(),
+    });
     const cookie = String(login.headers["set-cookie"]).split(";")[0]!;
     const cards = await pool.app.inject({ method: "GET", url: "/dashboard/agents", headers: { cookie } });
     assert.equal(cards.statusCode, 200);
@@ -94,7 +109,10 @@ describe("claim bodies of today's clients", () => {
     // The runtime joined the conversation under that name.
     const invite = new URL(host.inviteUrl);
     const room = (await (await fetch(`${invite.origin}${invite.pathname}/messages`)).json()) as { members: Array<{ name: string; status: string }> };
-    assert.ok(room.members.some((m) => m.name === "Concierge" && m.status === "active"), JSON.stringify(room.members));
+    assert.ok(
+      room.members.some((m) => m.name === "Concierge" && m.status === "active"),
+      JSON.stringify(room.members),
+    );
   });
 
   it("an empty body {} creates a conversation with both defaults", async () => {
@@ -112,13 +130,21 @@ describe("claim bodies of today's clients", () => {
       const r = await api("POST", "/api/pool/claim", { joinUrl, source: "landing" });
       assert.equal(r.status, 400, r.text);
       assert.equal(r.body.code, "JOIN_URL_NOT_ALLOWED");
-      assert.match(r.body.error, new RegExp(`does not accept invite links of ${new URL(joinUrl).hostname}; it accepts links of 127\\.0\\.0\\.1, convos\\.org\\.`));
+      assert.match(
+        r.body.error,
+        new RegExp(`does not accept invite links of ${new URL(joinUrl).hostname}; it accepts links of 127\\.0\\.0\\.1, convos\\.org\\.`),
+      );
     }
     assert.equal(await claimed(), before, "nothing claimed");
     assert.equal(await idle(), 2, "no instance spent");
 
     // The dashboard's launch form applies the same list.
-    const login = await pool.app.inject({ method: "POST", url: "/login", headers: { "content-type": "application/x-www-form-urlencoded" }, payload: new URLSearchParams({ password: pool.apiKey }).toString() });
+    const login = await pool.app.inject({
+      method: "POST",
+      url: "/login",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      payload: new URLSearchParams({ password: pool.apiKey }).toString(),
+    });
     const cookie = String(login.headers["set-cookie"]).split(";")[0]!;
     const page = await pool.app.inject({ method: "GET", url: "/", headers: { cookie } });
     const csrf = /name="_csrf" value="([^"]+)"/.exec(page.body)![1]!;

@@ -90,7 +90,10 @@ describe("200 concurrent claims across 3 replicas on Postgres", () => {
       assert.equal(err.code, "POOL_EMPTY");
     }
     assert.equal(provisions.size, 60, "every instance provisioned");
-    assert.ok([...provisions.values()].every((n) => n === 1), "none provisioned twice");
+    assert.ok(
+      [...provisions.values()].every((n) => n === 1),
+      "none provisioned twice",
+    );
     const counts = await stores[0]!.countByStatus("default");
     assert.equal(counts.claiming, 0, "no row left in claiming");
     assert.equal(counts.claimed, 60);

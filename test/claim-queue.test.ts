@@ -21,7 +21,12 @@ const NO_POLLING_MS = 600_000;
 
 /** Answers every provision at once (the order under test is the pick's, not the runtime's). */
 const runtime: ProvisionClient = {
-  provision: async (target) => ({ inviteUrl: `http://x/i/${target.gatewayToken}`, conversationId: `conv-${target.gatewayToken}`, joined: false, status: "created" }),
+  provision: async (target) => ({
+    inviteUrl: `http://x/i/${target.gatewayToken}`,
+    conversationId: `conv-${target.gatewayToken}`,
+    joined: false,
+    status: "created",
+  }),
   reset: async () => ({}),
   status: async () => ({ clean: true, conversationId: null, pending: false }) as never,
 };
@@ -56,10 +61,25 @@ describe("Waiting claims across 3 replicas on Postgres", () => {
     for (let i = 0; i < 3; i++) {
       const store = await openStore({ databaseUrl: pg.url, postgres: { poolMax: 4 } });
       stores.push(store);
-      const queue = new ClaimWaitQueue({ store: watchJoins(store, (r) => joined(r)), logger: silentLogger, owner: `replica-${i}`, recheckMs: NO_POLLING_MS, ttlMs: 60_000 });
+      const queue = new ClaimWaitQueue({
+        store: watchJoins(store, (r) => joined(r)),
+        logger: silentLogger,
+        owner: `replica-${i}`,
+        recheckMs: NO_POLLING_MS,
+        ttlMs: 60_000,
+      });
       queues.push(queue);
       services.push(
-        new ClaimService({ store, queue, client: runtime, clock: systemClock, logger: silentLogger, defaultPool: "q", owner: `replica-${i}`, provisionTimeoutMs: 10_000 }),
+        new ClaimService({
+          store,
+          queue,
+          client: runtime,
+          clock: systemClock,
+          logger: silentLogger,
+          defaultPool: "q",
+          owner: `replica-${i}`,
+          provisionTimeoutMs: 10_000,
+        }),
       );
     }
   });
@@ -200,7 +220,16 @@ describe("Waiting claims across 3 replicas on Postgres", () => {
     const dead = await stores[1]!.joinClaimQueue({ poolIds: [pool], owner: "dead-replica", ttlMs: 1_500, maxLength: 10 });
     assert.equal(dead.kind, "joined");
     const live = new ClaimWaitQueue({ store: stores[0]!, logger: silentLogger, owner: "live", recheckMs: 200, ttlMs: 60_000 });
-    const service = new ClaimService({ store: stores[0]!, queue: live, client: runtime, clock: systemClock, logger: silentLogger, defaultPool: pool, owner: "live", provisionTimeoutMs: 10_000 });
+    const service = new ClaimService({
+      store: stores[0]!,
+      queue: live,
+      client: runtime,
+      clock: systemClock,
+      logger: silentLogger,
+      defaultPool: pool,
+      owner: "live",
+      provisionTimeoutMs: 10_000,
+    });
     try {
       const claim = service.claim({ pool, agentName: "Next", waitMs: 20_000 });
       const id = await turnIdle(pool);
@@ -208,7 +237,10 @@ describe("Waiting claims across 3 replicas on Postgres", () => {
       const res = await claim;
       assert.equal(res.instanceId, id);
       assert.ok(live.looks.recheck > 0, "served by a re-check once the dead waiter lapsed (no hint marks a lapse)");
-      assert.deepEqual((await stores[0]!.claimQueueLengths()).filter((l) => l.poolId === pool), []);
+      assert.deepEqual(
+        (await stores[0]!.claimQueueLengths()).filter((l) => l.poolId === pool),
+        [],
+      );
     } finally {
       await live.close();
     }

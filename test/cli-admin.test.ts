@@ -18,7 +18,12 @@ describe("CLI: pools, protection, release and upgrades", () => {
   let env: Record<string, string>;
 
   const cli = (...args: string[]) => {
-    const r = spawnSync(process.execPath, ["bin/agent-pool.mjs", ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(process.execPath, ["bin/agent-pool.mjs", ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
   const json = (...args: string[]) => {
@@ -38,11 +43,20 @@ describe("CLI: pools, protection, release and upgrades", () => {
   });
 
   it("pool update --sizing sets a demand policy (shown by pool <id>), refuses a bad one with its code, and goes back to fixed (issue 13)", () => {
-    const set = json("pool", "update", "default", "--sizing", '{"mode":"demand","floor":1,"safetyFactor":1.5,"schedule":[{"days":["mon","tue"],"from":"08:00","to":"10:00","floor":4}]}');
+    const set = json(
+      "pool",
+      "update",
+      "default",
+      "--sizing",
+      '{"mode":"demand","floor":1,"safetyFactor":1.5,"schedule":[{"days":["mon","tue"],"from":"08:00","to":"10:00","floor":4}]}',
+    );
     assert.deepEqual([set.pool.sizing.mode, set.pool.sizing.floor, set.pool.sizing.safetyFactor, set.pool.sizing.cooldownMinutes], ["demand", 1, 1.5, 20]);
     const shown = cli("pool", "default");
     assert.equal(shown.code, 0, shown.stderr);
-    assert.match(shown.stdout, /sizing\s+demand: floor 1, ceiling max total, safety ×1.5, window 15 min, cooldown 20 min; schedule \(UTC\) mon,tue 08:00-10:00 ≥4/);
+    assert.match(
+      shown.stdout,
+      /sizing\s+demand: floor 1, ceiling max total, safety ×1.5, window 15 min, cooldown 20 min; schedule \(UTC\) mon,tue 08:00-10:00 ≥4/,
+    );
     const bad = cli("--json", "pool", "update", "default", "--sizing", '{"mode":"demand","floor":5,"ceiling":2}');
     assert.equal(bad.code, 1);
     assert.equal(JSON.parse(bad.stdout).code, "VALIDATION_FAILED");
@@ -55,13 +69,32 @@ describe("CLI: pools, protection, release and upgrades", () => {
   });
 
   it("pools, pool create (flags), pool <id> with secrets masked, update from a file, delete when empty", () => {
-    const created = json("pool", "create", "hermes", "--runtime", "hermes", "--min-idle", "0", "--max-total", "2", "--env", "XMTP_ENV=dev", "--env", "API_TOKEN=s3cret-value", "--join-hosts", "convos.org, popup.convos.org");
+    const created = json(
+      "pool",
+      "create",
+      "hermes",
+      "--runtime",
+      "hermes",
+      "--min-idle",
+      "0",
+      "--max-total",
+      "2",
+      "--env",
+      "XMTP_ENV=dev",
+      "--env",
+      "API_TOKEN=s3cret-value",
+      "--join-hosts",
+      "convos.org, popup.convos.org",
+    );
     assert.equal(created.pool.id, "hermes");
     assert.deepEqual(created.pool.env, { XMTP_ENV: "dev", API_TOKEN: "••••••" });
     assert.deepEqual(created.pool.joinUrlHosts, ["convos.org", "popup.convos.org"]);
 
     const list = json("pools");
-    assert.deepEqual(list.pools.map((p: any) => p.pool.id), ["default", "hermes"]);
+    assert.deepEqual(
+      list.pools.map((p: any) => p.pool.id),
+      ["default", "hermes"],
+    );
     const table = cli("pools");
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /^pool\s+runtime\s+provider\s+template/m);
@@ -124,7 +157,10 @@ describe("CLI: pools, protection, release and upgrades", () => {
     const job = JSON.parse(all.stdout);
     assert.equal(job.state, "done");
     assert.equal(job.scope, "all");
-    assert.ok(job.items.some((i: any) => i.instanceId === b.instanceId && i.state === "upgraded"), all.stdout);
+    assert.ok(
+      job.items.some((i: any) => i.instanceId === b.instanceId && i.state === "upgraded"),
+      all.stdout,
+    );
     assert.ok(!job.items.some((i: any) => i.instanceId === a.instanceId), "already current: not in the job");
     assert.match(all.stderr, /— done/);
     const followed = json("upgrade", "--job", job.id);

@@ -18,7 +18,12 @@ describe("CLI against a running pool manager", () => {
   let env: Record<string, string>;
 
   const cli = (...args: string[]) => {
-    const r = spawnSync(process.execPath, ["bin/agent-pool.mjs", ...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(process.execPath, ["bin/agent-pool.mjs", ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
   const counts = async () => (await (await fetch(`${pool.url}/api/pool/counts`)).json()) as Record<string, number>;
@@ -43,7 +48,12 @@ describe("CLI against a running pool manager", () => {
     const fresh = mkdtempSync(join(tmpdir(), "agent-pool-migrate-"));
     try {
       for (let i = 0; i < 2; i++) {
-        const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", "migrate"], { cwd: REPO_ROOT, env: { ...process.env, DATA_DIR: fresh, DATABASE_URL: "" }, encoding: "utf8", timeout: 60_000 });
+        const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli.ts", "migrate"], {
+          cwd: REPO_ROOT,
+          env: { ...process.env, DATA_DIR: fresh, DATABASE_URL: "" },
+          encoding: "utf8",
+          timeout: 60_000,
+        });
         assert.equal(r.status, 0, r.stderr);
         assert.match(r.stdout, /migrations applied \(pglite\)/);
       }
@@ -74,7 +84,11 @@ describe("CLI against a running pool manager", () => {
     const page = await fetch(claim.inviteUrl);
     assert.equal(page.status, 200);
     assert.match(await page.text(), /<html/i);
-    const said = await fetch(`${claim.inviteUrl}/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "Where is the treasure?" }) });
+    const said = await fetch(`${claim.inviteUrl}/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ text: "Where is the treasure?" }),
+    });
     assert.ok(said.ok, `message answered ${said.status}`);
     const room = (await said.json()) as { messages: Array<{ role: string; from: string; text: string }> };
     const reply = room.messages.find((m) => m.role === "agent");
@@ -83,10 +97,14 @@ describe("CLI against a running pool manager", () => {
     assert.match(reply.text, /pirate/i, "in character");
     assert.match(reply.text, /treasure/i, "about what was said");
 
-    await waitFor("the pool back to 3 idle", async () => {
-      const c = await counts();
-      return c.idle === 3 && c.claimed === 1;
-    }, 30_000);
+    await waitFor(
+      "the pool back to 3 idle",
+      async () => {
+        const c = await counts();
+        return c.idle === 3 && c.claimed === 1;
+      },
+      30_000,
+    );
   });
 
   it("prints status as a table or JSON", async () => {
@@ -178,8 +196,26 @@ describe("CLI against a running pool manager", () => {
       .map((l) => /^ {2}(\S+)/.exec(l)?.[1])
       .filter((c): c is string => c !== undefined && c !== "help");
     assert.deepEqual(commands, [
-      "serve", "migrate", "status", "counts", "agents", "instance", "claim", "add", "replenish", "drain", "reconcile", "kill", "dismiss",
-      "rollout", "pools", "pool", "protect", "unprotect", "release", "upgrade",
+      "serve",
+      "migrate",
+      "status",
+      "counts",
+      "agents",
+      "instance",
+      "claim",
+      "add",
+      "replenish",
+      "drain",
+      "reconcile",
+      "kill",
+      "dismiss",
+      "rollout",
+      "pools",
+      "pool",
+      "protect",
+      "unprotect",
+      "release",
+      "upgrade",
     ]);
     const examples = section("Examples");
     for (const c of commands) assert.match(examples, new RegExp(`\\$ (\\S+=\\S+ )?agent-pool ${c}\\b`), `an example of ${c}`);

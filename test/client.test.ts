@@ -73,7 +73,9 @@ describe("client library against a real server", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "agent-pool-client-"));
     provider = new RuntimeProvider();
-    pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", POOL_MIN_IDLE: "1", POOL_MAX_TOTAL: "3" }), { provider });
+    pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", POOL_MIN_IDLE: "1", POOL_MAX_TOTAL: "3" }), {
+      provider,
+    });
     client = new PoolClient({ url: pool.url, apiKey: pool.apiKey });
     await waitFor("1 idle", async () => (await idle()) === 1, 15_000, 50);
   });
@@ -92,7 +94,11 @@ describe("client library against a real server", () => {
       const op = doc.paths[r.path]?.[r.method.toLowerCase()];
       assert.ok(op, `${name}: ${r.method} ${r.path} is a route of the server`);
       const status = "status" in r ? r.status : "200";
-      assert.deepEqual(op.responses[status].content["application/json"].schema, jsonSchema(r.response, "output"), `${name}: the client's response schema is the server's`);
+      assert.deepEqual(
+        op.responses[status].content["application/json"].schema,
+        jsonSchema(r.response, "output"),
+        `${name}: the client's response schema is the server's`,
+      );
     }
     assert.deepEqual(doc.paths["/api/pool/claim"].post.requestBody.content["application/json"].schema, jsonSchema(ClaimBody, "input"));
   });
@@ -122,9 +128,15 @@ describe("client library against a real server", () => {
     provider.defaults = { ...provider.defaults, bootDelayMs: 0 };
 
     assert.ok(retries.length >= 1, "the pool was empty at first");
-    assert.ok(retries.every((r) => r.code === "POOL_EMPTY"), JSON.stringify(retries));
+    assert.ok(
+      retries.every((r) => r.code === "POOL_EMPTY"),
+      JSON.stringify(retries),
+    );
     // Retry-After is whole seconds (at least 1): each wait honoured it.
-    assert.ok(retries.every((r) => r.delayMs >= 1_000), JSON.stringify(retries));
+    assert.ok(
+      retries.every((r) => r.delayMs >= 1_000),
+      JSON.stringify(retries),
+    );
     assert.notEqual(got.instanceId, taken.instanceId);
     assert.ok(before.has(got.instanceId), "the instance that was booting when the claim began");
     assert.equal(keys.length, retries.length + 1, "one request per try");
@@ -163,7 +175,10 @@ describe("client library against a real server", () => {
       assert.equal(err.message, 'No instance "no-such-instance".');
       return true;
     });
-    await assert.rejects(new PoolClient({ url: pool.url, apiKey: "wrong-key-wrong-key" }).status(), (err) => isPoolApiError(err, "UNAUTHORIZED") && err.status === 401);
+    await assert.rejects(
+      new PoolClient({ url: pool.url, apiKey: "wrong-key-wrong-key" }).status(),
+      (err) => isPoolApiError(err, "UNAUTHORIZED") && err.status === 401,
+    );
     await assert.rejects(client.claim({ agentName: "" }), (err) => isPoolApiError(err, "VALIDATION_FAILED") && err.status === 400);
     // Nothing listens on that port: connection refused, retried with backoff until the deadline.
     const closed = `http://127.0.0.1:${await freePort()}`;

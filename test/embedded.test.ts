@@ -28,7 +28,11 @@ describe("pool manager on the embedded defaults", () => {
     assert.equal(r.status, 200);
     return (await r.json()) as StatusBody;
   };
-  const idleIds = (s: StatusBody) => s.instances.filter((i) => i.status === "idle").map((i) => i.id).sort();
+  const idleIds = (s: StatusBody) =>
+    s.instances
+      .filter((i) => i.status === "idle")
+      .map((i) => i.id)
+      .sort();
 
   let firstIds: string[] = [];
 
@@ -37,11 +41,15 @@ describe("pool manager on the embedded defaults", () => {
     pool = await startPoolProcess(env);
     apiKey = readFileSync(join(dataDir, "api-key"), "utf8").trim();
     assert.match(pool.output(), new RegExp(apiKey), "the generated key is printed at first start");
-    const counts = await waitFor("3 idle instances", async () => {
-      const r = await fetch(`${pool!.url}/api/pool/counts`);
-      const c = (await r.json()) as Record<string, number>;
-      return c.idle === 3 ? c : null;
-    }, 30_000);
+    const counts = await waitFor(
+      "3 idle instances",
+      async () => {
+        const r = await fetch(`${pool!.url}/api/pool/counts`);
+        const c = (await r.json()) as Record<string, number>;
+        return c.idle === 3 ? c : null;
+      },
+      30_000,
+    );
     assert.equal(counts.total, 3);
     console.log(`# 3 idle ${Date.now() - t0} ms after start`);
     const s = await status();
@@ -65,11 +73,15 @@ describe("pool manager on the embedded defaults", () => {
     assert.ok(victim, "found the victim's process");
     process.kill(-victim.pgid, "SIGKILL");
     const t0 = Date.now();
-    const s = await waitFor("a replacement to be idle", async () => {
-      const s = await status();
-      const ids = idleIds(s);
-      return ids.length === 3 && !ids.includes(firstIds[0]!) ? s : null;
-    }, 30_000);
+    const s = await waitFor(
+      "a replacement to be idle",
+      async () => {
+        const s = await status();
+        const ids = idleIds(s);
+        return ids.length === 3 && !ids.includes(firstIds[0]!) ? s : null;
+      },
+      30_000,
+    );
     console.log(`# replaced in ${Date.now() - t0} ms (tick 1000 ms)`);
     assert.ok(!s.instances.some((i) => i.id === firstIds[0]), "the dead instance left the live list");
     await waitFor("exactly 3 runtime processes", () => runtimeProcesses(dataDir).length === 3, 10_000);
@@ -77,24 +89,41 @@ describe("pool manager on the embedded defaults", () => {
   });
 
   it("after a SIGKILL of the pool manager, a restart adopts the running instances (no duplicates, no orphans)", async () => {
-    const pidsBefore = runtimeProcesses(dataDir).map((p) => p.pid).sort();
+    const pidsBefore = runtimeProcesses(dataDir)
+      .map((p) => p.pid)
+      .sort();
     pool!.child.kill("SIGKILL");
     await pool!.exited;
     // The instances outlive the manager.
-    assert.deepEqual(runtimeProcesses(dataDir).map((p) => p.pid).sort(), pidsBefore);
+    assert.deepEqual(
+      runtimeProcesses(dataDir)
+        .map((p) => p.pid)
+        .sort(),
+      pidsBefore,
+    );
 
     pool = await startPoolProcess(env);
     assert.doesNotMatch(pool.output(), /generated an API key/, "the key is not regenerated");
-    const s = await waitFor("the restarted manager to see 3 idle", async () => {
-      const s = await status();
-      return idleIds(s).length === 3 ? s : null;
-    }, 30_000);
+    const s = await waitFor(
+      "the restarted manager to see 3 idle",
+      async () => {
+        const s = await status();
+        return idleIds(s).length === 3 ? s : null;
+      },
+      30_000,
+    );
     // Let two more passes run: nothing new may be created.
     await new Promise((r) => setTimeout(r, 2500));
     const again = await status();
     assert.deepEqual(idleIds(again), firstIds, "the same instances, adopted");
     assert.equal(again.instances.length, 3);
-    assert.deepEqual(runtimeProcesses(dataDir).map((p) => p.pid).sort(), pidsBefore, "the same processes, no duplicates");
+    assert.deepEqual(
+      runtimeProcesses(dataDir)
+        .map((p) => p.pid)
+        .sort(),
+      pidsBefore,
+      "the same processes, no duplicates",
+    );
     assert.deepEqual(idleIds(s), firstIds);
   });
 

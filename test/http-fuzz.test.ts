@@ -99,7 +99,6 @@ async function send(t: TestServer, r: FuzzRequest): Promise<Answer> {
   return { status: res.statusCode, contentType, body: Buffer.concat(chunks).toString("utf8") };
 }
 
-
 const PUBLIC = new Set(["/healthz", "/readyz", "/version", "/api/pool/counts", "/login", "/dashboard/assets/:name"]);
 
 /**
@@ -153,21 +152,35 @@ describe(`HTTP fuzz (seed ${SEED})`, () => {
 
   it("enumerates every route, the OpenAPI document's included", async () => {
     const routes = routeTable(t.app);
-    const doc = (await t.app.inject({ method: "GET", url: "/openapi.json", headers: { authorization: `Bearer ${t.apiKey}` } })).json() as { paths: Record<string, Record<string, unknown>> };
+    const doc = (await t.app.inject({ method: "GET", url: "/openapi.json", headers: { authorization: `Bearer ${t.apiKey}` } })).json() as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     for (const [path, ops] of Object.entries(doc.paths)) {
       for (const method of Object.keys(ops)) {
         const url = path.replace(/\{(\w+)\}/g, ":$1");
-        assert.ok(routes.some((r) => r.method === method.toUpperCase() && r.url === url), `${method} ${path} is in the route table`);
+        assert.ok(
+          routes.some((r) => r.method === method.toUpperCase() && r.url === url),
+          `${method} ${path} is in the route table`,
+        );
       }
     }
     for (const url of ["/", "/login", "/dashboard/launch", "/dashboard/instances/:id/kill", "/openapi.json", "/metrics"]) {
-      assert.ok(routes.some((r) => r.url === url), `${url} is in the route table`);
+      assert.ok(
+        routes.some((r) => r.url === url),
+        `${url} is in the route table`,
+      );
     }
   });
 
   it(`answers ${REQUESTS} random requests without a 5xx, and no 4xx changes anything`, async () => {
     // A dashboard session and its CSRF token, for the requests that carry them.
-    const login = await t.app.inject({ method: "POST", url: "/login", payload: `password=${encodeURIComponent(t.apiKey)}`, headers: { "content-type": "application/x-www-form-urlencoded" }, remoteAddress: "192.0.2.200" });
+    const login = await t.app.inject({
+      method: "POST",
+      url: "/login",
+      payload: `password=${encodeURIComponent(t.apiKey)}`,
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      remoteAddress: "192.0.2.200",
+    });
     assert.equal(login.statusCode, 303, login.body);
     const sessionCookie = String(login.headers["set-cookie"]).split(";")[0]!;
     const page = await t.app.inject({ method: "GET", url: "/", headers: { cookie: sessionCookie } });
@@ -226,9 +239,17 @@ describe(`HTTP fuzz (seed ${SEED})`, () => {
       if (route?.url === "/api/pool/claim" && res.status === 200) claimed++;
       if (route && res.status < 300) succeeded.set(`${route.method} ${route.url}`, (succeeded.get(`${route.method} ${route.url}`) ?? 0) + 1);
     }
-    const summary = [...statuses].sort((a, b) => a[0] - b[0]).map(([s, n]) => `${s}×${n}`).join(" ");
+    const summary = [...statuses]
+      .sort((a, b) => a[0] - b[0])
+      .map(([s, n]) => `${s}×${n}`)
+      .join(" ");
     console.log(`# fuzz seed ${SEED}: ${REQUESTS} requests in ${Date.now() - t0} ms: ${summary}; ${claimed} claims`);
-    console.log(`# 2xx by route: ${[...succeeded].sort().map(([r, n]) => `${r} ${n}`).join(", ")}`);
+    console.log(
+      `# 2xx by route: ${[...succeeded]
+        .sort()
+        .map(([r, n]) => `${r} ${n}`)
+        .join(", ")}`,
+    );
     // The mix must reach the handlers, not only the guards: some requests succeed, some are refused.
     assert.ok((statuses.get(200) ?? 0) > REQUESTS / 20, `too few 200s: ${summary}`);
     assert.ok((statuses.get(400) ?? 0) > REQUESTS / 20, `too few 400s: ${summary}`);

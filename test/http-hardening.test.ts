@@ -33,7 +33,12 @@ describe("issue 8: auth before validation, unstorable text", () => {
     t = await startTestServer({ store, poolId: POOL, minIdle: 2, maxTotal: 10 });
     await ensureIdle(t.ops, 2);
     auth = { authorization: `Bearer ${t.apiKey}` };
-    const login = await t.app.inject({ method: "POST", url: "/login", payload: `password=${encodeURIComponent(t.apiKey)}`, headers: { "content-type": "application/x-www-form-urlencoded" } });
+    const login = await t.app.inject({
+      method: "POST",
+      url: "/login",
+      payload: `password=${encodeURIComponent(t.apiKey)}`,
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+    });
     assert.equal(login.statusCode, 303);
     const cookie = String(login.headers["set-cookie"]).split(";")[0]!;
     const csrf = /name="_csrf" value="([^"]+)"/.exec((await t.app.inject({ method: "GET", url: "/", headers: { cookie } })).body)![1]!;
@@ -55,7 +60,12 @@ describe("issue 8: auth before validation, unstorable text", () => {
       ["NUL in the body", "POST", "/api/pool/claim", json({ agentName: "a\u0000", instructions: "x" })],
       ["body over the limit", "POST", "/api/pool/claim", json({ agentName: "a", instructions: "x".repeat(70_000) })],
       ["wrong content type", "POST", "/api/pool/claim", { payload: "<claim/>", headers: { "content-type": "application/xml" } }],
-      ["bad Idempotency-Key", "POST", "/api/pool/claim", { ...json({ agentName: "a", instructions: "x" }), headers: { "content-type": "application/json", "idempotency-key": "has space" } }],
+      [
+        "bad Idempotency-Key",
+        "POST",
+        "/api/pool/claim",
+        { ...json({ agentName: "a", instructions: "x" }), headers: { "content-type": "application/json", "idempotency-key": "has space" } },
+      ],
       ["bad count", "POST", "/api/pool/drain", json({ count: 1000 })],
       ["NUL in the path", "DELETE", "/api/pool/instances/%00", {}],
       ["NUL in the query", "GET", "/api/pool/status?x=%00", {}],
@@ -77,7 +87,11 @@ describe("issue 8: auth before validation, unstorable text", () => {
 
   it("over a real socket too: a body over the limit without the key is a 401", async () => {
     const url = await t.app.listen({ port: 0, host: "127.0.0.1" });
-    const r = await fetch(`${url}/api/pool/claim`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ agentName: "a", instructions: "x".repeat(200_000) }) });
+    const r = await fetch(`${url}/api/pool/claim`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ agentName: "a", instructions: "x".repeat(200_000) }),
+    });
     assert.equal(r.status, 401);
     assert.equal(((await r.json()) as { code: string }).code, "UNAUTHORIZED");
   });
@@ -107,7 +121,10 @@ describe("issue 8: auth before validation, unstorable text", () => {
 
   it("refuses NUL and unpaired surrogates in bodies, keys, path parameters, query strings and headers: 400, nothing changed", async () => {
     const before = await poolState(store, POOL);
-    const claim = (body: Record<string, unknown>) => ({ ...json({ agentName: "Ada", instructions: "x", ...body }), headers: { ...auth, "content-type": "application/json" } });
+    const claim = (body: Record<string, unknown>) => ({
+      ...json({ agentName: "Ada", instructions: "x", ...body }),
+      headers: { ...auth, "content-type": "application/json" },
+    });
     let deep: unknown = "x";
     for (let i = 0; i < 40; i++) deep = { a: deep };
     const cases: Array<[string, string, string, { payload?: string; headers?: Record<string, string> }, string]> = [
@@ -124,7 +141,13 @@ describe("issue 8: auth before validation, unstorable text", () => {
       ["a query value", "GET", "/api/pool/status?x=%00", { headers: auth }, "query.x"],
       ["a query key", "GET", "/api/pool/agents?a%00=1", { headers: auth }, "query.<key>"],
       ["a header", "GET", "/api/pool/summary", { headers: { ...auth, "x-note": "a\u0000b" } }, "headers.x-note"],
-      ["the Idempotency-Key", "POST", "/api/pool/claim", { ...claim({}), headers: { ...auth, "content-type": "application/json", "idempotency-key": "k\u0000" } }, "headers.idempotency-key"],
+      [
+        "the Idempotency-Key",
+        "POST",
+        "/api/pool/claim",
+        { ...claim({}), headers: { ...auth, "content-type": "application/json", "idempotency-key": "k\u0000" } },
+        "headers.idempotency-key",
+      ],
     ];
     for (const [what, method, url, o, where] of cases) {
       const r = await t.app.inject({ method: method as "GET", url, ...o });
@@ -179,10 +202,15 @@ describe("TRUST_PROXY", () => {
   async function withServer(trustProxy: number, fn: (t: TestServer, lines: string[]) => Promise<void>) {
     const store = await openStore({ dataDir: null });
     const lines: string[] = [];
-    const logger = pino({ level: "warn" }, new Writable({ write: (c, _e, cb) => {
+    const logger = pino(
+      { level: "warn" },
+      new Writable({
+        write: (c, _e, cb) => {
           lines.push(String(c));
           cb();
-        } }));
+        },
+      }),
+    );
     const t = await startTestServer({ store, trustProxy, logger: logger as never, loginAttemptsPerMinute: 2 });
     try {
       await fn(t, lines);
@@ -193,7 +221,13 @@ describe("TRUST_PROXY", () => {
   }
 
   const login = (t: TestServer, xff: string) =>
-    t.app.inject({ method: "POST", url: "/login", payload: "password=wrong", headers: { "content-type": "application/x-www-form-urlencoded", "x-forwarded-for": xff }, remoteAddress: "10.9.9.9" });
+    t.app.inject({
+      method: "POST",
+      url: "/login",
+      payload: "password=wrong",
+      headers: { "content-type": "application/x-www-form-urlencoded", "x-forwarded-for": xff },
+      remoteAddress: "10.9.9.9",
+    });
 
   it("with TRUST_PROXY=0: every forwarded client shares the proxy's address, and the server warns once", async () => {
     await withServer(0, async (t, lines) => {
@@ -219,20 +253,28 @@ describe("TRUST_PROXY", () => {
     const start = async (env: Record<string, string>) => {
       const dir = mkdtempSync(join(tmpdir(), "agent-pool-trust-"));
       const lines: string[] = [];
-      const pool = await serve(loadConfig({ DATA_DIR: dir, PORT: "0", POOL_MIN_IDLE: "0", POOL_API_KEY: "k".repeat(32), TICK_INTERVAL_MS: "3600000", ...env }), {
-        provider: new MemoryProvider(),
-        logDestination: new Writable({ write: (c, _e, cb) => {
-          lines.push(String(c));
-          cb();
-        } }),
-      });
+      const pool = await serve(
+        loadConfig({ DATA_DIR: dir, PORT: "0", POOL_MIN_IDLE: "0", POOL_API_KEY: "k".repeat(32), TICK_INTERVAL_MS: "3600000", ...env }),
+        {
+          provider: new MemoryProvider(),
+          logDestination: new Writable({
+            write: (c, _e, cb) => {
+              lines.push(String(c));
+              cb();
+            },
+          }),
+        },
+      );
       await pool.close();
       rmSync(dir, { recursive: true, force: true });
       return lines.map((l) => JSON.parse(l) as { level: number; msg: string; trustProxy?: number });
     };
     const heroku = await start({ DYNO: "web.1" });
     assert.equal(heroku.find((l) => l.msg.startsWith("agent-pool listening"))?.trustProxy, 0);
-    assert.ok(heroku.some((l) => l.level === 40 && /running on Heroku with TRUST_PROXY=0/.test(l.msg)), JSON.stringify(heroku));
+    assert.ok(
+      heroku.some((l) => l.level === 40 && /running on Heroku with TRUST_PROXY=0/.test(l.msg)),
+      JSON.stringify(heroku),
+    );
     const railway = await start({ RAILWAY_SERVICE_ID: "svc" });
     assert.equal(railway.find((l) => l.msg.startsWith("agent-pool listening"))?.trustProxy, 1);
     assert.ok(!railway.some((l) => /TRUST_PROXY/.test(l.msg)), "no warning with the Railway default");

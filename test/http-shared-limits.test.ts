@@ -58,7 +58,15 @@ describe("rate limits shared by replicas on one Postgres", () => {
       const r = await mutate(s, alice);
       seen.push([r.statusCode, String(r.headers["x-ratelimit-remaining"])]);
     }
-    assert.deepEqual(seen, [[404, "2"], [404, "1"], [404, "0"]], "one budget across both replicas");
+    assert.deepEqual(
+      seen,
+      [
+        [404, "2"],
+        [404, "1"],
+        [404, "0"],
+      ],
+      "one budget across both replicas",
+    );
     for (const s of [b, a]) {
       const r = await mutate(s, alice);
       assert.equal(r.statusCode, 429, r.body);

@@ -42,9 +42,19 @@ describe("instance routes", () => {
     logStream.on("data", (c: Buffer) => logs.push(c.toString("utf8")));
     pool = await serve(
       loadConfig({
-        DATA_DIR: dir, PORT: "0", LOG_LEVEL: "info", TICK_INTERVAL_MS: "3600000", POOL_MIN_IDLE: "0", POOL_MAX_TOTAL: "40",
-        MUTATION_RATE_LIMIT_PER_MIN: "1000", INSTANCE_RATE_LIMIT_PER_MIN: "30", RESOURCE_TICK_INTERVAL_MS: "3600000",
-        OPENROUTER_PROVISIONING_KEY: PROVISIONING, OPENROUTER_API_URL: standin.apiUrl, OPENROUTER_KEY_LIMIT: "20", OPENROUTER_KEY_LIMIT_MAX: "100",
+        DATA_DIR: dir,
+        PORT: "0",
+        LOG_LEVEL: "info",
+        TICK_INTERVAL_MS: "3600000",
+        POOL_MIN_IDLE: "0",
+        POOL_MAX_TOTAL: "40",
+        MUTATION_RATE_LIMIT_PER_MIN: "1000",
+        INSTANCE_RATE_LIMIT_PER_MIN: "30",
+        RESOURCE_TICK_INTERVAL_MS: "3600000",
+        OPENROUTER_PROVISIONING_KEY: PROVISIONING,
+        OPENROUTER_API_URL: standin.apiUrl,
+        OPENROUTER_KEY_LIMIT: "20",
+        OPENROUTER_KEY_LIMIT_MAX: "100",
       }),
       { provider, logDestination: logStream },
     );
@@ -70,7 +80,8 @@ describe("instance routes", () => {
     } catch {}
     return { status: r.status, body, text, headers: r.headers };
   }
-  const admin = (method: string, path: string, body?: unknown) => call(method, path, { auth: `Bearer ${pool.apiKey}`, ...(body !== undefined ? { body } : {}) });
+  const admin = (method: string, path: string, body?: unknown) =>
+    call(method, path, { auth: `Bearer ${pool.apiKey}`, ...(body !== undefined ? { body } : {}) });
 
   /** The credentials an instance holds: its id and its gateway token (from its environment). */
   async function credsOf(id: string): Promise<string> {
@@ -83,10 +94,15 @@ describe("instance routes", () => {
     const r = await admin("POST", "/api/pool/replenish", { count: 1 });
     assert.equal(r.status, 200, r.text);
     const id = r.body.created[0] as string;
-    await waitFor(`${id} idle`, async () => {
-      await pool.ops.reconcile();
-      return (await pool.store.getInstance(id))?.status === "idle";
-    }, 10_000, 20);
+    await waitFor(
+      `${id} idle`,
+      async () => {
+        await pool.ops.reconcile();
+        return (await pool.store.getInstance(id))?.status === "idle";
+      },
+      10_000,
+      20,
+    );
     return id;
   }
 
@@ -110,7 +126,10 @@ describe("instance routes", () => {
       [r.body.instanceId, r.body.pool, r.body.status, r.body.template, r.body.version, r.body.provider],
       [id, "default", "idle", "reference", (await pool.store.getInstance(id))!.runtimeVersion, "test-runtimes"],
     );
-    assert.deepEqual(r.body.resources.map((x: any) => [x.kind, x.state, x.limit, x.usage]), [["openrouter", "ready", 20, 0]]);
+    assert.deepEqual(
+      r.body.resources.map((x: any) => [x.kind, x.state, x.limit, x.usage]),
+      [["openrouter", "ready", 20, 0]],
+    );
     assert.ok(!r.text.includes(key.key) && !r.text.includes(key.hash), "neither the key nor its hash");
     assert.ok(!r.text.includes((await pool.store.getInstance(id))!.gatewayToken));
     const [ev] = await pool.store.listEvents(id, 1);
@@ -178,7 +197,10 @@ describe("instance routes", () => {
     const creds = await credsOf(id);
     assert.equal((await admin("DELETE", `/api/pool/instances/${id}`)).status, 200);
     for (const [method, path] of [
-      ["GET", "/api/instance/self"], ["GET", "/api/instance/credits"], ["POST", "/api/instance/self/reset"], ["POST", "/api/instance/self/destroy"],
+      ["GET", "/api/instance/self"],
+      ["GET", "/api/instance/credits"],
+      ["POST", "/api/instance/self/reset"],
+      ["POST", "/api/instance/self/destroy"],
       ["POST", "/api/instance/pending-acceptance/fail"],
     ] as const) {
       const r = await call(method, path, { auth: creds });
@@ -269,8 +291,12 @@ describe("instance routes", () => {
   it("documents the routes in OpenAPI with the instance's credentials", async () => {
     const doc = (await admin("GET", "/openapi.json")).body;
     for (const [method, p] of [
-      ["post", "/api/instance/pending-acceptance/complete"], ["post", "/api/instance/pending-acceptance/fail"], ["get", "/api/instance/self"],
-      ["post", "/api/instance/self/reset"], ["post", "/api/instance/self/destroy"], ["get", "/api/instance/credits"],
+      ["post", "/api/instance/pending-acceptance/complete"],
+      ["post", "/api/instance/pending-acceptance/fail"],
+      ["get", "/api/instance/self"],
+      ["post", "/api/instance/self/reset"],
+      ["post", "/api/instance/self/destroy"],
+      ["get", "/api/instance/credits"],
     ] as const) {
       const op = doc.paths[p]?.[method];
       assert.ok(op, `${method} ${p}`);

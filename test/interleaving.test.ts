@@ -87,7 +87,8 @@ function drawSchedule(seed: number): Schedule {
   const claims: PlannedClaim[] = Array.from({ length: int(2, 9) }, () => {
     let key: string | null = null;
     const k = r();
-    if (k < 0.2 && keys.length > 0) key = keys[int(0, keys.length - 1)]!; // a retry of an earlier key
+    if (k < 0.2 && keys.length > 0)
+      key = keys[int(0, keys.length - 1)]!; // a retry of an earlier key
     else if (k < 0.45) {
       key = `key-${seed}-${keys.length}`;
       keys.push(key);
@@ -155,7 +156,9 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
   /** A fresh deployment in the worker's database: every table emptied, the owner id recorded. */
   async function reset(w: Worker): Promise<void> {
     // Every table but the migrations' record, so a table a later migration adds is emptied too.
-    const { rows } = await w.raw.query<{ t: string }>("SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'");
+    const { rows } = await w.raw.query<{ t: string }>(
+      "SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'",
+    );
     await w.raw.query(`TRUNCATE ${rows.map((r) => r.t).join(", ")}`);
     await w.stores[0]!.ensureOwnerId(OWNER);
   }
@@ -179,11 +182,23 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     const reconcilers = [0, 1, 2].map(
       (i) =>
         new Reconciler({
-          ownerId: OWNER, store: stores[i]!, providers: new Map([[fleet.kind, fleet]]), defaultProvider: fleet.kind, health: fleet, statusReader: fleet,
-          clock: clocks[i]!, ids, logger: silentLogger, holder: `r${i}`,
+          ownerId: OWNER,
+          store: stores[i]!,
+          providers: new Map([[fleet.kind, fleet]]),
+          defaultProvider: fleet.kind,
+          health: fleet,
+          statusReader: fleet,
+          clock: clocks[i]!,
+          ids,
+          logger: silentLogger,
+          holder: `r${i}`,
           spec: { orphanGraceMs: 50, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
           policy: { stuckTimeoutMs: 60_000, failureThreshold: 2, healthRecordIntervalMs: 60_000, createGraceMs: 5_000 },
-          intervalMs: 1_000, leaseTtlMs: LEASE_TTL_MS, healthTimeoutMs: 50, healthConcurrency: 8, sweepMarginMs: SWEEP_MARGIN_MS,
+          intervalMs: 1_000,
+          leaseTtlMs: LEASE_TTL_MS,
+          healthTimeoutMs: 50,
+          healthConcurrency: 8,
+          sweepMarginMs: SWEEP_MARGIN_MS,
           // The production cadence, scaled to a schedule that lasts half a second.
           cadence: { bootingMinMs: 10, bootingMaxMs: 50, idleMs: 100, claimedMs: 200, otherMs: 200, jitter: 0.2 },
         }),
@@ -191,9 +206,19 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     const services = [0, 1, 2].map(
       (i) =>
         new ClaimService({
-          store: stores[i]!, client: fleet, clock: clocks[i]!, logger: silentLogger, defaultPool: pool, owner: `c${i}`,
-          provisionTimeoutMs: PROVISION_TIMEOUT_MS, resetTimeoutMs: RESET_TIMEOUT_MS, claimDeadlineMs: 900, sweepMarginMs: SWEEP_MARGIN_MS, maxAttempts: 3,
-          maxWaitMs: 300, waitPollMs: 10,
+          store: stores[i]!,
+          client: fleet,
+          clock: clocks[i]!,
+          logger: silentLogger,
+          defaultPool: pool,
+          owner: `c${i}`,
+          provisionTimeoutMs: PROVISION_TIMEOUT_MS,
+          resetTimeoutMs: RESET_TIMEOUT_MS,
+          claimDeadlineMs: 900,
+          sweepMarginMs: SWEEP_MARGIN_MS,
+          maxAttempts: 3,
+          maxWaitMs: 300,
+          waitPollMs: 10,
         }),
     );
     // A warm pool to start from (the faults begin with the schedule).
@@ -209,42 +234,71 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
       if (t.errors.some((e) => e.startsWith("lease lost"))) totals.leaseLost++;
       if (t.foreign.length > 0) totals.foreignSeen++;
     };
-    for (const t of s.ticks) work.push(at(t.at).then(() => reconcilers[t.replica]!.tick()).then(tally));
+    for (const t of s.ticks)
+      work.push(
+        at(t.at)
+          .then(() => reconcilers[t.replica]!.tick())
+          .then(tally),
+      );
     for (const d of s.deaths) {
-      work.push(at(d.at).then(() => {
-        const victims = [...fleet.runtimes.values()].filter((rt) => rt.alive && !rt.instanceId.includes("foreign") && !rt.instanceId.includes("legacy"));
-        if (victims.length) fleet.killRuntime(victims[Math.floor(prng(s.seed + d.at)() * victims.length)]!.instanceId);
-      }));
+      work.push(
+        at(d.at).then(() => {
+          const victims = [...fleet.runtimes.values()].filter((rt) => rt.alive && !rt.instanceId.includes("foreign") && !rt.instanceId.includes("legacy"));
+          if (victims.length) fleet.killRuntime(victims[Math.floor(prng(s.seed + d.at)() * victims.length)]!.instanceId);
+        }),
+      );
     }
     for (const c of s.claims) {
-      work.push(at(c.at).then(async () => {
-        if (c.mode === "killed") {
-          // A claim process killed right after its pick: the row is left `claiming`, and the
-          // runtime may or may not have been provisioned before the process died.
-          const pick = await stores[c.replica]!.claimIdle({
-            poolIds: [pool], owner: `c${c.replica}`, attempt: `killed-${s.seed}-${c.at}`, attemptTtlMs: PROVISION_TIMEOUT_MS + 2 * RESET_TIMEOUT_MS,
-            claimKey: c.key, source: null, agentName: "Killed", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
-          });
-          if (pick.kind === "picked" && c.at % 2 === 0) await fleet.provision({ url: pick.instance.url!, gatewayToken: "" }, { agentName: "Killed", instructions: "x" }, 1_000).catch(() => undefined);
-          outcomes.push({ claim: c, result: null, error: "killed" });
-          return;
-        }
-        // The instance this claim will most likely pick is the newest idle one: give it the mode.
-        const idle = (await stores[c.replica]!.listInstances(pool)).filter((x) => x.status === "idle").at(-1);
-        if (idle && c.mode === "slow") fleet.provisionDelay.set(idle.id, PROVISION_TIMEOUT_MS + 30);
-        if (idle && c.mode === "fail") fleet.provisionFails.add(idle.id);
-        // Past the attempt's deadline and the sweep margin: the sweeper resolves the row meanwhile,
-        // and a newer claim may pick it before this one carries on.
-        if (idle && c.mode === "stall") {
-          fleet.provisionStalls.set(idle.id, { ms: PROVISION_TIMEOUT_MS + 2 * RESET_TIMEOUT_MS + SWEEP_MARGIN_MS + (c.at % 7) * 12, succeed: c.at % 2 === 0, endOnStatus: c.at % 3 !== 0 });
-        }
-        try {
-          const result = await services[c.replica]!.claim({ agentName: "Ada", instructions: "x", waitMs: c.waitMs, ...(c.key ? { idempotencyKey: c.key } : {}) });
-          outcomes.push({ claim: c, result, error: null });
-        } catch (err) {
-          outcomes.push({ claim: c, result: null, error: err instanceof PoolError ? err.code : String(err) });
-        }
-      }));
+      work.push(
+        at(c.at).then(async () => {
+          if (c.mode === "killed") {
+            // A claim process killed right after its pick: the row is left `claiming`, and the
+            // runtime may or may not have been provisioned before the process died.
+            const pick = await stores[c.replica]!.claimIdle({
+              poolIds: [pool],
+              owner: `c${c.replica}`,
+              attempt: `killed-${s.seed}-${c.at}`,
+              attemptTtlMs: PROVISION_TIMEOUT_MS + 2 * RESET_TIMEOUT_MS,
+              claimKey: c.key,
+              source: null,
+              agentName: "Killed",
+              instructions: "x",
+              joinUrl: null,
+              profileImage: null,
+              metadata: null,
+              exclude: [],
+            });
+            if (pick.kind === "picked" && c.at % 2 === 0)
+              await fleet.provision({ url: pick.instance.url!, gatewayToken: "" }, { agentName: "Killed", instructions: "x" }, 1_000).catch(() => undefined);
+            outcomes.push({ claim: c, result: null, error: "killed" });
+            return;
+          }
+          // The instance this claim will most likely pick is the newest idle one: give it the mode.
+          const idle = (await stores[c.replica]!.listInstances(pool)).filter((x) => x.status === "idle").at(-1);
+          if (idle && c.mode === "slow") fleet.provisionDelay.set(idle.id, PROVISION_TIMEOUT_MS + 30);
+          if (idle && c.mode === "fail") fleet.provisionFails.add(idle.id);
+          // Past the attempt's deadline and the sweep margin: the sweeper resolves the row meanwhile,
+          // and a newer claim may pick it before this one carries on.
+          if (idle && c.mode === "stall") {
+            fleet.provisionStalls.set(idle.id, {
+              ms: PROVISION_TIMEOUT_MS + 2 * RESET_TIMEOUT_MS + SWEEP_MARGIN_MS + (c.at % 7) * 12,
+              succeed: c.at % 2 === 0,
+              endOnStatus: c.at % 3 !== 0,
+            });
+          }
+          try {
+            const result = await services[c.replica]!.claim({
+              agentName: "Ada",
+              instructions: "x",
+              waitMs: c.waitMs,
+              ...(c.key ? { idempotencyKey: c.key } : {}),
+            });
+            outcomes.push({ claim: c, result, error: null });
+          } catch (err) {
+            outcomes.push({ claim: c, result: null, error: err instanceof PoolError ? err.code : String(err) });
+          }
+        }),
+      );
     }
     await Promise.all(work);
 
@@ -275,7 +329,9 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     if (probs.length && process.env.INTERLEAVING_TRACE) {
       console.error(JSON.stringify(s));
       console.error(fleet.log.join("\n"));
-      const { rows: ev } = await raw.query("SELECT e.id, e.instance_id, e.from_status, e.to_status, e.actor, e.reason, e.created_at, i.provider_ref, i.deleted_at, i.resource_gone_at FROM instance_events e JOIN instances i ON i.id = e.instance_id ORDER BY e.id");
+      const { rows: ev } = await raw.query(
+        "SELECT e.id, e.instance_id, e.from_status, e.to_status, e.actor, e.reason, e.created_at, i.provider_ref, i.deleted_at, i.resource_gone_at FROM instance_events e JOIN instances i ON i.id = e.instance_id ORDER BY e.id",
+      );
       for (const e of ev) console.error(JSON.stringify(e));
     }
     return probs;
@@ -298,10 +354,12 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
       const row = byId.get(o.result!.instanceId);
       const rt = fleet.runtimes.get(o.result!.instanceId);
       if (!row) problems.push(`claim answered with unknown instance ${o.result!.instanceId}`);
-      else if (row.conversationId !== o.result!.conversationId) problems.push(`claim answered ${o.result!.conversationId} but row ${row.id} records ${row.conversationId} (${row.status})`);
+      else if (row.conversationId !== o.result!.conversationId)
+        problems.push(`claim answered ${o.result!.conversationId} but row ${row.id} records ${row.conversationId} (${row.status})`);
       else if (!["claimed", "pending_acceptance", "crashed"].includes(row.status)) problems.push(`claim answered with ${row.id}, now ${row.status}`);
       else if (row.status === "crashed" && rt?.alive) problems.push(`claimed instance ${row.id} crashed though its runtime lives`);
-      if (rt?.alive && rt.bound !== o.result!.conversationId) problems.push(`runtime ${rt.instanceId} bound to ${rt.bound}, not to the answered ${o.result!.conversationId}`);
+      if (rt?.alive && rt.bound !== o.result!.conversationId)
+        problems.push(`runtime ${rt.instanceId} bound to ${rt.bound}, not to the answered ${o.result!.conversationId}`);
     }
     // One answer per key.
     const perKey = new Map<string, string>();
@@ -313,7 +371,9 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     }
     // One live instance per key in the database.
     const liveKeys = new Map<string, number>();
-    for (const r of rows) if (r.claimKey && !r.deletedAt && ["claiming", "claimed", "pending_acceptance"].includes(r.status)) liveKeys.set(r.claimKey, (liveKeys.get(r.claimKey) ?? 0) + 1);
+    for (const r of rows)
+      if (r.claimKey && !r.deletedAt && ["claiming", "claimed", "pending_acceptance"].includes(r.status))
+        liveKeys.set(r.claimKey, (liveKeys.get(r.claimKey) ?? 0) + 1);
     for (const [k, c] of liveKeys) if (c > 1) problems.push(`${c} live instances carry key ${k}`);
     // Nothing left claiming past its deadline + margin.
     const { rows: stale } = await raw.query<{ id: string }>(
@@ -324,7 +384,8 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     const claimingNow = rows.filter((r) => r.status === "claiming" && !r.deletedAt);
     if (claimingNow.length > 0) problems.push(`rows still claiming after settling: ${claimingNow.map((r) => r.id).join(", ")}`);
     // Foreign resources untouched.
-    for (const id of [`i-foreign${s.seed}`, `i-legacy${s.seed}`]) if (!fleet.resources.has(`ref-${id}`)) problems.push(`resource ${id} of another owner was deleted`);
+    for (const id of [`i-foreign${s.seed}`, `i-legacy${s.seed}`])
+      if (!fleet.resources.has(`ref-${id}`)) problems.push(`resource ${id} of another owner was deleted`);
     if (fleet.maxOwned > s.maxTotal) problems.push(`${fleet.maxOwned} resources at once > max total ${s.maxTotal}`);
     return problems;
   }
@@ -345,10 +406,15 @@ describe(`interleaving: ${SCHEDULES} seeded schedules of 3 reconcilers and concu
     await Promise.all(workers.map(worker));
     if (failures.length > 0) {
       const f = failures[0]!;
-      console.error(`interleaving: schedule with seed ${f.schedule.seed} broke an invariant (replay: INTERLEAVING_SEED=${f.schedule.seed} INTERLEAVING_SCHEDULES=1)`);
+      console.error(
+        `interleaving: schedule with seed ${f.schedule.seed} broke an invariant (replay: INTERLEAVING_SEED=${f.schedule.seed} INTERLEAVING_SCHEDULES=1)`,
+      );
       console.error(JSON.stringify(f.schedule));
     }
-    assert.deepEqual(failures.map((f) => ({ seed: f.schedule.seed, problems: f.problems })), []);
+    assert.deepEqual(
+      failures.map((f) => ({ seed: f.schedule.seed, problems: f.problems })),
+      [],
+    );
     assert.equal(stats.schedules, SCHEDULES);
     console.log(
       `# interleaving: ${stats.schedules} schedules (base seed ${BASE_SEED}); claims: ${totals.ok} served, ${totals.empty} pool empty, ` +

@@ -124,7 +124,12 @@ describe(`live updates across replicas: ${postgresLabel}`, () => {
     assert.equal(add.status, 200, JSON.stringify(add.body));
     const id = add.body.created[0] as string;
 
-    await waitFor("the create on B's event stream", () => new RegExp(`event: status\\ndata: \\{[^\\n]*"to":"starting"[^\\n]*"instanceId":"${id}"`).test(sse.text), 10_000, 10);
+    await waitFor(
+      "the create on B's event stream",
+      () => new RegExp(`event: status\\ndata: \\{[^\\n]*"to":"starting"[^\\n]*"instanceId":"${id}"`).test(sse.text),
+      10_000,
+      10,
+    );
     await waitFor("B's dashboard told", () => page.count(/event: changed/) > changedBefore, 10_000, 10);
     const elapsed = Date.now() - t0;
     const watcher = changeWatcherOf(b.app)!;
@@ -144,7 +149,12 @@ describe(`live updates across replicas: ${postgresLabel}`, () => {
       const s0 = statements(storeB);
       const add = await api(urlA, a.apiKey)("POST", "/api/pool/replenish", { count: 1 });
       const id = add.body.created[0] as string;
-      await waitFor(`${sse.length + pages.length} clients told of ${id}`, () => sse.every((c) => c.text.includes(`"instanceId":"${id}"`)) && pages.every((p, i) => p.count(/event: changed/) > seen[i]!), 10_000, 10);
+      await waitFor(
+        `${sse.length + pages.length} clients told of ${id}`,
+        () => sse.every((c) => c.text.includes(`"instanceId":"${id}"`)) && pages.every((p, i) => p.count(/event: changed/) > seen[i]!),
+        10_000,
+        10,
+      );
       return { reads: watcher.reads.hint + watcher.reads.safety - reads0, statements: statements(storeB) - s0 };
     };
 
@@ -164,7 +174,12 @@ describe(`live updates across replicas: ${postgresLabel}`, () => {
     const pages: Stream[] = [firstPage];
     for (let i = 0; i < 9; i++) pages.push(await openStream(`${urlB}/dashboard/events`, { cookie }));
     streams.push(...sse, ...pages);
-    await waitFor("40 clients connected", () => sse.every((c) => /event: counts/.test(c.text)) && pages.every((p) => /event: changed/.test(p.text)), 10_000, 10);
+    await waitFor(
+      "40 clients connected",
+      () => sse.every((c) => /event: counts/.test(c.text)) && pages.every((p) => /event: changed/.test(p.text)),
+      10_000,
+      10,
+    );
     const forty = await oneChange(sse, pages);
 
     assert.equal(one.reads, 1, "one read for the change with one client");
@@ -211,7 +226,10 @@ const fakeReq = () => ({ destroyed: false }) as unknown as IncomingMessage;
 const asRes = (r: FakeResponse) => r as unknown as ServerResponse;
 
 function backends(): Array<[string, () => Promise<TestDatabase>]> {
-  return [["PGlite", inMemoryPglite], [postgresLabel, realPostgres]];
+  return [
+    ["PGlite", inMemoryPglite],
+    [postgresLabel, realPostgres],
+  ];
 }
 
 for (const [label, open] of backends()) {
@@ -313,11 +331,20 @@ for (const [label, open] of backends()) {
       const runtimes = new InstantRuntimes();
       let passes = 0;
       const r = new Reconciler({
-        ownerId: "own01", store, providers: new Map([["memory", new MemoryProvider()]]), defaultProvider: "memory", health: runtimes, statusReader: runtimes,
-        clock: systemClock, ids: randomIds, logger: silentLogger,
+        ownerId: "own01",
+        store,
+        providers: new Map([["memory", new MemoryProvider()]]),
+        defaultProvider: "memory",
+        health: runtimes,
+        statusReader: runtimes,
+        clock: systemClock,
+        ids: randomIds,
+        logger: silentLogger,
         spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
         policy: { stuckTimeoutMs: 900_000, failureThreshold: 3, healthRecordIntervalMs: 60_000, createGraceMs: 120_000 },
-        intervalMs: 3_600_000, healthTimeoutMs: 1000, healthConcurrency: 4,
+        intervalMs: 3_600_000,
+        healthTimeoutMs: 1000,
+        healthConcurrency: 4,
         onTick: () => void passes++,
       });
       const got: PoolHint[] = [];

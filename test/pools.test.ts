@@ -65,7 +65,7 @@ describe("pools as templates over the API", () => {
     assert.match(sizes.body.error, /min idle \(5\) is larger than max total \(2\)/);
     const provider = await call("POST", "/api/pools", { id: "rw", provider: "railway" });
     assert.deepEqual([provider.status, provider.body.code], [400, "VALIDATION_FAILED"], "a provider this deployment does not run");
-    assert.equal((await store.getPool("sizes")), null, "a refused pool is not written");
+    assert.equal(await store.getPool("sizes"), null, "a refused pool is not written");
   });
 
   it("routes claims by runtime label or pool id, with each pool's defaults and allowed hosts", async () => {
@@ -137,14 +137,28 @@ describe("pools as templates over the API", () => {
     assert.equal((await call("POST", "/api/pool/claim", { pool: "default" })).status, 200);
   });
   it("sets a pool's sizing policy, fills in its defaults, and refuses a bad one with VALIDATION_FAILED, changing nothing (issue 13)", async () => {
-    const set = await call("PATCH", "/api/pools/default", { sizing: { mode: "demand", floor: 2, timeZone: "Europe/Berlin", schedule: [{ days: ["mon"], from: "08:00", to: "10:00", floor: 5 }] } });
+    const set = await call("PATCH", "/api/pools/default", {
+      sizing: { mode: "demand", floor: 2, timeZone: "Europe/Berlin", schedule: [{ days: ["mon"], from: "08:00", to: "10:00", floor: 5 }] },
+    });
     assert.equal(set.status, 200, JSON.stringify(set.body));
     assert.deepEqual(set.body.pool.sizing, {
-      mode: "demand", floor: 2, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "Europe/Berlin",
+      mode: "demand",
+      floor: 2,
+      ceiling: null,
+      safetyFactor: 1,
+      windowMinutes: 15,
+      cooldownMinutes: 20,
+      timeZone: "Europe/Berlin",
       schedule: [{ days: ["mon"], from: "08:00", to: "10:00", floor: 5 }],
     });
     assert.equal(set.body.templateChanged, false, "sizing starts no rollout");
-    for (const sizing of [{ mode: "demand", floor: 9, ceiling: 3 }, { mode: "demand", timeZone: "Nowhere/Atlantis" }, { mode: "magic" }, { mode: "demand", schedule: [{ days: ["mon"], from: "10:00", to: "09:00", floor: 1 }] }, "demand"]) {
+    for (const sizing of [
+      { mode: "demand", floor: 9, ceiling: 3 },
+      { mode: "demand", timeZone: "Nowhere/Atlantis" },
+      { mode: "magic" },
+      { mode: "demand", schedule: [{ days: ["mon"], from: "10:00", to: "09:00", floor: 1 }] },
+      "demand",
+    ]) {
       const bad = await call("PATCH", "/api/pools/default", { sizing });
       assert.equal(bad.status, 400, JSON.stringify(sizing));
       assert.equal(bad.body.code, "VALIDATION_FAILED");

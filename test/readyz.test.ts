@@ -23,11 +23,24 @@ describe(`/healthz and /readyz: ${postgresLabel}`, () => {
     const dir = mkdtempSync(join(tmpdir(), "agent-pool-readyz-"));
     const logs: string[] = [];
     const pool = await serve(
-      loadConfig({ DATABASE_URL: pg.url, DATA_DIR: dir, PORT: "0", POOL_API_KEY: "readyz-test-key-0123456789", POOL_MIN_IDLE: "0", TICK_INTERVAL_MS: "1000", LOG_LEVEL: "warn" }),
-      { provider: new MemoryProvider(), logDestination: new Writable({ write: (c, _e, cb) => {
-          logs.push(String(c));
-          cb();
-        } }) },
+      loadConfig({
+        DATABASE_URL: pg.url,
+        DATA_DIR: dir,
+        PORT: "0",
+        POOL_API_KEY: "readyz-test-key-0123456789",
+        POOL_MIN_IDLE: "0",
+        TICK_INTERVAL_MS: "1000",
+        LOG_LEVEL: "warn",
+      }),
+      {
+        provider: new MemoryProvider(),
+        logDestination: new Writable({
+          write: (c, _e, cb) => {
+            logs.push(String(c));
+            cb();
+          },
+        }),
+      },
     );
     let dropped = false;
     try {
@@ -36,20 +49,30 @@ describe(`/healthz and /readyz: ${postgresLabel}`, () => {
         return { status: res.status, body: (await res.json()) as any };
       };
       assert.deepEqual(await get("/healthz"), { status: 200, body: { ok: true } });
-      const ready = await waitFor("/readyz 200", async () => {
-        const r = await get("/readyz");
-        return r.status === 200 ? r : null;
-      }, 15_000, 20);
+      const ready = await waitFor(
+        "/readyz 200",
+        async () => {
+          const r = await get("/readyz");
+          return r.status === 200 ? r : null;
+        },
+        15_000,
+        20,
+      );
       assert.equal(ready.body.ready, true);
       assert.ok(ready.body.lastPassAgeMs >= 0 && ready.body.lastPassAgeMs < 15_000);
 
       // The database goes away (dropped, its connections terminated).
       await pg.stop();
       dropped = true;
-      const down = await waitFor("/readyz 503", async () => {
-        const r = await get("/readyz");
-        return r.status === 503 ? r : null;
-      }, 15_000, 50);
+      const down = await waitFor(
+        "/readyz 503",
+        async () => {
+          const r = await get("/readyz");
+          return r.status === 503 ? r : null;
+        },
+        15_000,
+        50,
+      );
       assert.equal(down.body.code, "NOT_READY");
       assert.match(down.body.error, /^The database (refused the readiness check|did not answer within \d+ ms)\.$/);
       assert.ok(!JSON.stringify(down.body).includes(new URL(pg.url).pathname.slice(1)), "the database's name is not shown");

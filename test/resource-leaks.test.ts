@@ -64,7 +64,9 @@ describe("no key leaks across runs with injected faults", () => {
       // One reconciler serves every pool of a database: each schedule starts from an empty one.
       // Every table but the migrations' record, so a table a later migration adds is emptied too.
       await db.withSession((s) =>
-        s.exec(`DO $$ BEGIN EXECUTE (SELECT 'TRUNCATE ' || string_agg(quote_ident(tablename), ', ') FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'); END $$`),
+        s.exec(
+          `DO $$ BEGIN EXECUTE (SELECT 'TRUNCATE ' || string_agg(quote_ident(tablename), ', ') FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'schema_migrations'); END $$`,
+        ),
       );
       await store.ensureOwnerId("own01");
       await store.upsertPool({ id: poolId, minIdle: 3, maxTotal: 6 });
@@ -75,13 +77,33 @@ describe("no key leaks across runs with injected faults", () => {
       const ids: IdSource = { instanceId: () => `i-${seed}x${++n}`, token: () => `tok-${seed}-${n}` };
       const runtimes = new Healthy();
       const reconciler = new Reconciler({
-        ownerId: "own01", store, providers: new Map([["memory", provider as Provider]]), defaultProvider: "memory", health: runtimes, statusReader: runtimes, clock, ids, logger: silentLogger,
+        ownerId: "own01",
+        store,
+        providers: new Map([["memory", provider as Provider]]),
+        defaultProvider: "memory",
+        health: runtimes,
+        statusReader: runtimes,
+        clock,
+        ids,
+        logger: silentLogger,
         spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 4 },
         policy: { stuckTimeoutMs: 15 * 60_000, failureThreshold: 3, healthRecordIntervalMs: 60_000, createGraceMs: 120_000 },
-        intervalMs: 1000, healthTimeoutMs: 1000, healthConcurrency: 8, holder: `pool-${seed}`, resources: service,
+        intervalMs: 1000,
+        healthTimeoutMs: 1000,
+        healthConcurrency: 8,
+        holder: `pool-${seed}`,
+        resources: service,
       });
       const collector = new ResourceReconciler({
-        store, kinds: [kind], ownerId: "own01", clock, logger: silentLogger, orphanGraceMs: GRACE, maxDeletesPerPass: 5, intervalMs: 1000, holder: "leak-collector",
+        store,
+        kinds: [kind],
+        ownerId: "own01",
+        clock,
+        logger: silentLogger,
+        orphanGraceMs: GRACE,
+        maxDeletesPerPass: 5,
+        intervalMs: 1000,
+        holder: "leak-collector",
       });
 
       /** A key recorded for a live instance must never be gone. */
@@ -89,7 +111,8 @@ describe("no key leaks across runs with injected faults", () => {
         for (const r of await store.listInstances(poolId)) {
           if (r.status === "dead") continue;
           for (const res of await store.listResources({ instanceId: r.id })) {
-            if (res.state === "ready" && res.ref && !standin.keys.has(res.ref)) violations.push(`${when}: the key of live instance ${r.id} (${r.status}) was deleted`);
+            if (res.state === "ready" && res.ref && !standin.keys.has(res.ref))
+              violations.push(`${when}: the key of live instance ${r.id} (${r.status}) was deleted`);
           }
         }
       };
@@ -107,7 +130,13 @@ describe("no key leaks across runs with injected faults", () => {
           const live = (await store.listInstances(poolId)).filter((r) => r.status !== "dead" && r.status !== "claiming");
           if (live.length > 0) {
             const victim = pick(live);
-            const dead = await store.transition({ id: victim.id, from: victim.status, to: "dead", actor: rnd() < 0.5 ? "operator" : "instance", reason: "killed in a fault run" });
+            const dead = await store.transition({
+              id: victim.id,
+              from: victim.status,
+              to: "dead",
+              actor: rnd() < 0.5 ? "operator" : "instance",
+              reason: "killed in a fault run",
+            });
             // Half the time its resources go at once (self/destroy); else the collector finds them.
             if (dead && rnd() < 0.5) await Promise.all([service.release(victim.id), rnd() < 0.5 ? collector.runOnce() : Promise.resolve()]);
           }
@@ -137,7 +166,8 @@ describe("no key leaks across runs with injected faults", () => {
           continue;
         }
         const rows = await store.listResources({ instanceId: n.instanceId });
-        if (!rows.some((r) => r.ref === k.hash && r.state === "ready")) violations.push(`leak: key ${k.hash.slice(0, 8)} of live ${n.instanceId} is not the one it records`);
+        if (!rows.some((r) => r.ref === k.hash && r.state === "ready"))
+          violations.push(`leak: key ${k.hash.slice(0, 8)} of live ${n.instanceId} is not the one it records`);
       }
       for (const r of live) {
         const keys = [...standin.keys.values()].filter((k) => parseResourceName(k.name)?.instanceId === r.id);
@@ -155,7 +185,10 @@ describe("no key leaks across runs with injected faults", () => {
     const failed: string[] = [];
     for (let seed = FIRST_SEED; seed < FIRST_SEED + SCHEDULES; seed++) {
       const v = await runSchedule(seed);
-      if (v.length > 0) failed.push(`seed ${seed}:\n  ${v.slice(0, 10).join("\n  ")}\n  replay: RESOURCE_LEAK_SEED=${seed} RESOURCE_LEAK_SCHEDULES=1 node scripts/test.mjs test/resource-leaks.test.ts`);
+      if (v.length > 0)
+        failed.push(
+          `seed ${seed}:\n  ${v.slice(0, 10).join("\n  ")}\n  replay: RESOURCE_LEAK_SEED=${seed} RESOURCE_LEAK_SCHEDULES=1 node scripts/test.mjs test/resource-leaks.test.ts`,
+        );
     }
     assert.deepEqual(failed, []);
   });

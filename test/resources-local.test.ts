@@ -35,9 +35,17 @@ describe("per-instance OpenRouter keys on the local provider", () => {
     logStream.on("data", (c: Buffer) => logs.push(c.toString("utf8")));
     pool = await serve(
       loadConfig({
-        DATA_DIR: dir, PORT: "0", LOG_LEVEL: "debug", POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "4", TICK_INTERVAL_MS: "1000",
-        RESOURCE_TICK_INTERVAL_MS: "200", OPENROUTER_PROVISIONING_KEY: PROVISIONING, OPENROUTER_API_URL: standin.apiUrl,
-        OPENROUTER_KEY_LIMIT: "20", OPENROUTER_KEY_LIMIT_MAX: "35",
+        DATA_DIR: dir,
+        PORT: "0",
+        LOG_LEVEL: "debug",
+        POOL_MIN_IDLE: "2",
+        POOL_MAX_TOTAL: "4",
+        TICK_INTERVAL_MS: "1000",
+        RESOURCE_TICK_INTERVAL_MS: "200",
+        OPENROUTER_PROVISIONING_KEY: PROVISIONING,
+        OPENROUTER_API_URL: standin.apiUrl,
+        OPENROUTER_KEY_LIMIT: "20",
+        OPENROUTER_KEY_LIMIT_MAX: "35",
       }),
       { logDestination: logStream },
     );
@@ -49,7 +57,11 @@ describe("per-instance OpenRouter keys on the local provider", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function req(method: string, path: string, o: { body?: unknown; form?: Record<string, string>; headers?: Record<string, string>; admin?: boolean } = {}) {
+  async function req(
+    method: string,
+    path: string,
+    o: { body?: unknown; form?: Record<string, string>; headers?: Record<string, string>; admin?: boolean } = {},
+  ) {
     const headers: Record<string, string> = { ...(o.headers ?? {}) };
     if (o.admin) headers.authorization = `Bearer ${pool.apiKey}`;
     if (cookie) headers.cookie = cookie;
@@ -67,7 +79,17 @@ describe("per-instance OpenRouter keys on the local provider", () => {
     seen.push(text, JSON.stringify([...r.headers]));
     const set = r.headers.get("set-cookie");
     if (set) cookie = set.split(";")[0]!;
-    return { status: r.status, text, json: (() => { try { return JSON.parse(text); } catch { return null; } })() };
+    return {
+      status: r.status,
+      text,
+      json: (() => {
+        try {
+          return JSON.parse(text);
+        } catch {
+          return null;
+        }
+      })(),
+    };
   }
 
   /** The pid of each local instance, from the provider's state file. */

@@ -108,16 +108,26 @@ describe("rollouts over the API", () => {
     assert.equal(current.progress.minClaimable, 3);
     assert.ok(current.finishedAt);
     const rows = (await call("GET", "/api/pool/status")).body.instances as Array<{ status: string; templateHash: string }>;
-    assert.deepEqual(rows.map((r) => [r.status, r.templateHash]), Array(3).fill(["idle", toHash]));
+    assert.deepEqual(
+      rows.map((r) => [r.status, r.templateHash]),
+      Array(3).fill(["idle", toHash]),
+    );
   });
 
   it("a rollback is a rollout back to the earlier template, kept in the history", async () => {
     const back = await call("POST", "/api/pools/default/rollback");
     assert.equal(back.status, 200);
-    assert.deepEqual([back.body.rollout?.reason, back.body.rollout?.toHash], ["rolled back", back.body.pool.templateHash], "the rollback's answer shows the rollout it started");
+    assert.deepEqual(
+      [back.body.rollout?.reason, back.body.rollout?.toHash],
+      ["rolled back", back.body.pool.templateHash],
+      "the rollback's answer shows the rollout it started",
+    );
     for (let i = 0; i < 20 && (await call("GET", "/api/pools/default/rollout")).body.current.status !== "complete"; i++) await reconcile();
     const s = RolloutStateView.parse((await call("GET", "/api/pools/default/rollout")).body);
     assert.deepEqual([s.current?.status, s.current?.fromHash], ["complete", toHash]);
-    assert.deepEqual(s.history.map((h) => h.status), ["complete"]);
+    assert.deepEqual(
+      s.history.map((h) => h.status),
+      ["complete"],
+    );
   });
 });

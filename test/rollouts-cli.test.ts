@@ -21,7 +21,10 @@ describe("agent-pool rollout", () => {
   /** Runs the CLI without blocking this process's event loop (the server answers it from here). */
   const cli = (...args: string[]) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, ["bin/agent-pool.mjs", ...args], { cwd: REPO_ROOT, env: { ...process.env, POOL_URL: url, POOL_API_KEY: t.apiKey } });
+      const child = spawn(process.execPath, ["bin/agent-pool.mjs", ...args], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, POOL_URL: url, POOL_API_KEY: t.apiKey },
+      });
       let stdout = "";
       let stderr = "";
       child.stdout.on("data", (d) => (stdout += d));

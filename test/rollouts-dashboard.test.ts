@@ -112,7 +112,10 @@ describe("dashboard rollout page", () => {
     for (let i = 0; i < 10 && (await t.rollouts.state("default")).current?.status !== "halted"; i++) await t.ops.reconcile();
     t.provider.failCreates = 0;
     const page = await req("GET", "/dashboard/rollouts/default");
-    assert.match(page.body, /<div id="rollout-halt" class="banner error" role="alert"><strong>Halted:<\/strong> \d new instances in a row failed before becoming idle: the provider refused the create \(simulated create failure\)/);
+    assert.match(
+      page.body,
+      /<div id="rollout-halt" class="banner error" role="alert"><strong>Halted:<\/strong> \d new instances in a row failed before becoming idle: the provider refused the create \(simulated create failure\)/,
+    );
     assert.match(page.body, /id="rollout-resume"[^>]*>Retry</);
     assert.match(page.body, /id="rollout-rollback"/);
   });

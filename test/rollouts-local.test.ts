@@ -35,7 +35,15 @@ describe("rollouts on the local provider", () => {
       file,
       JSON.stringify({
         pools: [
-          { id: "hermes", runtime: "hermes", command: [node, ...rest], env: { RUNTIME_TYPE: "hermes", RUNTIME_BOOT_DELAY_MS: "0" }, minIdle: 3, maxTotal: 30, maxSurge: 2 },
+          {
+            id: "hermes",
+            runtime: "hermes",
+            command: [node, ...rest],
+            env: { RUNTIME_TYPE: "hermes", RUNTIME_BOOT_DELAY_MS: "0" },
+            minIdle: 3,
+            maxTotal: 30,
+            maxSurge: 2,
+          },
           {
             id: "openclaw",
             runtime: "openclaw",
@@ -49,7 +57,9 @@ describe("rollouts on the local provider", () => {
         ],
       }),
     );
-    pool = await serve(loadConfig({ DATA_DIR: join(dir, "data"), PORT: "0", LOG_LEVEL: "silent", POOLS_FILE: file, POOL_ID: "hermes", TICK_INTERVAL_MS: "1000" }));
+    pool = await serve(
+      loadConfig({ DATA_DIR: join(dir, "data"), PORT: "0", LOG_LEVEL: "silent", POOLS_FILE: file, POOL_ID: "hermes", TICK_INTERVAL_MS: "1000" }),
+    );
     await waitFor("both pools filled", async () => (await claimable("hermes")) === 3 && (await claimable("openclaw")) === 2, 60_000, 100);
   });
   after(async () => {
@@ -122,7 +132,11 @@ describe("rollouts on the local provider", () => {
       await sampler;
     }
 
-    assert.deepEqual(claims.filter((c) => c.status !== 200), [], "no claim failed (none for lack of an instance)");
+    assert.deepEqual(
+      claims.filter((c) => c.status !== 200),
+      [],
+      "no claim failed (none for lack of an instance)",
+    );
     assert.ok(claims.length >= 6, `${claims.length} claims during the rollout`);
     assert.ok(samples.length > 50, `${samples.length} samples`);
     const low = samples.filter((s) => s.n < (s.outstanding ? minIdle - 1 : minIdle));
@@ -135,8 +149,16 @@ describe("rollouts on the local provider", () => {
     const rows = await pool.store.listInstances("hermes");
     const idle = rows.filter((x) => x.status === "idle");
     assert.ok(idle.length >= minIdle);
-    await waitFor("the new instances' versions recorded", async () => (await pool.store.listInstances("hermes")).filter((x) => x.status === "idle").every((x) => x.runtimeVersion === "2.0.0-rollout"), 10_000, 50);
-    assert.ok(idle.every((x) => x.templateHash === toHash), "every idle instance is of the new template");
+    await waitFor(
+      "the new instances' versions recorded",
+      async () => (await pool.store.listInstances("hermes")).filter((x) => x.status === "idle").every((x) => x.runtimeVersion === "2.0.0-rollout"),
+      10_000,
+      50,
+    );
+    assert.ok(
+      idle.every((x) => x.templateHash === toHash),
+      "every idle instance is of the new template",
+    );
     for (const id of before) {
       const old = (await pool.store.getInstance(id))!;
       assert.ok(old.status === "claimed" || old.status === "dead", `old idle ${id} was claimed or replaced (${old.status})`);
@@ -147,7 +169,10 @@ describe("rollouts on the local provider", () => {
   });
 
   it("halts a rollout to a command that crashes at boot, keeps the old instances claimable, and rolls back", async () => {
-    const old = (await pool.store.listInstances("openclaw")).filter((r) => r.status === "idle").map((r) => r.id).sort();
+    const old = (await pool.store.listInstances("openclaw"))
+      .filter((r) => r.status === "idle")
+      .map((r) => r.id)
+      .sort();
     assert.equal(old.length, 2);
     const changed = await api("PATCH", "/api/pools/openclaw", { command: ["node", "-e", "process.exit(1)"] });
     assert.equal(changed.json.templateChanged, true);
@@ -156,7 +181,14 @@ describe("rollouts on the local provider", () => {
     assert.match(halted.haltReason, /^[34] new instances in a row failed before becoming idle: it crashed at boot \(deploy CRASHED\)$/);
     assert.ok(halted.progress.failuresInARow >= 3);
     assert.equal(halted.progress.updated, 0, "nothing was retired");
-    assert.deepEqual((await pool.store.listInstances("openclaw")).filter((r) => r.status === "idle").map((r) => r.id).sort(), old, "the old instances are all still there");
+    assert.deepEqual(
+      (await pool.store.listInstances("openclaw"))
+        .filter((r) => r.status === "idle")
+        .map((r) => r.id)
+        .sort(),
+      old,
+      "the old instances are all still there",
+    );
     const during = await api("POST", "/api/pool/claim", { runtime: "openclaw", waitMs: 0 });
     assert.equal(during.status, 200, "claims go on from the old instances");
 
@@ -169,6 +201,9 @@ describe("rollouts on the local provider", () => {
     assert.equal(after.status, 200);
     assert.equal((await pool.store.getInstance(after.json.instanceId))!.runtimeType, "openclaw");
     const history = (await api("GET", "/api/pools/openclaw/rollout")).json.history as Array<{ status: string }>;
-    assert.deepEqual(history.map((h) => h.status), ["halted"]);
+    assert.deepEqual(
+      history.map((h) => h.status),
+      ["halted"],
+    );
   });
 });

@@ -47,12 +47,19 @@ describe("an upgrade job across a restart of the pool manager", () => {
     const patched = await api("PATCH", "/api/pools/default", { env: { RUNTIME_VERSION: "9.9.9" } });
     assert.equal(patched.body.templateChanged, true);
     const hash = patched.body.pool.templateHash as string;
-    const pidsBefore = runtimeProcesses(dataDir).map((p) => p.pid).sort();
+    const pidsBefore = runtimeProcesses(dataDir)
+      .map((p) => p.pid)
+      .sort();
 
     // The pool manager dies (no shutdown: a crash, an OOM kill). Its instances keep running.
     pool!.child.kill("SIGKILL");
     await pool!.exited;
-    assert.deepEqual(runtimeProcesses(dataDir).map((p) => p.pid).sort(), pidsBefore);
+    assert.deepEqual(
+      runtimeProcesses(dataDir)
+        .map((p) => p.pid)
+        .sort(),
+      pidsBefore,
+    );
 
     // What it left: a running upgrade job of both agents, the first one mid-upgrade.
     const store = await openStore({ dataDir: join(dataDir, "pglite") });
@@ -60,11 +67,23 @@ describe("an upgrade job across a restart of the pool manager", () => {
     try {
       const poolRow = (await store.getPool("default"))!;
       await store.createUpgradeJob({
-        id: jobId, poolId: "default", templateHash: poolRow.templateHash, scope: "all", runner: "dead-runner", runnerToken: "tok-dead",
+        id: jobId,
+        poolId: "default",
+        templateHash: poolRow.templateHash,
+        scope: "all",
+        runner: "dead-runner",
+        runnerToken: "tok-dead",
         items: agents.map((id) => ({ instanceId: id, state: "pending" as const, fromHash: "old", detail: null })),
       });
       assert.equal(await store.updateUpgradeItem({ id: jobId, runnerToken: "tok-dead" }, agents[0]!, { state: "running" }), true);
-      const held = await store.beginOperation({ id: agents[0]!, kind: "upgrade", token: `upgrade:${jobId}:tok-dead:0`, ttlMs: 3_600_000, from: ["claimed", "pending_acceptance", "crashed"], refuseProtected: false });
+      const held = await store.beginOperation({
+        id: agents[0]!,
+        kind: "upgrade",
+        token: `upgrade:${jobId}:tok-dead:0`,
+        ttlMs: 3_600_000,
+        from: ["claimed", "pending_acceptance", "crashed"],
+        refuseProtected: false,
+      });
       assert.equal(held.kind, "begun");
     } finally {
       await store.close();
@@ -72,22 +91,35 @@ describe("an upgrade job across a restart of the pool manager", () => {
 
     // The next pool manager: adopts the instances, takes the job over once its heartbeat is stale.
     pool = await startPoolProcess(env);
-    const job = await waitFor("the job taken over and done", async () => {
-      const r = await api("GET", `/api/upgrades/${jobId}`);
-      return r.body.job?.state === "done" ? r.body.job : null;
-    }, 60_000, 200);
+    const job = await waitFor(
+      "the job taken over and done",
+      async () => {
+        const r = await api("GET", `/api/upgrades/${jobId}`);
+        return r.body.job?.state === "done" ? r.body.job : null;
+      },
+      60_000,
+      200,
+    );
     assert.equal(job.resumed, 1, "reported as resumed");
     assert.notEqual(job.runner, "dead-runner");
-    assert.deepEqual(job.items.map((i: any) => [i.instanceId, i.state, i.toHash]), agents.map((id) => [id, "upgraded", hash]));
+    assert.deepEqual(
+      job.items.map((i: any) => [i.instanceId, i.state, i.toHash]),
+      agents.map((id) => [id, "upgraded", hash]),
+    );
     for (const id of agents) {
       const inst = (await api("GET", `/api/pool/instances/${id}`)).body.instance;
       assert.equal(inst.templateHash, hash);
     }
     // Each agent's process was restarted with the template's environment: it reports the new version.
-    await waitFor("the new version reported by both", async () => {
-      const rows = await Promise.all(agents.map(async (id) => (await api("GET", `/api/pool/instances/${id}`)).body.instance));
-      return rows.every((r) => r.runtimeVersion === "9.9.9");
-    }, 30_000, 200);
+    await waitFor(
+      "the new version reported by both",
+      async () => {
+        const rows = await Promise.all(agents.map(async (id) => (await api("GET", `/api/pool/instances/${id}`)).body.instance));
+        return rows.every((r) => r.runtimeVersion === "9.9.9");
+      },
+      30_000,
+      200,
+    );
     const pidsAfter = runtimeProcesses(dataDir).map((p) => p.pid);
     for (const id of agents) {
       const p = runtimeProcesses(dataDir).find((x) => x.env.INSTANCE_ID === id);

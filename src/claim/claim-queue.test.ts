@@ -56,7 +56,16 @@ describe("Claims and the queue of waiting claims (PGlite)", () => {
     await store.upsertPool({ id: pool, minIdle: 0, maxTotal: 10 });
     runtimes = new Runtimes();
     queue = new ClaimWaitQueue({ store, logger: silentLogger, owner: "me", recheckMs: 600_000 });
-    service = new ClaimService({ store, queue, client: runtimes, clock: systemClock, logger: silentLogger, defaultPool: pool, owner: "me", provisionTimeoutMs: 10_000 });
+    service = new ClaimService({
+      store,
+      queue,
+      client: runtimes,
+      clock: systemClock,
+      logger: silentLogger,
+      defaultPool: pool,
+      owner: "me",
+      provisionTimeoutMs: 10_000,
+    });
   });
 
   const urlOf = (id: string) => `http://rt.invalid/${id}`;
@@ -109,7 +118,10 @@ describe("Claims and the queue of waiting claims (PGlite)", () => {
     const x = await starting();
     const claim = service.claim({ agentName: "Keyed", waitMs: 30_000, idempotencyKey: "k-1" });
     await joined(1);
-    await assert.rejects(service.claim({ agentName: "Keyed", waitMs: 30_000, idempotencyKey: "k-1" }), (err) => isPoolError(err) && err.code === "CLAIM_IN_PROGRESS");
+    await assert.rejects(
+      service.claim({ agentName: "Keyed", waitMs: 30_000, idempotencyKey: "k-1" }),
+      (err) => isPoolError(err) && err.code === "CLAIM_IN_PROGRESS",
+    );
     assert.equal((await store.claimQueueLengths()).find((l) => l.poolId === pool)?.waiting, 1, "the retry did not join the queue");
     await idle(x);
     const first = await claim;

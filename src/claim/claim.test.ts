@@ -87,8 +87,15 @@ describe("ClaimService fencing", () => {
 
   const service = (over: Partial<ClaimServiceOptions> = {}) =>
     new ClaimService({
-      store, client: runtimes, clock: systemClock, logger: silentLogger, defaultPool: pool, owner: "replica-1",
-      provisionTimeoutMs: 5_000, resetTimeoutMs: 1_000, ...over,
+      store,
+      client: runtimes,
+      clock: systemClock,
+      logger: silentLogger,
+      defaultPool: pool,
+      owner: "replica-1",
+      provisionTimeoutMs: 5_000,
+      resetTimeoutMs: 1_000,
+      ...over,
     });
 
   it("a completion that lost the row to the sweeper and a newer claim writes nothing; both claims end on distinct instances", async () => {
@@ -103,10 +110,17 @@ describe("ClaimService fencing", () => {
     const claimA = service().claim({ agentName: "A", instructions: "x" });
     await startedA.promise;
     const rowA = await store.getInstance(second!);
-    assert.ok(await store.transition({
-      id: second!, from: "claiming", to: "idle", actor: "sweeper", reason: "stale claim: runtime is clean",
-      fence: { claimAttempt: rowA!.claimAttempt }, set: { claimAttempt: null, agentName: null },
-    }));
+    assert.ok(
+      await store.transition({
+        id: second!,
+        from: "claiming",
+        to: "idle",
+        actor: "sweeper",
+        reason: "stale claim: runtime is clean",
+        fence: { claimAttempt: rowA!.claimAttempt },
+        set: { claimAttempt: null, agentName: null },
+      }),
+    );
     const heldB = deferred<ProvisionResult>();
     runtimes.hold.set(url, heldB);
     const startedB = deferred<void>();
@@ -136,10 +150,17 @@ describe("ClaimService fencing", () => {
     const claim = service().claim({ agentName: "Ada", instructions: "x" });
     await started.promise;
     const row = await store.getInstance(only!);
-    assert.ok(await store.transition({
-      id: only!, from: "claiming", to: "claimed", actor: "sweeper", reason: "stale claim: runtime is bound",
-      fence: { claimAttempt: row!.claimAttempt }, set: { conversationId: "conv-1", inviteUrl: "https://i/1" },
-    }));
+    assert.ok(
+      await store.transition({
+        id: only!,
+        from: "claiming",
+        to: "claimed",
+        actor: "sweeper",
+        reason: "stale claim: runtime is bound",
+        fence: { claimAttempt: row!.claimAttempt },
+        set: { conversationId: "conv-1", inviteUrl: "https://i/1" },
+      }),
+    );
     held.resolve({ inviteUrl: "https://i/1", conversationId: "conv-1", joined: false, status: "created" });
     const res = await claim;
     assert.deepEqual([res.instanceId, res.conversationId, res.status], [only, "conv-1", "claimed"]);
@@ -155,7 +176,15 @@ describe("ClaimService fencing", () => {
     await started.promise;
     // The sweeper resolves the stalled attempt to idle, and a newer claim picks the instance.
     const row = await store.getInstance(only!);
-    await store.transition({ id: only!, from: "claiming", to: "idle", actor: "sweeper", reason: "stale", fence: { claimAttempt: row!.claimAttempt }, set: { claimAttempt: null } });
+    await store.transition({
+      id: only!,
+      from: "claiming",
+      to: "idle",
+      actor: "sweeper",
+      reason: "stale",
+      fence: { claimAttempt: row!.claimAttempt },
+      set: { claimAttempt: null },
+    });
     runtimes.hold.delete(`http://rt.invalid/${only}`);
     const newer = await service().claim({ agentName: "Newer", instructions: "x" });
     assert.equal(newer.instanceId, only);
@@ -177,14 +206,20 @@ describe("ClaimService fencing", () => {
     const res = await service({ store: failingFinish }).claim({ agentName: "Ada", instructions: "x", idempotencyKey: "k-1" });
     assert.equal(res.status, "claimed");
     // The record is still `running` under the first run's token: a retry now is told to wait.
-    await assert.rejects(service().claim({ agentName: "Ada", instructions: "x", idempotencyKey: "k-1" }), (e: unknown) => e instanceof PoolError && e.code === "CLAIM_IN_PROGRESS");
+    await assert.rejects(
+      service().claim({ agentName: "Ada", instructions: "x", idempotencyKey: "k-1" }),
+      (e: unknown) => e instanceof PoolError && e.code === "CLAIM_IN_PROGRESS",
+    );
     // Once the record may be taken over (a margin of minus a day stands for "its deadline passed"),
     // the retry's pick meets the key on the instance and answers from it: no second agent.
     const provisions = runtimes.provisions.length;
     const retry = await service({ sweepMarginMs: -86_400_000 }).claim({ agentName: "Ada", instructions: "x", idempotencyKey: "k-1" });
     assert.deepEqual([retry.instanceId, retry.conversationId, retry.status], [res.instanceId, res.conversationId, "claimed"]);
     assert.equal(runtimes.provisions.length, provisions, "nothing provisioned again");
-    assert.deepEqual((await store.listInstances(pool)).filter((r) => r.claimKey === "k-1").map((r) => r.id), [res.instanceId]);
+    assert.deepEqual(
+      (await store.listInstances(pool)).filter((r) => r.claimKey === "k-1").map((r) => r.id),
+      [res.instanceId],
+    );
     assert.equal((await store.countByStatus(pool)).idle, 1, "the other instance is still idle");
   });
 
@@ -193,8 +228,18 @@ describe("ClaimService fencing", () => {
     const first = await service().claim({ agentName: "Ada", instructions: "x", idempotencyKey: "k-2" });
     assert.equal(first.instanceId, b);
     const pick = await store.claimIdle({
-      poolIds: [pool], owner: "x", attempt: "z", attemptTtlMs: 60_000, claimKey: "k-2", source: null,
-      agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
+      poolIds: [pool],
+      owner: "x",
+      attempt: "z",
+      attemptTtlMs: 60_000,
+      claimKey: "k-2",
+      source: null,
+      agentName: "Ada",
+      instructions: "x",
+      joinUrl: null,
+      profileImage: null,
+      metadata: null,
+      exclude: [],
     });
     assert.equal(pick.kind, "key_taken");
     assert.equal(pick.kind === "key_taken" ? pick.instance.id : null, b);
@@ -242,6 +287,10 @@ describe("ClaimService fencing", () => {
     await svc.claim({ waitMs: 5_000 });
     await assert.rejects(svc.claim({}), (e: unknown) => e instanceof PoolError && e.code === "POOL_EMPTY");
     // Waited from its first empty look (at 1,700) to the pick (at 2,400, after the second).
-    assert.deepEqual(reports, [["warm", 0], ["waited", 700], ["empty", 0]]);
+    assert.deepEqual(reports, [
+      ["warm", 0],
+      ["waited", 700],
+      ["empty", 0],
+    ]);
   });
 });

@@ -182,11 +182,15 @@ export class ClaimService {
     } catch (err) {
       if (err instanceof PoolError) {
         state.outcome =
-          err.code === "POOL_EMPTY" || err.code === "QUEUE_FULL" ? "pool_empty"
-          : err.code === "ALREADY_JOINED" ? "already_joined"
-          : err.code === "CLAIM_IN_PROGRESS" ? "in_progress"
-          : err.code === "POOL_NOT_FOUND" || err.code === "JOIN_URL_NOT_ALLOWED" ? "invalid"
-          : "failed";
+          err.code === "POOL_EMPTY" || err.code === "QUEUE_FULL"
+            ? "pool_empty"
+            : err.code === "ALREADY_JOINED"
+              ? "already_joined"
+              : err.code === "CLAIM_IN_PROGRESS"
+                ? "in_progress"
+                : err.code === "POOL_NOT_FOUND" || err.code === "JOIN_URL_NOT_ALLOWED"
+                  ? "invalid"
+                  : "failed";
       }
       throw err;
     } finally {
@@ -242,7 +246,8 @@ export class ClaimService {
       // the record unfinished is answered from the instance, which carries the key.
       try {
         const finished = await o.store.finishIdempotentClaim(poolId, key, run, res.instanceId, res as unknown as Record<string, unknown>);
-        if (!finished) o.logger.warn({ instanceId: res.instanceId }, "idempotency record was taken over before this claim finished; the instance carries the key");
+        if (!finished)
+          o.logger.warn({ instanceId: res.instanceId }, "idempotency record was taken over before this claim finished; the instance carries the key");
       } catch (err) {
         o.logger.error({ err: (err as Error).message, instanceId: res.instanceId }, "could not record the claim's result under its idempotency key");
       }
@@ -278,7 +283,10 @@ export class ClaimService {
       pools = all.filter((p) => p.runtime === req.runtime);
       if (pools.length === 0) {
         const labels = [...new Set(all.map((p) => p.runtime))].sort();
-        throw new PoolError("POOL_NOT_FOUND", `No pool runs the runtime "${req.runtime}"; available: ${labels.join(", ") || "none"}.`, { runtime: req.runtime, available: labels });
+        throw new PoolError("POOL_NOT_FOUND", `No pool runs the runtime "${req.runtime}"; available: ${labels.join(", ") || "none"}.`, {
+          runtime: req.runtime,
+          available: labels,
+        });
       }
     } else {
       pools = all.filter((p) => p.id === this.#o.defaultPool);
@@ -294,7 +302,11 @@ export class ClaimService {
       } catch {
         /* reported below */
       }
-      throw new PoolError("JOIN_URL_NOT_ALLOWED", `This pool does not accept invite links of ${host || "that host"}; it accepts links of ${hosts!.join(", ")}.`, { host });
+      throw new PoolError(
+        "JOIN_URL_NOT_ALLOWED",
+        `This pool does not accept invite links of ${host || "that host"}; it accepts links of ${hosts!.join(", ")}.`,
+        { host },
+      );
     }
     return {
       pools,
@@ -346,12 +358,22 @@ export class ClaimService {
       if (pick.kind === "empty" && tried.length === 0) timing.firstEmptyAt ??= this.#mono();
       if (pick.kind === "empty" && tried.length === 0 && this.#mono() < waitUntil) {
         // Wait in the pools' queue for this claim's turn (woken by hints, not by polling).
-        const waited = await this.#queue.wait({ poolIds: resolved.pools.map((p) => p.id), timeoutMs: waitUntil - this.#mono(), signal: req.signal, pick: pickAt });
+        const waited = await this.#queue.wait({
+          poolIds: resolved.pools.map((p) => p.id),
+          timeoutMs: waitUntil - this.#mono(),
+          signal: req.signal,
+          pick: pickAt,
+        });
         if (waited.kind === "full") {
           const retryAfter = await this.#retryAfter(resolved);
-          throw new PoolError("QUEUE_FULL", `${waited.waiting} claims are already waiting for pool "${waited.poolId}"; try again later.`, { retryAfter, pool: waited.poolId, waiting: waited.waiting });
+          throw new PoolError("QUEUE_FULL", `${waited.waiting} claims are already waiting for pool "${waited.poolId}"; try again later.`, {
+            retryAfter,
+            pool: waited.poolId,
+            waiting: waited.waiting,
+          });
         }
-        if (waited.kind === "gave_up" && waited.why === "aborted") throw new PoolError("POOL_EMPTY", "The client went away while waiting; its place in the queue was given up.", { retryAfter: 0 });
+        if (waited.kind === "gave_up" && waited.why === "aborted")
+          throw new PoolError("POOL_EMPTY", "The client went away while waiting; its place in the queue was given up.", { retryAfter: 0 });
         if (waited.kind === "turn") {
           pick = waited.pick;
           place = { ticket: waited.ticket, serve: false };
@@ -380,9 +402,9 @@ export class ClaimService {
       timing.pickedAt ??= this.#mono();
       tried.push(inst.id);
       // A hint to the replica holding the lease: replenish (and rename this agent's resource).
-      o.store.publishHint({ pool: inst.poolId, kind: "claimed", instanceId: inst.id }).catch((err) =>
-        o.logger.warn({ err: (err as Error).message }, "could not publish the claim hint; the next pass replenishes"),
-      );
+      o.store
+        .publishHint({ pool: inst.poolId, kind: "claimed", instanceId: inst.id })
+        .catch((err) => o.logger.warn({ err: (err as Error).message }, "could not publish the claim hint; the next pass replenishes"));
 
       const t = performance.now();
       let res: ProvisionResult;

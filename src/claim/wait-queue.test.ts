@@ -32,8 +32,19 @@ describe("ClaimWaitQueue (PGlite)", () => {
   const lengthOf = async (pool: string) => (await store.claimQueueLengths()).find((l) => l.poolId === pool)?.waiting ?? 0;
   const picker = (pool: string) => (place: QueuePlace) => {
     const pick: ClaimPick = {
-      poolIds: [pool], owner: "test", attempt: uid("a"), attemptTtlMs: 60_000, claimKey: null, source: null,
-      agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [], queue: place,
+      poolIds: [pool],
+      owner: "test",
+      attempt: uid("a"),
+      attemptTtlMs: 60_000,
+      claimKey: null,
+      source: null,
+      agentName: "Ada",
+      instructions: "x",
+      joinUrl: null,
+      profileImage: null,
+      metadata: null,
+      exclude: [],
+      queue: place,
     };
     return store.claimIdle(pick);
   };
@@ -52,8 +63,22 @@ describe("ClaimWaitQueue (PGlite)", () => {
     while (q.size < 2) await new Promise((r) => setImmediate(r));
     // Both instances turn idle in one statement: one notification.
     const obs = (id: string) => ({
-      id, expectedStatus: "starting" as const, status: "idle" as const, reason: "healthy", providerRef: null, url: null, deployStatus: null, runtimeVersion: null,
-      runtimeType: null, image: null, healthCheckedAt: null, healthOkAt: null, healthFailures: 0, healthError: null, conversationId: null, resourceGone: false,
+      id,
+      expectedStatus: "starting" as const,
+      status: "idle" as const,
+      reason: "healthy",
+      providerRef: null,
+      url: null,
+      deployStatus: null,
+      runtimeVersion: null,
+      runtimeType: null,
+      image: null,
+      healthCheckedAt: null,
+      healthOkAt: null,
+      healthFailures: 0,
+      healthError: null,
+      conversationId: null,
+      resourceGone: false,
     });
     await store.applyObservations([obs(x), obs(y)]);
     const [a, b] = await Promise.all([first, second]);
@@ -92,7 +117,10 @@ describe("ClaimWaitQueue (PGlite)", () => {
       },
     });
     const q2 = queue({ store: counting });
-    assert.deepEqual(await q2.wait({ poolIds: [pool], timeoutMs: 60_000, signal: AbortSignal.abort(), pick: picker(pool) }), { kind: "gave_up", why: "aborted" });
+    assert.deepEqual(await q2.wait({ poolIds: [pool], timeoutMs: 60_000, signal: AbortSignal.abort(), pick: picker(pool) }), {
+      kind: "gave_up",
+      why: "aborted",
+    });
     assert.equal(joins, 0);
   });
 
@@ -147,10 +175,7 @@ describe("ClaimWaitQueue (PGlite)", () => {
   it("a pick that fails ends the wait with its error and leaves the queue", async () => {
     const pool = await newPool();
     const q = queue();
-    await assert.rejects(
-      q.wait({ poolIds: [pool], timeoutMs: 60_000, pick: async () => Promise.reject(new Error("database gone")) }),
-      /database gone/,
-    );
+    await assert.rejects(q.wait({ poolIds: [pool], timeoutMs: 60_000, pick: async () => Promise.reject(new Error("database gone")) }), /database gone/);
     assert.equal(await lengthOf(pool), 0);
   });
 });

@@ -75,7 +75,16 @@ export interface ClaimOptions {
 }
 
 /** Answers worth another try of the same claim; anything else is final. */
-const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set(["POOL_EMPTY", "QUEUE_FULL", "RATE_LIMITED", "CLAIM_IN_PROGRESS", "NOT_READY", "HTTP_502", "HTTP_503", "HTTP_504"]);
+const RETRYABLE: ReadonlySet<ApiErrorCode> = new Set([
+  "POOL_EMPTY",
+  "QUEUE_FULL",
+  "RATE_LIMITED",
+  "CLAIM_IN_PROGRESS",
+  "NOT_READY",
+  "HTTP_502",
+  "HTTP_503",
+  "HTTP_504",
+]);
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_MAX_MS = 5_000;
 
@@ -242,7 +251,10 @@ export class PoolClient {
    * Polls an upgrade job until it is done, telling `onProgress` whenever its counts change. Reads
    * only (a lost answer is simply read again), so it retries a dropped connection.
    */
-  async waitForUpgrade(jobId: string, o: { pollMs?: number; timeoutMs?: number; signal?: AbortSignal; onProgress?: (job: UpgradeJob) => void } = {}): Promise<UpgradeJob> {
+  async waitForUpgrade(
+    jobId: string,
+    o: { pollMs?: number; timeoutMs?: number; signal?: AbortSignal; onProgress?: (job: UpgradeJob) => void } = {},
+  ): Promise<UpgradeJob> {
     const deadline = this.#now() + (o.timeoutMs ?? 30 * 60_000);
     let last = "";
     for (;;) {
@@ -287,7 +299,7 @@ export class PoolClient {
       if (signal?.aborted) throw signal.reason;
       throw new PoolUnreachableError(this.url, err);
     }
-    let json: unknown ;
+    let json: unknown;
     try {
       json = text === "" ? undefined : JSON.parse(text);
     } catch {
@@ -306,7 +318,12 @@ function apiError(res: Response, json: unknown): PoolApiError {
     return new PoolApiError({ message: error, code, status: res.status, details, retryAfterSeconds });
   }
   // Not one of our answers (a proxy in front of the server, or a server that is shutting down).
-  return new PoolApiError({ message: `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`, code: `HTTP_${res.status}`, status: res.status, retryAfterSeconds });
+  return new PoolApiError({
+    message: `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`,
+    code: `HTTP_${res.status}`,
+    status: res.status,
+    retryAfterSeconds,
+  });
 }
 
 /** Retry-After as seconds: a number of seconds or an HTTP date. */

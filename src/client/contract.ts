@@ -14,7 +14,16 @@ import { AgentView, ClaimBody, ClaimResult, DrainResult, Killed, ReplenishResult
 import { CountsView, ErrorView, EventView, InstanceView } from "../http/views.ts";
 import { RolloutActionView, RolloutStateView, RolloutView } from "../http/rollout-views.ts";
 import { PoolView, PoolWithCounts } from "../http/pool-routes.ts";
-import { PoolUpgradeBody, ReleaseResultView, UpgradeItemView, UpgradeJobAnswer, UpgradeJobsAnswer, UpgradeJobView, VersionRowView, VersionsView } from "../http/agent-views.ts";
+import {
+  PoolUpgradeBody,
+  ReleaseResultView,
+  UpgradeItemView,
+  UpgradeJobAnswer,
+  UpgradeJobsAnswer,
+  UpgradeJobView,
+  VersionRowView,
+  VersionsView,
+} from "../http/agent-views.ts";
 
 export { AgentView, ClaimBody, ClaimResult, CountsView, DrainResult, ErrorView, EventView, InstanceView, Killed, ReplenishResult, Summary, TickResultView };
 export { RolloutActionView, RolloutStateView, RolloutView };

@@ -31,7 +31,16 @@ interface Res {
 async function startPool(env: Record<string, string>): Promise<{ pool: RunningPool; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), "agent-pool-dash-"));
   const pool = await serve(
-    loadConfig({ DATA_DIR: dir, PORT: "0", POOL_API_KEY: `ap_test_${"k".repeat(24)}_${Math.random().toString(36).slice(2)}`, LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000", POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "4", ...env }),
+    loadConfig({
+      DATA_DIR: dir,
+      PORT: "0",
+      POOL_API_KEY: `ap_test_${"k".repeat(24)}_${Math.random().toString(36).slice(2)}`,
+      LOG_LEVEL: "silent",
+      TICK_INTERVAL_MS: "3600000",
+      POOL_MIN_IDLE: "2",
+      POOL_MAX_TOTAL: "4",
+      ...env,
+    }),
     { provider: new RuntimeProvider() },
   );
   await waitFor("2 idle", async () => (await pool.ops.summary()).counts.idle === 2, 15_000, 50);
@@ -40,7 +49,11 @@ async function startPool(env: Record<string, string>): Promise<{ pool: RunningPo
 
 function browser(pool: RunningPool, seen: string[]) {
   let cookie = "";
-  const req = async (method: "GET" | "POST", url: string, o: { form?: Record<string, string>; headers?: Record<string, string>; ip?: string; noCookie?: boolean } = {}): Promise<Res> => {
+  const req = async (
+    method: "GET" | "POST",
+    url: string,
+    o: { form?: Record<string, string>; headers?: Record<string, string>; ip?: string; noCookie?: boolean } = {},
+  ): Promise<Res> => {
     const headers: Record<string, string> = { ...(o.headers ?? {}) };
     if (cookie && !o.noCookie) headers.cookie = cookie;
     if (o.form) headers["content-type"] = "application/x-www-form-urlencoded";
@@ -108,7 +121,13 @@ describe("dashboard (API key as password, local environment)", () => {
     assert.match(login.body, /<form[^>]*method="post" action="\/login"/);
     assert.equal(login.headers["referrer-policy"], "same-origin");
     // Fragments, actions and the event stream all need a session.
-    for (const [m, u] of [["GET", "/dashboard/pool"], ["GET", "/dashboard/agents"], ["GET", "/dashboard/instances"], ["GET", "/dashboard/events"], ["POST", "/dashboard/pool/add"]] as const) {
+    for (const [m, u] of [
+      ["GET", "/dashboard/pool"],
+      ["GET", "/dashboard/agents"],
+      ["GET", "/dashboard/instances"],
+      ["GET", "/dashboard/events"],
+      ["POST", "/dashboard/pool/add"],
+    ] as const) {
       const r = await b.req(m, u, { headers: { "hx-request": "true" } });
       assert.equal(r.status, 401, `${m} ${u}`);
       assert.equal(r.headers["hx-redirect"], "/login");
@@ -220,7 +239,10 @@ describe("dashboard (API key as password, local environment)", () => {
       // A conversation whose owner approves new members by hand.
       const host = await pool.ops.claim({ agentName: "Host", instructions: "x", metadata: { requireApproval: true } });
       made.push(host.instanceId);
-      const pending = await b.req("POST", "/dashboard/launch", { headers: hx, form: { _csrf: csrf, mode: "join", agentName: "Guest <i>", instructions: "", joinUrl: host.inviteUrl! } });
+      const pending = await b.req("POST", "/dashboard/launch", {
+        headers: hx,
+        form: { _csrf: csrf, mode: "join", agentName: "Guest <i>", instructions: "", joinUrl: host.inviteUrl! },
+      });
       assert.equal(pending.status, 200, pending.body);
       assert.match(pending.body, /<strong>Guest &lt;i&gt;<\/strong> asked to join the conversation and is waiting for its owner to accept\./);
       const guest = /Instance <code>(i-[^<]+)<\/code>/.exec(pending.body)![1]!;
@@ -232,17 +254,25 @@ describe("dashboard (API key as password, local environment)", () => {
       // A conversation that takes anyone with the link: joined at once.
       await waitFor("an idle instance", async () => (await pool.ops.summary()).counts.idle >= 1, 15_000, 50);
       const open = (await pool.ops.agents()).find((a) => a.status === "claimed" && a.id !== host.instanceId && a.inviteUrl)!;
-      const joined = await b.req("POST", "/dashboard/launch", { headers: hx, form: { _csrf: csrf, mode: "join", agentName: "Second", instructions: "", joinUrl: open.inviteUrl! } });
+      const joined = await b.req("POST", "/dashboard/launch", {
+        headers: hx,
+        form: { _csrf: csrf, mode: "join", agentName: "Second", instructions: "", joinUrl: open.inviteUrl! },
+      });
       assert.equal(joined.status, 200, joined.body);
       assert.match(joined.body, /<strong>Second<\/strong> joined the conversation\. Instance <code>i-/);
       made.push(/Instance <code>(i-[^<]+)<\/code>/.exec(joined.body)![1]!);
     } finally {
       for (const id of made) await pool.ops.kill(id).catch(() => undefined);
       // Leave the pool as the next tests expect it: 2 idle.
-      await waitFor("2 idle again", async () => {
-        await pool.ops.reconcile();
-        return (await pool.ops.summary()).counts.idle >= 2;
-      }, 20_000, 100);
+      await waitFor(
+        "2 idle again",
+        async () => {
+          await pool.ops.reconcile();
+          return (await pool.ops.summary()).counts.idle >= 2;
+        },
+        20_000,
+        100,
+      );
     }
   });
 
@@ -252,7 +282,10 @@ describe("dashboard (API key as password, local environment)", () => {
     const noName = await b.req("POST", "/dashboard/launch", { headers: hx, form: { _csrf: csrf, mode: "new", agentName: " ", instructions: "" } });
     assert.equal(noName.status, 400);
     assert.match(noName.body, /Give the agent a name/);
-    const noLink = await b.req("POST", "/dashboard/launch", { headers: hx, form: { _csrf: csrf, mode: "join", agentName: "Bo", joinUrl: "javascript:alert(1)" } });
+    const noLink = await b.req("POST", "/dashboard/launch", {
+      headers: hx,
+      form: { _csrf: csrf, mode: "join", agentName: "Bo", joinUrl: "javascript:alert(1)" },
+    });
     assert.equal(noLink.status, 400);
     assert.match(noLink.body, /Paste the invite link/);
     // Drain the idle instances: the form is disabled with a clear message, and a launch says why it failed.
@@ -299,7 +332,10 @@ describe("dashboard (API key as password, local environment)", () => {
     const cases: Array<[string, { form?: Record<string, string>; headers?: Record<string, string> }]> = [
       ["no token", { form: { count: "1" } }],
       ["wrong token", { form: { count: "1", _csrf: "x".repeat(43) } }],
-      ["header with another session's token", { form: { count: "1" }, headers: { "x-csrf-token": new SessionKeys(pool.apiKey).csrfToken({ sid: "someone-elses-session-id", exp: 0 }) } }],
+      [
+        "header with another session's token",
+        { form: { count: "1" }, headers: { "x-csrf-token": new SessionKeys(pool.apiKey).csrfToken({ sid: "someone-elses-session-id", exp: 0 }) } },
+      ],
       ["cross-site origin", { form: { count: "1", _csrf: csrf }, headers: { origin: "https://evil.example" } }],
       ["opaque origin", { form: { count: "1", _csrf: csrf }, headers: { origin: "null" } }],
       ["cross-site fetch metadata", { form: { count: "1", _csrf: csrf }, headers: { "sec-fetch-site": "cross-site" } }],
@@ -378,7 +414,10 @@ describe("dashboard (API key as password, local environment)", () => {
     await waitFor("an idle instance", async () => (await pool.ops.summary()).counts.idle > 0, 15_000, 50);
     await pool.ops.claim({ agentName: "Spender", instructions: "x" });
     await pool.resources!.reconciler.runOnce();
-    assert.match((await b.req("GET", "/dashboard/agents", { headers: { "hx-request": "true" } })).body, /Spent <strong class="spend-used">\$0\.00<\/strong> of/);
+    assert.match(
+      (await b.req("GET", "/dashboard/agents", { headers: { "hx-request": "true" } })).body,
+      /Spent <strong class="spend-used">\$0\.00<\/strong> of/,
+    );
     // Touch every instance's fragments too.
     for (const r of rows) {
       await b.req("GET", `/dashboard/instances/${r.id}/events`, { headers: { "hx-request": "true" } });
@@ -442,7 +481,10 @@ describe("dashboard (ADMIN_PASSWORD, production)", () => {
     assert.match(page.body, /class="env env-prod"[^>]*>production</);
     assert.match(page.body, /hx-confirm="PRODUCTION: Drain idle instances/);
     const csrf = await b.csrf();
-    const r = await b.req("POST", "/dashboard/launch", { headers: { "hx-request": "true" }, form: { _csrf: csrf, mode: "new", agentName: "Prod agent", instructions: "" } });
+    const r = await b.req("POST", "/dashboard/launch", {
+      headers: { "hx-request": "true" },
+      form: { _csrf: csrf, mode: "new", agentName: "Prod agent", instructions: "" },
+    });
     assert.equal(r.status, 200, r.body);
     const agents = await b.req("GET", "/dashboard/agents", { headers: { "hx-request": "true" } });
     assert.match(agents.body, /hx-confirm="PRODUCTION: Kill agent “Prod agent”\?/);

@@ -68,14 +68,24 @@ function instancesChart(bins: HistoryBin[]): SafeHtml {
   bins.forEach((b, i) => {
     if (b.idle === null) return;
     let y = H;
-    for (const [n, cls] of [[b.idle, "s-idle"], [b.starting, "s-starting"], [b.claimed, "s-claimed"], [b.other, "s-crashed"]] as const) {
+    for (const [n, cls] of [
+      [b.idle, "s-idle"],
+      [b.starting, "s-starting"],
+      [b.claimed, "s-claimed"],
+      [b.other, "s-crashed"],
+    ] as const) {
       const h = ((n ?? 0) / top) * H;
       if (h <= 0) continue;
       y -= h;
-      rects.push(`<rect class="seg ${cls}" x="${f(i * bw)}" y="${f(y)}" width="${f(bw * 0.9)}" height="${f(h)}"><title>${time(b.start)}: ${n} ${cls.slice(2)}</title></rect>`);
+      rects.push(
+        `<rect class="seg ${cls}" x="${f(i * bw)}" y="${f(y)}" width="${f(bw * 0.9)}" height="${f(h)}"><title>${time(b.start)}: ${n} ${cls.slice(2)}</title></rect>`,
+      );
     }
   });
-  const line = polyline(bins.map((b, i) => (b.target === null ? null : [i * bw + bw / 2, H - (b.target / top) * H])), "target-line");
+  const line = polyline(
+    bins.map((b, i) => (b.target === null ? null : [i * bw + bw / 2, H - (b.target / top) * H])),
+    "target-line",
+  );
   return svg("history-instances", `instances by status, up to ${top}`, rects.join("") + line, top);
 }
 
@@ -91,7 +101,9 @@ function claimsChart(bins: HistoryBin[], perMinute: (n: number) => number): Safe
       if (h <= 0) return;
       y -= h;
       const cls = ["s-idle", "s-pending_acceptance", "s-crashed"][k]!;
-      rects.push(`<rect class="seg ${cls}" x="${f(i * bw)}" y="${f(y)}" width="${f(bw * 0.9)}" height="${f(h)}"><title>${time(bins[i]!.start)}: ${n.toFixed(2)}/min ${["warm", "waited", "empty"][k]}</title></rect>`);
+      rects.push(
+        `<rect class="seg ${cls}" x="${f(i * bw)}" y="${f(y)}" width="${f(bw * 0.9)}" height="${f(h)}"><title>${time(bins[i]!.start)}: ${n.toFixed(2)}/min ${["warm", "waited", "empty"][k]}</title></rect>`,
+      );
     });
   });
   return svg("history-claims", `claims per minute, up to ${top.toFixed(1)}`, rects.join(""), Number(top.toFixed(1)));
@@ -122,7 +134,11 @@ function polyline(points: Array<readonly [number, number] | null>, cls: string):
   }
   return runs
     .filter((r) => r.length > 0)
-    .map((r) => (r.length === 1 ? `<circle class="${cls}" cx="${r[0]!.split(",")[0]}" cy="${r[0]!.split(",")[1]}" r="2"></circle>` : `<polyline class="${cls}" points="${r.join(" ")}"></polyline>`))
+    .map((r) =>
+      r.length === 1
+        ? `<circle class="${cls}" cx="${r[0]!.split(",")[0]}" cy="${r[0]!.split(",")[1]}" r="2"></circle>`
+        : `<polyline class="${cls}" points="${r.join(" ")}"></polyline>`,
+    )
     .join("");
 }
 

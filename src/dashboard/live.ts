@@ -56,7 +56,6 @@ export class ChangeFeed {
     return this.#clients.size;
   }
 
-
   /** Streams to `res` until the client leaves, the session ends at `untilMs`, or close(). */
   async add(res: ServerResponse, untilMs: number): Promise<void> {
     res.writeHead(200, {

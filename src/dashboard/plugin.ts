@@ -120,7 +120,12 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
   const feedOf = (pool: string): ChangeFeed => {
     let f = feeds.get(pool);
     if (!f) {
-      f = new ChangeFeed({ store: opts.store, poolId: pool, changes: opts.changesOf(pool), summary: () => ops.summary(pool), logger,
+      f = new ChangeFeed({
+        store: opts.store,
+        poolId: pool,
+        changes: opts.changesOf(pool),
+        summary: () => ops.summary(pool),
+        logger,
         ...(opts.rollouts ? { watch: () => opts.store.rollouts.lastChange() } : {}),
       });
       feeds.set(pool, f);
@@ -372,7 +377,13 @@ export async function dashboardPlugin(app: FastifyInstance, opts: DashboardOptio
       return answer(req, reply, v.banner("error", "Paste the invite link (http:// or https://) of the conversation to join."), 400);
     }
     try {
-      const r = await ops.claim({ agentName: f.agentName, instructions: f.instructions, source: "dashboard", pool: poolOf(req), ...(f.mode === "join" ? { joinUrl: f.joinUrl } : {}) });
+      const r = await ops.claim({
+        agentName: f.agentName,
+        instructions: f.instructions,
+        source: "dashboard",
+        pool: poolOf(req),
+        ...(f.mode === "join" ? { joinUrl: f.joinUrl } : {}),
+      });
       req.log.info({ instanceId: r.instanceId, joined: r.joined }, "dashboard launched an agent");
       return answer(req, reply, v.launchResult({ ...r, qrSvg: r.joined ? null : await qrSvg(r.inviteUrl) }));
     } catch (err) {

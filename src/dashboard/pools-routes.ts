@@ -48,7 +48,11 @@ async function outdatedAgents(kit: DashboardKit, pool: string): Promise<number> 
 }
 
 /** The main page's switcher, agent controls and versions/upgrades section for its pool. */
-export async function mainPageExtras(kit: DashboardKit, ctx: v.PageContext, _summary: PoolSummary): Promise<Pick<v.MainPageInput, "switcher" | "agentActions" | "extra">> {
+export async function mainPageExtras(
+  kit: DashboardKit,
+  ctx: v.PageContext,
+  _summary: PoolSummary,
+): Promise<Pick<v.MainPageInput, "switcher" | "agentActions" | "extra">> {
   const pools = await kit.ops.pools();
   const switcher = pv.poolSwitcher(pools, ctx.poolId);
   const h = await kit.ops.history(ctx.poolId, historySinceMs("hour"));
@@ -138,14 +142,26 @@ export function registerPoolAdminRoutes(app: FastifyInstance, kit: DashboardKit)
   // The list, and the header's switcher out of band: a pool created or deleted shows there too.
   app.get("/dashboard/pools/list", kit.authed, async (_req, reply) => {
     const c = await cards();
-    return kit.send(reply, 200, html`${pv.poolCards(kit.ctx(), c)}${pv.poolSwitcher(c.map((x) => x.pool), null, true)}`);
+    return kit.send(
+      reply,
+      200,
+      html`${pv.poolCards(kit.ctx(), c)}${pv.poolSwitcher(
+        c.map((x) => x.pool),
+        null,
+        true,
+      )}`,
+    );
   });
 
   app.post<{ Body: Body }>("/dashboard/pools", kit.mutating, async (req, reply) => {
     try {
       const pool = await ops.registry.create(poolFormInput(req.body, true));
       req.log.info({ pool: pool.id }, "dashboard created a pool");
-      return answerPools(req, reply, v.banner("ok", html`Created pool <strong>${pool.id}</strong> (template <code>${pool.templateHash}</code>); its instances are made by the next pass.`));
+      return answerPools(
+        req,
+        reply,
+        v.banner("ok", html`Created pool <strong>${pool.id}</strong> (template <code>${pool.templateHash}</code>); its instances are made by the next pass.`),
+      );
     } catch (err) {
       if (err instanceof PoolError) return answerPools(req, reply, v.banner("error", err.message), err.status);
       throw err;
@@ -158,7 +174,10 @@ export function registerPoolAdminRoutes(app: FastifyInstance, kit: DashboardKit)
       return answerPools(
         req,
         reply,
-        v.banner("ok", html`Saved pool <strong>${pool.id}</strong>.${templateChanged ? html` New template <code>${pool.templateHash}</code>: its idle instances are replaced; upgrade its agents from its page.` : ""}`),
+        v.banner(
+          "ok",
+          html`Saved pool <strong>${pool.id}</strong>.${templateChanged ? html` New template <code>${pool.templateHash}</code>: its idle instances are replaced; upgrade its agents from its page.` : ""}`,
+        ),
       );
     } catch (err) {
       if (err instanceof PoolError) return answerPools(req, reply, v.banner("error", err.message), err.status);
@@ -198,7 +217,14 @@ export function registerPoolAdminRoutes(app: FastifyInstance, kit: DashboardKit)
     const job = await agents().upgradePool(req.params.id, { all: true });
     const toRun = job.items.filter((i) => i.state === "pending").length;
     const skipped = job.items.length - toRun;
-    return kit.answer(req, reply, v.banner("ok", html`Upgrading ${toRun} agent${toRun === 1 ? "" : "s"} of pool <strong>${job.poolId}</strong>${skipped ? html` (${skipped} skipped)` : ""}; progress below.`));
+    return kit.answer(
+      req,
+      reply,
+      v.banner(
+        "ok",
+        html`Upgrading ${toRun} agent${toRun === 1 ? "" : "s"} of pool <strong>${job.poolId}</strong>${skipped ? html` (${skipped} skipped)` : ""}; progress below.`,
+      ),
+    );
   });
 
   // ---- an instance's controls
@@ -206,7 +232,14 @@ export function registerPoolAdminRoutes(app: FastifyInstance, kit: DashboardKit)
   app.post<{ Params: { id: string }; Body: Body }>("/dashboard/instances/:id/protect", kit.mutating, async (req, reply) => {
     const value = req.body?.protected === "1" || req.body?.protected === "true";
     const row = await ops.protect(req.params.id, value);
-    return kit.answer(req, reply, v.banner("ok", html`<strong>${row.agentName ?? row.id}</strong> is ${value ? "protected: bulk operations and claims leave it alone" : "no longer protected"}.`));
+    return kit.answer(
+      req,
+      reply,
+      v.banner(
+        "ok",
+        html`<strong>${row.agentName ?? row.id}</strong> is ${value ? "protected: bulk operations and claims leave it alone" : "no longer protected"}.`,
+      ),
+    );
   });
 
   app.post<{ Params: { id: string } }>("/dashboard/instances/:id/release", kit.mutating, async (req, reply) => {
@@ -225,6 +258,10 @@ export function registerPoolAdminRoutes(app: FastifyInstance, kit: DashboardKit)
   app.post<{ Params: { id: string } }>("/dashboard/instances/:id/upgrade", kit.mutating, async (req, reply) => {
     const { instance } = await ops.instance(req.params.id);
     const job = await agents().upgradeInstance(instance.id);
-    return kit.answer(req, reply, v.banner("ok", html`Upgrading <strong>${instance.agentName ?? instance.id}</strong> (job <code>${job.id}</code>); progress under Versions and upgrades.`));
+    return kit.answer(
+      req,
+      reply,
+      v.banner("ok", html`Upgrading <strong>${instance.agentName ?? instance.id}</strong> (job <code>${job.id}</code>); progress under Versions and upgrades.`),
+    );
   });
 }

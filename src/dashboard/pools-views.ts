@@ -15,7 +15,8 @@ import { STATUS_LABELS, ago, domId, envBadge, isProduction, layout, poolQuery, t
 /** Links to every pool's page (the current one marked) and to the pools page. */
 export function poolSwitcher(pools: ReadonlyArray<Pick<PoolRecord, "id" | "runtime">>, current: string | null, oob = false): SafeHtml {
   return html`<nav class="pools-nav" id="pools-nav" aria-label="Pools"${oob ? html` hx-swap-oob="true"` : ""}>${pools.map(
-    (p) => html`<a href="/${poolQuery(p.id)}" id="${domId("pool-link", p.id)}" title="runtime ${p.runtime}"${p.id === current ? html` aria-current="page"` : ""}>${p.id}</a>`,
+    (p) =>
+      html`<a href="/${poolQuery(p.id)}" id="${domId("pool-link", p.id)}" title="runtime ${p.runtime}"${p.id === current ? html` aria-current="page"` : ""}>${p.id}</a>`,
   )}<a href="/dashboard/pools" class="manage" id="pools-manage"${current === null ? html` aria-current="page"` : ""}>Pools…</a></nav>`;
 }
 
@@ -37,7 +38,10 @@ export function poolsPage(ctx: PageContext, p: { cards: PoolCard[]; csrf: string
     <strong>agent-pool</strong>
     <span class="muted">pools</span>
     ${envBadge(ctx.environment)}
-    ${poolSwitcher(p.cards.map((c) => c.pool), null)}
+    ${poolSwitcher(
+      p.cards.map((c) => c.pool),
+      null,
+    )}
   </div>
   <div class="top-right">
     <form method="post" action="/logout">${csrfField}<button type="submit" class="ghost">Log out</button></form>
@@ -107,8 +111,7 @@ export function poolForm(pool: PoolRecord | null, key: string): SafeHtml {
   const target = pool ? "#pools-notice" : "#pools-notice";
   const field = (name: string, label: string, value: string | number | null | undefined, extra: SafeHtml | string = "") =>
     html`<div><label for="${id(name)}">${label}</label><input id="${id(name)}" name="${name}" value="${value ?? ""}"${extra}></div>`;
-  const providerOpt = (value: string, label: string) =>
-    html`<option value="${value}"${(v?.provider ?? "") === value ? html` selected` : ""}>${label}</option>`;
+  const providerOpt = (value: string, label: string) => html`<option value="${value}"${(v?.provider ?? "") === value ? html` selected` : ""}>${label}</option>`;
   return html`<form class="pool-form" method="post" action="${action}" hx-post="${action}" hx-target="${target}">
   ${pool ? "" : field("id", "Id", "", html` required maxlength="32" pattern="[a-z0-9][a-z0-9-]{0,31}" autocomplete="off" placeholder="e.g. hermes"`)}
   ${field("runtime", "Runtime label", v?.runtime, html` maxlength="64" placeholder="${pool ? "" : "the id"}"`)}
@@ -121,7 +124,13 @@ export function poolForm(pool: PoolRecord | null, key: string): SafeHtml {
   ${field("claimAgentName", "Default agent name", v?.claimAgentName, html` maxlength="200"`)}
   ${field("joinUrlHosts", "Invite hosts (comma-separated; empty: any)", v?.joinUrlHosts?.join(", "))}
   <div class="wide"><label for="${id("env")}">Environment (KEY=value per line; secret-looking values show as ••••••, kept unless you type a new one)</label>
-    <textarea id="${id("env")}" name="env" rows="3" spellcheck="false">${v ? Object.entries(v.env).map(([k, x]) => `${k}=${x}`).join("\n") : ""}</textarea></div>
+    <textarea id="${id("env")}" name="env" rows="3" spellcheck="false">${
+      v
+        ? Object.entries(v.env)
+            .map(([k, x]) => `${k}=${x}`)
+            .join("\n")
+        : ""
+    }</textarea></div>
   <div class="wide"><label for="${id("claimInstructions")}">Default instructions</label>
     <textarea id="${id("claimInstructions")}" name="claimInstructions" rows="2">${v?.claimInstructions ?? ""}</textarea></div>
   <div class="buttons"><button type="submit" class="primary" id="${id("submit")}">${pool ? "Save changes" : "Create pool"}</button></div>
@@ -171,7 +180,8 @@ export function jobBlock(ctx: PageContext, j: UpgradeJobRecord): SafeHtml {
   const toRun = j.items.length - skipped;
   const what = j.scope === "instance" ? `agent ${j.items[0]?.instanceId ?? ""}` : j.scope === "all" ? "all agents" : `${j.items.length} agents`;
   const items = html`<ol>${j.items.map(
-    (i) => html`<li><code>${i.instanceId}</code> <span class="badge job-${i.state}">${i.state}</span>${i.detail ? html` <span class="muted">${i.detail}</span>` : ""}</li>`,
+    (i) =>
+      html`<li><code>${i.instanceId}</code> <span class="badge job-${i.state}">${i.state}</span>${i.detail ? html` <span class="muted">${i.detail}</span>` : ""}</li>`,
   )}</ol>`;
   return html`<li class="job" id="${domId("job", j.id)}" data-state="${j.state}">
   <strong>Upgrade of ${what}</strong> <span class="badge ${j.state === "running" ? "s-starting" : failed ? "s-crashed" : "s-idle"}">${j.state === "running" ? "running" : failed ? "done, with failures" : "done"}</span>
@@ -224,4 +234,3 @@ export function versionsSection(ctx: PageContext, p: { versions: PoolVersions; j
   ${upgradesPanel(ctx, { jobs: p.jobs, outdated: p.outdated })}
 </section>`;
 }
-

@@ -26,7 +26,11 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
   const seen: string[] = [];
   let cookie = "";
 
-  const req = async (method: "GET" | "POST", url: string, o: { form?: Record<string, string>; hx?: boolean; csrf?: boolean | string; noCookie?: boolean } = {}) => {
+  const req = async (
+    method: "GET" | "POST",
+    url: string,
+    o: { form?: Record<string, string>; hx?: boolean; csrf?: boolean | string; noCookie?: boolean } = {},
+  ) => {
     const headers: Record<string, string> = {};
     if (cookie && !o.noCookie) headers.cookie = cookie;
     if (o.hx) headers["hx-request"] = "true";
@@ -52,15 +56,26 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
     provider = new RuntimeProvider();
     pool = await serve(
       loadConfig({
-        DATA_DIR: dir, PORT: "0", POOL_API_KEY: `ap_test_${"k".repeat(24)}`, LOG_LEVEL: "silent", TICK_INTERVAL_MS: "3600000",
-        POOL_MIN_IDLE: "2", POOL_MAX_TOTAL: "5", UPGRADE_CONCURRENCY: "1",
+        DATA_DIR: dir,
+        PORT: "0",
+        POOL_API_KEY: `ap_test_${"k".repeat(24)}`,
+        LOG_LEVEL: "silent",
+        TICK_INTERVAL_MS: "3600000",
+        POOL_MIN_IDLE: "2",
+        POOL_MAX_TOTAL: "5",
+        UPGRADE_CONCURRENCY: "1",
       }),
       { provider },
     );
     await pool.ops.registry.create({ id: "hermes", runtime: "hermes", minIdle: 1, maxTotal: 3, env: { OPENAI_API_KEY: SECRET, GREETING: HOSTILE } });
     await pool.ops.reconcile();
     await waitFor("idle in both pools", async () => (await idleOf("default")) === 2 && (await idleOf("hermes")) === 1, 15_000, 50);
-    const login = await pool.app.inject({ method: "POST", url: "/login", headers: { "content-type": "application/x-www-form-urlencoded" }, payload: `password=${pool.apiKey}` });
+    const login = await pool.app.inject({
+      method: "POST",
+      url: "/login",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      payload: `password=${pool.apiKey}`,
+    });
     cookie = String(login.headers["set-cookie"]).split(";")[0]!;
   });
   after(async () => {
@@ -70,9 +85,17 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
 
   it("every new page, fragment and action needs a session", async () => {
     for (const [m, u] of [
-      ["GET", "/dashboard/pools"], ["GET", "/dashboard/pools/list"], ["GET", "/dashboard/versions"], ["GET", "/dashboard/upgrades"],
-      ["POST", "/dashboard/pools"], ["POST", "/dashboard/pools/hermes/update"], ["POST", "/dashboard/pools/hermes/delete"], ["POST", "/dashboard/pools/hermes/upgrade"],
-      ["POST", "/dashboard/instances/i-x/protect"], ["POST", "/dashboard/instances/i-x/release"], ["POST", "/dashboard/instances/i-x/upgrade"],
+      ["GET", "/dashboard/pools"],
+      ["GET", "/dashboard/pools/list"],
+      ["GET", "/dashboard/versions"],
+      ["GET", "/dashboard/upgrades"],
+      ["POST", "/dashboard/pools"],
+      ["POST", "/dashboard/pools/hermes/update"],
+      ["POST", "/dashboard/pools/hermes/delete"],
+      ["POST", "/dashboard/pools/hermes/upgrade"],
+      ["POST", "/dashboard/instances/i-x/protect"],
+      ["POST", "/dashboard/instances/i-x/release"],
+      ["POST", "/dashboard/instances/i-x/upgrade"],
     ] as const) {
       const r = await req(m, u, { hx: true, noCookie: true });
       assert.equal(r.status, 401, `${m} ${u}`);
@@ -84,7 +107,10 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
 
   it("the main page switches pools: the header lists them, every fragment, form and the live feed name the pool", async () => {
     const main = await req("GET", "/");
-    assert.match(main.body, /<nav class="pools-nav" id="pools-nav" aria-label="Pools"><a href="\/\?pool=default" id="pool-link-default" title="runtime default" aria-current="page">default<\/a><a href="\/\?pool=hermes"/);
+    assert.match(
+      main.body,
+      /<nav class="pools-nav" id="pools-nav" aria-label="Pools"><a href="\/\?pool=default" id="pool-link-default" title="runtime default" aria-current="page">default<\/a><a href="\/\?pool=hermes"/,
+    );
     const page = await req("GET", "/?pool=hermes");
     assert.equal(page.status, 200);
     assert.match(page.body, /<title>agent-pool · hermes \(local\)<\/title>/);
@@ -149,19 +175,38 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
 
     const created = await req("POST", "/dashboard/pools", {
       hx: true,
-      form: { id: "spare", runtime: "spare-rt", provider: "", image: "", command: "", minIdle: "0", maxTotal: "2", maxSurge: "", claimAgentName: "Sparky", joinUrlHosts: "convos.org, popup.convos.org", env: "TOKEN_X=abc\nMODE=dev\n", claimInstructions: "" },
+      form: {
+        id: "spare",
+        runtime: "spare-rt",
+        provider: "",
+        image: "",
+        command: "",
+        minIdle: "0",
+        maxTotal: "2",
+        maxSurge: "",
+        claimAgentName: "Sparky",
+        joinUrlHosts: "convos.org, popup.convos.org",
+        env: "TOKEN_X=abc\nMODE=dev\n",
+        claimInstructions: "",
+      },
     });
     assert.equal(created.status, 200, created.body);
     assert.equal(created.headers["hx-trigger"], "pool-changed");
     assert.match(created.body, /Created pool <strong>spare<\/strong>/);
     const spare = (await pool.store.getPool("spare"))!;
-    assert.deepEqual([spare.runtime, spare.minIdle, spare.maxTotal, spare.claimAgentName, spare.joinUrlHosts, spare.env], ["spare-rt", 0, 2, "Sparky", ["convos.org", "popup.convos.org"], { TOKEN_X: "abc", MODE: "dev" }]);
+    assert.deepEqual(
+      [spare.runtime, spare.minIdle, spare.maxTotal, spare.claimAgentName, spare.joinUrlHosts, spare.env],
+      ["spare-rt", 0, 2, "Sparky", ["convos.org", "popup.convos.org"], { TOKEN_X: "abc", MODE: "dev" }],
+    );
     assert.equal((await req("POST", "/dashboard/pools", { hx: true, form: { id: "spare" } })).status, 409);
 
     // The edit form shows the secret masked; sending the mask back keeps it, a new value replaces.
     const page = await req("GET", "/dashboard/pools");
     assert.match(page.body, /MODE=dev\nTOKEN_X=••••••<\/textarea>/);
-    const saved = await req("POST", "/dashboard/pools/spare/update", { hx: true, form: { runtime: "spare-rt", maxTotal: "3", env: "TOKEN_X=••••••\nMODE=prod" } });
+    const saved = await req("POST", "/dashboard/pools/spare/update", {
+      hx: true,
+      form: { runtime: "spare-rt", maxTotal: "3", env: "TOKEN_X=••••••\nMODE=prod" },
+    });
     assert.equal(saved.status, 200, saved.body);
     assert.match(saved.body, /New template/);
     const after = (await pool.store.getPool("spare"))!;
@@ -185,7 +230,12 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
     const r = await pool.ops.claim({ agentName: "Guinevere", instructions: "x" });
     agentId = r.instanceId;
     const cards = await req("GET", "/dashboard/agents", { hx: true });
-    assert.match(cards.body, new RegExp(`id="release-${agentId}" hx-post="/dashboard/instances/${agentId}/release" hx-target="#agents-notice" hx-confirm="Release agent “Guinevere”\\?`));
+    assert.match(
+      cards.body,
+      new RegExp(
+        `id="release-${agentId}" hx-post="/dashboard/instances/${agentId}/release" hx-target="#agents-notice" hx-confirm="Release agent “Guinevere”\\?`,
+      ),
+    );
     assert.match(cards.body, new RegExp(`id="protect-${agentId}"[^>]*hx-vals="\\{&quot;protected&quot;:&quot;1&quot;\\}"`));
     assert.doesNotMatch(cards.body, new RegExp(`id="upgrade-${agentId}"`), "on the current template: nothing to upgrade");
 
@@ -207,7 +257,10 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
     assert.equal((await pool.store.getInstance(agentId))?.status, "idle");
     // The instance's detail carries its protect control too.
     const events = await req("GET", `/dashboard/instances/${agentId}/events`, { hx: true });
-    assert.match(events.body, new RegExp(`<div class="inst-controls"><button type="button" class="ghost" id="protect-${agentId}"[^>]*hx-target="#inst-notice-${agentId}"`));
+    assert.match(
+      events.body,
+      new RegExp(`<div class="inst-controls"><button type="button" class="ghost" id="protect-${agentId}"[^>]*hx-target="#inst-notice-${agentId}"`),
+    );
   });
 
   it("versions and upgrades: older templates marked, one agent upgraded, a bulk upgrade's progress", async () => {
@@ -216,7 +269,10 @@ describe("dashboard: several pools, versions, upgrades and agent controls", () =
     const { pool: p } = await pool.ops.registry.update("default", { env: { RUNTIME_VERSION: "7.0.0" } });
     const cards = await req("GET", "/dashboard/agents", { hx: true });
     assert.match(cards.body, /class="badge mark-old"/);
-    assert.match(cards.body, new RegExp(`id="upgrade-${a.instanceId}" hx-post="/dashboard/instances/${a.instanceId}/upgrade"[^>]*hx-confirm="Upgrade agent “Old One”`));
+    assert.match(
+      cards.body,
+      new RegExp(`id="upgrade-${a.instanceId}" hx-post="/dashboard/instances/${a.instanceId}/upgrade"[^>]*hx-confirm="Upgrade agent “Old One”`),
+    );
     const versions = await req("GET", "/dashboard/versions", { hx: true });
     assert.match(versions.body, /<span class="badge mark-old">older<\/span>/);
     let panel = await req("GET", "/dashboard/upgrades", { hx: true });

@@ -52,9 +52,13 @@ export function registerRolloutPages(app: FastifyInstance, d: RolloutPageDeps): 
     return d.send(reply, 200, rolloutPage(d.ctx(), await input(req), banner("ok", message)));
   }
 
-  app.get<{ Params: { pool: string } }>("/dashboard/rollouts/:pool", d.authed, async (req, reply) => d.send(reply, 200, rolloutPage(d.ctx(), await input(req))));
+  app.get<{ Params: { pool: string } }>("/dashboard/rollouts/:pool", d.authed, async (req, reply) =>
+    d.send(reply, 200, rolloutPage(d.ctx(), await input(req))),
+  );
 
-  app.get<{ Params: { pool: string } }>("/dashboard/rollouts/:pool/panel", d.authed, async (req, reply) => d.send(reply, 200, rolloutPanel(d.ctx(), await input(req))));
+  app.get<{ Params: { pool: string } }>("/dashboard/rollouts/:pool/panel", d.authed, async (req, reply) =>
+    d.send(reply, 200, rolloutPanel(d.ctx(), await input(req))),
+  );
 
   app.post<{ Params: { pool: string } }>("/dashboard/rollouts/:pool/pause", d.mutating, async (req, reply) => {
     const { pool } = await input(req);

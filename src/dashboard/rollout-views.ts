@@ -96,8 +96,12 @@ function controls(ctx: PageContext, p: RolloutPageInput, url: string): SafeHtml 
   const back = `${prod ? "PRODUCTION: " : ""}Roll pool “${p.pool.id}” back to its previous template? Its idle instances are replaced again.`;
   const buttons = [
     s === "running" ? html`<button id="rollout-pause" type="submit" formaction="${url}/pause" hx-post="${url}/pause">Pause</button>` : "",
-    s === "paused" || s === "halted" ? html`<button id="rollout-resume" type="submit" formaction="${url}/resume" hx-post="${url}/resume">${s === "halted" ? "Retry" : "Resume"}</button>` : "",
-    p.pool.canRollBack ? html`<button id="rollout-rollback" type="submit" class="danger" formaction="${url}/rollback" hx-post="${url}/rollback" hx-confirm="${back}">Roll back</button>` : "",
+    s === "paused" || s === "halted"
+      ? html`<button id="rollout-resume" type="submit" formaction="${url}/resume" hx-post="${url}/resume">${s === "halted" ? "Retry" : "Resume"}</button>`
+      : "",
+    p.pool.canRollBack
+      ? html`<button id="rollout-rollback" type="submit" class="danger" formaction="${url}/rollback" hx-post="${url}/rollback" hx-confirm="${back}">Roll back</button>`
+      : "",
   ];
   if (buttons.every((b) => b === "")) return html``;
   // hx-swap: the panel around it swaps outerHTML, which the buttons would inherit.

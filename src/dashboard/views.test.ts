@@ -19,10 +19,14 @@ describe("pool bar: other owners' resources", () => {
   });
 
   it("names the owner and the resources, escaped, and says they are left alone", () => {
-    const out = String(poolStats(summary([
-      { ref: "s1", name: "ap-default-i-1-k2f9q", owner: "k2f9q" },
-      { ref: "s2", name: "<img src=x onerror=alert(1)>", owner: "k2f9q" },
-    ])));
+    const out = String(
+      poolStats(
+        summary([
+          { ref: "s1", name: "ap-default-i-1-k2f9q", owner: "k2f9q" },
+          { ref: "s2", name: "<img src=x onerror=alert(1)>", owner: "k2f9q" },
+        ]),
+      ),
+    );
     assert.match(out, /id="foreign-notice"/);
     assert.match(out, /2 resources named like this pool's/);
     assert.match(out, /another deployment \(owner k2f9q\)/);

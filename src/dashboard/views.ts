@@ -216,7 +216,8 @@ export function poolStats(s: PoolSummary): SafeHtml {
   });
   return html`<div class="stats">
   ${shown.map(
-    (st) => html`<div class="stat s-${st}${c[st] > 0 ? "" : " zero"}"><span class="n" id="count-${st}">${c[st]}</span><span class="l">${STATUS_LABELS[st]}</span></div>`,
+    (st) =>
+      html`<div class="stat s-${st}${c[st] > 0 ? "" : " zero"}"><span class="n" id="count-${st}">${c[st]}</span><span class="l">${STATUS_LABELS[st]}</span></div>`,
   )}
 </div>
 <svg class="capbar" viewBox="0 0 ${cap} 1" preserveAspectRatio="none" role="img" aria-label="${c.total} of ${s.maxTotal} instances in use">${segments}</svg>
@@ -228,7 +229,11 @@ ${foreignNotice(s.foreign)}`;
 function foreignNotice(foreign: PoolSummary["foreign"]): SafeHtml | "" {
   if (foreign.length === 0) return "";
   const owners = [...new Set(foreign.map((f) => f.owner ?? "none"))];
-  const names = foreign.slice(0, 5).map((f) => f.name).join(", ") + (foreign.length > 5 ? ", …" : "");
+  const names =
+    foreign
+      .slice(0, 5)
+      .map((f) => f.name)
+      .join(", ") + (foreign.length > 5 ? ", …" : "");
   return html`<div id="foreign-notice" class="banner info" role="status">${foreign.length} resource${foreign.length === 1 ? "" : "s"} named like this pool's
   belong${foreign.length === 1 ? "s" : ""} to ${owners.length === 1 ? (owners[0] === "none" ? "no deployment (made before owner ids)" : `another deployment (owner ${owners[0]})`) : `other deployments (owners ${owners.join(", ")})`}
   and ${foreign.length === 1 ? "is" : "are"} left alone: ${names}.</div>`;
@@ -339,7 +344,9 @@ export function agentsList(
 function agentCard(ctx: PageContext, a: InstanceRecord, prod: boolean, spend: AgentSpend | undefined, actions?: (a: InstanceRecord) => SafeHtml): SafeHtml {
   const name = a.agentName ?? "(unnamed)";
   const crashed = a.status === "crashed";
-  const since = a.claimedAt ? html`claimed <time datetime="${a.claimedAt.toISOString()}" title="${a.claimedAt.toISOString()}">${ago(ctx.now, a.claimedAt)} ago</time>` : "";
+  const since = a.claimedAt
+    ? html`claimed <time datetime="${a.claimedAt.toISOString()}" title="${a.claimedAt.toISOString()}">${ago(ctx.now, a.claimedAt)} ago</time>`
+    : "";
   const confirm = crashed
     ? `${prod ? "PRODUCTION: " : ""}Dismiss crashed agent “${name}”? What is left of its instance is deleted.`
     : `${prod ? "PRODUCTION: " : ""}Kill agent “${name}”? Its instance is deleted and the conversation ends for everyone in it.`;
@@ -405,7 +412,9 @@ export function instanceMarks(ctx: PageContext, r: InstanceRecord): SafeHtml | "
   const old = ctx.templateHash !== undefined && r.templateHash !== ctx.templateHash;
   if (!r.protected && !old) return "";
   return html` ${r.protected ? html`<span class="badge mark-protected" title="bulk operations and claims leave it alone">protected</span>` : ""}${
-    old ? html` <span class="badge mark-old" title="made from template ${r.templateHash ?? "(none)"}; the pool's is ${ctx.templateHash ?? ""}">older template</span>` : ""
+    old
+      ? html` <span class="badge mark-old" title="made from template ${r.templateHash ?? "(none)"}; the pool's is ${ctx.templateHash ?? ""}">older template</span>`
+      : ""
   }`;
 }
 
@@ -452,7 +461,12 @@ export function ago(now: number, then: Date): string {
 
 export function clip(s: string, max: number): string {
   const chars = [...s.trim()];
-  return chars.length <= max ? chars.join("") : `${chars.slice(0, max - 1).join("").trimEnd()}…`;
+  return chars.length <= max
+    ? chars.join("")
+    : `${chars
+        .slice(0, max - 1)
+        .join("")
+        .trimEnd()}…`;
 }
 
 /** An id attribute safe for any instance id (ours are already safe; this is belt and braces). */

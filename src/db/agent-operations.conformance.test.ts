@@ -42,12 +42,30 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
       await store.transition({ id, from: "starting", to: "idle", actor: "reconciler", reason: "up" });
       if (status === "idle") return id;
       const pick = await store.claimIdle({
-        poolIds: [pool], owner: "test", attempt: `a-${id}`, attemptTtlMs: 60_000, claimKey: null, source: null,
-        agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
+        poolIds: [pool],
+        owner: "test",
+        attempt: `a-${id}`,
+        attemptTtlMs: 60_000,
+        claimKey: null,
+        source: null,
+        agentName: "Ada",
+        instructions: "x",
+        joinUrl: null,
+        profileImage: null,
+        metadata: null,
+        exclude: [],
       });
       assert.equal(pick.kind, "picked");
       if (status === "claiming") return id;
-      await store.transition({ id, from: "claiming", to: "claimed", actor: "claim", reason: "ok", set: { conversationId: `c-${id}` }, fence: { claimAttempt: `a-${id}` } });
+      await store.transition({
+        id,
+        from: "claiming",
+        to: "claimed",
+        actor: "claim",
+        reason: "ok",
+        set: { conversationId: `c-${id}` },
+        fence: { claimAttempt: `a-${id}` },
+      });
       if (status === "claimed") return id;
       if (status === "crashed") await store.transition({ id, from: "claimed", to: "crashed", actor: "reconciler", reason: "broke" });
       return id;
@@ -98,14 +116,25 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
       assert.equal((await begin(a, "rel-1")).kind, "begun");
       // Another token does not move it.
       assert.equal(await store.transition({ id: a, from: AGENT, to: "idle", actor: "operator", reason: "released", fence: { operation: "rel-x" } }), null);
-      const row = await store.transition({ id: a, from: AGENT, to: "idle", actor: "operator", reason: "released", set: { agentName: null, conversationId: null }, fence: { operation: "rel-1" } });
+      const row = await store.transition({
+        id: a,
+        from: AGENT,
+        to: "idle",
+        actor: "operator",
+        reason: "released",
+        set: { agentName: null, conversationId: null },
+        fence: { operation: "rel-1" },
+      });
       assert.ok(row);
       assert.deepEqual([row.status, row.agentName, row.conversationId, row.operation], ["idle", null, null, null]);
       assert.equal(await store.endOperation(a, "rel-1"), false, "ended by the transition");
       // A crashed agent (a pass crashed it while it was being released) is released too.
       const b = await newInstance(pool, "crashed");
       assert.equal((await begin(b, "rel-2")).kind, "begun");
-      assert.equal((await store.transition({ id: b, from: AGENT, to: "dead", actor: "operator", reason: "dirty", fence: { operation: "rel-2" } }))?.status, "dead");
+      assert.equal(
+        (await store.transition({ id: b, from: AGENT, to: "dead", actor: "operator", reason: "dirty", fence: { operation: "rel-2" } }))?.status,
+        "dead",
+      );
     });
 
     it("the upgrade's template hash is recorded on a live row only, with its hold", async () => {
@@ -130,15 +159,31 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
       const d = await newInstance(pool, "idle", "h1");
       await store.transition({ id: d, from: "idle", to: "dead", actor: "operator", reason: "drained" });
       const obs = (id: string, status: InstanceStatus, version: string) => ({
-        id, expectedStatus: status, status, reason: "", providerRef: null, url: null, deployStatus: "SUCCESS", runtimeVersion: version,
-        runtimeType: "openclaw", image: null, healthCheckedAt: new Date(), healthOkAt: new Date(), healthFailures: 0, healthError: null,
-        conversationId: null, resourceGone: false,
+        id,
+        expectedStatus: status,
+        status,
+        reason: "",
+        providerRef: null,
+        url: null,
+        deployStatus: "SUCCESS",
+        runtimeVersion: version,
+        runtimeType: "openclaw",
+        image: null,
+        healthCheckedAt: new Date(),
+        healthOkAt: new Date(),
+        healthFailures: 0,
+        healthError: null,
+        conversationId: null,
+        resourceGone: false,
       });
       await store.applyObservations([obs(a, "idle", "2.0"), obs(b, "idle", "2.0"), obs(c, "claimed", "1.0")]);
       const counts = await store.versionCounts(pool);
       assert.deepEqual(
         counts.map((x) => [x.templateHash, x.runtimeType, x.runtimeVersion, x.status, x.count]),
-        [["h0", "openclaw", "1.0", "claimed", 1], ["h1", "openclaw", "2.0", "idle", 2]],
+        [
+          ["h0", "openclaw", "1.0", "claimed", 1],
+          ["h1", "openclaw", "2.0", "idle", 2],
+        ],
       );
     });
 
@@ -149,7 +194,12 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
       const c = await newInstance(pool);
       const jobId = uid("j");
       const job = await store.createUpgradeJob({
-        id: jobId, poolId: pool, templateHash: "new", scope: "ids", runner: "r1", runnerToken: "tok-r1",
+        id: jobId,
+        poolId: pool,
+        templateHash: "new",
+        scope: "ids",
+        runner: "r1",
+        runnerToken: "tok-r1",
         items: [
           { instanceId: a, state: "pending", fromHash: "old", detail: null },
           { instanceId: b, state: "pending", fromHash: "old", detail: null },
@@ -157,7 +207,14 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
         ],
       });
       assert.equal(job.state, "running");
-      assert.deepEqual(job.items.map((i) => [i.instanceId, i.state, i.position]), [[a, "pending", 0], [b, "pending", 1], [c, "skipped", 2]]);
+      assert.deepEqual(
+        job.items.map((i) => [i.instanceId, i.state, i.position]),
+        [
+          [a, "pending", 0],
+          [b, "pending", 1],
+          [c, "skipped", 2],
+        ],
+      );
       assert.ok(job.items[2]?.finishedAt, "a skipped item is finished from the start");
       const held = { id: jobId, runnerToken: "tok-r1" };
       assert.deepEqual(await store.heldUpgradeJobs("r1"), [held]);
@@ -176,10 +233,16 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
       assert.deepEqual(await store.takeOverStaleUpgradeJobs("r2", "tok-r2", 60_000, 10), []);
       await sleep(300);
       const taken = await store.takeOverStaleUpgradeJobs("r2", "tok-r2", 200, 10);
-      assert.deepEqual(taken.filter((t) => t.id === jobId), [{ id: jobId, runnerToken: "tok-r2" }]);
+      assert.deepEqual(
+        taken.filter((t) => t.id === jobId),
+        [{ id: jobId, runnerToken: "tok-r2" }],
+      );
       const now = (await store.getUpgradeJob(jobId))!;
       assert.deepEqual([now.runner, now.resumed, now.state], ["r2", 1, "running"]);
-      assert.deepEqual(now.items.map((i) => i.state), ["upgraded", "pending", "skipped"]);
+      assert.deepEqual(
+        now.items.map((i) => i.state),
+        ["upgraded", "pending", "skipped"],
+      );
       assert.match(now.items[1]!.detail ?? "", /interrupted/);
       assert.equal((await store.getInstance(b))?.operation, null, "the old runner's hold is released");
       assert.equal((await store.getInstance(other))?.operation, "upgrade", "another job's hold is kept");
@@ -200,7 +263,10 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
       assert.deepEqual(await store.heldUpgradeJobs("r2"), []);
 
       const listed = await store.listUpgradeJobs(pool, 10);
-      assert.deepEqual(listed.map((j) => j.id), [jobId]);
+      assert.deepEqual(
+        listed.map((j) => j.id),
+        [jobId],
+      );
       assert.equal(listed[0]!.items.length, 3);
       assert.equal(await store.getUpgradeJob("j-nope"), null);
     });
@@ -209,7 +275,12 @@ function operations(name: string, open: () => Promise<TestDatabase>) {
       const pool = await newPool();
       const a = await newInstance(pool);
       const job = await store.createUpgradeJob({
-        id: uid("j"), poolId: pool, templateHash: "new", scope: "all", runner: "r1", runnerToken: "t",
+        id: uid("j"),
+        poolId: pool,
+        templateHash: "new",
+        scope: "all",
+        runner: "r1",
+        runnerToken: "t",
         items: [{ instanceId: a, state: "skipped", fromHash: "new", detail: "already current" }],
       });
       assert.equal(job.state, "done");

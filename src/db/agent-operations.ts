@@ -128,10 +128,19 @@ export async function listUpgradeJobs(db: Kysely<Database>, poolId: string | nul
   const items = await db
     .selectFrom("upgrade_job_items")
     .selectAll()
-    .where("job_id", "in", jobs.map((j) => j.id))
+    .where(
+      "job_id",
+      "in",
+      jobs.map((j) => j.id),
+    )
     .orderBy("position")
     .execute();
-  return jobs.map((j) => toJob(j, items.filter((i) => i.job_id === j.id)));
+  return jobs.map((j) =>
+    toJob(
+      j,
+      items.filter((i) => i.job_id === j.id),
+    ),
+  );
 }
 
 export async function heldUpgradeJobs(db: Kysely<Database>, runner: string): Promise<HeldUpgradeJob[]> {

@@ -36,8 +36,19 @@ function queueSuite(name: string, open: () => Promise<TestDatabase>) {
       return (await store.transition({ id, from: "starting", to: "idle", actor: "reconciler", reason: "healthy" }))!;
     };
     const pick = (pools: string[], over: Partial<ClaimPick> = {}): ClaimPick => ({
-      poolIds: pools, owner: "replica-a", attempt: uid("att"), attemptTtlMs: 60_000, claimKey: null, source: null,
-      agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [], ...over,
+      poolIds: pools,
+      owner: "replica-a",
+      attempt: uid("att"),
+      attemptTtlMs: 60_000,
+      claimKey: null,
+      source: null,
+      agentName: "Ada",
+      instructions: "x",
+      joinUrl: null,
+      profileImage: null,
+      metadata: null,
+      exclude: [],
+      ...over,
     });
     const join = async (pools: string[], over: { ttlMs?: number; maxLength?: number } = {}) => {
       const r = await store.joinClaimQueue({ poolIds: pools, owner: "replica-a", ttlMs: over.ttlMs ?? 60_000, maxLength: over.maxLength ?? 10 });
@@ -70,7 +81,11 @@ function queueSuite(name: string, open: () => Promise<TestDatabase>) {
       const t2 = await join([pool]);
       const inst = await idleInstance(pool);
       assert.deepEqual(await store.claimIdle(pick([pool])), { kind: "empty" }, "a claim that does not wait does not jump the queue");
-      assert.deepEqual(await store.claimIdle(pick([pool], { queue: { ticket: t2, serve: true } })), { kind: "empty" }, "the second waiter does not overtake the first");
+      assert.deepEqual(
+        await store.claimIdle(pick([pool], { queue: { ticket: t2, serve: true } })),
+        { kind: "empty" },
+        "the second waiter does not overtake the first",
+      );
       assert.equal((await store.getInstance(inst.id))?.status, "idle");
       const served = await store.claimIdle(pick([pool], { queue: { ticket: t1, serve: true } }));
       assert.equal(served.kind, "picked");

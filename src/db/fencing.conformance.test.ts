@@ -14,8 +14,22 @@ const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(seq++).
 
 function observation(id: string, expectedStatus: ObservationChange["expectedStatus"], status: ObservationChange["status"]): ObservationChange {
   return {
-    id, expectedStatus, status, reason: `observed ${status}`, providerRef: null, url: null, deployStatus: null, runtimeVersion: null,
-    image: null, healthCheckedAt: null, healthOkAt: null, healthFailures: 0, healthError: null, conversationId: null, resourceGone: false, runtimeType: null,
+    id,
+    expectedStatus,
+    status,
+    reason: `observed ${status}`,
+    providerRef: null,
+    url: null,
+    deployStatus: null,
+    runtimeVersion: null,
+    image: null,
+    healthCheckedAt: null,
+    healthOkAt: null,
+    healthFailures: 0,
+    healthError: null,
+    conversationId: null,
+    resourceGone: false,
+    runtimeType: null,
   };
 }
 
@@ -64,7 +78,10 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
       assert.equal(await store.setProviderRef(a.id, "ref-x", "http://x", "SUCCESS", lost), false);
       assert.equal((await store.getInstance(a.id))?.providerRef, null);
       // insertInstanceWithin
-      assert.equal(await store.insertInstanceWithin({ id: uid("i"), poolId: pool, provider: "memory", name: "n", gatewayToken: "t", reason: "r" }, { maxLive: 10 }, lost), null);
+      assert.equal(
+        await store.insertInstanceWithin({ id: uid("i"), poolId: pool, provider: "memory", name: "n", gatewayToken: "t", reason: "r" }, { maxLive: 10 }, lost),
+        null,
+      );
       // markDeleted (on a dead row)
       assert.ok(await store.transition({ id: a.id, from: "starting", to: "dead", actor: "reconciler", reason: "r", fence: { lease: current } }));
       assert.equal(await store.markDeleted(a.id, lost), false);
@@ -74,7 +91,13 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
       const b = await newInstance(pool);
       assert.deepEqual((await store.applyObservations([observation(b.id, "starting", "idle")], current)).applied, [b.id]);
       assert.equal(await store.setProviderRef(b.id, "ref-b", null, null, current), true);
-      assert.ok(await store.insertInstanceWithin({ id: uid("i"), poolId: pool, provider: "memory", name: "n", gatewayToken: "t", reason: "r" }, { maxLive: 10 }, current));
+      assert.ok(
+        await store.insertInstanceWithin(
+          { id: uid("i"), poolId: pool, provider: "memory", name: "n", gatewayToken: "t", reason: "r" },
+          { maxLive: 10 },
+          current,
+        ),
+      );
     });
 
     it("an expired lease fences like a lost one (database clock)", async () => {
@@ -92,16 +115,32 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
       const a = await newInstance(pool);
       await store.transition({ id: a.id, from: "starting", to: "idle", actor: "reconciler", reason: "r" });
       const pick = await store.claimIdle({
-        poolIds: [pool], owner: "o", attempt: "att-1", attemptTtlMs: 60_000, claimKey: "key-1", source: "landing",
-        agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
+        poolIds: [pool],
+        owner: "o",
+        attempt: "att-1",
+        attemptTtlMs: 60_000,
+        claimKey: "key-1",
+        source: "landing",
+        agentName: "Ada",
+        instructions: "x",
+        joinUrl: null,
+        profileImage: null,
+        metadata: null,
+        exclude: [],
       });
       assert.equal(pick.kind, "picked");
       const row = pick.kind === "picked" ? pick.instance : null;
       assert.deepEqual([row?.claimAttempt, row?.claimKey, row?.claimSource], ["att-1", "key-1", "landing"]);
       assert.ok(row?.claimDeadline && row.claimDeadline.getTime() > Date.now() + 30_000, "deadline from the database clock, a minute ahead");
-      assert.equal(await store.transition({ id: a.id, from: "claiming", to: "claimed", actor: "claim", reason: "r", fence: { claimAttempt: "att-other" } }), null);
+      assert.equal(
+        await store.transition({ id: a.id, from: "claiming", to: "claimed", actor: "claim", reason: "r", fence: { claimAttempt: "att-other" } }),
+        null,
+      );
       assert.equal(await store.transition({ id: a.id, from: "claiming", to: "claimed", actor: "claim", reason: "r", fence: { claimAttempt: null } }), null);
-      assert.equal((await store.transition({ id: a.id, from: "claiming", to: "claimed", actor: "claim", reason: "r", fence: { claimAttempt: "att-1" } }))?.status, "claimed");
+      assert.equal(
+        (await store.transition({ id: a.id, from: "claiming", to: "claimed", actor: "claim", reason: "r", fence: { claimAttempt: "att-1" } }))?.status,
+        "claimed",
+      );
     });
 
     it("staleClaims: only rows past their deadline plus the margin, by the database clock", async () => {
@@ -111,14 +150,31 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
         const a = await newInstance(pool);
         await store.transition({ id: a.id, from: "starting", to: "idle", actor: "reconciler", reason: "r" });
         await store.claimIdle({
-          poolIds: [pool], owner: "o", attempt: `att-${ttl}`, attemptTtlMs: ttl, claimKey: null, source: null,
-          agentName: "A", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
+          poolIds: [pool],
+          owner: "o",
+          attempt: `att-${ttl}`,
+          attemptTtlMs: ttl,
+          claimKey: null,
+          source: null,
+          agentName: "A",
+          instructions: "x",
+          joinUrl: null,
+          profileImage: null,
+          metadata: null,
+          exclude: [],
         });
         ids.push(a.id);
       }
       await sleep(30);
-      assert.deepEqual((await store.staleClaims(pool, 0, 10)).map((r) => r.id), [ids[0]]);
-      assert.deepEqual((await store.staleClaims(pool, 60_000, 10)).map((r) => r.id), [], "within the margin");
+      assert.deepEqual(
+        (await store.staleClaims(pool, 0, 10)).map((r) => r.id),
+        [ids[0]],
+      );
+      assert.deepEqual(
+        (await store.staleClaims(pool, 60_000, 10)).map((r) => r.id),
+        [],
+        "within the margin",
+      );
     });
 
     it("ensureOwnerId: the first candidate is kept for good", async () => {
@@ -182,7 +238,10 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
       while ((await store.pruneDeletedInstances(10, 50)) > 0);
       assert.equal(await store.getInstance(a.id), null, "the deleted row, once nothing refers to it");
       assert.ok(await store.getInstance(b.id));
-      assert.deepEqual((await store.beginIdempotentClaim({ poolId: pool, key: "live", owner: "o", attempt: "z", deadlineMs: 1, takeoverMarginMs: 0 })).state, "succeeded");
+      assert.deepEqual(
+        (await store.beginIdempotentClaim({ poolId: pool, key: "live", owner: "o", attempt: "z", deadlineMs: 1, takeoverMarginMs: 0 })).state,
+        "succeeded",
+      );
     });
 
     it("hints reach subscribers of the same store", async () => {
@@ -201,10 +260,15 @@ function fencing(name: string, open: () => Promise<TestDatabase>, opts: { multiP
           const got: PoolHint[] = [];
           await other.subscribeHints((h) => got.push(h));
           // The LISTEN connection may still be starting: publish until one arrives.
-          await waitFor("a hint from the other replica", async () => {
-            await store.publishHint({ pool: "p", kind: "bound", instanceId: "i-2" });
-            return got.length > 0;
-          }, 10_000, 100);
+          await waitFor(
+            "a hint from the other replica",
+            async () => {
+              await store.publishHint({ pool: "p", kind: "bound", instanceId: "i-2" });
+              return got.length > 0;
+            },
+            10_000,
+            100,
+          );
           assert.deepEqual(got[0], { pool: "p", kind: "bound", instanceId: "i-2" });
         } finally {
           await other.close();

@@ -6,14 +6,7 @@
  */
 import { Kysely, sql, type Dialect, type RawBuilder, type Selectable } from "kysely";
 import { PoolError } from "../errors.ts";
-import {
-  canTransition,
-  emptyCounts,
-  isInstanceStatus,
-  type InstanceStatus,
-  type StatusCounts,
-  type TransitionActor,
-} from "../instance/status.ts";
+import { canTransition, emptyCounts, isInstanceStatus, type InstanceStatus, type StatusCounts, type TransitionActor } from "../instance/status.ts";
 import type {
   ApplyResult,
   BeginOperation,
@@ -66,10 +59,43 @@ export const OBSERVATION_CHUNK_ROWS = 2_000;
 
 /** Every column of `instances` but the heavy claim fields (see Store.listInstances `lean`). */
 const LEAN_COLUMNS = [
-  "id", "pool_id", "provider", "provider_ref", "name", "url", "status", "deploy_status", "runtime_version", "runtime_type", "image",
-  "gateway_token", "health_checked_at", "health_ok_at", "health_failures", "health_error", "agent_name", "conversation_id",
-  "invite_url", "join_url", "claim_key", "claim_owner", "claim_attempt", "claim_deadline", "claim_source", "claim_started_at",
-  "claimed_at", "created_at", "updated_at", "status_changed_at", "deleted_at", "resource_gone_at", "template_hash", "protected", "op_kind", "op_token", "op_deadline",
+  "id",
+  "pool_id",
+  "provider",
+  "provider_ref",
+  "name",
+  "url",
+  "status",
+  "deploy_status",
+  "runtime_version",
+  "runtime_type",
+  "image",
+  "gateway_token",
+  "health_checked_at",
+  "health_ok_at",
+  "health_failures",
+  "health_error",
+  "agent_name",
+  "conversation_id",
+  "invite_url",
+  "join_url",
+  "claim_key",
+  "claim_owner",
+  "claim_attempt",
+  "claim_deadline",
+  "claim_source",
+  "claim_started_at",
+  "claimed_at",
+  "created_at",
+  "updated_at",
+  "status_changed_at",
+  "deleted_at",
+  "resource_gone_at",
+  "template_hash",
+  "protected",
+  "op_kind",
+  "op_token",
+  "op_deadline",
 ] as const;
 
 /** Statuses in which a row carries a claim (and so its idempotency key is unique). */
@@ -246,7 +272,13 @@ export class KyselyStore implements Store {
     const row = await this.#db.selectFrom("deployment").select("foreign_resources").executeTakeFirst();
     return parseJsonArray(row?.foreign_resources).flatMap((f) =>
       f && typeof f === "object" && typeof (f as ForeignResource).ref === "string"
-        ? [{ ref: (f as ForeignResource).ref, name: String((f as ForeignResource).name ?? ""), owner: typeof (f as ForeignResource).owner === "string" ? (f as ForeignResource).owner : null }]
+        ? [
+            {
+              ref: (f as ForeignResource).ref,
+              name: String((f as ForeignResource).name ?? ""),
+              owner: typeof (f as ForeignResource).owner === "string" ? (f as ForeignResource).owner : null,
+            },
+          ]
         : [],
     );
   }
@@ -324,7 +356,10 @@ export class KyselyStore implements Store {
 
   async listInstances(poolId: string | null, opts: { includeDeleted?: boolean; lean?: boolean } = {}): Promise<InstanceRecord[]> {
     let q = opts.lean
-      ? this.#db.selectFrom("instances").select(LEAN_COLUMNS).select([sql<null>`NULL`.as("instructions"), sql<null>`NULL`.as("claim_metadata"), sql<null>`NULL`.as("profile_image")])
+      ? this.#db
+          .selectFrom("instances")
+          .select(LEAN_COLUMNS)
+          .select([sql<null>`NULL`.as("instructions"), sql<null>`NULL`.as("claim_metadata"), sql<null>`NULL`.as("profile_image")])
       : this.#db.selectFrom("instances").selectAll();
     if (poolId !== null) q = q.where("pool_id", "=", poolId);
     if (!opts.includeDeleted) q = q.where("deleted_at", "is", null);
@@ -378,11 +413,11 @@ export class KyselyStore implements Store {
       if (seen.has(c.id)) throw new Error(`applyObservations: instance ${c.id} appears twice in one batch`);
       seen.add(c.id);
       if (c.status !== c.expectedStatus && !canTransition(c.expectedStatus, c.status, "reconciler")) {
-        throw new PoolError(
-          "INVALID_TRANSITION",
-          `reconciler may not move instance ${c.id} from ${c.expectedStatus} to ${c.status}`,
-          { id: c.id, from: c.expectedStatus, to: c.status },
-        );
+        throw new PoolError("INVALID_TRANSITION", `reconciler may not move instance ${c.id} from ${c.expectedStatus} to ${c.status}`, {
+          id: c.id,
+          from: c.expectedStatus,
+          to: c.status,
+        });
       }
     }
     const applied = new Set<string>();
@@ -444,11 +479,12 @@ export class KyselyStore implements Store {
     // Only the edges the table allows are tried: a row sitting in a disallowed `from` stays put.
     const allowed = froms.filter((f) => canTransition(f, req.to, req.actor));
     if (allowed.length === 0) {
-      throw new PoolError(
-        "INVALID_TRANSITION",
-        `${req.actor} may not move instance ${req.id} from ${froms.join("|")} to ${req.to}`,
-        { id: req.id, from: froms, to: req.to, actor: req.actor },
-      );
+      throw new PoolError("INVALID_TRANSITION", `${req.actor} may not move instance ${req.id} from ${froms.join("|")} to ${req.to}`, {
+        id: req.id,
+        from: froms,
+        to: req.to,
+        actor: req.actor,
+      });
     }
     const sets: RawBuilder<unknown>[] = [];
     for (const [field, value] of Object.entries(req.set ?? {}) as [keyof TransitionFields, unknown][]) {
@@ -505,13 +541,7 @@ export class KyselyStore implements Store {
   }
 
   async listEvents(instanceId: string, limit = 50): Promise<InstanceEvent[]> {
-    const rows = await this.#db
-      .selectFrom("instance_events")
-      .selectAll()
-      .where("instance_id", "=", instanceId)
-      .orderBy("id", "desc")
-      .limit(limit)
-      .execute();
+    const rows = await this.#db.selectFrom("instance_events").selectAll().where("instance_id", "=", instanceId).orderBy("id", "desc").limit(limit).execute();
     return rows.map(toEvent);
   }
 
@@ -525,7 +555,12 @@ export class KyselyStore implements Store {
       try {
         return await this.#claimIdle(pick);
       } catch (err) {
-        if (pick.claimKey === null || pgErrorCode(err) !== "23505" || !/claim_key/.test(String((err as { constraint?: string }).constraint ?? (err as Error).message))) throw err;
+        if (
+          pick.claimKey === null ||
+          pgErrorCode(err) !== "23505" ||
+          !/claim_key/.test(String((err as { constraint?: string }).constraint ?? (err as Error).message))
+        )
+          throw err;
       }
       const { rows } = await sql<InstanceRow>`
         SELECT * FROM instances
@@ -947,9 +982,7 @@ export class KyselyStore implements Store {
   async recordResourceUsage(updates: ReadonlyArray<{ id: string; limit: number | null; usage: number | null }>): Promise<number> {
     let written = 0;
     for (let i = 0; i < updates.length; i += 1_000) {
-      const values = updates
-        .slice(i, i + 1_000)
-        .map((u) => sql`(${u.id}::text, ${u.limit}::double precision, ${u.usage}::double precision)`);
+      const values = updates.slice(i, i + 1_000).map((u) => sql`(${u.id}::text, ${u.limit}::double precision, ${u.usage}::double precision)`);
       const { rows } = await sql<{ id: string }>`
         WITH v (id, lim, usage) AS (VALUES ${sql.join(values)})
         UPDATE instance_resources r SET spend_limit = v.lim, usage = v.usage, usage_at = now(), updated_at = now()
@@ -969,7 +1002,14 @@ export class KyselyStore implements Store {
        WHERE state <> 'deleted'
        GROUP BY pool_id, kind, state
        ORDER BY pool_id, kind, state`.execute(this.#db);
-    return rows.map((r) => ({ poolId: r.pool_id, kind: r.kind, state: r.state as ResourceState, count: Number(r.n), usage: Number(r.usage), limit: Number(r.lim) }));
+    return rows.map((r) => ({
+      poolId: r.pool_id,
+      kind: r.kind,
+      state: r.state as ResourceState,
+      count: Number(r.n),
+      usage: Number(r.usage),
+      limit: Number(r.lim),
+    }));
   }
 
   async pruneDeletedResources(olderThanMs: number, batch: number): Promise<number> {
@@ -1031,7 +1071,11 @@ export class KyselyStore implements Store {
     return agentOps.heartbeatUpgradeJob(this.#db, job);
   }
 
-  updateUpgradeItem(job: HeldUpgradeJob, instanceId: string, patch: { state: UpgradeItemState; detail?: string | null; toHash?: string | null }): Promise<boolean> {
+  updateUpgradeItem(
+    job: HeldUpgradeJob,
+    instanceId: string,
+    patch: { state: UpgradeItemState; detail?: string | null; toHash?: string | null },
+  ): Promise<boolean> {
     return agentOps.updateUpgradeItem(this.#db, job, instanceId, patch);
   }
 
@@ -1148,10 +1192,7 @@ export function toInstance(r: InstanceRow): InstanceRecord {
     inviteUrl: r.invite_url,
     joinUrl: r.join_url,
     profileImage: r.profile_image,
-    claimMetadata:
-      meta === null || meta === undefined
-        ? null
-        : ((typeof meta === "string" ? JSON.parse(meta) : meta) as Record<string, unknown>),
+    claimMetadata: meta === null || meta === undefined ? null : ((typeof meta === "string" ? JSON.parse(meta) : meta) as Record<string, unknown>),
     claimKey: r.claim_key,
     claimOwner: r.claim_owner,
     claimAttempt: r.claim_attempt,
@@ -1210,7 +1251,16 @@ function toEvent(r: Selectable<InstanceEventsTable>): InstanceEvent {
 }
 
 function parseJsonArray(v: unknown): unknown[] {
-  const parsed = typeof v === "string" ? (() => { try { return JSON.parse(v) as unknown; } catch { return []; } })() : v;
+  const parsed =
+    typeof v === "string"
+      ? (() => {
+          try {
+            return JSON.parse(v) as unknown;
+          } catch {
+            return [];
+          }
+        })()
+      : v;
   return Array.isArray(parsed) ? parsed : [];
 }
 

@@ -27,9 +27,7 @@ const MIGRATIONS_DIR = new URL("./migrations/", import.meta.url);
 /** The migration files, ordered by their numeric prefix. */
 export async function listMigrations(): Promise<Migration[]> {
   const names = (await readdir(MIGRATIONS_DIR)).filter((n) => /^\d+_.+\.sql$/.test(n)).sort();
-  return Promise.all(
-    names.map(async (n) => ({ id: n.slice(0, -".sql".length), sql: await readFile(new URL(n, MIGRATIONS_DIR), "utf8") })),
-  );
+  return Promise.all(names.map(async (n) => ({ id: n.slice(0, -".sql".length), sql: await readFile(new URL(n, MIGRATIONS_DIR), "utf8") })));
 }
 
 /** Applies the migrations not yet recorded; returns the ids applied (empty when up to date). */
@@ -42,9 +40,7 @@ export async function migrate(session: MigrationSession): Promise<string[]> {
     // migration behind the lock, and a migration of a large table may take longer than a query.
     await session.exec("SET LOCAL statement_timeout = 0");
     await session.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
-    await session.exec(
-      "CREATE TABLE IF NOT EXISTS schema_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-    );
+    await session.exec("CREATE TABLE IF NOT EXISTS schema_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
     const done = new Set((await session.query<{ id: string }>("SELECT id FROM schema_migrations")).map((r) => r.id));
     for (const m of migrations) {
       if (done.has(m.id)) continue;

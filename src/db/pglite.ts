@@ -186,10 +186,7 @@ class PgliteSessionClient implements PostgresPoolClient {
 
   query<R>(sql: string, parameters: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>>;
   query<R>(cursor: PostgresCursor<R>): PostgresCursor<R>;
-  query<R>(
-    sqlOrCursor: string | PostgresCursor<R>,
-    parameters?: ReadonlyArray<unknown>,
-  ): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
+  query<R>(sqlOrCursor: string | PostgresCursor<R>, parameters?: ReadonlyArray<unknown>): Promise<PostgresQueryResult<R>> | PostgresCursor<R> {
     if (typeof sqlOrCursor !== "string") throw new Error("PGlite adapter: cursors are not supported");
     return this.#run<R>(sqlOrCursor, parameters ?? []);
   }
@@ -249,7 +246,6 @@ export function pgliteMigrationSession(db: PGlite): MigrationSession {
     exec: async (sqlText) => {
       await db.exec(sqlText);
     },
-    query: async <R>(sqlText: string, params?: readonly unknown[]) =>
-      (await db.query<R>(sqlText, params ? [...params] : [])).rows,
+    query: async <R>(sqlText: string, params?: readonly unknown[]) => (await db.query<R>(sqlText, params ? [...params] : [])).rows,
   };
 }

@@ -49,13 +49,31 @@ function history(name: string, open: () => Promise<TestDatabase>) {
       // A write can land just after a minute turns: allow for two buckets, and sum them.
       assert.ok(rows.length >= 1 && rows.length <= 2);
       const sum = (f: (r: (typeof rows)[number]) => number) => rows.reduce((n, r) => n + f(r), 0);
-      assert.equal(sum((r) => r.claimsWarm), 5);
-      assert.equal(sum((r) => r.claimsWaited), 2);
-      assert.equal(sum((r) => r.claimsEmpty), 1);
-      assert.equal(sum((r) => r.waitMsSum), 1_000);
+      assert.equal(
+        sum((r) => r.claimsWarm),
+        5,
+      );
+      assert.equal(
+        sum((r) => r.claimsWaited),
+        2,
+      );
+      assert.equal(
+        sum((r) => r.claimsEmpty),
+        1,
+      );
+      assert.equal(
+        sum((r) => r.waitMsSum),
+        1_000,
+      );
       assert.equal(Math.max(...rows.map((r) => r.waitMsMax)), 900);
-      assert.equal(sum((r) => r.refills), 1);
-      assert.equal(sum((r) => r.idleSeconds), 42.5);
+      assert.equal(
+        sum((r) => r.refills),
+        1,
+      );
+      assert.equal(
+        sum((r) => r.idleSeconds),
+        42.5,
+      );
       const merged = new Array<number>(LATENCY_BUCKETS).fill(0);
       for (const r of rows) {
         for (const [i, n] of r.latencyHist.entries()) merged[i]! += n;
@@ -70,7 +88,10 @@ function history(name: string, open: () => Promise<TestDatabase>) {
       await store.addPoolHistory([write(pool, { claimsWarm: 1 })]);
       let { rows } = await store.poolHistory(pool, 3_600_000);
       const withSnap = rows.filter((r) => r.idle !== null);
-      assert.deepEqual(withSnap.map((r) => [r.idle, r.starting, r.claimed, r.other, r.target, r.targetSummary]), [[4, 1, 2, 0, 5, snap.targetSummary]]);
+      assert.deepEqual(
+        withSnap.map((r) => [r.idle, r.starting, r.claimed, r.other, r.target, r.targetSummary]),
+        [[4, 1, 2, 0, 5, snap.targetSummary]],
+      );
       await store.addPoolHistory([write(pool, { snapshot: { ...snap, idle: 7, target: 8 } })]);
       ({ rows } = await store.poolHistory(pool, 3_600_000));
       assert.equal(rows.at(-1)!.idle, 7);
@@ -80,10 +101,7 @@ function history(name: string, open: () => Promise<TestDatabase>) {
     it("files a bucket under the database's minute the write is about, and counts arrivals over a window", async () => {
       const pool = await newPool();
       const other = await newPool();
-      await store.addPoolHistory([
-        write(pool, { ageMs: 10 * 60_000, claimsWarm: 4, claimsEmpty: 2, claimsFailed: 9 }),
-        write(other, { claimsWarm: 50 }),
-      ]);
+      await store.addPoolHistory([write(pool, { ageMs: 10 * 60_000, claimsWarm: 4, claimsEmpty: 2, claimsFailed: 9 }), write(other, { claimsWarm: 50 })]);
       await store.addPoolHistory([write(pool, { ageMs: 2 * 60_000, claimsWaited: 3 })]);
       await store.addPoolHistory([write(pool, { ageMs: 40 * 60_000, claimsWarm: 100 })]);
       const { rows, now } = await store.poolHistory(pool, 3_600_000);

@@ -69,7 +69,11 @@ export async function poolHistory(db: Kysely<Database>, poolId: string, sinceMs:
  * Claims that wanted an instance (warm, waited, empty) in the pool's last `windowMs`, the oldest
  * minute counted, and the database's now: what the planner's arrival rate is made from.
  */
-export async function claimArrivals(db: Kysely<Database>, poolId: string, windowMs: number): Promise<{ arrivals: number; oldestMinute: Date | null; now: Date }> {
+export async function claimArrivals(
+  db: Kysely<Database>,
+  poolId: string,
+  windowMs: number,
+): Promise<{ arrivals: number; oldestMinute: Date | null; now: Date }> {
   const { rows } = await sql<{ arrivals: number; oldest: Date | string | null; now: Date | string }>`
     SELECT COALESCE(sum(claims_warm + claims_waited + claims_empty), 0)::int AS arrivals, min(minute) AS oldest, now() AS now
       FROM pool_history WHERE pool_id = ${poolId} AND minute >= now() - ${ms(windowMs)}`.execute(db);

@@ -26,7 +26,9 @@ describe(`Postgres settings: ${postgresLabel}`, () => {
     const { pool } = openPostgres(server.url, { max: 3, statementTimeoutMs: 150 });
     try {
       assert.equal(pool.options.max, 3);
-      const shown = await Promise.all([1, 2, 3].map(async () => (await pool.query<{ statement_timeout: string }>("SHOW statement_timeout")).rows[0]!.statement_timeout));
+      const shown = await Promise.all(
+        [1, 2, 3].map(async () => (await pool.query<{ statement_timeout: string }>("SHOW statement_timeout")).rows[0]!.statement_timeout),
+      );
       assert.deepEqual(shown, ["150ms", "150ms", "150ms"]);
       await assert.rejects(pool.query("SELECT pg_sleep(2)"), (err: { code?: string }) => err.code === "57014", "query_canceled by the server");
       assert.equal((await pool.query("SELECT 1 AS one")).rows[0].one, 1, "the pool works after a cancelled statement");
@@ -53,10 +55,15 @@ describe(`Postgres settings: ${postgresLabel}`, () => {
       await holder.query("BEGIN");
       await holder.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
       const opening = openStore({ databaseUrl: fresh.url, postgres: { statementTimeoutMs: 100, poolMax: 2 } });
-      await waitFor("the new replica waiting for the migration lock", async () => {
-        const { rows } = await holder.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
-        return rows[0].n === 1;
-      }, 10_000, 10);
+      await waitFor(
+        "the new replica waiting for the migration lock",
+        async () => {
+          const { rows } = await holder.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+          return rows[0].n === 1;
+        },
+        10_000,
+        10,
+      );
       // Held well past the 100 ms timeout: the waiting lock statement must not be cancelled.
       await new Promise((r) => setTimeout(r, 600));
       await holder.query("COMMIT");

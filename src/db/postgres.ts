@@ -47,10 +47,7 @@ export function openPostgresPool(databaseUrl: string, opts: PostgresPoolOptions 
 }
 
 /** Runs `fn` with a migration session on one pooled connection. */
-export async function withPostgresMigrationSession<T>(
-  pool: pg.Pool,
-  fn: (session: MigrationSession) => Promise<T>,
-): Promise<T> {
+export async function withPostgresMigrationSession<T>(pool: pg.Pool, fn: (session: MigrationSession) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let failed: Error | undefined;
   try {
@@ -58,8 +55,7 @@ export async function withPostgresMigrationSession<T>(
       exec: async (sqlText) => {
         await client.query(sqlText); // no params: simple protocol, several statements allowed
       },
-      query: async <R>(sqlText: string, params?: readonly unknown[]) =>
-        (await client.query(sqlText, params ? [...params] : [])).rows as R[],
+      query: async <R>(sqlText: string, params?: readonly unknown[]) => (await client.query(sqlText, params ? [...params] : [])).rows as R[],
     });
   } catch (err) {
     failed = err instanceof Error ? err : new Error(String(err));

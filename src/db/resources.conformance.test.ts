@@ -69,8 +69,13 @@ function resources(name: string, open: () => Promise<TestDatabase>) {
       assert.ok(await intent(pool, d, "openrouter", current));
       // On demand: the statuses the caller allows (never a dead row, whatever it asks).
       const nameOf = (i: string) => `ap:own01:${pool}:test:${i}`;
-      assert.ok(await store.insertResourceIntent({ id: uid("r"), instanceId: b, poolId: pool, kind: "inbox", name: nameOf(b) }, undefined, ["idle", "claimed"]));
-      assert.equal(await store.insertResourceIntent({ id: uid("r"), instanceId: c, poolId: pool, kind: "inbox", name: nameOf(c) }, undefined, ["dead", "idle"]), null);
+      assert.ok(
+        await store.insertResourceIntent({ id: uid("r"), instanceId: b, poolId: pool, kind: "inbox", name: nameOf(b) }, undefined, ["idle", "claimed"]),
+      );
+      assert.equal(
+        await store.insertResourceIntent({ id: uid("r"), instanceId: c, poolId: pool, kind: "inbox", name: nameOf(c) }, undefined, ["dead", "idle"]),
+        null,
+      );
     });
 
     it("records a create's answer once; a released row keeps its state but learns its ref", async () => {
@@ -86,7 +91,10 @@ function resources(name: string, open: () => Promise<TestDatabase>) {
       const b = await newInstance(pool);
       const rb = (await intent(pool, b))!;
       const released = await store.releaseResources(b);
-      assert.deepEqual(released.map((x) => [x.id, x.state]), [[rb.id, "deleting"]]);
+      assert.deepEqual(
+        released.map((x) => [x.id, x.state]),
+        [[rb.id, "deleting"]],
+      );
       const late = await store.recordResourceCreated(rb.id, "hash-b", 20, null);
       assert.deepEqual([late?.state, late?.ref, late?.usage], ["deleting", "hash-b", null]);
       // Once deleted, nothing is recorded any more.
@@ -118,7 +126,13 @@ function resources(name: string, open: () => Promise<TestDatabase>) {
       await store.markResourceFailed(r2.id, "boom");
       await store.markResourceDeleted(r3.id);
       const released = await store.releaseResources(a);
-      assert.deepEqual(released.map((x) => [x.id, x.state]).sort(), [[r1.id, "deleting"], [r2.id, "deleting"]].sort());
+      assert.deepEqual(
+        released.map((x) => [x.id, x.state]).sort(),
+        [
+          [r1.id, "deleting"],
+          [r2.id, "deleting"],
+        ].sort(),
+      );
       assert.deepEqual((await store.releaseResources(a)).map((x) => x.id).sort(), [r1.id, r2.id].sort());
     });
 
@@ -132,7 +146,12 @@ function resources(name: string, open: () => Promise<TestDatabase>) {
       const rd = (await intent(pool, dead))!;
       const rr = (await intent(pool, released))!;
       await intent(pool, noRef);
-      for (const [r, h] of [[rl, "hl"], [rd, "hd"], [rr, "hr"]] as const) await store.recordResourceCreated(r.id, h, 1, 0);
+      for (const [r, h] of [
+        [rl, "hl"],
+        [rd, "hd"],
+        [rr, "hr"],
+      ] as const)
+        await store.recordResourceCreated(r.id, h, 1, 0);
       await kill(dead);
       await kill(noRef);
       await store.releaseResources(released);
@@ -181,7 +200,10 @@ function resources(name: string, open: () => Promise<TestDatabase>) {
       const by = new Map(owners.map((o) => [o.instanceId, o]));
       assert.equal(owners.length, 3);
       assert.equal(by.get(a)?.instanceLive, true);
-      assert.deepEqual(by.get(a)?.resources.map((r) => r.ref), ["ha"]);
+      assert.deepEqual(
+        by.get(a)?.resources.map((r) => r.ref),
+        ["ha"],
+      );
       assert.equal(by.get(b)?.instanceLive, false);
       assert.equal(by.get("i-missing")?.instanceLive, false);
       assert.deepEqual(by.get("i-missing")?.resources, []);
@@ -196,16 +218,30 @@ function resources(name: string, open: () => Promise<TestDatabase>) {
       const rb = (await intent(pool, b))!;
       await store.recordResourceCreated(ra.id, "ha", 20, 0);
       await store.recordResourceCreated(rb.id, "hb", 20, 0);
-      assert.equal(await store.recordResourceUsage([{ id: ra.id, limit: 40, usage: 1.25 }, { id: rb.id, limit: 20, usage: 3.5 }, { id: "r-none", limit: 1, usage: 1 }]), 2);
+      assert.equal(
+        await store.recordResourceUsage([
+          { id: ra.id, limit: 40, usage: 1.25 },
+          { id: rb.id, limit: 20, usage: 3.5 },
+          { id: "r-none", limit: 1, usage: 1 },
+        ]),
+        2,
+      );
       assert.equal(await store.recordResourceUsage([]), 0);
       const [row] = await store.listResources({ instanceId: a });
       assert.deepEqual([row?.limit, row?.usage], [40, 1.25]);
       const totals = (await store.resourceTotals()).filter((t) => t.poolId === pool);
       assert.deepEqual(totals, [{ poolId: pool, kind: "openrouter", state: "ready", count: 2, usage: 4.75, limit: 60 }]);
-      assert.deepEqual((await store.listResources({ poolId: pool })).map((r) => r.id), [ra.id, rb.id]);
+      assert.deepEqual(
+        (await store.listResources({ poolId: pool })).map((r) => r.id),
+        [ra.id, rb.id],
+      );
 
       await store.markResourceDeleted(ra.id);
-      assert.deepEqual((await store.listResources({ poolId: pool })).map((r) => r.id), [rb.id], "deleted rows are not listed");
+      assert.deepEqual(
+        (await store.listResources({ poolId: pool })).map((r) => r.id),
+        [rb.id],
+        "deleted rows are not listed",
+      );
       assert.equal(await store.pruneDeletedResources(60_000, 100), 0, "too recent");
       await sleep(30);
       assert.ok((await store.pruneDeletedResources(10, 100)) >= 1);

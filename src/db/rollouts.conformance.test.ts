@@ -46,7 +46,8 @@ function rollouts(name: string, open: () => Promise<TestDatabase>) {
       const id = uid("i");
       await store.insertInstance({ id, poolId: pool, provider: "memory", name: id, gatewayToken: `tok-${id}`, templateHash: hash, reason: "test" });
       await store.setProviderRef(id, `ref-${id}`, null, "SUCCESS");
-      if (status !== "starting") await store.transition({ id, from: "starting", to: status === "claimed" ? "idle" : status, actor: "reconciler", reason: "up" });
+      if (status !== "starting")
+        await store.transition({ id, from: "starting", to: status === "claimed" ? "idle" : status, actor: "reconciler", reason: "up" });
       if (status === "claimed") {
         await store.transition({ id, from: "idle", to: "claiming", actor: "claim", reason: "claim" });
       }
@@ -54,7 +55,10 @@ function rollouts(name: string, open: () => Promise<TestDatabase>) {
       return id;
     };
     const start = (pool: string, to: string, over: Partial<NewRollout> = {}, fence?: Lease) =>
-      store.rollouts.start({ poolId: pool, fromHash: "h0", toHash: to, reason: "template changed", target: 2, remaining: 0, maxSurge: 2, haltAfter: 3, ...over }, fence);
+      store.rollouts.start(
+        { poolId: pool, fromHash: "h0", toHash: to, reason: "template changed", target: 2, remaining: 0, maxSurge: 2, haltAfter: 3, ...over },
+        fence,
+      );
     const progress = { remaining: 3, created: 1, failed: 0, failuresInARow: 0, inFlight: 1, claimable: 4 };
 
     it("starts once per change, only for the pool's current template, and supersedes the one that runs", async () => {

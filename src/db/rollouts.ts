@@ -236,7 +236,13 @@ export class KyselyRolloutStore implements RolloutStore {
   async outcomes(poolId: string, toHash: string, since: Date): Promise<RolloutOutcome[]> {
     // Only the reconciler's verdicts count as failures: an operator's kill of a starting instance
     // says nothing about the template.
-    const { rows } = await sql<{ id: string; created_at: Date | string; idle_at: Date | string | null; dead_at: Date | string | null; dead_reason: string | null }>`
+    const { rows } = await sql<{
+      id: string;
+      created_at: Date | string;
+      idle_at: Date | string | null;
+      dead_at: Date | string | null;
+      dead_reason: string | null;
+    }>`
       SELECT i.id, i.created_at,
              (SELECT min(e.at) FROM instance_events e WHERE e.instance_id = i.id AND e.to_status = 'idle') AS idle_at,
              d.at AS dead_at, d.reason AS dead_reason
@@ -259,7 +265,8 @@ export class KyselyRolloutStore implements RolloutStore {
 
   async retire(rolloutId: number, instanceId: string, floor: number, reason: string, fence?: Lease): Promise<InstanceRecord | null> {
     // The edges this write takes must stay inside the transition table.
-    if (!canTransition("idle", "dead", "reconciler") || !canTransition("sleeping", "dead", "reconciler")) throw new Error("retire: the transition table no longer allows it");
+    if (!canTransition("idle", "dead", "reconciler") || !canTransition("sleeping", "dead", "reconciler"))
+      throw new Error("retire: the transition table no longer allows it");
     // `cur` locks the instance row: a claim's `FOR UPDATE SKIP LOCKED` passes it by, and a claim
     // that locked it first makes this statement wait and then find it no longer idle. The floor is
     // counted in the same statement, so claims that landed since the pass read its rows count.

@@ -81,7 +81,10 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
           assert.deepEqual(await migrate(s), expected);
           assert.deepEqual(await migrate(s), []);
           const rows = await s.query<{ id: string }>("SELECT id FROM schema_migrations ORDER BY id");
-          assert.deepEqual(rows.map((r) => r.id), expected);
+          assert.deepEqual(
+            rows.map((r) => r.id),
+            expected,
+          );
         });
       } finally {
         await fresh.stop();
@@ -148,7 +151,13 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       assert.ok(events[0]?.at instanceof Date);
 
       const withImage = await store.insertInstance({
-        id: uid("i"), poolId, provider: "local", name: "x", gatewayToken: "t", image: "img:1", reason: "r",
+        id: uid("i"),
+        poolId,
+        provider: "local",
+        name: "x",
+        gatewayToken: "t",
+        image: "img:1",
+        reason: "r",
       });
       assert.equal(withImage.image, "img:1");
       assert.equal(await store.getInstance("no-such-instance"), null);
@@ -218,9 +227,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       await store.applyObservations([observation(inst.id, "starting", "idle", { conversationId: "conv-keep" })]);
       const before = await store.getInstance(inst.id);
       await sleep(10);
-      const res = await store.applyObservations([
-        observation(inst.id, "idle", "idle", { healthFailures: 2, healthError: "timeout", conversationId: null }),
-      ]);
+      const res = await store.applyObservations([observation(inst.id, "idle", "idle", { healthFailures: 2, healthError: "timeout", conversationId: null })]);
       assert.deepEqual(res, { applied: [inst.id], skipped: [] });
       const got = await store.getInstance(inst.id);
       assert.equal(got?.healthFailures, 2);
@@ -234,10 +241,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       const moved = await newInstance();
       const fine = await newInstance();
       await store.applyObservations([observation(moved.id, "starting", "idle")]);
-      const res = await store.applyObservations([
-        observation(moved.id, "starting", "dead", { healthFailures: 9 }),
-        observation(fine.id, "starting", "idle"),
-      ]);
+      const res = await store.applyObservations([observation(moved.id, "starting", "dead", { healthFailures: 9 }), observation(fine.id, "starting", "idle")]);
       assert.deepEqual(res, { applied: [fine.id], skipped: [moved.id] });
       const got = await store.getInstance(moved.id);
       assert.equal(got?.status, "idle");
@@ -277,9 +281,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
         ids.push(...batch.map((b) => b.id));
       }
       const sent = store.statementCount;
-      const res = await store.applyObservations(
-        ids.map((id, n) => observation(id, "starting", "idle", { healthFailures: n % 3, url: `http://a/${n}` })),
-      );
+      const res = await store.applyObservations(ids.map((id, n) => observation(id, "starting", "idle", { healthFailures: n % 3, url: `http://a/${n}` })));
       assert.equal(store.statementCount - sent, Math.ceil(3000 / OBSERVATION_CHUNK_ROWS));
       assert.equal(res.applied.length, 3000);
       assert.deepEqual(res.applied, ids);
@@ -356,10 +358,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       );
       assert.equal(store.statementCount, sent);
       // Of several `from`s only the allowed edges are tried: a row in a disallowed one stays put.
-      assert.equal(
-        await store.transition({ id: inst.id, from: ["starting", "claiming"], to: "idle", actor: "sweeper", reason: "r" }),
-        null,
-      );
+      assert.equal(await store.transition({ id: inst.id, from: ["starting", "claiming"], to: "idle", actor: "sweeper", reason: "r" }), null);
       assert.equal((await store.getInstance(inst.id))?.status, "starting");
     });
 
@@ -371,10 +370,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
         store.transition({ id: inst.id, from: "claiming", to: "idle", actor: "reconciler", reason: "r" }),
         assertPoolError("INVALID_TRANSITION"),
       );
-      await assert.rejects(
-        store.applyObservations([observation(inst.id, "claiming", "crashed")]),
-        assertPoolError("INVALID_TRANSITION"),
-      );
+      await assert.rejects(store.applyObservations([observation(inst.id, "claiming", "crashed")]), assertPoolError("INVALID_TRANSITION"));
       // Bookkeeping on a claiming row is fine; only the status is off limits.
       assert.deepEqual((await store.applyObservations([observation(inst.id, "claiming", "claiming")])).applied, [inst.id]);
       const back = await store.transition({ id: inst.id, from: "claiming", to: "idle", actor: "sweeper", reason: "stale claim" });
@@ -409,7 +405,10 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       const got = await store.getInstance(inst.id);
       assert.ok(got?.deletedAt instanceof Date);
       assert.deepEqual(await store.listInstances(p), []);
-      assert.deepEqual((await store.listInstances(p, { includeDeleted: true })).map((i) => i.id), [inst.id]);
+      assert.deepEqual(
+        (await store.listInstances(p, { includeDeleted: true })).map((i) => i.id),
+        [inst.id],
+      );
       assert.deepEqual((await store.applyObservations([observation(inst.id, "dead", "dead")])).skipped, [inst.id]);
       await sleep(5);
       assert.equal(await store.markDeleted(inst.id), false);
@@ -424,16 +423,25 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
         ids.push((await newInstance(p)).id);
         await sleep(3);
       }
-      assert.deepEqual((await store.listInstances(p)).map((i) => i.id), ids);
+      assert.deepEqual(
+        (await store.listInstances(p)).map((i) => i.id),
+        ids,
+      );
 
       const id = ids[0]!;
       await store.applyObservations([observation(id, "starting", "idle", { reason: "r1" })]);
       await store.applyObservations([observation(id, "idle", "sleeping", { reason: "r2" })]);
       await store.applyObservations([observation(id, "sleeping", "starting", { reason: "r3" })]);
       const events = await store.listEvents(id);
-      assert.deepEqual(events.map((e) => e.toStatus), ["starting", "sleeping", "idle", "starting"]);
+      assert.deepEqual(
+        events.map((e) => e.toStatus),
+        ["starting", "sleeping", "idle", "starting"],
+      );
       assert.ok(events.every((e, i) => i === 0 || e.id < events[i - 1]!.id));
-      assert.deepEqual((await store.listEvents(id, 2)).map((e) => e.reason), ["r3", "r2"]);
+      assert.deepEqual(
+        (await store.listEvents(id, 2)).map((e) => e.reason),
+        ["r3", "r2"],
+      );
     });
 
     it("listPoolEventsSince: the pool's events after an id, oldest first, with a limit; lastPoolEventId", async () => {
@@ -449,11 +457,28 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       await store.applyObservations([observation(b.id, "starting", "idle", { reason: "b idle" })]);
 
       const all = await store.listPoolEventsSince(p, 0);
-      assert.deepEqual(all.map((e) => [e.instanceId, e.toStatus]), [[a.id, "starting"], [b.id, "starting"], [a.id, "idle"], [b.id, "idle"]]);
-      assert.ok(all.every((e, i) => i === 0 || e.id > all[i - 1]!.id), "oldest first");
+      assert.deepEqual(
+        all.map((e) => [e.instanceId, e.toStatus]),
+        [
+          [a.id, "starting"],
+          [b.id, "starting"],
+          [a.id, "idle"],
+          [b.id, "idle"],
+        ],
+      );
+      assert.ok(
+        all.every((e, i) => i === 0 || e.id > all[i - 1]!.id),
+        "oldest first",
+      );
       assert.equal(await store.lastPoolEventId(p), all.at(-1)!.id);
-      assert.deepEqual((await store.listPoolEventsSince(p, all[1]!.id)).map((e) => e.reason), ["a idle", "b idle"]);
-      assert.deepEqual((await store.listPoolEventsSince(p, 0, 2)).map((e) => e.id), [all[0]!.id, all[1]!.id]);
+      assert.deepEqual(
+        (await store.listPoolEventsSince(p, all[1]!.id)).map((e) => e.reason),
+        ["a idle", "b idle"],
+      );
+      assert.deepEqual(
+        (await store.listPoolEventsSince(p, 0, 2)).map((e) => e.id),
+        [all[0]!.id, all[1]!.id],
+      );
       assert.deepEqual(await store.listPoolEventsSince(p, all.at(-1)!.id), []);
       assert.deepEqual(await store.listPoolEventsSince("no-such-pool", 0), []);
     });
@@ -515,9 +540,7 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       await store.upsertPool({ id: pool, minIdle: 0, maxTotal: 5 });
       const stores = opts.multiProcess ? [store, await db.open(), await db.open()] : [store];
       try {
-        const results = await Promise.all(
-          Array.from({ length: 12 }, (_, i) => stores[i % stores.length]!.insertInstanceWithin(spec(pool), { maxLive: 5 })),
-        );
+        const results = await Promise.all(Array.from({ length: 12 }, (_, i) => stores[i % stores.length]!.insertInstanceWithin(spec(pool), { maxLive: 5 })));
         assert.equal(results.filter(Boolean).length, 5);
         assert.equal((await store.listInstances(pool)).length, 5);
       } finally {
@@ -552,8 +575,19 @@ function conformance(name: string, open: () => Promise<TestDatabase>, opts: { mu
       return (await store.transition({ id: inst.id, from: "starting", to: "idle", actor: "reconciler", reason: "healthy" }))!;
     };
     const pick = (pool: string, over: Partial<ClaimPick> = {}): ClaimPick => ({
-      poolIds: [pool], owner: "replica-a", attempt: uid("att"), attemptTtlMs: 60_000, claimKey: null, source: null,
-      agentName: "Ada", instructions: "Be brief", joinUrl: null, profileImage: null, metadata: { a: 1 }, exclude: [], ...over,
+      poolIds: [pool],
+      owner: "replica-a",
+      attempt: uid("att"),
+      attemptTtlMs: 60_000,
+      claimKey: null,
+      source: null,
+      agentName: "Ada",
+      instructions: "Be brief",
+      joinUrl: null,
+      profileImage: null,
+      metadata: { a: 1 },
+      exclude: [],
+      ...over,
     });
 
     it("claimIdle takes an idle instance to claiming with the claim's fields, skips excluded ones, then reports empty", async () => {
@@ -741,7 +775,10 @@ describe("PGlite data directory", () => {
       });
       await assert.rejects(a);
       await b;
-      assert.deepEqual((await db.selectFrom("t").select("v").execute()).map((r) => r.v), ["b"]);
+      assert.deepEqual(
+        (await db.selectFrom("t").select("v").execute()).map((r) => r.v),
+        ["b"],
+      );
       const upd = await db.updateTable("t").set({ v: "c" }).executeTakeFirst();
       assert.equal(upd.numUpdatedRows, 1n, "command/rowCount reach Kysely");
 

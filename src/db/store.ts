@@ -327,10 +327,7 @@ export interface PoolHint {
   instanceId?: string;
 }
 
-export type IdempotentClaimState =
-  | { state: "new" }
-  | { state: "running" }
-  | { state: "succeeded"; result: Record<string, unknown> };
+export type IdempotentClaimState = { state: "new" } | { state: "running" } | { state: "succeeded"; result: Record<string, unknown> };
 
 // ---- per-instance resources (issue 12) ----
 
@@ -407,9 +404,7 @@ export interface BeginOperation {
 }
 
 /** What the row held when an operation could not take it (for a clear refusal). */
-export type BeginOperationResult =
-  | { kind: "begun"; instance: InstanceRecord }
-  | { kind: "refused"; instance: InstanceRecord | null };
+export type BeginOperationResult = { kind: "begun"; instance: InstanceRecord } | { kind: "refused"; instance: InstanceRecord | null };
 
 export type UpgradeJobScope = "instance" | "ids" | "all";
 export type UpgradeItemState = "pending" | "running" | "upgraded" | "failed" | "skipped";

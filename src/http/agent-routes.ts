@@ -86,7 +86,12 @@ export function registerAgentRoutes(app: PoolServer, deps: AgentRouteDeps): void
     "/api/upgrades/:id",
     {
       onRequest: auth,
-      schema: { description: "An upgrade job: its state, counts and each agent's outcome.", security, params: JobIdParams, response: { 200: UpgradeJobAnswer, ...errs } },
+      schema: {
+        description: "An upgrade job: its state, counts and each agent's outcome.",
+        security,
+        params: JobIdParams,
+        response: { 200: UpgradeJobAnswer, ...errs },
+      },
     },
     async (req) => ({ job: upgradeJobView(await agents.job(req.params.id)) }),
   );
@@ -111,7 +116,8 @@ export function registerAgentRoutes(app: PoolServer, deps: AgentRouteDeps): void
     {
       onRequest: auth,
       schema: {
-        description: "The pool's live instances counted by template (the current one or an older one), runtime type and version (as /pool/health reports them) and status.",
+        description:
+          "The pool's live instances counted by template (the current one or an older one), runtime type and version (as /pool/health reports them) and status.",
         security,
         params: PoolIdParams,
         response: { 200: VersionsView, ...errs },

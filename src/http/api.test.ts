@@ -28,7 +28,17 @@ describe("ClaimBody", () => {
   });
 
   it("still refuses bad values of known fields", () => {
-    for (const body of [{ agentName: "" }, { agentName: 1 }, { instructions: null }, { source: "" }, { source: "x".repeat(65) }, { joinUrl: "javascript:alert(1)" }, { waitMs: -1 }, null, []]) {
+    for (const body of [
+      { agentName: "" },
+      { agentName: 1 },
+      { instructions: null },
+      { source: "" },
+      { source: "x".repeat(65) },
+      { joinUrl: "javascript:alert(1)" },
+      { waitMs: -1 },
+      null,
+      [],
+    ]) {
       assert.equal(ClaimBody.safeParse(body).success, false, JSON.stringify(body));
     }
   });

@@ -37,9 +37,11 @@ const httpUrl = (max: number) =>
  * 400 VALIDATION_FAILED.
  */
 export const ClaimBody = z.object({
-  agentName: z.string().trim().min(1).max(200).optional().describe("default: the pool's claim default, else CLAIM_DEFAULT_AGENT_NAME (\"Assistant\")"),
+  agentName: z.string().trim().min(1).max(200).optional().describe('default: the pool\'s claim default, else CLAIM_DEFAULT_AGENT_NAME ("Assistant")'),
   instructions: z.string().max(50_000).optional().describe("default: the pool's claim default, else CLAIM_DEFAULT_INSTRUCTIONS"),
-  joinUrl: httpUrl(2_000).optional().describe("invite URL of a conversation to join; its host must be one the pool allows (its joinUrlHosts, else JOIN_URL_HOSTS)"),
+  joinUrl: httpUrl(2_000)
+    .optional()
+    .describe("invite URL of a conversation to join; its host must be one the pool allows (its joinUrlHosts, else JOIN_URL_HOSTS)"),
   profileImage: httpUrl(2_000).optional(),
   metadata: z
     .record(z.string().max(200), z.unknown())
@@ -56,7 +58,7 @@ export const ClaimBody = z.object({
     .max(64)
     .regex(/^[A-Za-z0-9._-]+$/)
     .optional()
-    .describe("take from a pool with this runtime label (\"openclaw\", \"hermes\", …), as the earlier system's clients send it; ignored when `pool` is given"),
+    .describe('take from a pool with this runtime label ("openclaw", "hermes", …), as the earlier system\'s clients send it; ignored when `pool` is given'),
   fresh: z.boolean().optional().describe("only an instance of its pool's current template (not one left over from before a rollout)"),
   waitMs: z
     .number()
@@ -74,7 +76,7 @@ export const ClaimBody = z.object({
     .max(64)
     .regex(/^[^\p{Cc}]*$/u, "no control characters")
     .optional()
-    .describe("where the claim comes from (e.g. \"landing\"): recorded with the claim and shown with the agent"),
+    .describe('where the claim comes from (e.g. "landing"): recorded with the claim and shown with the agent'),
 });
 export type ClaimBody = z.input<typeof ClaimBody>;
 
@@ -99,9 +101,7 @@ const ClaimHeaders = z.object({
 });
 
 const Count = (max: number, def: number | undefined) =>
-  z
-    .object({ count: def === undefined ? z.number().int().min(1).max(max).optional() : z.number().int().min(1).max(max).default(def) })
-    .strict();
+  z.object({ count: def === undefined ? z.number().int().min(1).max(max).optional() : z.number().int().min(1).max(max).default(def) }).strict();
 
 const IdParams = z.object({ id: z.string().min(1).max(100) });
 
@@ -264,7 +264,12 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
     "/api/pool/instances/:id",
     {
       onRequest: auth,
-      schema: { description: "One instance and its recent events.", security, params: IdParams, response: { 200: z.object({ instance: InstanceView, events: z.array(EventView) }), ...errs } },
+      schema: {
+        description: "One instance and its recent events.",
+        security,
+        params: IdParams,
+        response: { 200: z.object({ instance: InstanceView, events: z.array(EventView) }), ...errs },
+      },
     },
     async (req) => {
       const { instance, events } = await ops.instance(req.params.id);
@@ -327,7 +332,15 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
 
   app.delete(
     "/api/pool/instances/:id",
-    { onRequest: limited, schema: { description: "Kill an instance: provider delete, row kept as dead in the event log.", security, params: IdParams, response: { 200: Killed, ...errs } } },
+    {
+      onRequest: limited,
+      schema: {
+        description: "Kill an instance: provider delete, row kept as dead in the event log.",
+        security,
+        params: IdParams,
+        response: { 200: Killed, ...errs },
+      },
+    },
     async (req) => ({ ok: true, ...(await ops.kill(req.params.id)) }),
   );
 
@@ -339,7 +352,15 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
 
   app.get(
     "/api/pool/summary",
-    { onRequest: auth, schema: { description: "Counts with the pool's min idle and max total (`?pool=`, default POOL_ID).", security, querystring: PoolQuery, response: { 200: Summary, ...errs } } },
+    {
+      onRequest: auth,
+      schema: {
+        description: "Counts with the pool's min idle and max total (`?pool=`, default POOL_ID).",
+        security,
+        querystring: PoolQuery,
+        response: { 200: Summary, ...errs },
+      },
+    },
     async (req) => {
       const s = await ops.summary(req.query.pool);
       return { ...s, counts: countsView(s.counts) };
@@ -356,8 +377,19 @@ export function registerApi(app: PoolServer, deps: ApiDeps): void {
         description:
           "Server-sent events of the pool. `event: status` with `id: <event id>` and data `{id, instanceId, from, to, actor, reason, at}` for each status change (from any replica); `event: counts` with the pool summary on connect and after changes; a `: ping` comment every 15 s. Send `Last-Event-ID` to replay what was missed.",
         security,
-        headers: z.object({ "last-event-id": z.string().regex(/^\d{1,15}$/, "an event id").optional() }),
-        response: { 200: textResponse("text/event-stream", "An event stream (never ends on its own)."), 400: ErrorView, 401: ErrorView, 500: ErrorView, 503: ErrorView },
+        headers: z.object({
+          "last-event-id": z
+            .string()
+            .regex(/^\d{1,15}$/, "an event id")
+            .optional(),
+        }),
+        response: {
+          200: textResponse("text/event-stream", "An event stream (never ends on its own)."),
+          400: ErrorView,
+          401: ErrorView,
+          500: ErrorView,
+          503: ErrorView,
+        },
       },
     },
     async (req, reply) => deps.events.serve(req.raw, reply, req.headers["last-event-id"]),

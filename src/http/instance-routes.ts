@@ -57,9 +57,7 @@ const ConversationBody = z.object({
   conversationId: z.string().trim().min(1).max(500).describe("the conversation the runtime joined"),
 });
 // Optional: a POST without a body arrives as null.
-const FailBody = z
-  .object({ error: z.string().max(1_000).optional().describe("why the join was refused, as the runtime says") })
-  .nullish();
+const FailBody = z.object({ error: z.string().max(1_000).optional().describe("why the join was refused, as the runtime says") }).nullish();
 
 const ResourceViewSchema = z.object({
   kind: z.string(),
@@ -135,7 +133,8 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
   async function retired(row: InstanceRecord): Promise<void> {
     if (o.resources) {
       const left = await o.resources.release(row.id).catch((err: unknown) => [(err as Error).message]);
-      if (left.length) o.logger.warn({ instanceId: row.id, errors: left }, "resources of a retired instance not deleted yet; the resource reconciler collects them");
+      if (left.length)
+        o.logger.warn({ instanceId: row.id, errors: left }, "resources of a retired instance not deleted yet; the resource reconciler collects them");
     }
     o.onChanged?.(row);
   }
@@ -161,7 +160,12 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
       log(req, inst, "pending-acceptance/complete");
       if (inst.status === "pending_acceptance") {
         const row = await o.store.transition({
-          id: inst.id, from: "pending_acceptance", to: "claimed", actor: "instance", reason: "join accepted (reported by the instance)", set: { conversationId },
+          id: inst.id,
+          from: "pending_acceptance",
+          to: "claimed",
+          actor: "instance",
+          reason: "join accepted (reported by the instance)",
+          set: { conversationId },
         });
         if (row) {
           o.onChanged?.(row);
@@ -184,7 +188,8 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
     {
       onRequest,
       schema: {
-        description: "The instance reports that its join request was refused: the agent serves nobody, the instance is retired (pending_acceptance → dead) and its resources deleted.",
+        description:
+          "The instance reports that its join request was refused: the agent serves nobody, the instance is retired (pending_acceptance → dead) and its resources deleted.",
         security,
         body: FailBody,
         response: { 200: Moved, ...errs },
@@ -194,9 +199,16 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
       const inst = self(req);
       log(req, inst, "pending-acceptance/fail");
       const why = req.body?.error?.replace(/\s+/g, " ").trim().slice(0, 200);
-      const row = inst.status === "pending_acceptance"
-        ? await o.store.transition({ id: inst.id, from: "pending_acceptance", to: "dead", actor: "instance", reason: `join refused (reported by the instance)${why ? `: ${why}` : ""}` })
-        : null;
+      const row =
+        inst.status === "pending_acceptance"
+          ? await o.store.transition({
+              id: inst.id,
+              from: "pending_acceptance",
+              to: "dead",
+              actor: "instance",
+              reason: `join refused (reported by the instance)${why ? `: ${why}` : ""}`,
+            })
+          : null;
       if (!row) {
         const now = (await o.store.getInstance(inst.id)) ?? inst;
         await note(now, `reported a refused join while ${now.status}: refused`);
@@ -209,7 +221,14 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
 
   app.get(
     "/api/instance/self",
-    { onRequest, schema: { description: "The instance's own record: its pool, template, version and resources (never a secret).", security, response: { 200: SelfView, ...errs } } },
+    {
+      onRequest,
+      schema: {
+        description: "The instance's own record: its pool, template, version and resources (never a secret).",
+        security,
+        response: { 200: SelfView, ...errs },
+      },
+    },
     async (req) => {
       const inst = self(req);
       log(req, inst, "self");
@@ -269,7 +288,12 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
       }
       const row = clean
         ? await o.store.transition({
-            id: inst.id, from, to: "idle", actor: "instance", reason: "reset at its own request: runtime clean", set: { ...RELEASED_CLAIM_FIELDS, claimedAt: null },
+            id: inst.id,
+            from,
+            to: "idle",
+            actor: "instance",
+            reason: "reset at its own request: runtime clean",
+            set: { ...RELEASED_CLAIM_FIELDS, claimedAt: null },
           })
         : await o.store.transition({ id: inst.id, from, to: "dead", actor: "instance", reason: `reset at its own request: ${why}` });
       if (!row) {
@@ -287,7 +311,8 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
     {
       onRequest,
       schema: {
-        description: "The instance asks to be destroyed: its row goes dead at once (the reconciler deletes it at the provider and refills the pool) and its resources are deleted.",
+        description:
+          "The instance asks to be destroyed: its row goes dead at once (the reconciler deletes it at the provider and refills the pool) and its resources are deleted.",
         security,
         response: { 200: Moved, ...errs },
       },
@@ -313,7 +338,11 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
     "/api/instance/credits",
     {
       onRequest,
-      schema: { description: "Remaining spend on the instance's own key (asked of the vendor now, else the last recorded).", security, response: { 200: CreditsView, ...errs } },
+      schema: {
+        description: "Remaining spend on the instance's own key (asked of the vendor now, else the last recorded).",
+        security,
+        response: { 200: CreditsView, ...errs },
+      },
     },
     async (req) => {
       const inst = self(req);

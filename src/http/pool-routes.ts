@@ -41,7 +41,7 @@ export const PoolView = z.object({
   claimInstructions: z.string().nullable(),
   joinUrlHosts: z.array(z.string()).nullable(),
   maxSurge: z.number(),
-  sizing: SizingView.describe("how many idle instances the pool keeps: fixed (min idle) or demand (README, \"Pool sizing\")"),
+  sizing: SizingView.describe('how many idle instances the pool keeps: fixed (min idle) or demand (README, "Pool sizing")'),
   templateHash: z.string(),
   canRollBack: z.boolean(),
   createdAt: z.string(),
@@ -60,9 +60,11 @@ const InstanceIdParams = z.object({ id: z.string().min(1).max(100) });
  * The body of a create or a change: validated again, with the same rules and messages, by the
  * registry (src/pool/template.ts), which is what the configuration file goes through too.
  */
-const PoolBody = z.record(z.string(), z.unknown()).describe(
-  "pool settings: id (create only), runtime, provider, image, command, env, minIdle, maxTotal, claimAgentName, claimInstructions, joinUrlHosts, maxSurge, sizing ({mode: fixed} or {mode: demand, floor, ceiling, safetyFactor, windowMinutes, cooldownMinutes, timeZone, schedule})",
-);
+const PoolBody = z
+  .record(z.string(), z.unknown())
+  .describe(
+    "pool settings: id (create only), runtime, provider, image, command, env, minIdle, maxTotal, claimAgentName, claimInstructions, joinUrlHosts, maxSurge, sizing ({mode: fixed} or {mode: demand, floor, ceiling, safetyFactor, windowMinutes, cooldownMinutes, timeZone, schedule})",
+  );
 
 export interface PoolRouteDeps {
   ops: PoolOperations;
@@ -86,13 +88,19 @@ export function registerPoolRoutes(app: PoolServer, deps: PoolRouteDeps): void {
 
   app.get(
     "/api/pools",
-    { onRequest: auth, schema: { description: "Every pool with its settings and counts.", security, response: { 200: z.object({ pools: z.array(PoolWithCounts) }), ...errs } } },
+    {
+      onRequest: auth,
+      schema: { description: "Every pool with its settings and counts.", security, response: { 200: z.object({ pools: z.array(PoolWithCounts) }), ...errs } },
+    },
     async () => ({ pools: await Promise.all((await ops.pools()).map(withCounts)) }),
   );
 
   app.get(
     "/api/pools/:id",
-    { onRequest: auth, schema: { description: "One pool with its settings and counts.", security, params: PoolIdParams, response: { 200: PoolWithCounts, ...errs } } },
+    {
+      onRequest: auth,
+      schema: { description: "One pool with its settings and counts.", security, params: PoolIdParams, response: { 200: PoolWithCounts, ...errs } },
+    },
     async (req) => withCounts(await ops.registry.get(req.params.id)),
   );
 
@@ -132,7 +140,12 @@ export function registerPoolRoutes(app: PoolServer, deps: PoolRouteDeps): void {
     "/api/pools/:id/rollback",
     {
       onRequest: limited,
-      schema: { description: "Go back to the template before the last change (a rollout of it follows).", security, params: PoolIdParams, response: { 200: PoolWithCounts, ...errs } },
+      schema: {
+        description: "Go back to the template before the last change (a rollout of it follows).",
+        security,
+        params: PoolIdParams,
+        response: { 200: PoolWithCounts, ...errs },
+      },
     },
     async (req) => withCounts(await ops.registry.rollBack(req.params.id)),
   );
@@ -141,7 +154,12 @@ export function registerPoolRoutes(app: PoolServer, deps: PoolRouteDeps): void {
     "/api/pools/:id",
     {
       onRequest: limited,
-      schema: { description: "Delete a pool that holds no instance (409 POOL_NOT_EMPTY otherwise).", security, params: PoolIdParams, response: { 200: z.object({ ok: z.boolean(), id: z.string() }), ...errs } },
+      schema: {
+        description: "Delete a pool that holds no instance (409 POOL_NOT_EMPTY otherwise).",
+        security,
+        params: PoolIdParams,
+        response: { 200: z.object({ ok: z.boolean(), id: z.string() }), ...errs },
+      },
     },
     async (req) => {
       await ops.registry.delete(req.params.id);

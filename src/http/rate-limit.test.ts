@@ -9,7 +9,12 @@ import { LoginThrottle, counterKey, mutationLimit, secondsUntil } from "./rate-l
 
 describe("counterKey", () => {
   it("is a fixed-length ASCII key whatever the parts hold, distinct per scope and parts", () => {
-    const keys = [counterKey("api", "1.2.3.4|tag"), counterKey("api", "1.2.3.4|anon"), counterKey("login", "1.2.3.4|tag"), counterKey("api", "a\u0000\ud800|tag")];
+    const keys = [
+      counterKey("api", "1.2.3.4|tag"),
+      counterKey("api", "1.2.3.4|anon"),
+      counterKey("login", "1.2.3.4|tag"),
+      counterKey("api", "a\u0000\ud800|tag"),
+    ];
     assert.equal(new Set(keys).size, keys.length);
     for (const k of keys) assert.match(k, /^(api|login):[A-Za-z0-9_-]{32}$/);
     assert.equal(counterKey("api", "x"), counterKey("api", "x"));
@@ -36,11 +41,14 @@ describe("shared counters on a real store", () => {
 
   function fakeReply() {
     const headers: Record<string, string> = {};
-    return { headers, reply: {
+    return {
+      headers,
+      reply: {
         header: (k: string, v: string) => {
           headers[k] = v;
         },
-      } as unknown as FastifyReply };
+      } as unknown as FastifyReply,
+    };
   }
 
   it("mutationLimit: the (max+1)th hit of a client is 429 RATE_LIMITED with Retry-After; other clients have their own count", async () => {

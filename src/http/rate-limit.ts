@@ -78,9 +78,7 @@ export function mutationLimit(o: MutationLimitOptions) {
  * address's window, so in effect only failures accumulate.
  */
 export class LoginThrottle {
-  constructor(
-    readonly o: { store: RateLimitStore; max: number; windowMs: number; logger: Logger; now?: () => number },
-  ) {}
+  constructor(readonly o: { store: RateLimitStore; max: number; windowMs: number; logger: Logger; now?: () => number }) {}
 
   /** Counts an attempt from `address`: 0 when it may go ahead, else the seconds to wait. */
   async attempt(address: string): Promise<number> {

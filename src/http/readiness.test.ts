@@ -6,9 +6,12 @@ import { Readiness } from "./readiness.ts";
 function setup(ping: () => Promise<void> = async () => undefined, maxPassAgeMs = 15_000) {
   let now = 1_000;
   const r = new Readiness({ store: { ping }, maxPassAgeMs, pingTimeoutMs: 50, now: () => now });
-  return { r, advance: (ms: number) => {
+  return {
+    r,
+    advance: (ms: number) => {
       now += ms;
-    } };
+    },
+  };
 }
 
 describe("Readiness", () => {

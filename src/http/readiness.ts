@@ -25,9 +25,7 @@ export interface ReadinessOptions {
   now?: () => number;
 }
 
-export type ReadinessReport =
-  | { ready: true; lastPassAgeMs: number }
-  | { ready: false; reason: string; lastPassAgeMs: number | null };
+export type ReadinessReport = { ready: true; lastPassAgeMs: number } | { ready: false; reason: string; lastPassAgeMs: number | null };
 
 export class Readiness {
   readonly #o: ReadinessOptions;

@@ -69,7 +69,8 @@ export function registerRolloutRoutes(app: PoolServer, deps: RolloutRouteDeps): 
     {
       onRequest: limited,
       schema: {
-        description: "Resume the pool's paused rollout, or retry a halted one (a new rollout of the same change, failures counted afresh); 409 when there is nothing to resume.",
+        description:
+          "Resume the pool's paused rollout, or retry a halted one (a new rollout of the same change, failures counted afresh); 409 when there is nothing to resume.",
         security,
         params: PoolIdParams,
         response: { 200: RolloutActionView, ...errs },

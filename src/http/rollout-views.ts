@@ -15,7 +15,10 @@ export const RolloutView = z.object({
   toHash: z.string().describe("the pool's template hash it brings idle instances to"),
   status: z.enum(STATUSES),
   reason: z.string().describe("why it started: template changed, rolled back, resumed after a halt"),
-  haltReason: z.string().nullable().describe("why it halted: the failures in a row and their reasons (the provider's error, a crash at boot, a health check that never passed)"),
+  haltReason: z
+    .string()
+    .nullable()
+    .describe("why it halted: the failures in a row and their reasons (the provider's error, a crash at boot, a health check that never passed)"),
   progress: z.object({
     updated: z.number().describe("old instances replaced so far"),
     total: z.number().describe("updated + remaining"),

@@ -191,11 +191,9 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
 
   // Liveness: the process is up and its event loop turns. Nothing else, so a database outage does
   // not get every replica restarted by an orchestrator at once.
-  app.get(
-    "/healthz",
-    { schema: { description: "Liveness: the process is up (public).", response: { 200: z.object({ ok: z.boolean() }) } } },
-    async () => ({ ok: true }),
-  );
+  app.get("/healthz", { schema: { description: "Liveness: the process is up (public).", response: { 200: z.object({ ok: z.boolean() }) } } }, async () => ({
+    ok: true,
+  }));
 
   // Readiness: the database answers and this replica's reconcile loop completed a pass recently
   // (src/http/readiness.ts). For load balancers and Railway's deploy health check.
@@ -217,11 +215,7 @@ export async function buildServer(deps: ServerDeps): Promise<PoolServer> {
     },
   );
 
-  app.get(
-    "/version",
-    { schema: { response: { 200: z.object({ version: z.string(), commit: z.string().nullable() }) } } },
-    async () => deps.version,
-  );
+  app.get("/version", { schema: { response: { 200: z.object({ version: z.string(), commit: z.string().nullable() }) } } }, async () => deps.version);
 
   app.get(
     "/api/pool/counts",

@@ -68,10 +68,7 @@ export function findUnstorable(value: unknown, root: string, maxDepth = MAX_DEPT
  */
 export async function refuseUnstorableInput(req: FastifyRequest): Promise<void> {
   const found =
-    findUnstorable(req.params, "params") ??
-    findUnstorable(req.query, "query") ??
-    findUnstorable(req.headers, "headers") ??
-    findUnstorable(req.body, "body");
+    findUnstorable(req.params, "params") ?? findUnstorable(req.query, "query") ?? findUnstorable(req.headers, "headers") ?? findUnstorable(req.body, "body");
   if (!found) return;
   const where = found.path.replace(/[^\x20-\x7e]/g, "?").slice(0, 120);
   throw new PoolError(

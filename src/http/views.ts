@@ -88,9 +88,11 @@ export function eventView(e: InstanceEvent): z.infer<typeof EventView> {
   return { id: e.id, from: e.fromStatus, to: e.toStatus, actor: e.actor, reason: e.reason, at: e.at.toISOString() };
 }
 
-export const CountsView = z.object(Object.fromEntries(INSTANCE_STATUSES.map((s) => [s, z.number()])) as Record<(typeof INSTANCE_STATUSES)[number], z.ZodNumber>).extend({
-  total: z.number(),
-});
+export const CountsView = z
+  .object(Object.fromEntries(INSTANCE_STATUSES.map((s) => [s, z.number()])) as Record<(typeof INSTANCE_STATUSES)[number], z.ZodNumber>)
+  .extend({
+    total: z.number(),
+  });
 
 export function countsView(c: StatusCounts): z.infer<typeof CountsView> {
   let total = 0;

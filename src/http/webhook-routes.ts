@@ -27,7 +27,15 @@ export interface WebhookRouteDeps {
 const RailwayEvent = z
   .object({
     type: z.string().max(200).optional(),
-    resource: z.object({ service: z.object({ id: z.string().min(1).max(200) }).partial().optional() }).partial().optional(),
+    resource: z
+      .object({
+        service: z
+          .object({ id: z.string().min(1).max(200) })
+          .partial()
+          .optional(),
+      })
+      .partial()
+      .optional(),
   })
   .passthrough();
 

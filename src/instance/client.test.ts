@@ -31,7 +31,12 @@ describe("InstanceClient.check: one request per check where the runtime allows i
   });
 
   it("a runtime that says its binding on /pool/health is asked once", async () => {
-    const s = await stub((authed) => ({ ready: true, version: "1", runtime: "hermes", ...(authed ? { conversationId: "c-1", pending: false, clean: false } : {}) }));
+    const s = await stub((authed) => ({
+      ready: true,
+      version: "1",
+      runtime: "hermes",
+      ...(authed ? { conversationId: "c-1", pending: false, clean: false } : {}),
+    }));
     servers.push(s.server);
     const r = await client.check({ url: s.url, gatewayToken: "tok" }, 2_000);
     assert.deepEqual(s.paths, ["/pool/health"]);

@@ -62,7 +62,15 @@ export class InstanceClient implements HealthChecker {
     this.#agent = new Agent({ keepAliveTimeout: 10_000, connections: 8 });
   }
 
-  async #call(operation: string, target: InstanceTarget, method: "GET" | "POST", path: string, timeoutMs: number, body?: unknown, auth = true): Promise<{ status: number; json: unknown }> {
+  async #call(
+    operation: string,
+    target: InstanceTarget,
+    method: "GET" | "POST",
+    path: string,
+    timeoutMs: number,
+    body?: unknown,
+    auth = true,
+  ): Promise<{ status: number; json: unknown }> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (auth) headers.authorization = `Bearer ${target.gatewayToken}`;
     if (body !== undefined) headers["content-type"] = "application/json";
@@ -107,10 +115,21 @@ export class InstanceClient implements HealthChecker {
       // /pool/health (`clean`, `pending`, `conversationId`: this project's reference runtime does)
       // saves the /convos/status call, half the health traffic. Others get the second request.
       if (typeof hb.clean === "boolean" && typeof hb.pending === "boolean" && (hb.conversationId === null || typeof hb.conversationId === "string")) {
-        return { health: { ready: true, conversationId: (hb.conversationId as string | null) || null, pending: hb.pending, clean: hb.clean, version: str(hb.version), runtime: str(hb.runtime) } };
+        return {
+          health: {
+            ready: true,
+            conversationId: (hb.conversationId as string | null) || null,
+            pending: hb.pending,
+            clean: hb.clean,
+            version: str(hb.version),
+            runtime: str(hb.runtime),
+          },
+        };
       }
       const s = await this.status(target, timeoutMs);
-      return { health: { ready: true, conversationId: s.conversationId, pending: s.pending, clean: s.clean, version: str(hb.version), runtime: str(hb.runtime) } };
+      return {
+        health: { ready: true, conversationId: s.conversationId, pending: s.pending, clean: s.clean, version: str(hb.version), runtime: str(hb.runtime) },
+      };
     } catch (err) {
       return { health: null, error: (err as Error).message };
     }

@@ -12,22 +12,64 @@ const ago = (ms: number) => new Date(NOW.getTime() - ms);
 
 function row(status: InstanceStatus, extra: Partial<InstanceRecord> = {}): InstanceRecord {
   return {
-    id: "i-1", poolId: "default", provider: "local", providerRef: "ref-1", name: "n", url: "http://127.0.0.1:1",
-    status, deployStatus: "SUCCESS", runtimeVersion: "1.0.0", image: null, gatewayToken: "t",
-    healthCheckedAt: ago(5_000), healthOkAt: status === "starting" ? null : ago(5_000), healthFailures: 0, healthError: null,
-    agentName: null, instructions: null, conversationId: status === "claimed" ? "conv-1" : null, inviteUrl: null, joinUrl: null,
-    profileImage: null, claimMetadata: null, claimKey: null, claimOwner: null, claimStartedAt: null, claimedAt: null,
-    claimAttempt: null, claimDeadline: null, claimSource: null,
-    createdAt: ago(60_000), updatedAt: ago(5_000), statusChangedAt: ago(5_000), deletedAt: null, resourceGoneAt: null,
-    templateHash: "", runtimeType: null, protected: false, operation: null, operationDeadline: null,
+    id: "i-1",
+    poolId: "default",
+    provider: "local",
+    providerRef: "ref-1",
+    name: "n",
+    url: "http://127.0.0.1:1",
+    status,
+    deployStatus: "SUCCESS",
+    runtimeVersion: "1.0.0",
+    image: null,
+    gatewayToken: "t",
+    healthCheckedAt: ago(5_000),
+    healthOkAt: status === "starting" ? null : ago(5_000),
+    healthFailures: 0,
+    healthError: null,
+    agentName: null,
+    instructions: null,
+    conversationId: status === "claimed" ? "conv-1" : null,
+    inviteUrl: null,
+    joinUrl: null,
+    profileImage: null,
+    claimMetadata: null,
+    claimKey: null,
+    claimOwner: null,
+    claimStartedAt: null,
+    claimedAt: null,
+    claimAttempt: null,
+    claimDeadline: null,
+    claimSource: null,
+    createdAt: ago(60_000),
+    updatedAt: ago(5_000),
+    statusChangedAt: ago(5_000),
+    deletedAt: null,
+    resourceGoneAt: null,
+    templateHash: "",
+    runtimeType: null,
+    protected: false,
+    operation: null,
+    operationDeadline: null,
     ...extra,
   };
 }
 function prov(deployStatus: string | null, extra: Partial<ProviderInstance> = {}): ProviderInstance {
   return { ref: "ref-1", instanceId: "i-1", name: "n", deployStatus, url: "http://127.0.0.1:1", image: null, createdAt: ago(60_000), owner: "own01", ...extra };
 }
-const H = (o: Partial<HealthObservation> = {}): HealthObservation => ({ ready: true, conversationId: null, pending: false, clean: true, version: "1.0.0", ...o });
-const seen = (p: ProviderInstance | undefined, health: Observation["health"], listingComplete = true): Observation => ({ provider: p, health, listingComplete });
+const H = (o: Partial<HealthObservation> = {}): HealthObservation => ({
+  ready: true,
+  conversationId: null,
+  pending: false,
+  clean: true,
+  version: "1.0.0",
+  ...o,
+});
+const seen = (p: ProviderInstance | undefined, health: Observation["health"], listingComplete = true): Observation => ({
+  provider: p,
+  health,
+  listingComplete,
+});
 
 type Case = [name: string, r: InstanceRecord, o: Observation, to: InstanceStatus, gone?: boolean];
 
@@ -36,19 +78,69 @@ const CASES: Case[] = [
   ["starting + booting (not ready) → stays starting", row("starting"), seen(prov("SUCCESS"), H({ ready: false })), "starting"],
   ["starting + DEPLOYING → stays starting", row("starting"), seen(prov("DEPLOYING"), undefined), "starting"],
   ["starting + CRASHED deploy → dead", row("starting"), seen(prov("CRASHED"), undefined), "dead"],
-  ["starting, no address past the create grace (an interrupted create) → dead", row("starting", { url: null, createdAt: ago(3 * 60_000) }), seen(prov("SUCCESS", { url: null }), undefined), "dead"],
-  ["starting, no address yet within the create grace → stays starting", row("starting", { url: null, createdAt: ago(30_000) }), seen(prov("SUCCESS", { url: null }), undefined), "starting"],
-  ["starting past the stuck timeout → dead", row("starting", { createdAt: ago(16 * 60_000), statusChangedAt: ago(16 * 60_000) }), seen(prov("SUCCESS"), null), "dead"],
-  ["redeploying past the stuck timeout (since it went back to starting) → dead", row("starting", { createdAt: ago(60 * 60_000), statusChangedAt: ago(16 * 60_000), healthOkAt: ago(16 * 60_000) }), seen(prov("DEPLOYING"), undefined), "dead"],
-  ["redeploying briefly, created long ago → stays starting", row("starting", { createdAt: ago(60 * 60_000), statusChangedAt: ago(60_000), healthOkAt: ago(60_000) }), seen(prov("DEPLOYING"), undefined), "starting"],
+  [
+    "starting, no address past the create grace (an interrupted create) → dead",
+    row("starting", { url: null, createdAt: ago(3 * 60_000) }),
+    seen(prov("SUCCESS", { url: null }), undefined),
+    "dead",
+  ],
+  [
+    "starting, no address yet within the create grace → stays starting",
+    row("starting", { url: null, createdAt: ago(30_000) }),
+    seen(prov("SUCCESS", { url: null }), undefined),
+    "starting",
+  ],
+  [
+    "starting past the stuck timeout → dead",
+    row("starting", { createdAt: ago(16 * 60_000), statusChangedAt: ago(16 * 60_000) }),
+    seen(prov("SUCCESS"), null),
+    "dead",
+  ],
+  [
+    "redeploying past the stuck timeout (since it went back to starting) → dead",
+    row("starting", { createdAt: ago(60 * 60_000), statusChangedAt: ago(16 * 60_000), healthOkAt: ago(16 * 60_000) }),
+    seen(prov("DEPLOYING"), undefined),
+    "dead",
+  ],
+  [
+    "redeploying briefly, created long ago → stays starting",
+    row("starting", { createdAt: ago(60 * 60_000), statusChangedAt: ago(60_000), healthOkAt: ago(60_000) }),
+    seen(prov("DEPLOYING"), undefined),
+    "starting",
+  ],
   // seed-system §8 f1a1fab: one listing that says less than usual must not kill healthy instances.
-  ["old idle, listing without a URL or health this pass → stays idle", row("idle", { createdAt: ago(60 * 60_000) }), seen(prov("SUCCESS", { url: null }), undefined), "idle"],
+  [
+    "old idle, listing without a URL or health this pass → stays idle",
+    row("idle", { createdAt: ago(60 * 60_000) }),
+    seen(prov("SUCCESS", { url: null }), undefined),
+    "idle",
+  ],
   ["old idle, listing without a deployment status, runtime healthy → stays idle", row("idle", { createdAt: ago(60 * 60_000) }), seen(prov(null), H()), "idle"],
   ["old idle, no deployment status and no answer → one failure tolerated", row("idle", { createdAt: ago(60 * 60_000) }), seen(prov(null), null), "idle"],
-  ["old claimed, listing without a URL this pass → stays claimed", row("claimed", { createdAt: ago(60 * 60_000) }), seen(prov("SUCCESS", { url: null }), undefined), "claimed"],
-  ["old claimed, no deployment status, runtime has its conversation → claimed", row("claimed", { createdAt: ago(60 * 60_000) }), seen(prov(null), H({ conversationId: "conv-1", clean: false })), "claimed"],
-  ["idle with no sign of life for the stuck timeout → dead", row("idle", { createdAt: ago(60 * 60_000), healthOkAt: ago(16 * 60_000) }), seen(prov("SUCCESS", { url: null }), undefined), "dead"],
-  ["claimed with no sign of life for the stuck timeout → crashed", row("claimed", { createdAt: ago(60 * 60_000), healthOkAt: ago(16 * 60_000) }), seen(prov(null), undefined), "crashed"],
+  [
+    "old claimed, listing without a URL this pass → stays claimed",
+    row("claimed", { createdAt: ago(60 * 60_000) }),
+    seen(prov("SUCCESS", { url: null }), undefined),
+    "claimed",
+  ],
+  [
+    "old claimed, no deployment status, runtime has its conversation → claimed",
+    row("claimed", { createdAt: ago(60 * 60_000) }),
+    seen(prov(null), H({ conversationId: "conv-1", clean: false })),
+    "claimed",
+  ],
+  [
+    "idle with no sign of life for the stuck timeout → dead",
+    row("idle", { createdAt: ago(60 * 60_000), healthOkAt: ago(16 * 60_000) }),
+    seen(prov("SUCCESS", { url: null }), undefined),
+    "dead",
+  ],
+  [
+    "claimed with no sign of life for the stuck timeout → crashed",
+    row("claimed", { createdAt: ago(60 * 60_000), healthOkAt: ago(16 * 60_000) }),
+    seen(prov(null), undefined),
+    "crashed",
+  ],
   ["starting + dirty runtime → dead", row("starting"), seen(prov("SUCCESS"), H({ clean: false })), "dead"],
   ["starting + bound without a claim → dead", row("starting"), seen(prov("SUCCESS"), H({ conversationId: "x", clean: false })), "dead"],
   ["idle + one failed check → stays idle (no false death)", row("idle"), seen(prov("SUCCESS"), null), "idle"],
@@ -65,22 +157,48 @@ const CASES: Case[] = [
   ["claiming gone at the provider is still not moved", row("claiming"), seen(undefined, undefined), "claiming"],
   ["claimed + same conversation → claimed", row("claimed"), seen(prov("SUCCESS"), H({ conversationId: "conv-1", clean: false })), "claimed"],
   ["claimed + CRASHED deploy → crashed", row("claimed"), seen(prov("CRASHED"), undefined), "crashed"],
-  ["crashed agent (was handed out) → waits for an operator", row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }), seen(prov("SUCCESS"), H({ clean: false })), "crashed"],
+  [
+    "crashed agent (was handed out) → waits for an operator",
+    row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }),
+    seen(prov("SUCCESS"), H({ clean: false })),
+    "crashed",
+  ],
   ["crashed in a stale claim, agent unknown → waits for an operator", row("crashed", { agentName: "Ada" }), seen(prov("SUCCESS"), null), "crashed"],
   ["crashed in a failed claim, never handed out → dead", row("crashed"), seen(prov("SUCCESS"), H({ clean: false })), "dead"],
   ["crashed in a failed claim and gone at the provider → dead, gone", row("crashed"), seen(undefined, undefined), "dead", true],
-  ["claimed, runtime answering 'not ready' past the stuck timeout → crashed", row("claimed", { createdAt: ago(60 * 60_000), healthOkAt: ago(16 * 60_000) }), seen(prov("SUCCESS"), H({ ready: false, conversationId: null })), "crashed"],
+  [
+    "claimed, runtime answering 'not ready' past the stuck timeout → crashed",
+    row("claimed", { createdAt: ago(60 * 60_000), healthOkAt: ago(16 * 60_000) }),
+    seen(prov("SUCCESS"), H({ ready: false, conversationId: null })),
+    "crashed",
+  ],
   ["claimed + gone at the provider → crashed", row("claimed"), seen(undefined, undefined), "crashed", true],
   ["claimed + one failed check → claimed", row("claimed"), seen(prov("SUCCESS"), null), "claimed"],
   ["claimed + third failed check → crashed", row("claimed", { healthFailures: 2 }), seen(prov("SUCCESS"), null), "crashed"],
   ["claimed + runtime lost its conversation → crashed", row("claimed"), seen(prov("SUCCESS"), H()), "crashed"],
   ["claimed + another conversation → crashed", row("claimed"), seen(prov("SUCCESS"), H({ conversationId: "other", clean: false })), "crashed"],
-  ["pending + runtime reports its conversation → claimed", row("pending_acceptance"), seen(prov("SUCCESS"), H({ conversationId: "c9", clean: false })), "claimed"],
+  [
+    "pending + runtime reports its conversation → claimed",
+    row("pending_acceptance"),
+    seen(prov("SUCCESS"), H({ conversationId: "c9", clean: false })),
+    "claimed",
+  ],
   ["pending + still pending → pending", row("pending_acceptance"), seen(prov("SUCCESS"), H({ pending: true, clean: false })), "pending_acceptance"],
   ["pending + join refused (clean again) → crashed", row("pending_acceptance"), seen(prov("SUCCESS"), H()), "crashed"],
-  ["crashed + healthy with its conversation → claimed", row("crashed", { conversationId: "conv-1", agentName: "Ada", claimedAt: ago(60_000) }), seen(prov("SUCCESS"), H({ conversationId: "conv-1", clean: false })), "claimed"],
+  [
+    "crashed + healthy with its conversation → claimed",
+    row("crashed", { conversationId: "conv-1", agentName: "Ada", claimedAt: ago(60_000) }),
+    seen(prov("SUCCESS"), H({ conversationId: "conv-1", clean: false })),
+    "claimed",
+  ],
   ["crashed + still crashed deploy → crashed", row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }), seen(prov("CRASHED"), undefined), "crashed"],
-  ["crashed gone at the provider stays crashed for dismissal", row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }), seen(undefined, undefined), "crashed", true],
+  [
+    "crashed gone at the provider stays crashed for dismissal",
+    row("crashed", { agentName: "Ada", claimedAt: ago(60_000) }),
+    seen(undefined, undefined),
+    "crashed",
+    true,
+  ],
   ["dead rows are left alone", row("dead"), seen(prov("SUCCESS"), H()), "dead"],
 ];
 
@@ -119,7 +237,12 @@ describe("observeInstance", () => {
     assert.match(old.change!.reason, /join not accepted within 300 s/);
     const young = observeInstance(row("pending_acceptance", { statusChangedAt: ago(4 * 60_000) }), seen(prov("SUCCESS"), pending), NOW, timed);
     assert.equal(young.status, "pending_acceptance");
-    const accepted = observeInstance(row("pending_acceptance", { statusChangedAt: ago(60 * 60_000) }), seen(prov("SUCCESS"), H({ conversationId: "c9", clean: false })), NOW, timed);
+    const accepted = observeInstance(
+      row("pending_acceptance", { statusChangedAt: ago(60 * 60_000) }),
+      seen(prov("SUCCESS"), H({ conversationId: "c9", clean: false })),
+      NOW,
+      timed,
+    );
     assert.equal(accepted.status, "claimed", "accepted late: kept");
     const unreachable = observeInstance(row("pending_acceptance", { statusChangedAt: ago(60 * 60_000) }), seen(prov("SUCCESS"), null), NOW, timed);
     assert.equal(unreachable.status, "pending_acceptance", "not asked successfully: nothing decided on a timeout alone");

@@ -155,8 +155,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
         } else if (deployDead) [next, reason] = ["dead", reasonDead];
         else if (inconclusive) {
           if (derived === "dead") [next, reason] = ["dead", "no sign of life within the stuck timeout"];
-        }
-        else if (derived === "starting" || derived === "dead") {
+        } else if (derived === "starting" || derived === "dead") {
           // Redeploying (or a stuck redeploy): wait for it as for a new one; the stuck timeout ends it.
           if (derived === "dead") [next, reason] = ["dead", reasonDead];
           else [next, reason] = ["starting", `redeploying (${p.deployStatus ?? "unknown"})`];
@@ -220,8 +219,7 @@ export function observeInstance(row: InstanceRecord, obs: Observation, now: Date
     resourceGone !== (row.resourceGoneAt !== null) ||
     (healthOkAt === null) !== (row.healthOkAt === null);
   const bookkeepingDue =
-    healthCheckedAt !== null &&
-    (row.healthCheckedAt === null || now.getTime() - row.healthCheckedAt.getTime() >= policy.healthRecordIntervalMs);
+    healthCheckedAt !== null && (row.healthCheckedAt === null || now.getTime() - row.healthCheckedAt.getTime() >= policy.healthRecordIntervalMs);
 
   if (!statusChanged && !fieldsChanged && !bookkeepingDue) return { change: null, goneAtProvider, status: row.status };
 

@@ -8,16 +8,7 @@
  * rows stuck in `claiming` forever (seed-system §8); the table is the cure for both.
  */
 
-export const INSTANCE_STATUSES = [
-  "starting",
-  "idle",
-  "claiming",
-  "claimed",
-  "pending_acceptance",
-  "crashed",
-  "dead",
-  "sleeping",
-] as const;
+export const INSTANCE_STATUSES = ["starting", "idle", "claiming", "claimed", "pending_acceptance", "crashed", "dead", "sleeping"] as const;
 
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
 

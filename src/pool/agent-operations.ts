@@ -55,7 +55,10 @@ export class AgentOperations {
     const pool = await this.#o.registry.get(inst.poolId);
     const why = skipReason(inst, pool, "instance");
     if (why !== null) throw new PoolError("INVALID_TRANSITION", `Instance ${inst.id} is not upgraded: ${why}.`, { status: inst.status });
-    if (inst.operation) throw new PoolError("OPERATION_IN_PROGRESS", `A ${inst.operation} of instance ${inst.id} is under way; try again once it is done.`, { operation: inst.operation });
+    if (inst.operation)
+      throw new PoolError("OPERATION_IN_PROGRESS", `A ${inst.operation} of instance ${inst.id} is under way; try again once it is done.`, {
+        operation: inst.operation,
+      });
     return this.#o.upgrades.submit({ pool, scope: "instance", instances: [inst], ids: [inst.id] });
   }
 

@@ -38,7 +38,11 @@ describe("firstCheckAt (a new leader, a restart)", () => {
     assert.equal(firstCheckAt("starting", null, now, c, mid), now);
     assert.equal(firstCheckAt("idle", new Date(now - 10_000), now, c, mid), now + 20_000);
     assert.equal(firstCheckAt("idle", new Date(now - 60_000), now, c, mid), now, "overdue: now");
-    assert.equal(firstCheckAt("idle", null, now, c, () => 0.25), now + 6_750, "a quarter into a (jittered: 27 s) cadence");
+    assert.equal(
+      firstCheckAt("idle", null, now, c, () => 0.25),
+      now + 6_750,
+      "a quarter into a (jittered: 27 s) cadence",
+    );
   });
 
   it("10,000 idle instances first seen by a new leader are spread over a cadence, not checked in one pass", () => {

@@ -4,7 +4,15 @@ import { claimReport, HistoryRecorder } from "./history-recorder.ts";
 import { latencyBucket, type HistoryWrite } from "./history.ts";
 import type { ClaimOutcome } from "../claim/claim.ts";
 
-const silent = { info() {}, warn() {}, error() {}, debug() {}, child() { return silent; } } as never;
+const silent = {
+  info() {},
+  warn() {},
+  error() {},
+  debug() {},
+  child() {
+    return silent;
+  },
+} as never;
 
 function setup(fail = 0) {
   let now = Date.parse("2026-12-01T12:00:10Z");
@@ -27,8 +35,20 @@ describe("claimReport", () => {
   const table: Array<[string, ClaimOutcome, { firstEmptyAt?: number; pickedAt?: number }, number, ReturnType<typeof claimReport>]> = [
     ["served at its first look: warm", "claimed", {}, 500, { pool: "p", launch: "warm", failed: false, seconds: 1, waitedMs: 0 }],
     ["pending acceptance counts as served", "pending_acceptance", {}, 500, { pool: "p", launch: "warm", failed: false, seconds: 1, waitedMs: 0 }],
-    ["found none, then picked one: waited until the pick", "claimed", { firstEmptyAt: 100, pickedAt: 350 }, 900, { pool: "p", launch: "waited", failed: false, seconds: 1, waitedMs: 250 }],
-    ["found none in its wait: empty, waited until it gave up", "pool_empty", { firstEmptyAt: 100 }, 400, { pool: "p", launch: "empty", failed: false, seconds: 1, waitedMs: 300 }],
+    [
+      "found none, then picked one: waited until the pick",
+      "claimed",
+      { firstEmptyAt: 100, pickedAt: 350 },
+      900,
+      { pool: "p", launch: "waited", failed: false, seconds: 1, waitedMs: 250 },
+    ],
+    [
+      "found none in its wait: empty, waited until it gave up",
+      "pool_empty",
+      { firstEmptyAt: 100 },
+      400,
+      { pool: "p", launch: "empty", failed: false, seconds: 1, waitedMs: 300 },
+    ],
     ["a replay wanted no instance", "replayed", {}, 500, { pool: "p", launch: null, failed: false, seconds: 1, waitedMs: 0 }],
     ["a refusal wanted no instance", "invalid", {}, 500, { pool: "p", launch: null, failed: false, seconds: 1, waitedMs: 0 }],
     ["provisioning failed: failed", "failed", { pickedAt: 10 }, 500, { pool: "p", launch: null, failed: true, seconds: 1, waitedMs: 0 }],
@@ -56,7 +76,11 @@ describe("HistoryRecorder", () => {
     assert.deepEqual([a!.claimsWarm, a!.claimsWaited, a!.claimsEmpty, a!.claimsFailed], [1, 1, 1, 1]);
     assert.equal(a!.latencyHist[latencyBucket(200)], 1);
     assert.equal(a!.latencyHist[latencyBucket(40_000)], 1);
-    assert.equal(a!.latencyHist.reduce((x, y) => x + y, 0), 2, "only served claims have a latency");
+    assert.equal(
+      a!.latencyHist.reduce((x, y) => x + y, 0),
+      2,
+      "only served claims have a latency",
+    );
     assert.deepEqual([a!.waitMsSum, a!.waitMsMax], [44_000, 39_000]);
     assert.deepEqual([a!.refills, a!.refillMsSum, a!.refillMsMax], [2, 8_000, 5_000]);
     assert.equal(a!.snapshot, null);
@@ -75,7 +99,10 @@ describe("HistoryRecorder", () => {
     advance(60_000);
     rec.claim({ pool: "a", launch: "warm", failed: false, seconds: 0.2, waitedMs: 0 });
     await rec.flush();
-    assert.deepEqual(writes.map((w) => w.map((r) => [r.poolId, r.claimsWarm, r.ageMs])), [[["a", 1, 60_000]], [["a", 1, 0]]]);
+    assert.deepEqual(
+      writes.map((w) => w.map((r) => [r.poolId, r.claimsWarm, r.ageMs])),
+      [[["a", 1, 60_000]], [["a", 1, 0]]],
+    );
   });
 
   it("keeps the counts of a failed write for the next flush, adding what came meanwhile", async () => {
@@ -86,7 +113,10 @@ describe("HistoryRecorder", () => {
     advance(5_000);
     rec.claim({ pool: "a", launch: "empty", failed: false, seconds: 0.2, waitedMs: 0 });
     await rec.flush();
-    assert.deepEqual(writes.map((w) => w.map((r) => [r.claimsWarm, r.claimsEmpty])), [[[1, 1]]]);
+    assert.deepEqual(
+      writes.map((w) => w.map((r) => [r.claimsWarm, r.claimsEmpty])),
+      [[[1, 1]]],
+    );
   });
 
   it("drops minutes older than it keeps when the database stays down", async () => {

@@ -171,11 +171,16 @@ export class HistoryRecorder {
  * waited (found none, then got one), empty (found none in its wait). Replays and refusals wanted
  * no new instance and count nowhere; other failures count as failed.
  */
-export function claimReport(outcome: ClaimOutcome, pool: string, seconds: number, t: { firstEmptyAt?: number; pickedAt?: number }, nowMono: number): ClaimReport {
+export function claimReport(
+  outcome: ClaimOutcome,
+  pool: string,
+  seconds: number,
+  t: { firstEmptyAt?: number; pickedAt?: number },
+  nowMono: number,
+): ClaimReport {
   const served = outcome === "claimed" || outcome === "pending_acceptance";
   const waitedMs = t.firstEmptyAt === undefined ? 0 : Math.max(0, (served ? (t.pickedAt ?? nowMono) : nowMono) - t.firstEmptyAt);
   if (served) return { pool, launch: t.firstEmptyAt === undefined ? "warm" : "waited", failed: false, seconds, waitedMs };
   if (outcome === "pool_empty") return { pool, launch: "empty", failed: false, seconds, waitedMs };
   return { pool, launch: null, failed: outcome === "failed", seconds, waitedMs: 0 };
 }
-

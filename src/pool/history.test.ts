@@ -4,7 +4,16 @@ import { addHist, binHistory, emptyCounts, histQuantileMs, HISTORY_LATENCY_BOUND
 
 const T0 = Date.parse("2026-12-01T12:00:00Z");
 const row = (minute: number, over: Partial<HistoryRow> = {}): HistoryRow => ({
-  ...emptyCounts(), poolId: "p", minute: new Date(T0 + minute * 60_000), idle: null, starting: null, claimed: null, other: null, target: null, targetSummary: null, ...over,
+  ...emptyCounts(),
+  poolId: "p",
+  minute: new Date(T0 + minute * 60_000),
+  idle: null,
+  starting: null,
+  claimed: null,
+  other: null,
+  target: null,
+  targetSummary: null,
+  ...over,
 });
 
 describe("pool history buckets", () => {
@@ -35,7 +44,10 @@ describe("pool history buckets", () => {
     ];
     const bins = binHistory(rows, T0 + 4 * 60_000, 2 * 60_000, 2);
     assert.equal(bins.length, 2);
-    assert.deepEqual([bins[0]!.claimsWarm, bins[0]!.claimsEmpty, bins[0]!.idleSeconds, bins[0]!.idle, bins[0]!.target, bins[0]!.targetSummary], [3, 1, 30, 5, 6, "b"]);
+    assert.deepEqual(
+      [bins[0]!.claimsWarm, bins[0]!.claimsEmpty, bins[0]!.idleSeconds, bins[0]!.idle, bins[0]!.target, bins[0]!.targetSummary],
+      [3, 1, 30, 5, 6, "b"],
+    );
     assert.deepEqual([bins[1]!.claimsWaited, bins[1]!.idle, bins[1]!.minutes], [4, null, 1]);
   });
 });

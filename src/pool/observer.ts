@@ -196,7 +196,12 @@ export class Observer {
       const out = learned
         ? observeInstance(
             r,
-            { provider: p, listingComplete: listings.get(r.provider) === "complete", health: h ? h.health : undefined, ...(h?.error ? { healthError: h.error } : {}) },
+            {
+              provider: p,
+              listingComplete: listings.get(r.provider) === "complete",
+              health: h ? h.health : undefined,
+              ...(h?.error ? { healthError: h.error } : {}),
+            },
             now,
             o.policy,
           )

@@ -67,7 +67,15 @@ export class PoolOperations {
     const [c, pool, foreign] = await Promise.all([this.#o.store.countByStatus(poolId), this.#o.registry.get(poolId), this.#o.store.foreignResources()]);
     let total = 0;
     for (const s of LIVE_STATUSES) total += c[s];
-    return { pool: pool.id, runtime: pool.runtime, minIdle: pool.minIdle, maxTotal: pool.maxTotal, templateHash: pool.templateHash, counts: { ...c, total }, foreign };
+    return {
+      pool: pool.id,
+      runtime: pool.runtime,
+      minIdle: pool.minIdle,
+      maxTotal: pool.maxTotal,
+      templateHash: pool.templateHash,
+      counts: { ...c, total },
+      foreign,
+    };
   }
 
   /** The pool's per-minute history since `sinceMs` ago (issue 13), with the database's now. */
@@ -86,10 +94,12 @@ export class PoolOperations {
     const order: Partial<Record<InstanceStatus, number>> = { crashed: 0, pending_acceptance: 1, claimed: 2 };
     if (poolId !== null) await this.#o.registry.get(poolId);
     const rows = await this.#o.store.listInstances(poolId);
-    return rows
-      // A crashed instance without an agent broke in a failed claim; the next pass deletes it.
-      .filter((r) => order[r.status] !== undefined && !(r.status === "crashed" && r.agentName === null))
-      .sort((a, b) => order[a.status]! - order[b.status]! || (b.claimedAt?.getTime() ?? 0) - (a.claimedAt?.getTime() ?? 0));
+    return (
+      rows
+        // A crashed instance without an agent broke in a failed claim; the next pass deletes it.
+        .filter((r) => order[r.status] !== undefined && !(r.status === "crashed" && r.agentName === null))
+        .sort((a, b) => order[a.status]! - order[b.status]! || (b.claimedAt?.getTime() ?? 0) - (a.claimedAt?.getTime() ?? 0))
+    );
   }
 
   async instance(id: string): Promise<{ instance: InstanceRecord; events: InstanceEvent[] }> {

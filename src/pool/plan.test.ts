@@ -177,7 +177,11 @@ describe("planPool", () => {
       for (const s of statuses) instances.push(...rows(s, (trial * 7 + s.length) % 4));
       const maxTotal = 1 + (trial % 15);
       const minIdle = trial % (maxTotal + 1);
-      const plan = planPool({ ...spec, maxTotal, minIdle, maxCreatesPerTick: 100, maxDeletesPerTick: trial % 3 }, { listing: "complete", instances, orphans: [] }, NOW);
+      const plan = planPool(
+        { ...spec, maxTotal, minIdle, maxCreatesPerTick: 100, maxDeletesPerTick: trial % 3 },
+        { listing: "complete", instances, orphans: [] },
+        NOW,
+      );
       // Dead rows run at the provider until their delete lands: only the planned deletes free a slot.
       const deleted = new Set(plan.deletes.map((d) => d.instanceId));
       const liveAfter = instances.filter((i) => (i.status !== "dead" ? true : i.providerRef !== null && !deleted.has(i.id))).length + plan.create;

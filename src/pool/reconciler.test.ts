@@ -18,7 +18,9 @@ class FakeRuntimes implements HealthChecker {
   checks = 0;
   async check(target: InstanceTarget) {
     this.checks++;
-    const a = this.answers.has(target.url) ? this.answers.get(target.url)! : { ready: true, conversationId: null, pending: false, clean: true, version: "1.2.3" };
+    const a = this.answers.has(target.url)
+      ? this.answers.get(target.url)!
+      : { ready: true, conversationId: null, pending: false, clean: true, version: "1.2.3" };
     return a ? { health: a } : { health: null, error: "connect ECONNREFUSED" };
   }
   async status(target: InstanceTarget): Promise<RuntimeStatus> {
@@ -91,14 +93,20 @@ describe("Reconciler.tick", () => {
     assert.equal(first.counts.starting, 3);
     const rows = await store.listInstances(poolId);
     assert.equal(rows.length, 3);
-    assert.ok(rows.every((x) => x.providerRef?.startsWith("mem-")), "provider refs recorded");
+    assert.ok(
+      rows.every((x) => x.providerRef?.startsWith("mem-")),
+      "provider refs recorded",
+    );
 
     const second = await r.tick();
     assert.equal(second.created.length, 0);
     assert.equal(second.counts.idle, 3);
     assert.equal(second.transitions.filter((t) => t.to === "idle").length, 3);
     const events = await store.listEvents(rows[0]!.id);
-    assert.deepEqual(events.map((e) => e.toStatus), ["idle", "starting"]);
+    assert.deepEqual(
+      events.map((e) => e.toStatus),
+      ["idle", "starting"],
+    );
   });
 
   it("makes one provider list call per pass however large the pool", async () => {
@@ -133,11 +141,15 @@ describe("Reconciler.tick", () => {
     await store.setProviderRef("i-legacy-ours", "legacy-ours", null, null);
     provider.addForeign("legacy-ours", old, "i-legacy-ours", null);
     const first = await r.tick();
-    assert.deepEqual(first.deleted.map((d) => d.ref), ["stray"], "only our own orphan is deleted");
     assert.deepEqual(
-      first.foreign.map((f) => [f.ref, f.owner]).sort(),
-      [["ancient", null], ["theirs", "other"]],
+      first.deleted.map((d) => d.ref),
+      ["stray"],
+      "only our own orphan is deleted",
     );
+    assert.deepEqual(first.foreign.map((f) => [f.ref, f.owner]).sort(), [
+      ["ancient", null],
+      ["theirs", "other"],
+    ]);
     for (let i = 0; i < 3; i++) await r.tick();
     assert.ok(provider.fleet.has("theirs") && provider.fleet.has("ancient"), "left alone pass after pass");
     const adopted = await store.getInstance("i-legacy-ours");
@@ -165,7 +177,10 @@ describe("Reconciler.tick", () => {
     // The cap is in the database too: an operator's add of another pool is refused at it.
     assert.deepEqual((await r.createNow(`${poolId}-b`, 2)).created, []);
     // Each pool's rows carry their pool; the pass reports each pool's counts.
-    assert.deepEqual(second.pools.map((p) => p.counts.total).reduce((a, b) => a + b, 0), 4);
+    assert.deepEqual(
+      second.pools.map((p) => p.counts.total).reduce((a, b) => a + b, 0),
+      4,
+    );
   });
 
   describe("health checks on a schedule per instance (issue 10)", () => {
@@ -177,7 +192,12 @@ describe("Reconciler.tick", () => {
     };
 
     it("a quiet pool is checked at the idle cadence, not every pass: health traffic ≈ N / cadence", async () => {
-      const r = await reconciler({ pool: { minIdle: 50, maxTotal: 60 }, cadence, random, spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 50 } });
+      const r = await reconciler({
+        pool: { minIdle: 50, maxTotal: 60 },
+        cadence,
+        random,
+        spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 50 },
+      });
       await r.tick(); // creates 50
       for (let i = 0; i < 3 && (await store.countByStatus(poolId)).idle < 50; i++) {
         clock.advance(1_000);
@@ -215,7 +235,11 @@ describe("Reconciler.tick", () => {
       assert.equal(runtimes.checks - checks0, 2, "then it backs off (1 s)");
       clock.advance(1_000);
       const third = await r.tick();
-      assert.deepEqual(third.transitions.filter((t) => t.id === inst!.id).map((t) => t.to), ["dead"], "third failure: dead");
+      assert.deepEqual(
+        third.transitions.filter((t) => t.id === inst!.id).map((t) => t.to),
+        ["dead"],
+        "third failure: dead",
+      );
     });
 
     it("a hint (a webhook, a process exit) makes one instance due at once; nothing else is checked", async () => {
@@ -231,7 +255,11 @@ describe("Reconciler.tick", () => {
       r.checkSoon(a!.id);
       const hinted = await r.tick();
       assert.equal(hinted.healthChecks, 1);
-      assert.deepEqual(hinted.transitions.map((t) => [t.id, t.to]), [[a!.id, "dead"]], "runtime bound without a claim");
+      assert.deepEqual(
+        hinted.transitions.map((t) => [t.id, t.to]),
+        [[a!.id, "dead"]],
+        "runtime bound without a claim",
+      );
     });
 
     it("a changed deploy status is acted on in the next pass, whatever the schedule", async () => {
@@ -243,7 +271,10 @@ describe("Reconciler.tick", () => {
       const [a] = (await store.listInstances(poolId)).filter((x) => x.status === "idle");
       provider.setStatus(a!.providerRef!, "CRASHED");
       const res = await r.tick();
-      assert.deepEqual(res.transitions.filter((t) => t.id === a!.id).map((t) => t.to), ["dead"]);
+      assert.deepEqual(
+        res.transitions.filter((t) => t.id === a!.id).map((t) => t.to),
+        ["dead"],
+      );
     });
   });
 
@@ -277,7 +308,10 @@ describe("Reconciler.tick", () => {
     assert.equal(provider.calls.delete, 0);
     assert.equal(provider.fleet.size, 4);
     const rows = await store.listInstances(poolId);
-    assert.ok(rows.every((x) => x.status === "idle"), "no status changed on a failed listing");
+    assert.ok(
+      rows.every((x) => x.status === "idle"),
+      "no status changed on a failed listing",
+    );
     assert.deepEqual(res.notes, ["listing_failed_no_changes"]);
   });
 
@@ -300,8 +334,14 @@ describe("Reconciler.tick", () => {
     const [victim] = await store.listInstances(poolId);
     provider.setStatus(victim!.providerRef!, "CRASHED");
     const res = await r.tick();
-    assert.deepEqual(res.transitions.map((t) => [t.id, t.to]), [[victim!.id, "dead"]]);
-    assert.deepEqual(res.deleted.map((d) => d.instanceId), [victim!.id]);
+    assert.deepEqual(
+      res.transitions.map((t) => [t.id, t.to]),
+      [[victim!.id, "dead"]],
+    );
+    assert.deepEqual(
+      res.deleted.map((d) => d.instanceId),
+      [victim!.id],
+    );
     assert.equal(res.created.length, 1);
     assert.equal(provider.fleet.has(victim!.providerRef!), false);
     const row = await store.getInstance(victim!.id);
@@ -321,7 +361,10 @@ describe("Reconciler.tick", () => {
       assert.equal(res.transitions.length, 0, `failure ${i + 1} is tolerated`);
     }
     const third = await r.tick();
-    assert.deepEqual(third.transitions.map((t) => t.to), ["dead"]);
+    assert.deepEqual(
+      third.transitions.map((t) => t.to),
+      ["dead"],
+    );
     assert.match(third.transitions[0]!.reason, /unhealthy/);
   });
 
@@ -333,7 +376,10 @@ describe("Reconciler.tick", () => {
     assert.equal(early.deleted.length, 0);
     clock.advance(61_000);
     const late = await r.tick();
-    assert.deepEqual(late.deleted.map((d) => [d.ref, d.reason]), [["orphan-1", "orphan"]]);
+    assert.deepEqual(
+      late.deleted.map((d) => [d.ref, d.reason]),
+      [["orphan-1", "orphan"]],
+    );
   });
 
   it("adopts a provider instance whose create answer was lost (matched by instance id)", async () => {
@@ -388,12 +434,21 @@ describe("Reconciler.tick", () => {
     await r.tick();
     const [a, b, c, d] = await store.listInstances(poolId);
     // a, b: claims whose deadline is a minute ahead (database clock); c, d: an hour past.
-    for (const x of [a!, b!]) await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: claimingFor(60_000, `att-${x.id}`) });
-    for (const x of [c!, d!]) await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: claimingFor(-3_600_000, `att-${x.id}`) });
+    for (const x of [a!, b!])
+      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: claimingFor(60_000, `att-${x.id}`) });
+    for (const x of [c!, d!])
+      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: claimingFor(-3_600_000, `att-${x.id}`) });
     for (const x of [a!, c!]) {
-      runtimes.statuses.set(`http://memory.invalid/${x.id}`, { conversationId: `conv-${x.id}`, inboxId: null, pending: false, clean: false, inviteUrl: "http://x/i/a" });
+      runtimes.statuses.set(`http://memory.invalid/${x.id}`, {
+        conversationId: `conv-${x.id}`,
+        inboxId: null,
+        pending: false,
+        clean: false,
+        inviteUrl: "http://x/i/a",
+      });
     }
-    for (const x of [b!, d!]) runtimes.statuses.set(`http://memory.invalid/${x.id}`, { conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null });
+    for (const x of [b!, d!])
+      runtimes.statuses.set(`http://memory.invalid/${x.id}`, { conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null });
     provider.setStatus(a!.providerRef!, "CRASHED");
     clock.advance(24 * 3_600_000); // a process clock a day ahead of the database: no effect
     const swept = await r.tick();
@@ -414,7 +469,14 @@ describe("Reconciler.tick", () => {
     await r.tick();
     const [dirty, gone] = await store.listInstances(poolId);
     for (const x of [dirty!, gone!]) {
-      await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "test", set: { ...claimingFor(-3_600_000, `att-${x.id}`), agentName: "Ada" } });
+      await store.transition({
+        id: x.id,
+        from: "idle",
+        to: "claiming",
+        actor: "claim",
+        reason: "test",
+        set: { ...claimingFor(-3_600_000, `att-${x.id}`), agentName: "Ada" },
+      });
     }
     runtimes.statuses.set(`http://memory.invalid/${dirty!.id}`, { conversationId: null, inboxId: null, pending: false, clean: false, inviteUrl: null });
     // `gone` has no status answer: the fake throws, as an unreachable runtime would.
@@ -445,7 +507,10 @@ describe("Reconciler.tick", () => {
     // Time the injected clock moves within a term still passes: past the grace, it is judged.
     clock.advance(121_000);
     const later = await r.tick();
-    assert.deepEqual(later.transitions.map((t) => [t.id, t.to]), [["i-inflight", "dead"]]);
+    assert.deepEqual(
+      later.transitions.map((t) => [t.id, t.to]),
+      [["i-inflight", "dead"]],
+    );
   });
 
   it("checks an instance at its stored URL when a listing omits it, and keeps old healthy instances (seed §8 f1a1fab)", async () => {
@@ -527,9 +592,19 @@ describe("Reconciler.tick", () => {
     await r.tick();
     await r.tick();
     const [a, b] = await store.listInstances(poolId);
-    for (const [x, name] of [[a!, "Ada Lovelace"], [b!, "李雷"]] as const) {
+    for (const [x, name] of [
+      [a!, "Ada Lovelace"],
+      [b!, "李雷"],
+    ] as const) {
       await store.transition({ id: x.id, from: "idle", to: "claiming", actor: "claim", reason: "t", set: { agentName: name } });
-      await store.transition({ id: x.id, from: "claiming", to: "claimed", actor: "claim", reason: "t", set: { conversationId: `c-${x.id}`, claimedAt: clock.now() } });
+      await store.transition({
+        id: x.id,
+        from: "claiming",
+        to: "claimed",
+        actor: "claim",
+        reason: "t",
+        set: { conversationId: `c-${x.id}`, claimedAt: clock.now() },
+      });
     }
     runtimes.answers.set(`http://memory.invalid/${a!.id}`, { ready: true, conversationId: `c-${a!.id}`, pending: false, clean: false, version: "1" });
     runtimes.answers.set(`http://memory.invalid/${b!.id}`, { ready: true, conversationId: `c-${b!.id}`, pending: false, clean: false, version: "1" });
@@ -586,7 +661,10 @@ describe("Reconciler.tick", () => {
     const results = await Promise.all([r.tick(), r.tick(), r.tick()]);
     assert.equal(maxInFlight, 1);
     // Only the first pass creates: the later ones count its rows.
-    assert.deepEqual(results.map((x) => x.created.length), [3, 0, 0]);
+    assert.deepEqual(
+      results.map((x) => x.created.length),
+      [3, 0, 0],
+    );
   });
 
   it("a failed create that left its resource behind holds its slot until that resource is deleted (never above max total)", async () => {
@@ -610,7 +688,10 @@ describe("Reconciler.tick", () => {
     assert.deepEqual((await r.createNow(poolId, 1)).created, []);
     // The next pass matches the dead row to its resource by instance id and deletes it; the one after refills.
     const second = await r.tick();
-    assert.deepEqual(second.deleted.map((d) => d.reason), ["dead"]);
+    assert.deepEqual(
+      second.deleted.map((d) => d.reason),
+      ["dead"],
+    );
     await r.tick();
     assert.equal(provider.fleet.size, 2);
     assert.ok(most <= 2, `at most max total at the provider, saw ${most}`);
@@ -623,7 +704,24 @@ describe("Reconciler.tick", () => {
       sizing: { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC", schedule: [] },
     });
     // 12 claims in the last 14–15 minutes (0.8–0.86/min); no boot measured yet: 5 min assumed → ceil(4.0–4.3) = 5 idle.
-    await store.addPoolHistory([{ poolId, ageMs: 14 * 60_000, claimsWarm: 8, claimsWaited: 2, claimsEmpty: 2, claimsFailed: 0, latencyHist: [], waitMsSum: 0, waitMsMax: 0, refills: 0, refillMsSum: 0, refillMsMax: 0, idleSeconds: 0, snapshot: null }]);
+    await store.addPoolHistory([
+      {
+        poolId,
+        ageMs: 14 * 60_000,
+        claimsWarm: 8,
+        claimsWaited: 2,
+        claimsEmpty: 2,
+        claimsFailed: 0,
+        latencyHist: [],
+        waitMsSum: 0,
+        waitMsMax: 0,
+        refills: 0,
+        refillMsSum: 0,
+        refillMsMax: 0,
+        idleSeconds: 0,
+        snapshot: null,
+      },
+    ]);
     const recorder = new HistoryRecorder({ store, clock, logger: silentLogger });
     const r = await reconciler({ sizing: { recorder, defaultRefillMs: () => 5 * 60_000 } });
     const first = await r.tick();
@@ -649,7 +747,10 @@ describe("Reconciler.tick", () => {
     assert.equal((await store.countByStatus(poolId)).idle, 3);
     const p = (await store.getPool(poolId))!;
     // No claims measured at all and no cooldown: the floor (1) is the target.
-    await store.savePool({ ...p, sizing: { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 0, timeZone: "UTC", schedule: [] } });
+    await store.savePool({
+      ...p,
+      sizing: { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 0, timeZone: "UTC", schedule: [] },
+    });
     const r = await reconciler({ holder: `test-${poolId}` });
     const t = await r.tick();
     assert.equal(t.transitions.filter((x) => x.to === "dead" && x.reason === "scaled down (sizing)").length, 2);

@@ -497,7 +497,13 @@ export class Reconciler {
       const kind = pool.provider ?? o.defaultProvider;
       const instances = seen.observed.get(pool.id) ?? [];
       const plan = planPool(
-        { minIdle: targetOf(pool), maxTotal: pool.maxTotal, orphanGraceMs: o.spec.orphanGraceMs, maxDeletesPerTick: o.spec.maxDeletesPerTick, maxCreatesPerTick: o.spec.maxCreatesPerTick },
+        {
+          minIdle: targetOf(pool),
+          maxTotal: pool.maxTotal,
+          orphanGraceMs: o.spec.orphanGraceMs,
+          maxDeletesPerTick: o.spec.maxDeletesPerTick,
+          maxCreatesPerTick: o.spec.maxCreatesPerTick,
+        },
         { listing: listingOf(kind), instances, orphans: [] },
         now,
       );
@@ -529,9 +535,15 @@ export class Reconciler {
     const acts = orphanDeletes.length > 0 || plans.some((x) => x.plan.deletes.length > 0 || x.plan.create > 0 || x.plan.forget.length > 0);
     if (acts && !(await this.#elector.renew())) return this.#lost(result, "before acting");
 
-    const poolResults = new Map<string, PoolTickResult>(pools.map((p) => [p.id, { pool: p.id, counts: { ...emptyCounts(), total: 0 }, created: [], deleted: [], notes: [] }]));
+    const poolResults = new Map<string, PoolTickResult>(
+      pools.map((p) => [p.id, { pool: p.id, counts: { ...emptyCounts(), total: 0 }, created: [], deleted: [], notes: [] }]),
+    );
     const poolOf = new Map<string, string>(seen.pairs.map(([r]) => [r.id, r.poolId]));
-    const del = await this.#actuator.delete([...plans.flatMap((x) => x.plan.deletes), ...orphanDeletes], plans.flatMap((x) => x.plan.forget), lease);
+    const del = await this.#actuator.delete(
+      [...plans.flatMap((x) => x.plan.deletes), ...orphanDeletes],
+      plans.flatMap((x) => x.plan.forget),
+      lease,
+    );
     result.providerCalls.delete += del.calls;
     result.deleted.push(...del.deleted);
     result.errors.push(...del.errors);
@@ -574,7 +586,17 @@ export class Reconciler {
     if (o.rollouts) {
       const orphansHeld = [...seen.orphans.values()].reduce((n, l) => n + l.length, 0) - del.deleted.filter((d) => d.reason === "orphan").length;
       const listing = (p: PoolRecord) => listingOf(p.provider ?? o.defaultProvider);
-      const r = await o.rollouts.runOnce({ lease, pools, observed: seen.observed, status, passResults: poolResults, listing, orphansHeld, spec: o.spec, actuator: this.#actuator });
+      const r = await o.rollouts.runOnce({
+        lease,
+        pools,
+        observed: seen.observed,
+        status,
+        passResults: poolResults,
+        listing,
+        orphansHeld,
+        spec: o.spec,
+        actuator: this.#actuator,
+      });
       result.providerCalls.create += r.calls.create;
       result.providerCalls.delete += r.calls.delete;
       result.created.push(...r.created.map((c) => c.id));
@@ -616,7 +638,14 @@ export class Reconciler {
     for (const pr of poolResults.values()) pr.counts.total = LIVE.reduce((n, s) => n + pr.counts[s], 0);
     // Measurements for the pool history (issue 13): idle instance-seconds, refills, a snapshot.
     const rows = new Map(seen.pairs.map(([r]) => [r.id, r]));
-    for (const pr of poolResults.values()) this.#sizer.observe(pr.pool, pr.counts, rows, result.transitions.filter((t) => poolOf.get(t.id) === pr.pool), now);
+    for (const pr of poolResults.values())
+      this.#sizer.observe(
+        pr.pool,
+        pr.counts,
+        rows,
+        result.transitions.filter((t) => poolOf.get(t.id) === pr.pool),
+        now,
+      );
     result.counts = { ...counts, total: LIVE.reduce((n, s) => n + counts[s], 0) };
     result.pools = [...poolResults.values()];
   }

@@ -86,7 +86,8 @@ export class PoolRegistry {
   async create(input: unknown): Promise<PoolRecord> {
     const parsed = this.#parse(input);
     const existing = await this.#o.store.getPool(parsed.id);
-    if (existing && existing.retiredAt === null) throw new PoolError("POOL_EXISTS", `A pool named "${parsed.id}" exists; change it with PATCH.`, { pool: parsed.id });
+    if (existing && existing.retiredAt === null)
+      throw new PoolError("POOL_EXISTS", `A pool named "${parsed.id}" exists; change it with PATCH.`, { pool: parsed.id });
     const settings = this.#settings(parsed);
     const saved = await this.#o.store.savePool(
       { ...settings, templateHash: effectiveHash(settings, this.#o.deploymentEnv), previousTemplate: null, seedHash: null },

@@ -52,8 +52,29 @@ describe("release of an agent", () => {
     const made = await memory.create({ instanceId: id, poolId: "p", name: id, gatewayToken: `tok-${id}`, ownerId: "own01", env: {} });
     await store.setProviderRef(id, made.ref, made.url, "SUCCESS");
     await store.transition({ id, from: "starting", to: "idle", actor: "reconciler", reason: "up" });
-    await store.claimIdle({ poolIds: ["p"], owner: "t", attempt: `a-${id}`, attemptTtlMs: 60_000, claimKey: `key-${id}`, source: "test", agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [] });
-    return (await store.transition({ id, from: "claiming", to: "claimed", actor: "claim", reason: "ok", set: { conversationId: `c-${id}`, claimedAt: new Date() }, fence: { claimAttempt: `a-${id}` } }))!;
+    await store.claimIdle({
+      poolIds: ["p"],
+      owner: "t",
+      attempt: `a-${id}`,
+      attemptTtlMs: 60_000,
+      claimKey: `key-${id}`,
+      source: "test",
+      agentName: "Ada",
+      instructions: "x",
+      joinUrl: null,
+      profileImage: null,
+      metadata: null,
+      exclude: [],
+    });
+    return (await store.transition({
+      id,
+      from: "claiming",
+      to: "claimed",
+      actor: "claim",
+      reason: "ok",
+      set: { conversationId: `c-${id}`, claimedAt: new Date() },
+      fence: { claimAttempt: `a-${id}` },
+    }))!;
   }
   const reset = () => {
     onReset = null;
@@ -66,16 +87,34 @@ describe("release of an agent", () => {
     const a = await agent();
     onReset = async () => {
       // The pass saw the runtime without its conversation: "runtime lost its conversation".
-      await store.applyObservations([{
-        id: a.id, expectedStatus: "claimed", status: "crashed", reason: "runtime lost its conversation", providerRef: a.providerRef, url: a.url,
-        deployStatus: "SUCCESS", runtimeVersion: null, runtimeType: null, image: null, healthCheckedAt: new Date(), healthOkAt: new Date(),
-        healthFailures: 0, healthError: null, conversationId: null, resourceGone: false,
-      }]);
+      await store.applyObservations([
+        {
+          id: a.id,
+          expectedStatus: "claimed",
+          status: "crashed",
+          reason: "runtime lost its conversation",
+          providerRef: a.providerRef,
+          url: a.url,
+          deployStatus: "SUCCESS",
+          runtimeVersion: null,
+          runtimeType: null,
+          image: null,
+          healthCheckedAt: new Date(),
+          healthOkAt: new Date(),
+          healthFailures: 0,
+          healthError: null,
+          conversationId: null,
+          resourceGone: false,
+        },
+      ]);
     };
     const r = await releaseAgent(opts(), a.id);
     assert.deepEqual([r.status, r.clean], ["idle", true]);
     const row = (await store.getInstance(a.id))!;
-    assert.deepEqual([row.status, row.agentName, row.conversationId, row.claimKey, row.claimSource, row.claimedAt, row.operation], ["idle", null, null, null, null, null, null]);
+    assert.deepEqual(
+      [row.status, row.agentName, row.conversationId, row.claimKey, row.claimSource, row.claimedAt, row.operation],
+      ["idle", null, null, null, null, null, null],
+    );
     const [last, before] = await store.listEvents(a.id, 2);
     assert.deepEqual([before?.toStatus, last?.fromStatus, last?.toStatus, last?.actor], ["crashed", "crashed", "idle", "operator"]);
   });

@@ -53,10 +53,17 @@ export interface ReleaseResult {
 /** Why an instance cannot be released now, as a 409 (or a 404), from what its row holds. */
 export function releaseRefusal(inst: InstanceRecord | null, id: string): PoolError {
   if (!inst || inst.deletedAt !== null) return new PoolError("INSTANCE_NOT_FOUND", `No instance "${id}".`);
-  if (inst.protected) return new PoolError("INSTANCE_PROTECTED", `Instance ${inst.id} is protected: unprotect it before releasing it.`, { instanceId: inst.id });
-  if (inst.status === "claiming") return new PoolError("INVALID_TRANSITION", `Instance ${inst.id} is being claimed right now; try again in a moment.`, { status: inst.status });
-  if (inst.operation) return new PoolError("OPERATION_IN_PROGRESS", `A ${inst.operation} of instance ${inst.id} is under way; try again once it is done.`, { operation: inst.operation });
-  return new PoolError("INVALID_TRANSITION", `Only claimed, pending or crashed agents can be released; instance ${inst.id} is ${inst.status}.`, { status: inst.status });
+  if (inst.protected)
+    return new PoolError("INSTANCE_PROTECTED", `Instance ${inst.id} is protected: unprotect it before releasing it.`, { instanceId: inst.id });
+  if (inst.status === "claiming")
+    return new PoolError("INVALID_TRANSITION", `Instance ${inst.id} is being claimed right now; try again in a moment.`, { status: inst.status });
+  if (inst.operation)
+    return new PoolError("OPERATION_IN_PROGRESS", `A ${inst.operation} of instance ${inst.id} is under way; try again once it is done.`, {
+      operation: inst.operation,
+    });
+  return new PoolError("INVALID_TRANSITION", `Only claimed, pending or crashed agents can be released; instance ${inst.id} is ${inst.status}.`, {
+    status: inst.status,
+  });
 }
 
 export async function releaseAgent(o: ReleaseOptions, id: string): Promise<ReleaseResult> {
@@ -90,14 +97,21 @@ export async function releaseAgent(o: ReleaseOptions, id: string): Promise<Relea
 
   const row = clean
     ? await o.store.transition({
-        id, from: RELEASABLE, to: "idle", actor: "operator", reason: "released by an operator: runtime reset clean",
-        set: { ...RELEASED_CLAIM_FIELDS, claimedAt: null, healthFailures: 0, healthError: null }, fence: { operation: token },
+        id,
+        from: RELEASABLE,
+        to: "idle",
+        actor: "operator",
+        reason: "released by an operator: runtime reset clean",
+        set: { ...RELEASED_CLAIM_FIELDS, claimedAt: null, healthFailures: 0, healthError: null },
+        fence: { operation: token },
       })
     : await o.store.transition({ id, from: RELEASABLE, to: "dead", actor: "operator", reason: `released by an operator: ${why}`, fence: { operation: token } });
   if (!row) {
     await o.store.endOperation(id, token).catch(() => false);
     const now = await o.store.getInstance(id);
-    throw new PoolError("CONFLICT", `Instance ${id} changed meanwhile (it is ${now?.status ?? "gone"} now); nothing was released.`, { status: now?.status ?? null });
+    throw new PoolError("CONFLICT", `Instance ${id} changed meanwhile (it is ${now?.status ?? "gone"} now); nothing was released.`, {
+      status: now?.status ?? null,
+    });
   }
   o.logger.info({ instanceId: id, clean, status: row.status }, "agent released by an operator");
   let deleteError: string | null = null;

@@ -34,7 +34,12 @@ export interface RenamerOptions {
  * no ASCII letter or digit ("李雷") still marks it claimed, as `--agent`.
  */
 export function agentServiceName(base: string, agentName: string): string {
-  const slug = agentName.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 24) || "agent";
+  const slug =
+    agentName
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, "-")
+      .replace(/^-|-$/g, "")
+      .slice(0, 24) || "agent";
   return `${base}--${slug}`;
 }
 
@@ -59,7 +64,10 @@ export class Renamer {
   }
 
   /** Renames claimed instances whose resource name does not show their agent yet. */
-  async runOnce(pairs: ReadonlyArray<[InstanceRecord, ProviderInstance | undefined]>, status: ReadonlyMap<string, InstanceStatus>): Promise<{ renamed: string[]; errors: string[] }> {
+  async runOnce(
+    pairs: ReadonlyArray<[InstanceRecord, ProviderInstance | undefined]>,
+    status: ReadonlyMap<string, InstanceStatus>,
+  ): Promise<{ renamed: string[]; errors: string[] }> {
     const o = this.#o;
     const now = o.clock.now().getTime();
     const out = { renamed: [] as string[], errors: [] as string[] };

@@ -14,7 +14,8 @@ let seq = 0;
 function inst(status: InstanceStatus, hash = OLD, extra: Partial<ObservedInstance> = {}): ObservedInstance {
   return { id: `i-${++seq}`, status, providerRef: `ref-${seq}`, goneAtProvider: false, templateHash: hash, protected: false, ...extra };
 }
-const many = (n: number, status: InstanceStatus, hash = OLD, extra: Partial<ObservedInstance> = {}) => Array.from({ length: n }, () => inst(status, hash, extra));
+const many = (n: number, status: InstanceStatus, hash = OLD, extra: Partial<ObservedInstance> = {}) =>
+  Array.from({ length: n }, () => inst(status, hash, extra));
 
 /** New-template outcomes: `ok` became idle at second i, `fail` died before idle at second i. */
 function outcomes(...marks: Array<"ok" | "fail" | "starting">): RolloutOutcome[] {
@@ -27,7 +28,9 @@ function outcomes(...marks: Array<"ok" | "fail" | "starting">): RolloutOutcome[]
   }));
 }
 
-function input(over: Omit<Partial<RolloutPlanInput>, "rollout"> & { instances: ObservedInstance[]; rollout?: Partial<RolloutPlanInput["rollout"]> }): RolloutPlanInput {
+function input(
+  over: Omit<Partial<RolloutPlanInput>, "rollout"> & { instances: ObservedInstance[]; rollout?: Partial<RolloutPlanInput["rollout"]> },
+): RolloutPlanInput {
   return {
     rollout: { status: "running", toHash: NEW, haltAfter: 3, retired: 0, target: 3, countedSince: at(0), ...(over.rollout ?? {}) },
     pool: { minIdle: 3, maxTotal: 10, maxSurge: 2, ...(over.pool ?? {}) },
@@ -78,7 +81,11 @@ describe("planRollout", () => {
     },
     {
       name: "floor: with enough ready beyond the warm size, still no retirement below min idle claimable",
-      in: input({ pool: { minIdle: 3, maxTotal: 10, maxSurge: 2 }, rollout: { target: 1 }, instances: [...many(2, "idle"), ...many(1, "idle", NEW), ...many(2, "sleeping", NEW)] }),
+      in: input({
+        pool: { minIdle: 3, maxTotal: 10, maxSurge: 2 },
+        rollout: { target: 1 },
+        instances: [...many(2, "idle"), ...many(1, "idle", NEW), ...many(2, "sleeping", NEW)],
+      }),
       create: 0,
       retire: 0,
       notes: ["floor"],
@@ -150,7 +157,10 @@ describe("planRollout", () => {
     },
     {
       name: "old instances claimed meanwhile keep their template and leave the rollout",
-      in: input({ instances: [...many(2, "claimed"), ...many(1, "claiming"), ...many(1, "crashed"), ...many(1, "idle"), ...many(3, "idle", NEW)], outcomes: outcomes("ok", "ok", "ok") }),
+      in: input({
+        instances: [...many(2, "claimed"), ...many(1, "claiming"), ...many(1, "crashed"), ...many(1, "idle"), ...many(3, "idle", NEW)],
+        outcomes: outcomes("ok", "ok", "ok"),
+      }),
       create: 0,
       retire: 1,
       remaining: 1,
@@ -191,7 +201,14 @@ describe("planRollout", () => {
     },
     {
       name: "per-pass caps of creates and retirements",
-      in: input({ pool: { minIdle: 0, maxTotal: 10, maxSurge: 5 }, rollout: { target: 4 }, instances: [...many(4, "idle"), ...many(4, "idle", NEW)], outcomes: outcomes("ok", "ok", "ok", "ok"), createsLeft: 0, retiresLeft: 1 }),
+      in: input({
+        pool: { minIdle: 0, maxTotal: 10, maxSurge: 5 },
+        rollout: { target: 4 },
+        instances: [...many(4, "idle"), ...many(4, "idle", NEW)],
+        outcomes: outcomes("ok", "ok", "ok", "ok"),
+        createsLeft: 0,
+        retiresLeft: 1,
+      }),
       create: 0,
       retire: 1,
       notes: ["retires_capped"],
@@ -212,7 +229,10 @@ describe("planRollout", () => {
     const olds = many(3, "idle");
     const prot = inst("idle", OLD, { protected: true });
     const p = planRollout(input({ instances: [...olds, prot, ...many(3, "idle", NEW)], outcomes: outcomes("ok", "ok", "ok") }));
-    assert.deepEqual(p.retire, olds.map((o) => o.id));
+    assert.deepEqual(
+      p.retire,
+      olds.map((o) => o.id),
+    );
   });
 
   it("says why it halted: the failures' reasons, most recent first", () => {
@@ -301,7 +321,10 @@ describe("a rollout run pass after pass (simulated pool)", () => {
     assert.equal(r.result, "complete");
     assert.equal(r.minClaimable, 10);
     assert.equal(r.retired, 10);
-    assert.deepEqual(r.rows.map((x) => [x.status, x.templateHash]), Array(10).fill(["idle", NEW]));
+    assert.deepEqual(
+      r.rows.map((x) => [x.status, x.templateHash]),
+      Array(10).fill(["idle", NEW]),
+    );
   });
 
   it("keeps a surplus above min idle (5 idle, min idle 2)", () => {
@@ -314,14 +337,20 @@ describe("a rollout run pass after pass (simulated pool)", () => {
     const r = simulate({ oldIdle: 4, minIdle: 4, maxTotal: 20, maxSurge: 2, claimsAt: [2, 3, 4, 6, 8] });
     assert.equal(r.result, "complete");
     assert.ok(r.rows.filter((x) => x.status === "idle" || x.status === "starting").length >= 4, "min idle kept (with the pass's replenishment)");
-    assert.ok(r.rows.every((x) => x.templateHash === NEW), "every instance is new");
+    assert.ok(
+      r.rows.every((x) => x.templateHash === NEW),
+      "every instance is new",
+    );
   });
 
   it("a broken template halts after 3 failures in a row, with the old instances still all there", () => {
     const r = simulate({ oldIdle: 3, minIdle: 3, maxTotal: 10, maxSurge: 2, broken: true });
     assert.equal(r.result, "halted");
     assert.equal(r.retired, 0);
-    assert.deepEqual(r.rows.map((x) => [x.status, x.templateHash]), Array(3).fill(["idle", OLD]));
+    assert.deepEqual(
+      r.rows.map((x) => [x.status, x.templateHash]),
+      Array(3).fill(["idle", OLD]),
+    );
   });
 });
 
@@ -356,9 +385,23 @@ describe("rollout helpers", () => {
     const rows = [...many(2, "idle", "a"), ...many(1, "claimed", "b"), ...many(3, "idle", "c")];
     assert.equal(rolloutToStart({ templateHash: "c", previousTemplate: null }, null, many(3, "idle", "c")), null, "a new pool");
     assert.equal(rolloutToStart({ templateHash: "c", previousTemplate: {} }, { toHash: "c", fromHash: "a" }, rows), null, "already rolled out to it");
-    assert.deepEqual(rolloutToStart({ templateHash: "c", previousTemplate: {} }, null, rows), { fromHash: "a", reason: "template changed" }, "from the template most old ones have");
-    assert.deepEqual(rolloutToStart({ templateHash: "d", previousTemplate: null }, { toHash: "c", fromHash: "a" }, rows), { fromHash: "c", reason: "template changed" });
-    assert.deepEqual(rolloutToStart({ templateHash: "a", previousTemplate: {} }, { toHash: "c", fromHash: "a" }, rows), { fromHash: "c", reason: "rolled back" });
-    assert.deepEqual(rolloutToStart({ templateHash: "z", previousTemplate: {} }, null, []), { fromHash: null, reason: "template changed" }, "an empty pool's change is recorded too");
+    assert.deepEqual(
+      rolloutToStart({ templateHash: "c", previousTemplate: {} }, null, rows),
+      { fromHash: "a", reason: "template changed" },
+      "from the template most old ones have",
+    );
+    assert.deepEqual(rolloutToStart({ templateHash: "d", previousTemplate: null }, { toHash: "c", fromHash: "a" }, rows), {
+      fromHash: "c",
+      reason: "template changed",
+    });
+    assert.deepEqual(rolloutToStart({ templateHash: "a", previousTemplate: {} }, { toHash: "c", fromHash: "a" }, rows), {
+      fromHash: "c",
+      reason: "rolled back",
+    });
+    assert.deepEqual(
+      rolloutToStart({ templateHash: "z", previousTemplate: {} }, null, []),
+      { fromHash: null, reason: "template changed" },
+      "an empty pool's change is recorded too",
+    );
   });
 });

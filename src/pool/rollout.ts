@@ -79,7 +79,10 @@ export interface RolloutPlan {
 }
 
 /** Counts of what the outcomes say: made, failed before idle, became idle, the current streak. */
-export function tallyOutcomes(outcomes: readonly RolloutOutcome[], countedSince: Date): { created: number; failed: number; ready: number; streak: RolloutOutcome[] } {
+export function tallyOutcomes(
+  outcomes: readonly RolloutOutcome[],
+  countedSince: Date,
+): { created: number; failed: number; ready: number; streak: RolloutOutcome[] } {
   let failed = 0;
   let ready = 0;
   const decided: Array<{ at: number; ok: boolean; o: RolloutOutcome }> = [];

@@ -91,7 +91,10 @@ describe("RolloutService in reconciler passes", () => {
     assert.equal(r.minClaimable, 4, "the rollout recorded the fewest claimable it saw");
     assert.ok(maxHeld <= 6 + 2, `held ${maxHeld} ≤ max total + max surge`);
     const rows = await store.listInstances("web");
-    assert.deepEqual(rows.map((x) => [x.status, x.templateHash]), Array(4).fill(["idle", pool.templateHash]));
+    assert.deepEqual(
+      rows.map((x) => [x.status, x.templateHash]),
+      Array(4).fill(["idle", pool.templateHash]),
+    );
     for (const id of before) {
       const old = (await store.getInstance(id))!;
       assert.ok(old.status === "dead" && old.deletedAt !== null, `${id} retired and deleted`);
@@ -124,7 +127,7 @@ describe("RolloutService in reconciler passes", () => {
 
   it("pause stops it, resume goes on; a halted rollout resumed is a new attempt", async () => {
     await registry.update("web", { env: { V: "2" } });
-    await rollouts.noteChange((await registry.get("web")));
+    await rollouts.noteChange(await registry.get("web"));
     assert.equal((await rollouts.state("web")).current?.status, "running", "started by the change hook, before any pass");
     await rollouts.pause("web");
     await assert.rejects(rollouts.pause("web"), /no running rollout to pause/);
@@ -150,7 +153,10 @@ describe("RolloutService in reconciler passes", () => {
     assert.deepEqual([second!.status, second!.fromHash, second!.toHash], ["running", first.toHash, pool.templateHash]);
     for (let i = 0; i < 20 && (await store.rollouts.latest("web"))?.status !== "complete"; i++) await reconciler.tick();
 
-    assert.deepEqual((await store.listInstances("web")).map((x) => x.templateHash), Array(4).fill(pool.templateHash));
+    assert.deepEqual(
+      (await store.listInstances("web")).map((x) => x.templateHash),
+      Array(4).fill(pool.templateHash),
+    );
   });
 
   it("a quiet pass asks nothing about rollouts", async () => {

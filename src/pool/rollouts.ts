@@ -101,7 +101,12 @@ export class RolloutService {
     const run = (this.#pending.get(pool.id) ?? Promise.resolve())
       .then(async () => {
         const [latest, rows] = await Promise.all([this.#o.store.rollouts.latest(pool.id), this.#o.store.listInstances(pool.id)]);
-        await this.#start(pool, latest, rows.map((r) => ({ status: r.status, templateHash: r.templateHash, protected: r.protected })), undefined);
+        await this.#start(
+          pool,
+          latest,
+          rows.map((r) => ({ status: r.status, templateHash: r.templateHash, protected: r.protected })),
+          undefined,
+        );
       })
       .catch((err) => this.#o.logger.warn({ pool: pool.id, err: (err as Error).message }, "could not start the rollout now; the next pass will"));
     this.#pending.set(pool.id, run);
@@ -187,13 +192,27 @@ export class RolloutService {
   }
 
   /** One pool's running (or paused) rollout: plan, retire, delete, create, record. Returns creates made. */
-  async #advance(pool: PoolRecord, rollout: RolloutRecord, rows: ObservedInstance[], input: RolloutPassInput, globalRoom: number | null, res: RolloutPassResult): Promise<number> {
+  async #advance(
+    pool: PoolRecord,
+    rollout: RolloutRecord,
+    rows: ObservedInstance[],
+    input: RolloutPassInput,
+    globalRoom: number | null,
+    res: RolloutPassResult,
+  ): Promise<number> {
     const { store, logger } = this.#o;
     const { lease, spec, actuator } = input;
     const outcomes = rollout.status === "running" ? await store.rollouts.outcomes(pool.id, rollout.toHash, rollout.startedAt) : [];
     const did = input.passResults.get(pool.id);
     const plan = planRollout({
-      rollout: { status: rollout.status, toHash: rollout.toHash, haltAfter: rollout.haltAfter, retired: rollout.retired, target: rollout.target, countedSince: rollout.countedSince },
+      rollout: {
+        status: rollout.status,
+        toHash: rollout.toHash,
+        haltAfter: rollout.haltAfter,
+        retired: rollout.retired,
+        target: rollout.target,
+        countedSince: rollout.countedSince,
+      },
       pool: { minIdle: pool.minIdle, maxTotal: pool.maxTotal, maxSurge: pool.maxSurge },
       instances: rows,
       outcomes,
@@ -203,12 +222,26 @@ export class RolloutService {
     });
     res.rollouts.push({ pool: pool.id, id: rollout.id, status: plan.outcome?.status ?? rollout.status, notes: plan.notes });
     // A paused rollout's progress (outcomes unread) keeps its counts of new instances.
-    const base = rollout.status === "running" ? plan.progress : { ...plan.progress, created: rollout.created, failed: rollout.failed, failuresInARow: rollout.failuresInARow };
+    const base =
+      rollout.status === "running"
+        ? plan.progress
+        : { ...plan.progress, created: rollout.created, failed: rollout.failed, failuresInARow: rollout.failuresInARow };
 
     if (plan.outcome) {
-      const done = await store.rollouts.finish(rollout.id, plan.outcome.status, write(base), plan.outcome.status === "halted" ? plan.outcome.reason : null, lease);
-      if (done?.status === "complete") logger.info({ pool: pool.id, rollout: rollout.id, retired: done.retired }, `rollout ${rollout.id} of pool ${pool.id} complete: ${done.retired} replaced`);
-      if (done?.status === "halted") logger.warn({ pool: pool.id, rollout: rollout.id, reason: done.haltReason }, `rollout ${rollout.id} of pool ${pool.id} halted: ${done.haltReason}`);
+      const done = await store.rollouts.finish(
+        rollout.id,
+        plan.outcome.status,
+        write(base),
+        plan.outcome.status === "halted" ? plan.outcome.reason : null,
+        lease,
+      );
+      if (done?.status === "complete")
+        logger.info(
+          { pool: pool.id, rollout: rollout.id, retired: done.retired },
+          `rollout ${rollout.id} of pool ${pool.id} complete: ${done.retired} replaced`,
+        );
+      if (done?.status === "halted")
+        logger.warn({ pool: pool.id, rollout: rollout.id, reason: done.haltReason }, `rollout ${rollout.id} of pool ${pool.id} halted: ${done.haltReason}`);
       return 0;
     }
 
@@ -224,7 +257,9 @@ export class RolloutService {
     }
     if (retiredRows.length > 0) {
       const del = await actuator.delete(
-        retiredRows.filter((r) => r.providerRef !== null).map((r) => ({ ref: r.providerRef!, instanceId: r.id, reason: "dead" as const, provider: r.provider })),
+        retiredRows
+          .filter((r) => r.providerRef !== null)
+          .map((r) => ({ ref: r.providerRef!, instanceId: r.id, reason: "dead" as const, provider: r.provider })),
         retiredRows.filter((r) => r.providerRef === null).map((r) => r.id),
         lease,
       );
@@ -264,12 +299,27 @@ export class RolloutService {
     const want = rolloutToStart(pool, latest, rows);
     if (!want) return null;
     const r = await this.#o.store.rollouts.start(
-      { poolId: pool.id, fromHash: want.fromHash, toHash: pool.templateHash, reason: want.reason, target: warmSize(pool.minIdle, rows), remaining: replaceableCount(pool.templateHash, rows), maxSurge: pool.maxSurge, haltAfter: this.haltAfter },
+      {
+        poolId: pool.id,
+        fromHash: want.fromHash,
+        toHash: pool.templateHash,
+        reason: want.reason,
+        target: warmSize(pool.minIdle, rows),
+        remaining: replaceableCount(pool.templateHash, rows),
+        maxSurge: pool.maxSurge,
+        haltAfter: this.haltAfter,
+      },
       lease,
     );
     if (r?.started) {
       this.#o.logger.info(
-        { pool: pool.id, rollout: r.rollout.id, from: want.fromHash, to: pool.templateHash, superseded: latest?.status === "running" || latest?.status === "paused" ? latest.id : null },
+        {
+          pool: pool.id,
+          rollout: r.rollout.id,
+          from: want.fromHash,
+          to: pool.templateHash,
+          superseded: latest?.status === "running" || latest?.status === "paused" ? latest.id : null,
+        },
         `rollout ${r.rollout.id} of pool ${pool.id} started (${want.reason}): ${want.fromHash ?? "?"} → ${pool.templateHash}`,
       );
     }

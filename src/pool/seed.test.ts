@@ -7,8 +7,14 @@ import { maskedEnv, poolSettings, templateHash, type PoolSettingsInput } from ".
 function record(entry: PoolSettingsInput, env: Record<string, string>, over: Partial<PoolRecord> = {}): PoolRecord {
   const s = { ...poolSettings(entry), ...over };
   return {
-    ...s, templateHash: effectiveHash(s, env), previousTemplate: null, seedHash: seedHash(entry), retiredAt: null,
-    createdAt: new Date(0), updatedAt: new Date(0), ...over,
+    ...s,
+    templateHash: effectiveHash(s, env),
+    previousTemplate: null,
+    seedHash: seedHash(entry),
+    retiredAt: null,
+    createdAt: new Date(0),
+    updatedAt: new Date(0),
+    ...over,
   };
 }
 
@@ -19,7 +25,10 @@ describe("templateHash", () => {
     assert.notEqual(a, templateHash({ provider: null, image: "img:2", command: null, env: { A: "1", B: "2" } }));
     assert.notEqual(a, templateHash({ provider: null, image: "img:1", command: null, env: { A: "1", B: "3" } }));
     assert.notEqual(a, templateHash({ provider: "railway", image: "img:1", command: null, env: { A: "1", B: "2" } }));
-    assert.notEqual(templateHash({ provider: null, image: null, command: ["a", "b"], env: {} }), templateHash({ provider: null, image: null, command: ["a b"], env: {} }));
+    assert.notEqual(
+      templateHash({ provider: null, image: null, command: ["a", "b"], env: {} }),
+      templateHash({ provider: null, image: null, command: ["a b"], env: {} }),
+    );
   });
 
   it("sizes, labels and claim defaults are not part of it (they start no rollout)", () => {
@@ -40,7 +49,10 @@ describe("poolSettings", () => {
 
   it("masks secret-looking environment values", () => {
     assert.deepEqual(maskedEnv({ XMTP_ENV: "dev", OPENAI_API_KEY: "sk-1", GATEWAY_TOKEN: "t", DB_PASSWORD: "p" }), {
-      XMTP_ENV: "dev", OPENAI_API_KEY: "••••••", GATEWAY_TOKEN: "••••••", DB_PASSWORD: "••••••",
+      XMTP_ENV: "dev",
+      OPENAI_API_KEY: "••••••",
+      GATEWAY_TOKEN: "••••••",
+      DB_PASSWORD: "••••••",
     });
   });
 });
@@ -52,7 +64,13 @@ describe("planSeed", () => {
 
   it("creates pools the database does not have", () => {
     const w = planSeed([hermes, openclaw], [], env);
-    assert.deepEqual(w.map((x) => [x.pool.id, x.reason, x.templateChanged]), [["hermes", "created", false], ["openclaw", "created", false]]);
+    assert.deepEqual(
+      w.map((x) => [x.pool.id, x.reason, x.templateChanged]),
+      [
+        ["hermes", "created", false],
+        ["openclaw", "created", false],
+      ],
+    );
     assert.equal(w[0]!.pool.seedHash, seedHash(hermes));
   });
 
@@ -64,7 +82,10 @@ describe("planSeed", () => {
   it("applies a changed configuration entry; an image change is a template change (a rollout), a size change is not", () => {
     const have = record(hermes, env);
     const bigger = planSeed([{ ...hermes, minIdle: 4 }], [have], env);
-    assert.deepEqual(bigger.map((x) => [x.reason, x.templateChanged, x.pool.minIdle]), [["configuration changed", false, 4]]);
+    assert.deepEqual(
+      bigger.map((x) => [x.reason, x.templateChanged, x.pool.minIdle]),
+      [["configuration changed", false, 4]],
+    );
     const upgraded = planSeed([{ ...hermes, image: "ghcr.io/x/hermes:2" }], [have], env);
     assert.equal(upgraded[0]!.templateChanged, true);
     assert.equal(upgraded[0]!.pool.previousTemplate?.image, "ghcr.io/x/hermes:1", "the old template is kept for a rollback");

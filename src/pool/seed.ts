@@ -25,7 +25,10 @@ export function seedHash(entry: PoolSettingsInput): string {
   // A sizing policy is hashed whole (the key list above filters nested keys); without one, the
   // hash is what it was before sizing existed, so upgrading re-applies no pool's configuration.
   const base = JSON.stringify(entry, Object.keys(entry).sort());
-  return createHash("sha256").update(entry.sizing ? `${base}\u0000${JSON.stringify(entry.sizing)}` : base).digest("hex").slice(0, 12);
+  return createHash("sha256")
+    .update(entry.sizing ? `${base}\u0000${JSON.stringify(entry.sizing)}` : base)
+    .digest("hex")
+    .slice(0, 12);
 }
 
 /**

@@ -8,12 +8,39 @@ import { Sizer } from "./sizer.ts";
 import { FIXED_POLICY, type SizingPolicy } from "./sizing.ts";
 
 const NOW = new Date("2026-12-01T12:00:00Z");
-const demand: SizingPolicy = { mode: "demand", floor: 1, ceiling: null, safetyFactor: 1, windowMinutes: 15, cooldownMinutes: 20, timeZone: "UTC", schedule: [] };
+const demand: SizingPolicy = {
+  mode: "demand",
+  floor: 1,
+  ceiling: null,
+  safetyFactor: 1,
+  windowMinutes: 15,
+  cooldownMinutes: 20,
+  timeZone: "UTC",
+  schedule: [],
+};
 
 function pool(id: string, sizing: SizingPolicy, over: Partial<PoolRecord> = {}): PoolRecord {
   return {
-    id, runtime: id, provider: null, image: null, command: null, env: {}, minIdle: 3, maxTotal: 20, claimAgentName: null, claimInstructions: null,
-    joinUrlHosts: null, maxSurge: 2, sizing, templateHash: "", previousTemplate: null, seedHash: null, retiredAt: null, createdAt: NOW, updatedAt: NOW, ...over,
+    id,
+    runtime: id,
+    provider: null,
+    image: null,
+    command: null,
+    env: {},
+    minIdle: 3,
+    maxTotal: 20,
+    claimAgentName: null,
+    claimInstructions: null,
+    joinUrlHosts: null,
+    maxSurge: 2,
+    sizing,
+    templateHash: "",
+    previousTemplate: null,
+    seedHash: null,
+    retiredAt: null,
+    createdAt: NOW,
+    updatedAt: NOW,
+    ...over,
   };
 }
 
@@ -66,7 +93,16 @@ describe("Sizer", () => {
     const [level, obj, msg] = logs[0]!;
     assert.equal(level, "info");
     assert.equal(msg, "pool d: target 6 idle: 2.0 claims/min × 3.0 min refill p95 × 1.0");
-    assert.deepEqual(obj.sizing, { target: 6, demand: 6, floor: 1, ceiling: 20, arrivalsPerMinute: 2, refillP95Ms: 180_000, safetyFactor: 1, reason: "demand" });
+    assert.deepEqual(obj.sizing, {
+      target: 6,
+      demand: 6,
+      floor: 1,
+      ceiling: 20,
+      arrivalsPerMinute: 2,
+      refillP95Ms: 180_000,
+      safetyFactor: 1,
+      reason: "demand",
+    });
     assert.equal(sizer.target(pool("d", demand)), 6);
     // The same decision again is logged at debug only.
     await sizer.decide([pool("d", demand)], NOW);
@@ -114,10 +150,26 @@ describe("Sizer", () => {
     sizer.observe("d", counts, rows, [], NOW);
     assert.deepEqual(recorded.idle, [], "no idle time before a previous pass");
     advance(10_000);
-    sizer.observe("d", counts, rows, [{ id: "i-1", from: "starting", to: "idle" }, { id: "i-1", from: "idle", to: "claiming" }], NOW);
+    sizer.observe(
+      "d",
+      counts,
+      rows,
+      [
+        { id: "i-1", from: "starting", to: "idle" },
+        { id: "i-1", from: "idle", to: "claiming" },
+      ],
+      NOW,
+    );
     assert.deepEqual(recorded.idle, [40]);
     assert.deepEqual(recorded.refills, [90_000]);
-    assert.deepEqual(recorded.snapshots.at(-1), { idle: 4, starting: 1, claimed: 2, other: 1, target: 6, targetSummary: "target 6 idle: 2.0 claims/min × 3.0 min refill p95 × 1.0" });
+    assert.deepEqual(recorded.snapshots.at(-1), {
+      idle: 4,
+      starting: 1,
+      claimed: 2,
+      other: 1,
+      target: 6,
+      targetSummary: "target 6 idle: 2.0 claims/min × 3.0 min refill p95 × 1.0",
+    });
     // A long gap (another replica led meanwhile) is not counted.
     advance(10 * 60_000);
     sizer.observe("d", counts, rows, [], NOW);

@@ -99,7 +99,16 @@ export class Sizer {
       const numbers = {
         pool: pool.id,
         policy: pool.sizing.mode,
-        sizing: { target: d.target, demand: d.demand, floor: d.floor, ceiling: d.ceiling, arrivalsPerMinute: d.arrivalsPerMinute, refillP95Ms: d.refillP95Ms, safetyFactor: d.safetyFactor, reason: d.reason },
+        sizing: {
+          target: d.target,
+          demand: d.demand,
+          floor: d.floor,
+          ceiling: d.ceiling,
+          arrivalsPerMinute: d.arrivalsPerMinute,
+          refillP95Ms: d.refillP95Ms,
+          safetyFactor: d.safetyFactor,
+          reason: d.reason,
+        },
       };
       if (!before || before.target !== d.target || before.reason !== d.reason) this.#o.logger.info(numbers, `pool ${pool.id}: ${d.summary}`);
       else this.#o.logger.debug(numbers, `pool ${pool.id}: ${d.summary}`);
@@ -137,7 +146,8 @@ export class Sizer {
       if (!id) break;
       retired.push(id);
     }
-    if (retired.length) this.#o.logger.info({ pool: pool.id, retired, target: d.target }, `pool ${pool.id}: retired ${retired.length} surplus idle (${d.summary})`);
+    if (retired.length)
+      this.#o.logger.info({ pool: pool.id, retired, target: d.target }, `pool ${pool.id}: retired ${retired.length} surplus idle (${d.summary})`);
     return retired;
   }
 

@@ -1,6 +1,16 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { arrivalsPerMinute, percentile, planSizing, readSizingPolicy, scheduleFloor, SizingPolicyInput, type DemandPolicy, type SizingInput, type SizingState } from "./sizing.ts";
+import {
+  arrivalsPerMinute,
+  percentile,
+  planSizing,
+  readSizingPolicy,
+  scheduleFloor,
+  SizingPolicyInput,
+  type DemandPolicy,
+  type SizingInput,
+  type SizingState,
+} from "./sizing.ts";
 
 const MIN = 60_000;
 // Tuesday 2026-12-01 12:00 UTC.
@@ -161,7 +171,13 @@ describe("measurements", () => {
   it("percentile by nearest rank, ignoring junk", () => {
     assert.equal(percentile([], 0.95), null);
     assert.equal(percentile([5], 0.95), 5);
-    assert.equal(percentile(Array.from({ length: 100 }, (_, i) => i + 1), 0.95), 95);
+    assert.equal(
+      percentile(
+        Array.from({ length: 100 }, (_, i) => i + 1),
+        0.95,
+      ),
+      95,
+    );
     assert.equal(percentile([1, 2, Number.NaN, -1, 3], 0.5), 2);
   });
 });

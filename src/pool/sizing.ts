@@ -160,8 +160,7 @@ export function planSizing(i: SizingInput): SizingDecision {
   const ceiling = Math.min(p.ceiling ?? cap, cap);
   const demand = i.arrivalsPerMinute === null ? null : Math.ceil(round6(i.arrivalsPerMinute * (refill / 60_000) * p.safetyFactor));
   const wanted = Math.max(floor, demand ?? 0);
-  let reason: SizingReason =
-    demand === null ? "no_data" : demand >= floor ? "demand" : scheduled !== null && scheduled > p.floor ? "schedule_floor" : "floor";
+  let reason: SizingReason = demand === null ? "no_data" : demand >= floor ? "demand" : scheduled !== null && scheduled > p.floor ? "schedule_floor" : "floor";
   const desired = Math.min(wanted, ceiling);
   if (desired < wanted) reason = "capped";
   let target = desired;
@@ -214,7 +213,9 @@ function localTime(now: Date, timeZone: string): { day: Weekday; minutes: number
     formatters.set(timeZone, f);
   }
   const parts = Object.fromEntries(f.formatToParts(now).map((x) => [x.type, x.value]));
-  const day = String(parts.weekday ?? "Sun").slice(0, 3).toLowerCase() as Weekday;
+  const day = String(parts.weekday ?? "Sun")
+    .slice(0, 3)
+    .toLowerCase() as Weekday;
   return { day, minutes: Number(parts.hour) * 60 + Number(parts.minute) };
 }
 

@@ -32,8 +32,18 @@ describe("Sweeper", () => {
 
   const pick = (pool: string, attempt: string, ttlMs: number, agentName: string) =>
     store.claimIdle({
-      poolIds: [pool], owner: "replica", attempt, attemptTtlMs: ttlMs, claimKey: null, source: null,
-      agentName, instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [],
+      poolIds: [pool],
+      owner: "replica",
+      attempt,
+      attemptTtlMs: ttlMs,
+      claimKey: null,
+      source: null,
+      agentName,
+      instructions: "x",
+      joinUrl: null,
+      profileImage: null,
+      metadata: null,
+      exclude: [],
     });
 
   it("regression (issue 8): a sweep that judged claim A stale never undoes claim B, which picked the row meanwhile", async () => {
@@ -47,7 +57,12 @@ describe("Sweeper", () => {
     const asked = deferred<void>();
     const answer = deferred<RuntimeStatus>();
     const sweeper = new Sweeper({
-      poolId: pool, store, clock: new ManualClock(), marginMs: 0, statusTimeoutMs: 1_000, concurrency: 4,
+      poolId: pool,
+      store,
+      clock: new ManualClock(),
+      marginMs: 0,
+      statusTimeoutMs: 1_000,
+      concurrency: 4,
       statusReader: {
         status: async (_t: InstanceTarget) => {
           asked.resolve();
@@ -58,7 +73,17 @@ describe("Sweeper", () => {
     const sweep = sweeper.runOnce();
     await asked.promise;
     // Meanwhile A's own recovery puts the row back to idle, and claim B picks it.
-    assert.ok(await store.transition({ id: inst.id, from: "claiming", to: "idle", actor: "claim", reason: "A recovered", fence: { claimAttempt: "attempt-A" }, set: { claimAttempt: null, agentName: null } }));
+    assert.ok(
+      await store.transition({
+        id: inst.id,
+        from: "claiming",
+        to: "idle",
+        actor: "claim",
+        reason: "A recovered",
+        fence: { claimAttempt: "attempt-A" },
+        set: { claimAttempt: null, agentName: null },
+      }),
+    );
     assert.equal((await pick(pool, "attempt-B", 60_000, "Agent B")).kind, "picked");
     // The runtime answers "clean" (it was, for A): before fencing, the sweep moved B's row to idle.
     answer.resolve(CLEAN);
@@ -68,7 +93,15 @@ describe("Sweeper", () => {
     const row = await store.getInstance(inst.id);
     assert.deepEqual([row?.status, row?.claimAttempt, row?.agentName], ["claiming", "attempt-B", "Agent B"], "B's claim is intact");
     // And B completes.
-    const done = await store.transition({ id: inst.id, from: "claiming", to: "claimed", actor: "claim", reason: "B done", fence: { claimAttempt: "attempt-B" }, set: { conversationId: "conv-B" } });
+    const done = await store.transition({
+      id: inst.id,
+      from: "claiming",
+      to: "claimed",
+      actor: "claim",
+      reason: "B done",
+      fence: { claimAttempt: "attempt-B" },
+      set: { conversationId: "conv-B" },
+    });
     assert.equal(done?.status, "claimed");
   });
 
@@ -80,7 +113,12 @@ describe("Sweeper", () => {
     const clock = new ManualClock(Date.now() + 5 * 86_400_000);
     let asked = 0;
     const sweeper = new Sweeper({
-      poolId: pool, store, clock, marginMs: 0, statusTimeoutMs: 1_000, concurrency: 4,
+      poolId: pool,
+      store,
+      clock,
+      marginMs: 0,
+      statusTimeoutMs: 1_000,
+      concurrency: 4,
       statusReader: {
         status: async () => {
           asked++;
@@ -102,7 +140,12 @@ describe("Sweeper", () => {
     await store.releaseLease(mine);
     assert.ok(await store.acquireLease(`reconciler:${pool}`, "someone-else", 60_000));
     const sweeper = new Sweeper({
-      poolId: pool, store, clock: new ManualClock(), marginMs: 0, statusTimeoutMs: 1_000, concurrency: 4,
+      poolId: pool,
+      store,
+      clock: new ManualClock(),
+      marginMs: 0,
+      statusTimeoutMs: 1_000,
+      concurrency: 4,
       statusReader: { status: async () => CLEAN },
     });
     const res = await sweeper.runOnce(mine);

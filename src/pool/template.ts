@@ -52,7 +52,13 @@ const noNul = (s: string) => !s.includes("\u0000");
 export const PoolSettingsInput = z
   .object({
     id: z.string().regex(POOL_ID_RE, "lowercase letters, digits and '-', at most 32 characters, starting with a letter or digit"),
-    runtime: z.string().trim().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' or '-'").optional(),
+    runtime: z
+      .string()
+      .trim()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' or '-'")
+      .optional(),
     provider: z.enum(["local", "railway"]).nullable().optional(),
     image: z.string().trim().min(1).max(500).refine(noNul).nullable().optional(),
     command: z.array(z.string().min(1).max(4_000).refine(noNul)).min(1).max(64).nullable().optional(),
@@ -64,7 +70,19 @@ export const PoolSettingsInput = z
     maxTotal: z.number().int().min(0).max(10_000).optional(),
     claimAgentName: z.string().trim().min(1).max(200).refine(noNul).nullable().optional(),
     claimInstructions: z.string().max(50_000).refine(noNul).nullable().optional(),
-    joinUrlHosts: z.array(z.string().trim().toLowerCase().min(1).max(253).regex(/^[a-z0-9.-]+$/, "a host name")).max(50).nullable().optional(),
+    joinUrlHosts: z
+      .array(
+        z
+          .string()
+          .trim()
+          .toLowerCase()
+          .min(1)
+          .max(253)
+          .regex(/^[a-z0-9.-]+$/, "a host name"),
+      )
+      .max(50)
+      .nullable()
+      .optional(),
     maxSurge: z.number().int().min(1).max(100).optional(),
     sizing: SizingPolicyInput.optional(),
   })

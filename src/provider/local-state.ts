@@ -76,10 +76,13 @@ export function readStateFile(path: string, log: { error(o: object, m?: string):
   if (!Array.isArray(list)) return { fileTag, entries: [] };
   const entries = list.filter((e): e is LocalStateEntry => {
     const ok =
-      e !== null && typeof e === "object" &&
-      typeof e.instanceId === "string" && SAFE_ID.test(e.instanceId) &&
+      e !== null &&
+      typeof e === "object" &&
+      typeof e.instanceId === "string" &&
+      SAFE_ID.test(e.instanceId) &&
       typeof e.name === "string" &&
-      Number.isInteger(e.pid) && e.pid > 1 &&
+      Number.isInteger(e.pid) &&
+      e.pid > 1 &&
       Number.isInteger(e.port) &&
       typeof e.startedAt === "string" &&
       Array.isArray(e.command) &&

@@ -77,7 +77,11 @@ test("an upgrade restarts the process with the new command: same id, token and p
   const tag = newTag();
   const p = await open(join(tempDir(), "local"), tag);
   const made = await p.create({
-    instanceId: "i-up1", poolId: "p", name: "n", gatewayToken: "tok-1", ownerId: "own01",
+    instanceId: "i-up1",
+    poolId: "p",
+    name: "n",
+    gatewayToken: "tok-1",
+    ownerId: "own01",
     env: { OWN_KEY: "key-of-i-up1", TEMPLATE_VAR: "old" },
   });
   await until("SUCCESS", async () => (await entry(p, made.ref))?.deployStatus === "SUCCESS");
@@ -103,7 +107,11 @@ test("an upgrade restarts the process with the new command: same id, token and p
   assert.equal(rec?.pid, after.pid, "the state file records the new pid");
   assert.deepEqual(rec?.command, cmd("v2"));
   assert.equal(rec?.port, Number(before.env.PORT));
-  assert.deepEqual(findProcesses({ AGENT_POOL_OWNER: tag }).map((x) => x.pid), [after.pid], "one process for the instance");
+  assert.deepEqual(
+    findProcesses({ AGENT_POOL_OWNER: tag }).map((x) => x.pid),
+    [after.pid],
+    "one process for the instance",
+  );
   // The restart was no crash: the instance stays up.
   assert.equal((await entry(p, made.ref))?.deployStatus, "SUCCESS");
 });
@@ -150,9 +158,13 @@ process.stdout.write(JSON.stringify(made) + "\\n");
 setInterval(() => {}, 1 << 30);
 `,
   );
-  const manager = spawn(NODE, ["--import", import.meta.resolve("tsx"), script, new URL("./local.ts", import.meta.url).href, stateDir, tag, JSON.stringify(cmd("v1"))], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const manager = spawn(
+    NODE,
+    ["--import", import.meta.resolve("tsx"), script, new URL("./local.ts", import.meta.url).href, stateDir, tag, JSON.stringify(cmd("v1"))],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   spawned.push(manager);
   let out = "";
   manager.stdout!.on("data", (d: Buffer) => (out += d.toString()));

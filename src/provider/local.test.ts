@@ -201,8 +201,14 @@ test("create: DEPLOYING, then SUCCESS; the server answers at the url with the en
     assert.deepEqual(
       { ...state.instances[0], startedAt: undefined },
       {
-        instanceId: s.instanceId, name: s.name, pid: body.pid, port: Number(new URL(created.url!).port), startedAt: undefined,
-        command: SERVER_CMD, ownerId: s.ownerId, ownerTag: provider.ownerTag,
+        instanceId: s.instanceId,
+        name: s.name,
+        pid: body.pid,
+        port: Number(new URL(created.url!).port),
+        startedAt: undefined,
+        command: SERVER_CMD,
+        ownerId: s.ownerId,
+        ownerTag: provider.ownerTag,
       },
     );
     assert.ok(existsSync(join(provider.stateDir, "logs", `${s.instanceId}.log`)));
@@ -320,7 +326,10 @@ test("a new manager adopts the instances of a killed one, kills strays, reports 
   manager.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   await until("manager output", () => out.includes("\n"), 30_000);
   const before = JSON.parse(out) as { ref: string; url: string; owner: string | null }[];
-  assert.deepEqual(before.map((b) => b.owner), ["own42", "own42"]);
+  assert.deepEqual(
+    before.map((b) => b.owner),
+    ["own42", "own42"],
+  );
   const pidsBefore = ownedProcesses(tag).sort();
   assert.equal(pidsBefore.length, 2);
 
@@ -375,9 +384,7 @@ test("a new manager adopts the instances of a killed one, kills strays, reports 
 
   // Adopted instances: exit detected by polling, delete kills them.
   process.kill(pidsBefore[0]!, "SIGKILL");
-  const crashedRef = await until("adopted CRASHED", async () =>
-    (await provider.list()).instances.find((i) => i.deployStatus === "CRASHED")?.ref,
-  );
+  const crashedRef = await until("adopted CRASHED", async () => (await provider.list()).instances.find((i) => i.deployStatus === "CRASHED")?.ref);
   const alive = before.find((b) => b.ref !== crashedRef)!;
   await provider.delete(alive.ref);
   await provider.delete(crashedRef);
@@ -402,12 +409,16 @@ test("the default command runs the reference runtime", async () => {
   const created = await provider.create(spec());
   await until("SUCCESS", async () => (await statusOf(provider, created.ref)) === "SUCCESS", 30_000);
   // The runtime answers 503 during its boot delay: poll until it says ready.
-  const body = await until("health 200", async () => {
-    const res = await fetch(`${created.url}/pool/health`);
-    if (res.status === 200) return (await res.json()) as { ready: boolean };
-    await res.body?.cancel();
-    return null;
-  }, 30_000);
+  const body = await until(
+    "health 200",
+    async () => {
+      const res = await fetch(`${created.url}/pool/health`);
+      if (res.status === 200) return (await res.json()) as { ready: boolean };
+      await res.body?.cancel();
+      return null;
+    },
+    30_000,
+  );
   assert.equal(body.ready, true);
   const pid = pidOf(provider, created.instanceId!);
   await provider.delete(created.ref);
@@ -476,7 +487,10 @@ test("one provider per state dir: a second fails with DATA_DIR_LOCKED; after clo
     assert.match((err as Error).message, new RegExp(`state directory .* is in use by process ${process.pid}\\b`));
     return true;
   });
-  assert.ok((await first.list()).instances.some((i) => i.ref === created.ref), "the refused one touched nothing");
+  assert.ok(
+    (await first.list()).instances.some((i) => i.ref === created.ref),
+    "the refused one touched nothing",
+  );
   assert.equal(isRunning(pidOf(first, created.instanceId!)), true);
 
   await first.close();
@@ -501,7 +515,11 @@ test("two providers on different state dirs (same owner id): closing one leaves 
   const b = await openProvider({ ownerTag: tag, command: FORKING_CMD });
   const ia = await a.create(spec({ ownerId: "same1" }));
   const ib = await b.create(spec({ ownerId: "same1" }));
-  for (const [p, i] of [[a, ia], [b, ib]] as const) await until("SUCCESS", async () => (await statusOf(p, i.ref)) === "SUCCESS");
+  for (const [p, i] of [
+    [a, ia],
+    [b, ib],
+  ] as const)
+    await until("SUCCESS", async () => (await statusOf(p, i.ref)) === "SUCCESS");
   const bProcesses = await until("b's two processes", () => {
     const found = findProcesses({ INSTANCE_ID: ib.instanceId! });
     return found.length === 2 ? found : null;
@@ -511,7 +529,7 @@ test("two providers on different state dirs (same owner id): closing one leaves 
   assert.deepEqual(findProcesses({ INSTANCE_ID: ia.instanceId! }), []);
   for (const p of bProcesses) assert.equal(isRunning(p.pid), true, `b's pid ${p.pid} still runs`);
   assert.equal(await statusOf(b, ib.ref), "SUCCESS");
-  assert.equal((await (await fetch(`${ib.url}/`)).json() as { pid: number }).pid, pidOf(b, ib.instanceId!));
+  assert.equal(((await (await fetch(`${ib.url}/`)).json()) as { pid: number }).pid, pidOf(b, ib.instanceId!));
 });
 
 /** The tag the earlier serve.ts gave a data dir's instances (sha256 of the data dir, 16 hex). */
@@ -549,20 +567,30 @@ test("processes of an earlier version (old tag, no owner id) are adopted and rep
   const b = earlierInstance(oldTag, "i-old-b", portB);
   // A stray of that version: carries the old tag, never recorded.
   const stray = spawn(NODE, ["-e", "setInterval(()=>{},1<<30)"], {
-    detached: true, stdio: "ignore", env: { PATH: process.env.PATH ?? "", AGENT_POOL_OWNER: oldTag, INSTANCE_ID: "i-old-stray" },
+    detached: true,
+    stdio: "ignore",
+    env: { PATH: process.env.PATH ?? "", AGENT_POOL_OWNER: oldTag, INSTANCE_ID: "i-old-stray" },
   });
   spawned.push(stray);
   await until("stray running", () => readEnviron(stray.pid!)?.AGENT_POOL_OWNER === oldTag);
-  for (const port of [portA, portB]) await until("answering", () => fetch(`http://127.0.0.1:${port}/`).then((r) => r.ok, () => false));
+  for (const port of [portA, portB])
+    await until("answering", () =>
+      fetch(`http://127.0.0.1:${port}/`).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    );
   // The state file as earlier versions wrote it: no per-entry tag; `b` recorded with an owner id its
   // process does not carry (the version that recorded owner ids only in the state file).
-  const entry = (id: string, pid: number, port: number) =>
-    ({ instanceId: id, name: id, pid, port, startedAt: new Date().toISOString(), command: ["node"] });
-  writeFileSync(join(stateDir, "instances.json"), JSON.stringify({
-    version: 1,
-    ownerTag: oldTag,
-    instances: [entry("i-old-a", a.pid!, portA), { ...entry("i-old-b", b.pid!, portB), ownerId: "own01" }],
-  }));
+  const entry = (id: string, pid: number, port: number) => ({ instanceId: id, name: id, pid, port, startedAt: new Date().toISOString(), command: ["node"] });
+  writeFileSync(
+    join(stateDir, "instances.json"),
+    JSON.stringify({
+      version: 1,
+      ownerTag: oldTag,
+      instances: [entry("i-old-a", a.pid!, portA), { ...entry("i-old-b", b.pid!, portB), ownerId: "own01" }],
+    }),
+  );
 
   // A new version with another tag adopts both, reports them ownerless, and stops the stray.
   const first = await openProvider({ stateDir });

@@ -20,12 +20,19 @@ import { systemClock, type Clock } from "../clock.ts";
 import { lockDataDir } from "../data-dir-lock.ts";
 import { PoolError } from "../errors.ts";
 import type { CreateInstanceSpec, Provider, ProviderInstance, ProviderListing, UpgradeInstanceSpec } from "./provider.ts";
+import { SAFE_ID, defaultOwnerTag, legacyOwnerTags, readStateFile, writeStateFile, type LocalStateEntry } from "./local-state.ts";
 import {
-  SAFE_ID, defaultOwnerTag, legacyOwnerTags, readStateFile, writeStateFile, type LocalStateEntry,
-} from "./local-state.ts";
-import {
-  HAS_PROCFS, ProcessSnapshot, groupAlive, isRunning, pollUntil, readEnviron, readStat, stopProcesses, strayProcesses,
-  treeProcesses, type ProcessSet,
+  HAS_PROCFS,
+  ProcessSnapshot,
+  groupAlive,
+  isRunning,
+  pollUntil,
+  readEnviron,
+  readStat,
+  stopProcesses,
+  strayProcesses,
+  treeProcesses,
+  type ProcessSet,
 } from "./process-table.ts";
 
 export interface LocalProviderLogger {
@@ -97,10 +104,30 @@ export const OWNER_ID_ENV = "AGENT_POOL_OWNER_ID";
 
 /** Parent env passed through to instances; the rest (DB URLs, API tokens) stays with the manager. */
 const PASS_ENV = new Set([
-  "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
-  "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR",
-  "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-  "SYSTEMROOT", "SystemRoot", "COMSPEC", "WINDIR",
+  "PATH",
+  "HOME",
+  "USER",
+  "LOGNAME",
+  "SHELL",
+  "LANG",
+  "LANGUAGE",
+  "TZ",
+  "TMPDIR",
+  "TEMP",
+  "TMP",
+  "NODE_EXTRA_CA_CERTS",
+  "SSL_CERT_FILE",
+  "SSL_CERT_DIR",
+  "HTTP_PROXY",
+  "HTTPS_PROXY",
+  "NO_PROXY",
+  "http_proxy",
+  "https_proxy",
+  "no_proxy",
+  "SYSTEMROOT",
+  "SystemRoot",
+  "COMSPEC",
+  "WINDIR",
 ]);
 
 const noopLogger: LocalProviderLogger = { info() {}, warn() {}, error() {} };
@@ -222,10 +249,12 @@ export class LocalProvider implements Provider {
       this.#entries.set(rec.instanceId, entry);
       if (owned) {
         this.#log.info({ instanceId: rec.instanceId, pid: rec.pid, port: rec.port }, "local provider: adopted instance");
-        adoptProbes.push(this.#probeOnce(entry).then((ok) => {
-          if (ok) this.#markReady(entry);
-          else this.#probeLoop(entry, Date.now() + this.#startTimeoutMs);
-        }));
+        adoptProbes.push(
+          this.#probeOnce(entry).then((ok) => {
+            if (ok) this.#markReady(entry);
+            else this.#probeLoop(entry, Date.now() + this.#startTimeoutMs);
+          }),
+        );
       } else {
         this.#log.warn({ instanceId: rec.instanceId, pid: rec.pid }, "local provider: recorded instance is gone; listed as CRASHED");
       }
@@ -464,7 +493,7 @@ export class LocalProvider implements Provider {
         entry.removing = true;
         this.#stopProbe(entry);
       }
-      const results = await Promise.allSettled(entries.map((e) => (e.deleting ?? this.#terminate(e))));
+      const results = await Promise.allSettled(entries.map((e) => e.deleting ?? this.#terminate(e)));
       const failed: Entry[] = [];
       results.forEach((r, i) => {
         const entry = entries[i]!;
@@ -533,12 +562,16 @@ export class LocalProvider implements Provider {
 
   /** The instance's processes in `snap` (see treeProcesses): its pid is its group and session id. */
   #processesOf(entry: Entry, snap: ProcessSnapshot, known: ProcessSet): ProcessSet {
-    return treeProcesses(snap, {
-      pid: entry.pid,
-      startTime: entry.procStart,
-      alive: entry.child !== null && !entry.exited,
-      marked: (env) => this.#carriesMarker(env, entry.instanceId),
-    }, known);
+    return treeProcesses(
+      snap,
+      {
+        pid: entry.pid,
+        startTime: entry.procStart,
+        alive: entry.child !== null && !entry.exited,
+        marked: (env) => this.#carriesMarker(env, entry.instanceId),
+      },
+      known,
+    );
   }
 
   #signal(target: number, sig: NodeJS.Signals): void {

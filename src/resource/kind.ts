@@ -84,7 +84,10 @@ const NAME_RE = /^agent-pool:([a-z0-9]{5}):([a-z0-9][a-z0-9-]{0,31}):([A-Za-z0-9
 
 /** The environment as it appears in names: safe characters only, at most 32. */
 export function nameEnvironment(environment: string): string {
-  const s = environment.trim().replace(/[^A-Za-z0-9._-]+/g, "-").slice(0, 32);
+  const s = environment
+    .trim()
+    .replace(/[^A-Za-z0-9._-]+/g, "-")
+    .slice(0, 32);
   return s === "" ? "-" : s;
 }
 

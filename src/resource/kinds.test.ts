@@ -105,7 +105,13 @@ describe("resource names", () => {
     assert.equal(nameEnvironment("   "), "-");
     const name = resourceName({ ownerId: "ab12c", poolId: "p", environment: "a:b", instanceId: "i-1" });
     assert.equal(parseResourceName(name)?.environment, "a-b");
-    for (const other of ["assistant-production-i-1", "agent-pool:AB12C:p:e:i-1", "agent-pool:ab12c:p:e:", "agent-pool:ab12c:p:e:i-1:extra", "x agent-pool:ab12c:p:e:i-1"]) {
+    for (const other of [
+      "assistant-production-i-1",
+      "agent-pool:AB12C:p:e:i-1",
+      "agent-pool:ab12c:p:e:",
+      "agent-pool:ab12c:p:e:i-1:extra",
+      "x agent-pool:ab12c:p:e:i-1",
+    ]) {
       assert.equal(parseResourceName(other), null, other);
     }
   });
@@ -135,7 +141,10 @@ describe("OpenRouter kind against the stand-in", () => {
     await kind.setLimit(made.ref, 30);
     assert.deepEqual([standin.requests.at(-1)?.method, standin.requests.at(-1)?.body], ["PATCH", { limit: 30 }]);
     await kind.delete(made.ref);
-    assert.deepEqual([standin.requests.at(-1)?.method, standin.requests.at(-1)?.path, standin.requests.at(-1)?.status], ["DELETE", `/api/v1/keys/${made.ref}`, 200]);
+    assert.deepEqual(
+      [standin.requests.at(-1)?.method, standin.requests.at(-1)?.path, standin.requests.at(-1)?.status],
+      ["DELETE", `/api/v1/keys/${made.ref}`, 200],
+    );
   });
 
   it("pages through the listing 100 keys at a time, disabled keys included", async () => {
@@ -147,7 +156,10 @@ describe("OpenRouter kind against the stand-in", () => {
     const pages = standin.requests.slice(before).map((r) => r.path);
     assert.equal(pages.length, Math.ceil(standin.keys.size / 100) + (standin.keys.size % 100 === 0 ? 1 : 0));
     assert.equal(listing.resources.length, standin.keys.size);
-    assert.ok(listing.resources.some((r) => r.ref === disabled.ref), "a disabled key is listed (and so collected)");
+    assert.ok(
+      listing.resources.some((r) => r.ref === disabled.ref),
+      "a disabled key is listed (and so collected)",
+    );
   });
 
   it("a listing that fails on any page throws: never a part taken for the whole", async () => {
@@ -157,8 +169,12 @@ describe("OpenRouter kind against the stand-in", () => {
     // The first page answers, the second fails.
     let calls = 0;
     const flaky = new OpenRouterKind({
-      apiUrl: standin.apiUrl, provisioningKey: PROVISIONING, keyLimit: 20, maxLimit: 100,
-      fetch: async (url, init) => (++calls === 2 ? new Response(JSON.stringify({ error: { code: 503, message: "Service Unavailable" } }), { status: 503 }) : fetch(url, init)),
+      apiUrl: standin.apiUrl,
+      provisioningKey: PROVISIONING,
+      keyLimit: 20,
+      maxLimit: 100,
+      fetch: async (url, init) =>
+        ++calls === 2 ? new Response(JSON.stringify({ error: { code: 503, message: "Service Unavailable" } }), { status: 503 }) : fetch(url, init),
     });
     await assert.rejects(flaky.list(), /openrouter list: answered 503: Service Unavailable/);
     // More pages than it may read: incomplete, not complete.
@@ -168,8 +184,12 @@ describe("OpenRouter kind against the stand-in", () => {
 
   it("an entry it cannot read makes the listing incomplete", async () => {
     const odd = new OpenRouterKind({
-      apiUrl: standin.apiUrl, provisioningKey: PROVISIONING, keyLimit: 20, maxLimit: 100,
-      fetch: async () => new Response(JSON.stringify({ data: [{ hash: "h", name: "agent-pool:own01:default:test:i-1", created_at: "not a date" }] }), { status: 200 }),
+      apiUrl: standin.apiUrl,
+      provisioningKey: PROVISIONING,
+      keyLimit: 20,
+      maxLimit: 100,
+      fetch: async () =>
+        new Response(JSON.stringify({ data: [{ hash: "h", name: "agent-pool:own01:default:test:i-1", created_at: "not a date" }] }), { status: 200 }),
     });
     assert.deepEqual(await odd.list(), { resources: [], complete: false });
   });

@@ -171,8 +171,7 @@ export class OpenRouterKind implements ResourceKind {
   /** An error that says what OpenRouter said (its message, never a body that could hold a key). */
   #failure(operation: string, r: { status: number; json: unknown; retryAfter: string | null }): OpenRouterError {
     const said = obj(obj(r.json)?.error)?.message;
-    const what =
-      r.status === 401 ? "the provisioning key was refused (401)" : r.status === 429 ? "rate limited (429)" : `answered ${r.status}`;
+    const what = r.status === 401 ? "the provisioning key was refused (401)" : r.status === 429 ? "rate limited (429)" : `answered ${r.status}`;
     const detail = typeof said === "string" && said !== "" ? `: ${said.slice(0, 200)}` : "";
     const retry = r.retryAfter !== null && /^\d+$/.test(r.retryAfter) ? Number(r.retryAfter) : null;
     return new OpenRouterError(operation, r.status, `${what}${detail}`, retry);

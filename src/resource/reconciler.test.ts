@@ -78,13 +78,32 @@ describe("resources with their instances", () => {
     const service = new ResourceService({ store, kinds: kindList, ownerId: "own01", environment: "test", logger: silentLogger });
     const runtimes = new Healthy();
     const reconciler = new Reconciler({
-      ownerId: "own01", store, providers: new Map([["memory", provider as Provider]]), defaultProvider: "memory", health: runtimes, statusReader: runtimes, clock, ids, logger: silentLogger,
+      ownerId: "own01",
+      store,
+      providers: new Map([["memory", provider as Provider]]),
+      defaultProvider: "memory",
+      health: runtimes,
+      statusReader: runtimes,
+      clock,
+      ids,
+      logger: silentLogger,
       spec: { orphanGraceMs: 60_000, maxDeletesPerTick: 10, maxCreatesPerTick: 10 },
       policy: { stuckTimeoutMs: 15 * 60_000, failureThreshold: 3, healthRecordIntervalMs: 60_000, createGraceMs: 120_000 },
-      intervalMs: 1000, healthTimeoutMs: 1000, healthConcurrency: 8, holder: `pool-${poolId}`, resources: service,
+      intervalMs: 1000,
+      healthTimeoutMs: 1000,
+      healthConcurrency: 8,
+      holder: `pool-${poolId}`,
+      resources: service,
     });
     const collector = new ResourceReconciler({
-      store, kinds: kindList, ownerId: "own01", clock, logger: silentLogger, orphanGraceMs: GRACE, maxDeletesPerPass: over.maxDeletes ?? 10, intervalMs: 1000,
+      store,
+      kinds: kindList,
+      ownerId: "own01",
+      clock,
+      logger: silentLogger,
+      orphanGraceMs: GRACE,
+      maxDeletesPerPass: over.maxDeletes ?? 10,
+      intervalMs: 1000,
       // One holder for every test: the `resources` lease is one per database.
       holder: "res-test",
     });
@@ -163,13 +182,22 @@ describe("resources with their instances", () => {
     // A kill marks the row dead: the next pass releases its key by the row.
     await store.transition({ id: a!, from: ["starting", "idle"], to: "dead", actor: "operator", reason: "killed" });
     // A key of ours for an instance this database never had (a leak from before).
-    const stray = standin.add(resourceName({ ownerId: "own01", poolId, environment: "test", instanceId: "i-stray" }), new Date(clock.now().getTime() - GRACE - 1));
+    const stray = standin.add(
+      resourceName({ ownerId: "own01", poolId, environment: "test", instanceId: "i-stray" }),
+      new Date(clock.now().getTime() - GRACE - 1),
+    );
     // Another deployment's key, and one named otherwise: never touched.
     const theirs = standin.add(resourceName({ ownerId: "other", poolId, environment: "test", instanceId: "i-theirs" }), new Date(0));
     const byHand = standin.add("assistant-production-i-1", new Date(0));
     const pass = await collector.runOnce();
-    assert.deepEqual(pass.released.map((x) => x.ref), [keyA.hash]);
-    assert.deepEqual(pass.orphansDeleted.map((x) => [x.ref, x.reason]), [[stray.hash, "instance gone"]]);
+    assert.deepEqual(
+      pass.released.map((x) => x.ref),
+      [keyA.hash],
+    );
+    assert.deepEqual(
+      pass.orphansDeleted.map((x) => [x.ref, x.reason]),
+      [[stray.hash, "instance gone"]],
+    );
     assert.equal(pass.foreign, 1);
     assert.ok(!standin.keys.has(keyA.hash) && !standin.keys.has(stray.hash));
     assert.ok(standin.keys.has(theirs.hash) && standin.keys.has(byHand.hash));
@@ -192,7 +220,11 @@ describe("resources with their instances", () => {
     assert.deepEqual(pass.orphansDeleted, []);
     assert.ok(mem.held.has(orphan));
     pass = await collector.runOnce();
-    assert.deepEqual(pass.orphansDeleted.map((d) => d.ref), [orphan], "a complete listing collects it");
+    assert.deepEqual(
+      pass.orphansDeleted.map((d) => d.ref),
+      [orphan],
+      "a complete listing collects it",
+    );
   });
 
   it("caps deletes per pass, and retries a release the vendor refused", async () => {
@@ -234,7 +266,10 @@ describe("resources with their instances", () => {
     const up = await service.topUp(id!, 30);
     assert.deepEqual([up.previousLimit, up.limit], [20, 50]);
     assert.equal(standin.keys.get(key.hash)?.limit, 50);
-    await assert.rejects(service.topUp(id!, 50.01), (err: { code?: string; message: string }) => err.code === "TOP_UP_OVER_MAX" && /at most \$50\.00 more/.test(err.message));
+    await assert.rejects(
+      service.topUp(id!, 50.01),
+      (err: { code?: string; message: string }) => err.code === "TOP_UP_OVER_MAX" && /at most \$50\.00 more/.test(err.message),
+    );
     assert.equal(standin.keys.get(key.hash)?.limit, 50, "a refused top-up changes nothing at the vendor");
     await service.topUp(id!, 50);
     assert.equal(standin.keys.get(key.hash)?.limit, 100);
@@ -265,7 +300,13 @@ describe("resources with their instances", () => {
     const mem = new MemoryKind({ kind: "openrouter", clock });
     const id = "i-late";
     await store.insertInstance({ id, poolId, provider: "memory", name: id, gatewayToken: "t", reason: "test" });
-    const intent = await store.insertResourceIntent({ id: "r-late", instanceId: id, poolId, kind: "openrouter", name: resourceName({ ownerId: "own01", poolId, environment: "test", instanceId: id }) });
+    const intent = await store.insertResourceIntent({
+      id: "r-late",
+      instanceId: id,
+      poolId,
+      kind: "openrouter",
+      name: resourceName({ ownerId: "own01", poolId, environment: "test", instanceId: id }),
+    });
     assert.ok(intent);
     const made = await mem.create({ resourceId: "r-late", instanceId: id, poolId, name: intent.name });
     await store.recordResourceCreated("r-late", made.ref, 20, 0);
@@ -289,10 +330,23 @@ describe("resources with their instances", () => {
         return typeof v === "function" ? v.bind(target) : v;
       },
     });
-    const collector = new ResourceReconciler({ store: staleStore, kinds: [mem], ownerId: "own01", clock, logger: silentLogger, orphanGraceMs: GRACE, maxDeletesPerPass: 10, intervalMs: 1000, holder: "res-test" });
+    const collector = new ResourceReconciler({
+      store: staleStore,
+      kinds: [mem],
+      ownerId: "own01",
+      clock,
+      logger: silentLogger,
+      orphanGraceMs: GRACE,
+      maxDeletesPerPass: 10,
+      intervalMs: 1000,
+      holder: "res-test",
+    });
     const pass = await collector.runOnce();
     assert.deepEqual(pass.spared, [made.ref]);
-    assert.deepEqual(pass.orphansDeleted.map((d) => d.ref), [dup]);
+    assert.deepEqual(
+      pass.orphansDeleted.map((d) => d.ref),
+      [dup],
+    );
     assert.ok(mem.held.has(made.ref));
   });
 
@@ -301,7 +355,17 @@ describe("resources with their instances", () => {
     const { collector } = await setup([mem]);
     await collector.runOnce();
     await collector.stop(); // lets go of the lease (held by this holder since earlier tests)
-    const other = new ResourceReconciler({ store, kinds: [mem], ownerId: "own01", clock, logger: silentLogger, orphanGraceMs: GRACE, maxDeletesPerPass: 10, intervalMs: 1000, holder: "someone-else" });
+    const other = new ResourceReconciler({
+      store,
+      kinds: [mem],
+      ownerId: "own01",
+      clock,
+      logger: silentLogger,
+      orphanGraceMs: GRACE,
+      maxDeletesPerPass: 10,
+      intervalMs: 1000,
+      holder: "someone-else",
+    });
     await other.runOnce();
     mem.add(resourceName({ ownerId: "own01", poolId, environment: "test", instanceId: "i-x" }), new Date(0));
     const pass = await collector.runOnce();

@@ -123,7 +123,18 @@ export class ResourceReconciler {
   async #pass(): Promise<ResourcePassResult> {
     const o = this.#o;
     const res: ResourcePassResult = {
-      leader: false, listings: {}, released: [], orphansDeleted: [], spared: [], resolved: [], usageRecorded: 0, waiting: 0, foreign: 0, pruned: 0, notes: [], errors: [],
+      leader: false,
+      listings: {},
+      released: [],
+      orphansDeleted: [],
+      spared: [],
+      resolved: [],
+      usageRecorded: 0,
+      waiting: 0,
+      foreign: 0,
+      pruned: 0,
+      notes: [],
+      errors: [],
     };
     try {
       const { lease } = await this.#elector.runOnce();
@@ -135,7 +146,11 @@ export class ResourceReconciler {
     if (res.errors.length) o.logger.warn({ errors: res.errors.slice(0, 20) }, "resource pass: some operations failed");
     if (res.released.length || res.orphansDeleted.length || res.resolved.length) {
       o.logger.info(
-        { released: res.released.length, orphans: res.orphansDeleted.map((d) => ({ kind: d.kind, ref: d.ref, instanceId: d.instanceId, reason: d.reason })), resolved: res.resolved.length },
+        {
+          released: res.released.length,
+          orphans: res.orphansDeleted.map((d) => ({ kind: d.kind, ref: d.ref, instanceId: d.instanceId, reason: d.reason })),
+          resolved: res.resolved.length,
+        },
         `resources: ${res.released.length} released, ${res.orphansDeleted.length} orphans deleted`,
       );
     }
@@ -189,7 +204,15 @@ export class ResourceReconciler {
         if (n && n.ownerId === o.ownerId) ids.add(n.instanceId);
       }
       const ownership = new Map<string, ResourceOwnership>((await o.store.resourceOwnership(kind.kind, [...ids])).map((x) => [x.instanceId, x]));
-      const plan = planSweep({ ownerId: o.ownerId, listing, ownership, stranded, now: o.clock.now(), graceMs: o.orphanGraceMs, maxDeletes: Math.max(0, budget) });
+      const plan = planSweep({
+        ownerId: o.ownerId,
+        listing,
+        ownership,
+        stranded,
+        now: o.clock.now(),
+        graceMs: o.orphanGraceMs,
+        maxDeletes: Math.max(0, budget),
+      });
       res.waiting += plan.waiting;
       res.foreign += plan.foreign;
       res.notes.push(...plan.notes.map((n) => `${kind.kind}: ${n}`));

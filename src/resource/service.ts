@@ -87,7 +87,8 @@ export class ResourceService {
           continue;
         }
         const left = await this.release(instance.id);
-        if (left.length > 0) this.#o.logger.warn({ instanceId: instance.id, errors: left }, "resources of a failed create not deleted yet; the resource reconciler collects them");
+        if (left.length > 0)
+          this.#o.logger.warn({ instanceId: instance.id, errors: left }, "resources of a failed create not deleted yet; the resource reconciler collects them");
         throw new PoolError("RESOURCE_ERROR", `${kind.kind}: ${msg}`, undefined, { cause: err });
       }
     }
@@ -106,13 +107,23 @@ export class ResourceService {
     const existing = (await this.#o.store.listResources({ instanceId })).find((r) => r.kind === kindName);
     if (existing) return null;
     try {
-      return await this.#make(kind, { id: inst.id, poolId: inst.poolId }, undefined, LIVE_STATUSES.filter((s) => s !== "claiming"));
+      return await this.#make(
+        kind,
+        { id: inst.id, poolId: inst.poolId },
+        undefined,
+        LIVE_STATUSES.filter((s) => s !== "claiming"),
+      );
     } catch (err) {
       throw new PoolError("RESOURCE_ERROR", `${kind.kind}: ${(err as Error).message}`, undefined, { cause: err });
     }
   }
 
-  async #make(kind: ResourceKind, instance: { id: string; poolId: string }, lease: Lease | undefined, statuses: Parameters<Store["insertResourceIntent"]>[2]): Promise<Record<string, string>> {
+  async #make(
+    kind: ResourceKind,
+    instance: { id: string; poolId: string },
+    lease: Lease | undefined,
+    statuses: Parameters<Store["insertResourceIntent"]>[2],
+  ): Promise<Record<string, string>> {
     const { store } = this.#o;
     const id = this.#o.ids?.() ?? `r-${randomId(12)}`;
     const name = resourceName({ ownerId: this.#o.ownerId, poolId: instance.poolId, environment: this.#o.environment, instanceId: instance.id });
@@ -198,7 +209,10 @@ export class ResourceService {
         await this.#o.store.recordResourceUsage([{ id: row.id, limit: u.limit, usage: u.usage }]);
         return { ...resourceView({ ...row, limit: u.limit, usage: u.usage, usageAt: new Date() }), remaining: u.remaining, live: true };
       } catch (err) {
-        this.#o.logger.warn({ instanceId, kind: row.kind, err: (err as Error).message }, "could not read usage from the vendor; answering with the last recorded");
+        this.#o.logger.warn(
+          { instanceId, kind: row.kind, err: (err as Error).message },
+          "could not read usage from the vendor; answering with the last recorded",
+        );
       }
     }
     return { ...resourceView(row), live: false };
@@ -211,7 +225,8 @@ export class ResourceService {
   async topUp(instanceId: string, amount: number): Promise<{ kind: string; previousLimit: number | null; limit: number; usage: ResourceUsage }> {
     const row = await this.#spendable(instanceId);
     const kind = this.#kinds.get(row.kind)!;
-    if (!kind.setLimit || !row.ref || kind.maxLimit === undefined) throw new PoolError("RESOURCE_NOT_FOUND", `The ${row.kind} resource has no spending limit to raise.`);
+    if (!kind.setLimit || !row.ref || kind.maxLimit === undefined)
+      throw new PoolError("RESOURCE_NOT_FOUND", `The ${row.kind} resource has no spending limit to raise.`);
     let current = row.limit;
     if (kind.usage) current = (await this.#vendor(() => kind.usage!(row.ref!))).limit;
     const d = topUpLimit(current, amount, kind.maxLimit);

@@ -21,7 +21,12 @@ const PERSONA_MAX = 80;
 export function clip(text: string, max: number): string {
   const flat = text.replace(/\s+/g, " ").trim();
   const chars = [...flat]; // by code point, so an emoji is never cut in half
-  return chars.length <= max ? flat : `${chars.slice(0, max - 1).join("").trimEnd()}…`;
+  return chars.length <= max
+    ? flat
+    : `${chars
+        .slice(0, max - 1)
+        .join("")
+        .trimEnd()}…`;
 }
 
 /**
@@ -51,11 +56,7 @@ export function respond(agent: AgentPersona, text: string, history: readonly His
   const nth = history.filter((h) => h.role === "human").length + 1;
   const quote = clip(text, QUOTE_MAX);
 
-  const opener = persona
-    ? `As ${persona}, I hear you`
-    : brief
-      ? `Following my instructions (“${brief}”), I hear you`
-      : "I hear you";
+  const opener = persona ? `As ${persona}, I hear you` : brief ? `Following my instructions (“${brief}”), I hear you` : "I hear you";
   const ask = /\?\s*$/.test(text) ? " Good question; let me think about it in character." : "";
   return `${name}: ${opener}: you said “${quote}”.${ask} (That's your ${ordinal(nth)} message.)`;
 }

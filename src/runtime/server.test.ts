@@ -37,7 +37,8 @@ async function call(base: string, method: string, path: string, body?: unknown, 
   const headers: Record<string, string> = {};
   if (token !== null) headers.authorization = `Bearer ${token}`;
   let payload: string | undefined;
-  if (typeof body === "string") payload = body; // raw, for malformed-JSON tests
+  if (typeof body === "string")
+    payload = body; // raw, for malformed-JSON tests
   else if (body !== undefined) payload = JSON.stringify(body);
   if (payload !== undefined) headers["content-type"] = "application/json";
   const res = await fetch(base + path, { method, headers, body: payload });
@@ -51,8 +52,7 @@ async function call(base: string, method: string, path: string, body?: unknown, 
   return { status: res.status, body: parsed, headers: res.headers, text };
 }
 
-const api = (rt: RunningRuntime, method: string, path: string, body?: unknown, token: string | null = TOKEN) =>
-  call(rt.url, method, path, body, token);
+const api = (rt: RunningRuntime, method: string, path: string, body?: unknown, token: string | null = TOKEN) => call(rt.url, method, path, body, token);
 
 const CLEAN = { conversationId: null, inboxId: null, pending: false, clean: true, inviteUrl: null };
 
@@ -85,10 +85,14 @@ describe("health and boot", () => {
     assert.equal(early.status, 503);
     assert.deepEqual(early.body, { error: "Runtime not ready yet" });
 
-    const ready = await waitFor("health 200", async () => {
-      const r = await api(rt, "GET", "/pool/health", undefined, null);
-      return r.status === 200 ? r : null;
-    }, 15_000);
+    const ready = await waitFor(
+      "health 200",
+      async () => {
+        const r = await api(rt, "GET", "/pool/health", undefined, null);
+        return r.status === 200 ? r : null;
+      },
+      15_000,
+    );
     assert.deepEqual(ready.body, { ready: true, version: "9.9.9", runtime: RUNTIME_NAME });
   });
 
@@ -293,7 +297,10 @@ describe("joining another runtime's room", () => {
     assert.match(bob2.text, /2nd message/);
 
     const members = (await roomState(invite)).body.members;
-    assert.deepEqual(members.map((m: any) => [m.name, m.status]), [["Bob", "active"]]);
+    assert.deepEqual(
+      members.map((m: any) => [m.name, m.status]),
+      [["Bob", "active"]],
+    );
     assert.ok(!JSON.stringify(members).includes("secret"), "member secrets are never shown");
 
     // B resets: it leaves A's room and A stops asking it.

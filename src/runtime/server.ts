@@ -238,9 +238,7 @@ interface BindInput {
   metadata?: Json;
 }
 
-type BindResult =
-  | { kind: "created"; room: Room; inviteUrl: string }
-  | { kind: "joined" | "pending"; membership: Membership };
+type BindResult = { kind: "created"; room: Room; inviteUrl: string } | { kind: "joined" | "pending"; membership: Membership };
 
 type Binding = { kind: "host"; room: Room } | { kind: "member"; membership: Membership };
 
@@ -708,7 +706,14 @@ export async function startRuntime(opts: RuntimeOptions): Promise<RunningRuntime
       const own = token !== null && secretEquals(token, gatewayToken);
       if (!own) return sendJson(res, 200, { ready: true, version, runtime: opts.runtimeName ?? RUNTIME_NAME });
       const s = status();
-      return sendJson(res, 200, { ready: true, version, runtime: opts.runtimeName ?? RUNTIME_NAME, conversationId: s.conversationId, pending: s.pending, clean: s.clean });
+      return sendJson(res, 200, {
+        ready: true,
+        version,
+        runtime: opts.runtimeName ?? RUNTIME_NAME,
+        conversationId: s.conversationId,
+        pending: s.pending,
+        clean: s.clean,
+      });
     }
     if (path.startsWith("/i/")) return handleRoom(req, res, url, path.slice(3).split("/"));
     if (path === "/convos/deliver") {

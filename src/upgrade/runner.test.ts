@@ -19,7 +19,17 @@ import { UpgradeRunner } from "./runner.ts";
 describe("which agents an upgrade touches", () => {
   const pool = { id: "p", templateHash: "new" } as PoolRecord;
   const inst = (status: InstanceStatus, o: Partial<InstanceRecord> = {}): InstanceRecord =>
-    ({ id: `i-${status}`, poolId: "p", status, templateHash: "old", protected: false, deletedAt: null, agentName: "Ada", claimedAt: new Date(), ...o }) as InstanceRecord;
+    ({
+      id: `i-${status}`,
+      poolId: "p",
+      status,
+      templateHash: "old",
+      protected: false,
+      deletedAt: null,
+      agentName: "Ada",
+      claimedAt: new Date(),
+      ...o,
+    }) as InstanceRecord;
   const CASES: Array<[string, InstanceRecord | null, "instance" | "ids" | "all", RegExp | null]> = [
     ["a claimed agent on an old template", inst("claimed"), "all", null],
     ["a pending agent", inst("pending_acceptance"), "ids", null],
@@ -54,16 +64,22 @@ describe("which agents an upgrade touches", () => {
       inst("claiming", { id: "e" }),
       inst("crashed", { id: "f" }),
     ];
-    assert.deepEqual(planItems(pool, "all", rows).map((i) => [i.instanceId, i.state, i.detail]), [
-      ["a", "pending", null],
-      ["b", "skipped", "protected"],
-      ["f", "pending", null],
-    ]);
-    assert.deepEqual(planItems(pool, "ids", rows, ["a", "d", "zz", "a"]).map((i) => [i.instanceId, i.state]), [
-      ["a", "pending"],
-      ["d", "skipped"],
-      ["zz", "skipped"],
-    ]);
+    assert.deepEqual(
+      planItems(pool, "all", rows).map((i) => [i.instanceId, i.state, i.detail]),
+      [
+        ["a", "pending", null],
+        ["b", "skipped", "protected"],
+        ["f", "pending", null],
+      ],
+    );
+    assert.deepEqual(
+      planItems(pool, "ids", rows, ["a", "d", "zz", "a"]).map((i) => [i.instanceId, i.state]),
+      [
+        ["a", "pending"],
+        ["d", "skipped"],
+        ["zz", "skipped"],
+      ],
+    );
   });
 });
 
@@ -87,7 +103,15 @@ describe("the upgrade runner", () => {
   };
   const runners: UpgradeRunner[] = [];
   const runner = (name: string, o: { heartbeatMs?: number; staleMs?: number } = {}) => {
-    const r = new UpgradeRunner({ store, providers: new Map([["memory", provider]]), ownerId: "own01", logger: silentLogger, runner: name, concurrency: 1, ...o });
+    const r = new UpgradeRunner({
+      store,
+      providers: new Map([["memory", provider]]),
+      ownerId: "own01",
+      logger: silentLogger,
+      runner: name,
+      concurrency: 1,
+      ...o,
+    });
     runners.push(r);
     return r;
   };
@@ -100,7 +124,20 @@ describe("the upgrade runner", () => {
     const made = await memory.create({ instanceId: id, poolId: "p", name: id, gatewayToken: `tok-${id}`, ownerId: "own01", env: {} });
     await store.setProviderRef(id, made.ref, made.url, "SUCCESS");
     await store.transition({ id, from: "starting", to: "idle", actor: "reconciler", reason: "up" });
-    await store.claimIdle({ poolIds: ["p"], owner: "t", attempt: `a-${id}`, attemptTtlMs: 60_000, claimKey: null, source: null, agentName: "Ada", instructions: "x", joinUrl: null, profileImage: null, metadata: null, exclude: [] });
+    await store.claimIdle({
+      poolIds: ["p"],
+      owner: "t",
+      attempt: `a-${id}`,
+      attemptTtlMs: 60_000,
+      claimKey: null,
+      source: null,
+      agentName: "Ada",
+      instructions: "x",
+      joinUrl: null,
+      profileImage: null,
+      metadata: null,
+      exclude: [],
+    });
     return (await store.transition({ id, from: "claiming", to: "claimed", actor: "claim", reason: "ok", fence: { claimAttempt: `a-${id}` } }))!;
   }
 
@@ -125,7 +162,13 @@ describe("the upgrade runner", () => {
     const pool = (await store.getPool("p"))!;
     const job = await r.submit({ pool, scope: "ids", instances: [a, b], ids: [a.id, b.id] });
     const done = await waitFor("done", async () => ((await store.getUpgradeJob(job.id))?.state === "done" ? store.getUpgradeJob(job.id) : null), 5_000, 20);
-    assert.deepEqual(done!.items.map((i) => [i.state, i.toHash]), [["upgraded", "new"], ["upgraded", "new"]]);
+    assert.deepEqual(
+      done!.items.map((i) => [i.state, i.toHash]),
+      [
+        ["upgraded", "new"],
+        ["upgraded", "new"],
+      ],
+    );
     for (const x of [a, b]) {
       const row = (await store.getInstance(x.id))!;
       assert.deepEqual([row.templateHash, row.operation, row.status], ["new", null, "claimed"]);
@@ -150,17 +193,31 @@ describe("the upgrade runner", () => {
     const deadHold = waiting.shift()!; // the dead runner's call stays stuck for now
     hold = false;
     next.start();
-    const done = await waitFor("taken over and done", async () => {
-      const j = await store.getUpgradeJob(job.id);
-      return j?.state === "done" ? j : null;
-    }, 10_000, 20);
+    const done = await waitFor(
+      "taken over and done",
+      async () => {
+        const j = await store.getUpgradeJob(job.id);
+        return j?.state === "done" ? j : null;
+      },
+      10_000,
+      20,
+    );
     assert.deepEqual([done.runner, done.resumed], ["r-next", 1]);
-    assert.deepEqual(done.items.map((i) => i.state), ["upgraded", "upgraded"]);
+    assert.deepEqual(
+      done.items.map((i) => i.state),
+      ["upgraded", "upgraded"],
+    );
     // The dead runner's call now returns: its hold and its item are gone, nothing it writes lands.
     deadHold();
     await waitFor("the dead runner stops", () => dead.runningJobs === 0, 5_000, 10);
     const after = (await store.getUpgradeJob(job.id))!;
-    assert.deepEqual(after.items.map((i) => [i.state, i.detail?.startsWith("redeployed")]), [["upgraded", true], ["upgraded", true]]);
+    assert.deepEqual(
+      after.items.map((i) => [i.state, i.detail?.startsWith("redeployed")]),
+      [
+        ["upgraded", true],
+        ["upgraded", true],
+      ],
+    );
     assert.equal(after.runner, "r-next");
     // The interrupted agent was redeployed twice (the late call, then the new runner's), the other once.
     const other = inFlight.instanceId === a.id ? b.id : a.id;

@@ -25,7 +25,8 @@ export function skipReason(inst: InstanceRecord | null, pool: PoolRecord, scope:
   if (!UPGRADABLE.includes(inst.status)) {
     return `${inst.status}: only agents (claimed, pending or crashed) are upgraded; idle instances are replaced by rollouts`;
   }
-  if (inst.status === "crashed" && inst.agentName === null && inst.claimedAt === null) return "crashed before it was handed to anyone (the next pass deletes it)";
+  if (inst.status === "crashed" && inst.agentName === null && inst.claimedAt === null)
+    return "crashed before it was handed to anyone (the next pass deletes it)";
   if (inst.protected && scope !== "instance") return "protected";
   if (inst.templateHash === pool.templateHash) return "already on the current template";
   return null;

@@ -134,7 +134,10 @@ export function checkRun(f: RunFacts): Check[] {
           ? `${ok.length} claims, ${byInstance.size} instances; ${replays.length} keys replayed, all answered with their instance`
           : [
               ...shared.map(([id, idx]) => `instance ${id} handed to claims ${idx.join(", ")}`),
-              ...badReplays.map((c) => `claim ${c.plan.index} (key ${c.plan.key}) got ${c.instanceId}, its replay answered ${c.replay!.status} ${c.replay!.code ?? ""} ${c.replay!.instanceId ?? ""}`),
+              ...badReplays.map(
+                (c) =>
+                  `claim ${c.plan.index} (key ${c.plan.key}) got ${c.instanceId}, its replay answered ${c.replay!.status} ${c.replay!.code ?? ""} ${c.replay!.instanceId ?? ""}`,
+              ),
             ].join("; "),
       instances: [...shared.map(([id]) => id), ...badReplays.flatMap((c) => [c.instanceId!, c.replay!.instanceId].filter((x): x is string => !!x))],
     });
@@ -160,8 +163,14 @@ export function checkRun(f: RunFacts): Check[] {
         twice.length + mismatched.length === 0
           ? `${provisions} provisions over ${f.runtimeRecords.size} runtimes`
           : [
-              ...twice.map((id) => `runtime ${id} provisioned ${f.runtimeRecords.get(id)!.filter((e) => e.event === "provision").length} times: ${JSON.stringify(f.runtimeRecords.get(id))}`),
-              ...mismatched.map((c) => `claim ${c.plan.index} got ${c.instanceId} / ${c.conversationId}, its runtime recorded ${JSON.stringify(f.runtimeRecords.get(c.instanceId!) ?? [])}`),
+              ...twice.map(
+                (id) =>
+                  `runtime ${id} provisioned ${f.runtimeRecords.get(id)!.filter((e) => e.event === "provision").length} times: ${JSON.stringify(f.runtimeRecords.get(id))}`,
+              ),
+              ...mismatched.map(
+                (c) =>
+                  `claim ${c.plan.index} got ${c.instanceId} / ${c.conversationId}, its runtime recorded ${JSON.stringify(f.runtimeRecords.get(c.instanceId!) ?? [])}`,
+              ),
             ].join("; "),
       instances: [...twice, ...mismatched.map((c) => c.instanceId!)],
     });
@@ -213,7 +222,10 @@ export function checkRun(f: RunFacts): Check[] {
       const problems: string[] = [];
       if (!ref) problems.push("no service was ever created for it");
       const early = f.serviceLog.filter((e) => e.kind === "delete" && e.serviceId === ref && (releasedAt === null || e.at < releasedAt));
-      if (early.length > 0) problems.push(`service ${ref} deleted at +${early[0]!.at - f.t0} ms while its client held it${releasedAt ? ` (released at +${releasedAt - f.t0} ms)` : ""}`);
+      if (early.length > 0)
+        problems.push(
+          `service ${ref} deleted at +${early[0]!.at - f.t0} ms while its client held it${releasedAt ? ` (released at +${releasedAt - f.t0} ms)` : ""}`,
+        );
       if (releasedAt === null) {
         kept++;
         const expected = crashed.has(id) ? "crashed" : "claimed";
@@ -221,7 +233,8 @@ export function checkRun(f: RunFacts): Check[] {
         else {
           if (row.status !== expected) problems.push(`status ${row.status}, expected ${expected}`);
           if (row.conversationId !== c.conversationId) problems.push(`conversation ${row.conversationId}, the client got ${c.conversationId}`);
-          if (!row.providerRef || !services.has(row.providerRef) || row.providerRef !== ref) problems.push(`service ${row.providerRef} missing at the stand-in`);
+          if (!row.providerRef || !services.has(row.providerRef) || row.providerRef !== ref)
+            problems.push(`service ${row.providerRef} missing at the stand-in`);
         }
       } else {
         if (row && row.status !== "dead") problems.push(`status ${row.status} after its client released it (${c.release!.status} ${c.release!.code ?? ""})`);
@@ -235,7 +248,10 @@ export function checkRun(f: RunFacts): Check[] {
     checks.push({
       name: "no claimed agent's service deleted: every agent a client kept is still claimed (crashed if its deployment was crashed) and its service exists; none deleted before its client released it",
       ok: bad.length === 0,
-      detail: bad.length === 0 ? `${ok.length} agents checked against the database and the stand-in's log: ${kept} kept, ${ok.length - kept} released by their clients` : why.join("; "),
+      detail:
+        bad.length === 0
+          ? `${ok.length} agents checked against the database and the stand-in's log: ${kept} kept, ${ok.length - kept} released by their clients`
+          : why.join("; "),
       instances: bad,
     });
   }
@@ -268,7 +284,9 @@ export function checkRun(f: RunFacts): Check[] {
       detail:
         unexplained.length === 0
           ? `${phantoms.length} such agents${phantoms.length ? `: ${phantoms.map((i) => `${i.id} (${i.agentName})`).join(", ")}` : ""}`
-          : unexplained.map((i) => `${i.id} is ${i.status} for ${i.agentName}, whose claim ended ${(i.agentName && byName.get(i.agentName)?.outcome) ?? "unknown"}`).join("; "),
+          : unexplained
+              .map((i) => `${i.id} is ${i.status} for ${i.agentName}, whose claim ended ${(i.agentName && byName.get(i.agentName)?.outcome) ?? "unknown"}`)
+              .join("; "),
       instances: unexplained.map((i) => i.id),
     });
   }
@@ -285,7 +303,10 @@ export function checkRun(f: RunFacts): Check[] {
       detail:
         undocumented.length + codeless.length === 0
           ? `errors answered: ${[...tally].map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`
-          : [...undocumented, ...codeless].slice(0, 10).map((e) => `${e.replica} ${e.method} ${e.path} → ${e.status}: ${e.body}`).join("; "),
+          : [...undocumented, ...codeless]
+              .slice(0, 10)
+              .map((e) => `${e.replica} ${e.method} ${e.path} → ${e.status}: ${e.body}`)
+              .join("; "),
       instances: [],
     });
   }

@@ -61,7 +61,15 @@ export async function runClaim(plan: PlannedClaim, replicas: readonly Replica[],
       const replica = replicas[k % replicas.length]!;
       const res = await client.call(replica, "DELETE", `/api/pool/instances/${encodeURIComponent(rec.instanceId!)}`);
       const code = (res.json as { code?: unknown } | null)?.code;
-      rec.release = { replica: replica.name, status: res.status, code: typeof code === "string" ? code : null, instanceId: rec.instanceId, conversationId: null, atMs, ...(res.error ? { error: res.error } : {}) };
+      rec.release = {
+        replica: replica.name,
+        status: res.status,
+        code: typeof code === "string" ? code : null,
+        instanceId: rec.instanceId,
+        conversationId: null,
+        atMs,
+        ...(res.error ? { error: res.error } : {}),
+      };
       // No answer, or NOT_READY (e.g. the database refused a connection): send it again.
       if ((res.status !== null && !(res.status === 503 && rec.release.code === "NOT_READY")) || Date.now() > deadline) break;
       await delay(RETRY_PAUSE_MS);

@@ -53,7 +53,11 @@ export class Replica {
         return;
       }
       this.#outputs.push(started.output);
-      const why = started.output.split("\n").filter((l) => l.trim() && !l.startsWith("{")).join(" ").trim();
+      const why = started.output
+        .split("\n")
+        .filter((l) => l.trim() && !l.startsWith("{"))
+        .join(" ")
+        .trim();
       this.failedStarts.push(`exit ${started.code}: ${why.slice(0, 300)}`);
       if (attempt >= 10) throw new Error(`${this.name} exited at start ${attempt + 1} times; last: ${why}`);
     }
@@ -110,7 +114,10 @@ async function spawnPool(env: Record<string, string>): Promise<{ proc: PoolProce
       await exited;
       return { code: child.exitCode, output: out };
     }
-    const ok = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok, () => false);
+    const ok = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return { proc: { child, url, output: () => out, exited } };
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
@@ -152,12 +159,21 @@ export class PoolClient {
   /** Claim requests sent and not answered yet, per replica name: start times (ms since epoch). */
   readonly inFlight = new Map<string, Set<number>>();
 
-  async call(replica: Replica, method: "GET" | "POST" | "DELETE", path: string, opts: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<HttpAnswer> {
+  async call(
+    replica: Replica,
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    opts: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
+  ): Promise<HttpAnswer> {
     let res: Response;
     try {
       res = await fetch(`${replica.url}${path}`, {
         method,
-        headers: { authorization: `Bearer ${CHAOS_API_KEY}`, ...(opts.body !== undefined ? { "content-type": "application/json" } : {}), ...(opts.headers ?? {}) },
+        headers: {
+          authorization: `Bearer ${CHAOS_API_KEY}`,
+          ...(opts.body !== undefined ? { "content-type": "application/json" } : {}),
+          ...(opts.headers ?? {}),
+        },
         ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}),
         signal: AbortSignal.timeout(opts.timeoutMs ?? 60_000),
       });

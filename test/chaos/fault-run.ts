@@ -95,10 +95,20 @@ export async function runFaultRun(o: FaultRunOptions): Promise<FaultRunReport> {
 
     log(`burst: ${o.claims} claims over ${o.burstMs} ms; ${schedule.events.length} scheduled faults`);
     const t0 = Date.now();
-    const ctx: RunContext = { databaseUrl: db.url, s, projectId, replicas, client, t0, log, kills: [], crashes: { idle: null, claimed: null }, claims: [], rng: new Rng(o.seed).fork("events") };
-    const claimRuns = schedule.claims.map((plan) =>
-      delay(plan.atMs).then(() => runClaim(plan, replicas, client, t0).then((rec) => void ctx.claims.push(rec))),
-    );
+    const ctx: RunContext = {
+      databaseUrl: db.url,
+      s,
+      projectId,
+      replicas,
+      client,
+      t0,
+      log,
+      kills: [],
+      crashes: { idle: null, claimed: null },
+      claims: [],
+      rng: new Rng(o.seed).fork("events"),
+    };
+    const claimRuns = schedule.claims.map((plan) => delay(plan.atMs).then(() => runClaim(plan, replicas, client, t0).then((rec) => void ctx.claims.push(rec))));
     const eventRuns = schedule.events.map((e) => delay(e.atMs).then(() => fire(e, ctx)));
     await Promise.all([...claimRuns, ...eventRuns]);
     log(`burst done after ${Date.now() - t0} ms; letting the pool settle`);
@@ -153,7 +163,18 @@ export async function runFaultRun(o: FaultRunOptions): Promise<FaultRunReport> {
       logDir = mkdtempSync(join(tmpdir(), `agent-pool-chaos-${o.seed}-`));
       for (const r of replicas) writeFileSync(join(logDir, `${r.name}.log`), r.output());
     }
-    const report = summarize(o, schedule, ctx, s, projectId, runtimeRecords, sampledMax, checks, explanations, failed.length ? [`(full output in ${logDir})`, ...replicas.map((r) => `--- ${r.name} ---\n${r.output().split("\n").slice(-40).join("\n")}`)] : []);
+    const report = summarize(
+      o,
+      schedule,
+      ctx,
+      s,
+      projectId,
+      runtimeRecords,
+      sampledMax,
+      checks,
+      explanations,
+      failed.length ? [`(full output in ${logDir})`, ...replicas.map((r) => `--- ${r.name} ---\n${r.output().split("\n").slice(-40).join("\n")}`)] : [],
+    );
     report.durationMs = Date.now() - started;
     report.burstToSettledMs = burstToSettledMs;
     return report;
@@ -201,7 +222,11 @@ async function pendingWork(ctx: RunContext, seen: (st: PoolStatus) => void): Pro
   const live = new Set(ctx.s.services(ctx.projectId).map((x) => serviceIdentity(x.name, CHAOS_POOL)?.instanceId));
   const released = ctx.claims.filter((c) => c.release !== null).map((c) => c.instanceId!);
   const lingering = released.filter((id) => live.has(id) || (row(id) && row(id)!.status !== "dead"));
-  if (lingering.length) return { what: `released agents not gone: ${lingering.map((id) => `${id} ${row(id)?.status ?? "no row"}${live.has(id) ? " (service exists)" : ""}`).join(", ")}`, instances: lingering };
+  if (lingering.length)
+    return {
+      what: `released agents not gone: ${lingering.map((id) => `${id} ${row(id)?.status ?? "no row"}${live.has(id) ? " (service exists)" : ""}`).join(", ")}`,
+      instances: lingering,
+    };
   return null;
 }
 
@@ -267,7 +292,9 @@ async function fire(e: ScheduledFault, ctx: RunContext): Promise<void> {
       const cut = ctx.client.claimsInFlight(r, 0);
       const leader = isLeader(r);
       await r.kill();
-      ctx.log(`  +${at()} ms  SIGKILL ${r.name} (${cut} claims in flight${aimed ? "" : "; none came within 5 s"}${leader ? "; it held the reconciler lease" : ""})`);
+      ctx.log(
+        `  +${at()} ms  SIGKILL ${r.name} (${cut} claims in flight${aimed ? "" : "; none came within 5 s"}${leader ? "; it held the reconciler lease" : ""})`,
+      );
       const entry = { replica: r.name, atMs: at(), restartedAtMs: null as number | null, claimsCut: cut, leader };
       ctx.kills.push(entry);
       await r.start();
@@ -355,13 +382,26 @@ function summarize(
       released: ctx.claims.filter((c) => c.release !== null).length,
       attempts: ctx.claims.reduce((n, c) => n + c.attempts.length + (c.replay ? 1 : 0), 0),
     },
-    instances: { servicesCreated: servicesLog.filter((e) => e.kind === "create").length, claimedByClients: new Set(ctx.claims.map((c) => c.instanceId).filter(Boolean)).size },
-    provisions: { total: events.filter((e) => e.event === "provision").length, runtimes: records.size, resets: events.filter((e) => e.event === "reset").length },
+    instances: {
+      servicesCreated: servicesLog.filter((e) => e.kind === "create").length,
+      claimedByClients: new Set(ctx.claims.map((c) => c.instanceId).filter(Boolean)).size,
+    },
+    provisions: {
+      total: events.filter((e) => e.event === "provision").length,
+      runtimes: records.size,
+      resets: events.filter((e) => e.event === "reset").length,
+    },
     services: { maxFromLog, maxSampled: sampledMax },
     kills: ctx.kills,
     failedStarts: ctx.replicas.flatMap((r) => r.failedStarts.map((f) => `${r.name}: ${f}`)),
     budgetWaits: budgetWaits(ctx.replicas),
-    faults: { scheduled: schedule.events.map((e) => `+${e.atMs} ms ${e.kind === "fault" ? e.label : e.kind === "kill" ? `kill ${e.target === "leader" ? "the lease holder" : "a replica without the lease"}` : e.kind}`), hitByKind },
+    faults: {
+      scheduled: schedule.events.map(
+        (e) =>
+          `+${e.atMs} ms ${e.kind === "fault" ? e.label : e.kind === "kill" ? `kill ${e.target === "leader" ? "the lease holder" : "a replica without the lease"}` : e.kind}`,
+      ),
+      hitByKind,
+    },
     crashes: ctx.crashes,
     standinRequests: s.requests.length,
     checks,

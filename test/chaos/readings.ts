@@ -37,7 +37,10 @@ export function readRuntimeRecords(dir: string): Map<string, RuntimeEvent[]> {
   for (const f of readdirSync(dir)) {
     if (!f.endsWith(".jsonl")) continue;
     const lines = readFileSync(join(dir, f), "utf8").split("\n").filter(Boolean);
-    out.set(f.slice(0, -".jsonl".length), lines.map((l) => JSON.parse(l) as RuntimeEvent));
+    out.set(
+      f.slice(0, -".jsonl".length),
+      lines.map((l) => JSON.parse(l) as RuntimeEvent),
+    );
   }
   return out;
 }

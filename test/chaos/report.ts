@@ -4,8 +4,12 @@ import type { TwoDeploymentsReport } from "./two-deployments.ts";
 
 export function formatFaultRun(r: FaultRunReport): string {
   const o = r.options;
-  const failed = Object.entries(r.claims.failed).map(([k, n]) => `${k} ×${n}`).join(", ");
-  const hits = Object.entries(r.faults.hitByKind).map(([k, n]) => `${k} ×${n}`).join(", ");
+  const failed = Object.entries(r.claims.failed)
+    .map(([k, n]) => `${k} ×${n}`)
+    .join(", ");
+  const hits = Object.entries(r.faults.hitByKind)
+    .map(([k, n]) => `${k} ×${n}`)
+    .join(", ");
   const lines = [
     `Fault run, seed ${r.seed} (replay: npm run chaos -- --seed ${r.seed} --claims ${o.claims})`,
     `  ${o.replicas} pool-manager replicas (child processes) on one Postgres database, Railway stand-in; min idle ${o.minIdle}, max total ${o.maxTotal}`,
@@ -17,7 +21,9 @@ export function formatFaultRun(r: FaultRunReport): string {
     `  services    at most ${r.services.maxFromLog} at once (create/delete log), ${r.services.maxSampled} sampled; max total ${o.maxTotal}`,
     `  kills       ${r.kills.map((k) => `${k.replica} SIGKILLed at +${k.atMs} ms with ${k.claimsCut} claims in flight${k.leader ? " (the lease holder)" : ""}, restarted at ${k.restartedAtMs === null ? "never" : `+${k.restartedAtMs} ms`}`).join("; ") || "none"}`,
     ...(r.failedStarts.length ? [`  restarts    ${r.failedStarts.length} start(s) exited and were retried: ${r.failedStarts.join("; ")}`] : []),
-    ...(r.budgetWaits.count ? [`  budget      ${r.budgetWaits.count} creates held back by the Railway provider's low-budget gate, the longest for ${r.budgetWaits.maxWaitMs} ms`] : []),
+    ...(r.budgetWaits.count
+      ? [`  budget      ${r.budgetWaits.count} creates held back by the Railway provider's low-budget gate, the longest for ${r.budgetWaits.maxWaitMs} ms`]
+      : []),
     `  crashes     idle ${r.crashes.idle ?? "none"}, claimed ${r.crashes.claimed ?? "none"}`,
     `  faults      ${r.faults.scheduled.length} scheduled: ${r.faults.scheduled.join("; ")}`,
     `              requests hit: ${hits || "none"} (of ${r.standinRequests} requests to the stand-in)`,
@@ -38,7 +44,11 @@ export function formatTwoDeployments(r: TwoDeploymentsReport): string {
       (d) =>
         `  ${d.ownerId}: ${d.claimsOk} claims ok, ${d.claimsEmpty} POOL_EMPTY, ${d.claimsFailed} failed; ${d.created} services created, ${d.deleted} deleted, ${d.renamed} renamed; ${d.liveRows} live rows; reported ${d.foreignReported} foreign services`,
     ),
-    `  faults hit: ${Object.entries(r.faultsHit).map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`,
+    `  faults hit: ${
+      Object.entries(r.faultsHit)
+        .map(([k, n]) => `${k} ×${n}`)
+        .join(", ") || "none"
+    }`,
     `Checks:`,
     ...r.checks.map((c) => `  ${c.ok ? "ok  " : "FAIL"} ${c.name}\n         ${c.detail}`),
   ];

@@ -74,7 +74,12 @@ export function makeSchedule(seed: number, o: ScheduleOptions): Schedule {
   }
   events.push({ atMs: fr.int(Math.round(0.1 * b), Math.round(0.4 * b)), kind: "crash-idle" });
   events.push({ atMs: fr.int(Math.round(0.3 * b), Math.round(0.8 * b)), kind: "crash-claimed" });
-  events.push({ atMs: fr.int(Math.round(0.3 * b), Math.round(0.6 * b)), kind: "kill", target: fr.chance(0.5) ? "leader" : "follower", pick: fr.int(0, o.replicas - 2) });
+  events.push({
+    atMs: fr.int(Math.round(0.3 * b), Math.round(0.6 * b)),
+    kind: "kill",
+    target: fr.chance(0.5) ? "leader" : "follower",
+    pick: fr.int(0, o.replicas - 2),
+  });
   events.sort((x, y) => x.atMs - y.atMs);
   return { seed, claims, events };
 }
@@ -93,7 +98,14 @@ function fault(fr: Rng, atMs: number, what: (typeof FAULT_MENU)[number]): Schedu
     case "ambiguous-create":
       // The service is made, the answer is lost: the provider must find and remove it (or the
       // orphan sweep must), and the pool must still never hold more than max total.
-      return { atMs, kind: "fault", label: "serviceCreate executed, answer lost (502)", fault: "html5xx", n: 1, opts: { status: 502, match: "serviceCreate(input", afterExecute: true } };
+      return {
+        atMs,
+        kind: "fault",
+        label: "serviceCreate executed, answer lost (502)",
+        fault: "html5xx",
+        n: 1,
+        opts: { status: 502, match: "serviceCreate(input", afterExecute: true },
+      };
     case "outage": {
       const durationMs = fr.int(300, 1500);
       const mode = fr.pick(["reset", "503"] as const);

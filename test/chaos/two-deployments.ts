@@ -36,7 +36,17 @@ export interface TwoDeploymentsReport {
   seed: number;
   poolId: string;
   durationMs: number;
-  deployments: Array<{ ownerId: string; claimsOk: number; claimsEmpty: number; claimsFailed: number; created: number; deleted: number; renamed: number; liveRows: number; foreignReported: number }>;
+  deployments: Array<{
+    ownerId: string;
+    claimsOk: number;
+    claimsEmpty: number;
+    claimsFailed: number;
+    created: number;
+    deleted: number;
+    renamed: number;
+    liveRows: number;
+    foreignReported: number;
+  }>;
   faultsHit: Record<string, number>;
   checks: Check[];
   replicaLogs: string[];
@@ -92,7 +102,12 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
     const client = new PoolClient();
     for (const d of deps) {
       d.ownerId = await readOwnerId(d.db.url);
-      await waitFor(`${o.minIdle} idle instances of ${d.replica.name}`, async () => ((await client.status([d.replica]))?.counts.idle ?? 0) >= o.minIdle, 60_000, 200);
+      await waitFor(
+        `${o.minIdle} idle instances of ${d.replica.name}`,
+        async () => ((await client.status([d.replica]))?.counts.idle ?? 0) >= o.minIdle,
+        60_000,
+        200,
+      );
     }
 
     // The burst: claims on both, with 5xx and 429s at the stand-in.
@@ -101,13 +116,24 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
     for (const [i, d] of deps.entries()) {
       for (let k = 0; k < o.claimsEach; k++) {
         const keyed = rng.chance(0.4);
-        const plan = { index: i * 1000 + k, atMs: rng.int(0, o.burstMs), replica: 0, key: keyed ? `two-${o.seed}-${i}-${k}` : null, replay: keyed && rng.chance(0.5), waitMs: rng.chance(0.3) ? rng.int(500, 2000) : 0, releaseAfterMs: rng.chance(0.5) ? rng.int(200, 1500) : null };
+        const plan = {
+          index: i * 1000 + k,
+          atMs: rng.int(0, o.burstMs),
+          replica: 0,
+          key: keyed ? `two-${o.seed}-${i}-${k}` : null,
+          replay: keyed && rng.chance(0.5),
+          waitMs: rng.chance(0.3) ? rng.int(500, 2000) : 0,
+          releaseAfterMs: rng.chance(0.5) ? rng.int(200, 1500) : null,
+        };
         runs.push(delay(plan.atMs).then(() => runClaim(plan, [d.replica], client, t0).then((r) => void d.claims.push(r))));
       }
     }
     for (let k = 0; k < 4; k++) {
       const at = rng.int(0, o.burstMs);
-      const fault = k % 2 === 0 ? ({ kind: "html5xx", n: rng.int(1, 3), opts: { status: rng.pick([502, 503]) } } as const) : ({ kind: "429burst", n: rng.int(1, 3), opts: { retryAfterSec: 1 } } as const);
+      const fault =
+        k % 2 === 0
+          ? ({ kind: "html5xx", n: rng.int(1, 3), opts: { status: rng.pick([502, 503]) } } as const)
+          : ({ kind: "429burst", n: rng.int(1, 3), opts: { retryAfterSec: 1 } } as const);
       runs.push(delay(at).then(() => s.failNext(fault.n, fault.kind, fault.opts)));
     }
     await Promise.all(runs);
@@ -118,39 +144,52 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
     let slow = false;
     for (const d of deps) {
       let reported = false;
-      statuses.set(d, await waitFor(`${d.replica.name} to settle`, async () => {
-        const st = await client.status([d.replica]);
-        const busy = (st?.instances ?? []).filter((i) => i.status === "claiming" || i.status === "starting");
-        if (!reported && Date.now() - t0 > o.burstMs + 10_000) {
-          reported = true;
-          slow = slow || busy.length > 0;
-          for (const i of busy) {
-            const svc = i.providerRef ? s.service(i.providerRef) : null;
-            const at = s.serviceLog.find((e) => e.kind === "create" && serviceIdentity(e.name, CHAOS_POOL)?.instanceId === i.id);
-            log(
-              `${d.replica.name} still busy 10 s after the burst: ${i.id} ${i.status}, ref ${i.providerRef}, stand-in: ` +
-                `${at ? `created +${at.at - t0} ms, ` : "no service created, "}${svc ? `domains ${JSON.stringify(svc.domains)}, deployments ${svc.deployments.map((x) => x.status).join(", ")}` : "no service"}; ` +
-                `events ${JSON.stringify(await client.instance([d.replica], i.id))}`,
-            );
-          }
-        }
-        return st && busy.length === 0 ? st : null;
-      }, 120_000, 200));
+      statuses.set(
+        d,
+        await waitFor(
+          `${d.replica.name} to settle`,
+          async () => {
+            const st = await client.status([d.replica]);
+            const busy = (st?.instances ?? []).filter((i) => i.status === "claiming" || i.status === "starting");
+            if (!reported && Date.now() - t0 > o.burstMs + 10_000) {
+              reported = true;
+              slow = slow || busy.length > 0;
+              for (const i of busy) {
+                const svc = i.providerRef ? s.service(i.providerRef) : null;
+                const at = s.serviceLog.find((e) => e.kind === "create" && serviceIdentity(e.name, CHAOS_POOL)?.instanceId === i.id);
+                log(
+                  `${d.replica.name} still busy 10 s after the burst: ${i.id} ${i.status}, ref ${i.providerRef}, stand-in: ` +
+                    `${at ? `created +${at.at - t0} ms, ` : "no service created, "}${svc ? `domains ${JSON.stringify(svc.domains)}, deployments ${svc.deployments.map((x) => x.status).join(", ")}` : "no service"}; ` +
+                    `events ${JSON.stringify(await client.instance([d.replica], i.id))}`,
+                );
+              }
+            }
+            return st && busy.length === 0 ? st : null;
+          },
+          120_000,
+          200,
+        ),
+      );
     }
     log(`both settled after ${Date.now() - t0} ms`);
     for (const d of deps) {
       const other = deps.find((x) => x !== d)!;
-      await waitFor(`a pass of ${d.replica.name} reporting every service of ${other.ownerId} as foreign past the grace`, async () => {
-        const theirs = s.services(projectId).filter((x) => serviceIdentity(x.name, CHAOS_POOL)?.owner === other.ownerId);
-        // Only a pass that saw the other's services, every one past the grace, shows anything.
-        if (theirs.length === 0 || theirs.some((x) => Date.now() - Date.parse(x.createdAt) < ORPHAN_GRACE_MS + 200)) return null;
-        const a = await client.call(d.replica, "POST", "/api/pool/reconcile", { timeoutMs: 30_000 });
-        const t = a.json as { listing?: string; foreign?: Array<{ ref: string }> } | null;
-        if (a.status !== 200 || t?.listing !== "complete") return null;
-        d.foreign = (t.foreign ?? []).map((f) => f.ref);
-        d.theirs = theirs.map((x) => x.id);
-        return theirs.every((x) => d.foreign.includes(x.id));
-      }, 60_000, 200);
+      await waitFor(
+        `a pass of ${d.replica.name} reporting every service of ${other.ownerId} as foreign past the grace`,
+        async () => {
+          const theirs = s.services(projectId).filter((x) => serviceIdentity(x.name, CHAOS_POOL)?.owner === other.ownerId);
+          // Only a pass that saw the other's services, every one past the grace, shows anything.
+          if (theirs.length === 0 || theirs.some((x) => Date.now() - Date.parse(x.createdAt) < ORPHAN_GRACE_MS + 200)) return null;
+          const a = await client.call(d.replica, "POST", "/api/pool/reconcile", { timeoutMs: 30_000 });
+          const t = a.json as { listing?: string; foreign?: Array<{ ref: string }> } | null;
+          if (a.status !== 200 || t?.listing !== "complete") return null;
+          d.foreign = (t.foreign ?? []).map((f) => f.ref);
+          d.theirs = theirs.map((x) => x.id);
+          return theirs.every((x) => d.foreign.includes(x.id));
+        },
+        60_000,
+        200,
+      );
     }
     log(`foreign services reported by both after ${Date.now() - t0} ms`);
     for (const d of deps) statuses.set(d, (await client.status([d.replica]))!);
@@ -195,9 +234,14 @@ export async function runTwoDeployments(o: TwoDeploymentsOptions): Promise<TwoDe
 
 function checkTwo(s: RailwayStandin, projectId: string, deps: Deployment[], statuses: Map<Deployment, PoolStatus>, client: PoolClient): Check[] {
   const checks: Check[] = [];
-  const ownerOf = (name: string | undefined) => (name === undefined ? null : serviceIdentity(name, CHAOS_POOL)?.owner ?? null);
+  const ownerOf = (name: string | undefined) => (name === undefined ? null : (serviceIdentity(name, CHAOS_POOL)?.owner ?? null));
   const [a, b] = deps as [Deployment, Deployment];
-  checks.push({ name: "the two deployments have different owner ids", ok: a.ownerId !== b.ownerId && a.ownerId !== "" && b.ownerId !== "", detail: `${a.ownerId} and ${b.ownerId}`, instances: [] });
+  checks.push({
+    name: "the two deployments have different owner ids",
+    ok: a.ownerId !== b.ownerId && a.ownerId !== "" && b.ownerId !== "",
+    detail: `${a.ownerId} and ${b.ownerId}`,
+    instances: [],
+  });
 
   const log = s.serviceLog.filter((e) => e.projectId === projectId);
   const wrong = log.filter((e) => {
@@ -210,7 +254,10 @@ function checkTwo(s: RailwayStandin, projectId: string, deps: Deployment[], stat
   checks.push({
     name: "neither deletes nor renames the other's services (stand-in delete/rename log against the owner id in each name)",
     ok: wrong.length === 0,
-    detail: wrong.length === 0 ? `${touches} deletes and renames, each by the service's own deployment` : wrong.map((e) => `${e.kind} of ${e.serviceId} (${e.previousName ?? ""} ${e.name}) by token ${e.tokenId}`).join("; "),
+    detail:
+      wrong.length === 0
+        ? `${touches} deletes and renames, each by the service's own deployment`
+        : wrong.map((e) => `${e.kind} of ${e.serviceId} (${e.previousName ?? ""} ${e.name}) by token ${e.tokenId}`).join("; "),
     instances: [],
   });
 
@@ -231,7 +278,10 @@ function checkTwo(s: RailwayStandin, projectId: string, deps: Deployment[], stat
   checks.push({
     name: "neither adopts the other's services: every row's service carries its own owner id and instance id, none is held by both",
     ok: adopted.length === 0 && shared.length === 0,
-    detail: adopted.length + shared.length === 0 ? `${held.size} services held, each by its own deployment` : [...adopted, ...shared.map(([ref, o]) => `${ref} held by ${o.join(" and ")}`)].join("; "),
+    detail:
+      adopted.length + shared.length === 0
+        ? `${held.size} services held, each by its own deployment`
+        : [...adopted, ...shared.map(([ref, o]) => `${ref} held by ${o.join(" and ")}`)].join("; "),
     instances: [],
   });
 
@@ -252,7 +302,13 @@ function checkTwo(s: RailwayStandin, projectId: string, deps: Deployment[], stat
   checks.push({
     name: "no undocumented 5xx, every error body has a code",
     ok: undocumented.length === 0,
-    detail: undocumented.length === 0 ? `${client.errors.length} error answers, all documented` : undocumented.slice(0, 5).map((e) => `${e.replica} ${e.path} → ${e.status}: ${e.body}`).join("; "),
+    detail:
+      undocumented.length === 0
+        ? `${client.errors.length} error answers, all documented`
+        : undocumented
+            .slice(0, 5)
+            .map((e) => `${e.replica} ${e.path} → ${e.status}: ${e.body}`)
+            .join("; "),
     instances: [],
   });
   return checks;

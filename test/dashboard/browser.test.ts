@@ -30,7 +30,10 @@ describe("dashboard in Chromium", () => {
     // Never skip and never download a browser: a missing one fails the test with its reason.
     mkdirSync(ARTIFACTS, { recursive: true });
     let launched: Awaited<ReturnType<typeof launchChromium>>;
-    [pool, launched] = await Promise.all([startPoolProcess({ DATA_DIR: dataDir, TICK_INTERVAL_MS: "1000", LOCAL_START_TIMEOUT_MS: "20000" }), launchChromium()]);
+    [pool, launched] = await Promise.all([
+      startPoolProcess({ DATA_DIR: dataDir, TICK_INTERVAL_MS: "1000", LOCAL_START_TIMEOUT_MS: "20000" }),
+      launchChromium(),
+    ]);
     browser = launched.browser;
     context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     context.setDefaultTimeout(10_000);
@@ -231,6 +234,9 @@ describe("dashboard in Chromium", () => {
 
   it("made no request outside our server and broke no CSP rule", () => {
     assert.deepEqual(external, []);
-    assert.deepEqual(consoleErrors.filter((e) => /Content Security Policy|Refused to/i.test(e)), []);
+    assert.deepEqual(
+      consoleErrors.filter((e) => /Content Security Policy|Refused to/i.test(e)),
+      [],
+    );
   });
 });

@@ -90,7 +90,10 @@ describe("pool history panel in Chromium", () => {
     assert.ok((await page.locator("#history-claims rect.seg.s-idle").count()) > 0, "warm claims drawn");
     assert.ok((await page.locator("#history-instances polyline.target-line, #history-instances circle.target-line").count()) > 0, "the target drawn");
     // Charts are styled by the stylesheet (colour comes from a class, not an inline style).
-    const fill = await page.locator("#history-claims rect.seg.s-idle").first().evaluate((el) => getComputedStyle(el).fill);
+    const fill = await page
+      .locator("#history-claims rect.seg.s-idle")
+      .first()
+      .evaluate((el) => getComputedStyle(el).fill);
     assert.equal(fill, "rgb(34, 163, 90)");
     await page.screenshot({ path: join(ARTIFACTS, "dashboard-history-1280.png"), fullPage: true });
 
@@ -105,6 +108,9 @@ describe("pool history panel in Chromium", () => {
 
   it("made no request outside our server and broke no CSP rule", () => {
     assert.deepEqual(external, []);
-    assert.deepEqual(consoleErrors.filter((e) => /Content Security Policy|Refused/i.test(e)), []);
+    assert.deepEqual(
+      consoleErrors.filter((e) => /Content Security Policy|Refused/i.test(e)),
+      [],
+    );
   });
 });

@@ -128,6 +128,9 @@ describe("rollout page in Chromium", () => {
 
   it("made no request outside our server and broke no CSP rule", () => {
     assert.deepEqual(external, []);
-    assert.deepEqual(consoleErrors.filter((e) => /Content Security Policy|Refused to/i.test(e)), []);
+    assert.deepEqual(
+      consoleErrors.filter((e) => /Content Security Policy|Refused to/i.test(e)),
+      [],
+    );
   });
 });

@@ -38,7 +38,10 @@ after(async () => {
   await keeper?.stop();
 });
 
-test("a rollout of a new image on Railway: surge, min idle claimable, one listing request per pass, every operation valid (Postgres)", { skip, timeout: 180_000 }, async () => {
+test("a rollout of a new image on Railway: surge, min idle claimable, one listing request per pass, every operation valid (Postgres)", {
+  skip,
+  timeout: 180_000,
+}, async () => {
   const s: RailwayStandin = await startRailwayStandin({ runtimeEnv: { RUNTIME_BOOT_DELAY_MS: "0" }, stepMs: 20 });
   cleanups.push(() => s.close());
   const db = await startTestPostgres();
@@ -98,7 +101,11 @@ test("a rollout of a new image on Railway: surge, min idle claimable, one listin
     const t = await pool.reconciler.tick();
     const ops = s.requests.slice(before).map((r) => r.op);
     assert.equal(ops.filter((op) => op === "PoolList").length, 1, `pass ${passes}: one listing request (${ops.join(", ")})`);
-    assert.deepEqual(ops.filter((op) => !["PoolList", "ServiceCreate", "ServiceDomainCreate", "ServiceDelete", "ServiceRename"].includes(op)), [], `pass ${passes}: only creates and deletes beside it`);
+    assert.deepEqual(
+      ops.filter((op) => !["PoolList", "ServiceCreate", "ServiceDomainCreate", "ServiceDelete", "ServiceRename"].includes(op)),
+      [],
+      `pass ${passes}: only creates and deletes beside it`,
+    );
     assert.deepEqual(t.errors, []);
     const rows = await pool.store.listInstances("a");
     minClaimable = Math.min(minClaimable, rows.filter((r) => r.status === "idle" && !r.protected).length);
@@ -128,6 +135,9 @@ test("a rollout of a new image on Railway: surge, min idle claimable, one listin
   // A quiet pass after the rollout is one request again.
   const before = s.requests.length;
   await pool.reconciler.tick();
-  assert.deepEqual(s.requests.slice(before).map((x) => x.op), ["PoolList"]);
+  assert.deepEqual(
+    s.requests.slice(before).map((x) => x.op),
+    ["PoolList"],
+  );
   assert.deepEqual(s.validationFailures, [], "every operation validated against Railway's schema");
 });

@@ -94,11 +94,14 @@ describe("Railway stand-in: API (no runtimes)", () => {
     // Scalar returns take no selection; deploymentRedeploy has no environmentId (an old xmtplabs bug).
     const scalarSelection = await gql(s, "mutation($id: String!) { serviceDelete(id: $id) { id } }", { id: "x" });
     assert.equal(scalarSelection.status, 400);
-    const oldRedeploy = await gql(s, "mutation($id: String!, $environmentId: String!) { deploymentRedeploy(id: $id, environmentId: $environmentId) }", { id: "x", environmentId: "y" });
+    const oldRedeploy = await gql(s, "mutation($id: String!, $environmentId: String!) { deploymentRedeploy(id: $id, environmentId: $environmentId) }", {
+      id: "x",
+      environmentId: "y",
+    });
     assert.equal(oldRedeploy.status, 400);
     assert.equal(oldRedeploy.body.errors.length, 2);
 
-    const syntax = await gql(s, "{ project(id: \"x\") {");
+    const syntax = await gql(s, '{ project(id: "x") {');
     assert.equal(syntax.status, 400);
     assert.equal(syntax.body.errors[0].extensions.code, "GRAPHQL_PARSE_FAILED");
 
@@ -134,16 +137,25 @@ describe("Railway stand-in: API (no runtimes)", () => {
     assert.deepEqual(s.requests[0]!.rootFields, ["project", "project"]);
     for (const key of ["a", "b"]) {
       const conn = first[key].services;
-      assert.deepEqual(conn.edges.map((e: { node: { name: string } }) => e.node.name), ["svc-1", "svc-2"]);
+      assert.deepEqual(
+        conn.edges.map((e: { node: { name: string } }) => e.node.name),
+        ["svc-1", "svc-2"],
+      );
       assert.equal(conn.pageInfo.hasNextPage, true);
       assert.equal(conn.edges[0].node.serviceInstances.edges[0].node.environmentId, key === "a" ? a.environmentId : b.environmentId);
       assert.deepEqual(conn.edges[0].node.deployments.edges, []); // no source, no deployment
     }
     const second = await data(s, query, {
-      a: a.projectId, b: b.projectId, aAfter: first.a.services.pageInfo.endCursor, bAfter: first.b.services.pageInfo.endCursor,
+      a: a.projectId,
+      b: b.projectId,
+      aAfter: first.a.services.pageInfo.endCursor,
+      bAfter: first.b.services.pageInfo.endCursor,
     });
     for (const key of ["a", "b"]) {
-      assert.deepEqual(second[key].services.edges.map((e: { node: { name: string } }) => e.node.name), ["svc-3"]);
+      assert.deepEqual(
+        second[key].services.edges.map((e: { node: { name: string } }) => e.node.name),
+        ["svc-3"],
+      );
       assert.equal(second[key].services.pageInfo.hasNextPage, false);
     }
 
@@ -152,14 +164,23 @@ describe("Railway stand-in: API (no runtimes)", () => {
     assert.equal(listed.project.services.edges.length, 3);
     // Environments (R3) and domains (P12) as the earlier pools asked.
     const envs = await data(s, "query($id: String!) { project(id: $id) { environments { edges { node { id name } } } } }", { id: a.projectId });
-    assert.deepEqual(envs.project.environments.edges.map((e: { node: { name: string } }) => e.node.name), ["production"]);
+    assert.deepEqual(
+      envs.project.environments.edges.map((e: { node: { name: string } }) => e.node.name),
+      ["production"],
+    );
   });
 
   it("serviceCreate with image + variables deploys QUEUED → BUILDING → DEPLOYING → SUCCESS, newest deployment first", { skip }, async () => {
     const m = await startRailwayStandin({ runtimes: false, autoAdvance: false });
     try {
       const { projectId, environmentId } = m.createProject("lifecycle");
-      const id = await createService(m, { projectId, environmentId, name: "agent-1", source: { image: "ghcr.io/acme/runtime:1" }, variables: { INSTANCE_ID: "i-1", FOO: "bar" } });
+      const id = await createService(m, {
+        projectId,
+        environmentId,
+        name: "agent-1",
+        source: { image: "ghcr.io/acme/runtime:1" },
+        variables: { INSTANCE_ID: "i-1", FOO: "bar" },
+      });
       const seen: (string | null)[] = [await latestStatus(m, id)];
       for (let i = 0; i < 3; i++) {
         m.advance();
@@ -167,7 +188,11 @@ describe("Railway stand-in: API (no runtimes)", () => {
       }
       assert.deepEqual(seen, ["QUEUED", "BUILDING", "DEPLOYING", "SUCCESS"]);
 
-      const vars = await data(m, "query($p: String!, $e: String!, $s: String!) { variables(projectId: $p, environmentId: $e, serviceId: $s) }", { p: projectId, e: environmentId, s: id });
+      const vars = await data(m, "query($p: String!, $e: String!, $s: String!) { variables(projectId: $p, environmentId: $e, serviceId: $s) }", {
+        p: projectId,
+        e: environmentId,
+        s: id,
+      });
       assert.deepEqual(vars.variables, { INSTANCE_ID: "i-1", FOO: "bar" });
       const status = await data(m, R4_SERVICE_STATUS, { id });
       assert.equal(status.service.serviceInstances.edges[0].node.source.image, "ghcr.io/acme/runtime:1");
@@ -175,11 +200,19 @@ describe("Railway stand-in: API (no runtimes)", () => {
       const domain = (await data(m, DOMAIN_CREATE, { input: { serviceId: id, environmentId } })).serviceDomainCreate.domain as string;
       assert.match(domain, /^agent-1-[a-z0-9]{6}\.up\.railway\.app$/);
 
-      await data(m, "mutation($serviceId: String!, $environmentId: String!) { serviceInstanceRedeploy(serviceId: $serviceId, environmentId: $environmentId) }", { serviceId: id, environmentId });
+      await data(
+        m,
+        "mutation($serviceId: String!, $environmentId: String!) { serviceInstanceRedeploy(serviceId: $serviceId, environmentId: $environmentId) }",
+        { serviceId: id, environmentId },
+      );
       const deps = async () =>
-        (await data(m, "query($id: String!) { service(id: $id) { deployments(first: 5) { edges { node { id status createdAt environmentId serviceId } } } } }", { id })).service.deployments.edges.map(
-          (e: { node: { status: string } }) => e.node.status,
-        );
+        (
+          await data(
+            m,
+            "query($id: String!) { service(id: $id) { deployments(first: 5) { edges { node { id status createdAt environmentId serviceId } } } } }",
+            { id },
+          )
+        ).service.deployments.edges.map((e: { node: { status: string } }) => e.node.status);
       assert.deepEqual(await deps(), ["QUEUED", "SUCCESS"]);
       m.advance();
       m.advance();
@@ -301,7 +334,9 @@ describe("Railway stand-in: API (no runtimes)", () => {
     s.failNext(1, "throttleMessage", { match: "volumeCreate", message: "You are creating volumes too quickly" });
     assert.equal((await ping()).status, 200); // not matched: passes
     const svc = await createService(s, { projectId, environmentId, name: "vol" });
-    const vol = await gql(s, "mutation($input: VolumeCreateInput!) { volumeCreate(input: $input) { id name } }", { input: { projectId, serviceId: svc, mountPath: "/data", environmentId } });
+    const vol = await gql(s, "mutation($input: VolumeCreateInput!) { volumeCreate(input: $input) { id name } }", {
+      input: { projectId, serviceId: svc, mountPath: "/data", environmentId },
+    });
     assert.equal(vol.body.errors[0].message, "You are creating volumes too quickly");
     assert.equal(s.requests.at(-1)!.fault, "throttleMessage");
 
@@ -360,41 +395,84 @@ describe("Railway stand-in: API (no runtimes)", () => {
       const environmentId = env.project.environments.edges[0].node.id as string;
       const id = await createService(m, { projectId, environmentId, name: "agent-x" }); // R5: no source, no deployment
       assert.equal(m.service(id)!.deployments.length, 0);
-      const vol = await data(m, "mutation($input: VolumeCreateInput!) { volumeCreate(input: $input) { id name } }", { input: { projectId, serviceId: id, mountPath: "/data", environmentId } }); // R6
+      const vol = await data(m, "mutation($input: VolumeCreateInput!) { volumeCreate(input: $input) { id name } }", {
+        input: { projectId, serviceId: id, mountPath: "/data", environmentId },
+      }); // R6
       await data(m, DOMAIN_CREATE, { input: { serviceId: id, environmentId } }); // R7
-      await data(m, PATCH_COMMIT, { environmentId, patch: { services: { [id]: { source: { image: "img:1" }, deploy: { startCommand: "node x.js" }, variables: { A: { value: "1" } } } } }, commitMessage: "deploy" }); // R8
+      await data(m, PATCH_COMMIT, {
+        environmentId,
+        patch: { services: { [id]: { source: { image: "img:1" }, deploy: { startCommand: "node x.js" }, variables: { A: { value: "1" } } } } },
+        commitMessage: "deploy",
+      }); // R8
       assert.equal(m.service(id)!.deployments.length, 1);
       // R10 with skipDeploys: no deployment; without: one.
       const upsert = "mutation($input: VariableCollectionUpsertInput!) { variableCollectionUpsert(input: $input) }";
       await data(m, upsert, { input: { projectId, environmentId, serviceId: id, variables: { B: "2" }, skipDeploys: true } });
       assert.equal(m.service(id)!.deployments.length, 1);
       await data(m, upsert, { input: { projectId, environmentId, serviceId: id, variables: { C: "3" } } });
-      assert.deepEqual(m.service(id)!.deployments.map((d) => d.status), ["QUEUED", "REMOVED"]); // the in-flight one is superseded
+      assert.deepEqual(
+        m.service(id)!.deployments.map((d) => d.status),
+        ["QUEUED", "REMOVED"],
+      ); // the in-flight one is superseded
       assert.deepEqual(m.service(id)!.variables[environmentId], { A: "1", B: "2", C: "3" });
-      await data(m, "mutation($serviceId: String!, $environmentId: String!, $input: ServiceInstanceUpdateInput!) { serviceInstanceUpdate(serviceId: $serviceId, environmentId: $environmentId, input: $input) }", { serviceId: id, environmentId, input: { rootDirectory: "agent" } }); // R11
+      await data(
+        m,
+        "mutation($serviceId: String!, $environmentId: String!, $input: ServiceInstanceUpdateInput!) { serviceInstanceUpdate(serviceId: $serviceId, environmentId: $environmentId, input: $input) }",
+        { serviceId: id, environmentId, input: { rootDirectory: "agent" } },
+      ); // R11
       // P2 + P3: cancel the newest deployment; P4: deploy a commit.
       const newest = await data(m, "query($id: String!) { service(id: $id) { deployments(first: 1) { edges { node { id } } } } }", { id });
-      assert.equal((await data(m, "mutation($id: String!) { deploymentCancel(id: $id) }", { id: newest.service.deployments.edges[0].node.id })).deploymentCancel, true);
+      assert.equal(
+        (await data(m, "mutation($id: String!) { deploymentCancel(id: $id) }", { id: newest.service.deployments.edges[0].node.id })).deploymentCancel,
+        true,
+      );
       assert.equal(await latestStatus(m, id), "REMOVED");
-      await data(m, "mutation($serviceId: String!, $environmentId: String!, $commitSha: String!) { serviceInstanceDeploy(serviceId: $serviceId, environmentId: $environmentId, commitSha: $commitSha) }", { serviceId: id, environmentId, commitSha: "abc123" });
+      await data(
+        m,
+        "mutation($serviceId: String!, $environmentId: String!, $commitSha: String!) { serviceInstanceDeploy(serviceId: $serviceId, environmentId: $environmentId, commitSha: $commitSha) }",
+        { serviceId: id, environmentId, commitSha: "abc123" },
+      );
       steps(3);
       assert.equal(await latestStatus(m, id), "SUCCESS");
-      await data(m, "mutation($serviceId: String!, $environmentId: String!) { serviceInstanceRedeploy(serviceId: $serviceId, environmentId: $environmentId) }", { serviceId: id, environmentId }); // R12
+      await data(
+        m,
+        "mutation($serviceId: String!, $environmentId: String!) { serviceInstanceRedeploy(serviceId: $serviceId, environmentId: $environmentId) }",
+        { serviceId: id, environmentId },
+      ); // R12
       steps(3);
-      assert.deepEqual(m.service(id)!.deployments.slice(0, 2).map((d) => d.status), ["SUCCESS", "REMOVED"]);
+      assert.deepEqual(
+        m
+          .service(id)!
+          .deployments.slice(0, 2)
+          .map((d) => d.status),
+        ["SUCCESS", "REMOVED"],
+      );
       await data(m, "mutation($id: String!) { serviceDisconnect(id: $id) { id } }", { id }); // P5
-      await data(m, "mutation($id: String!, $input: ServiceUpdateInput!) { serviceUpdate(id: $id, input: $input) { id } }", { id, input: { name: "claimed-x" } }); // P8
+      await data(m, "mutation($id: String!, $input: ServiceUpdateInput!) { serviceUpdate(id: $id, input: $input) { id } }", {
+        id,
+        input: { name: "claimed-x" },
+      }); // P8
       const info = await data(m, "query($id: String!) { service(id: $id) { id name } }", { id }); // P13
       assert.equal(info.service.name, "claimed-x");
-      const doms = await data(m, "query($serviceId: String!, $environmentId: String!, $projectId: String!) { domains(serviceId: $serviceId, environmentId: $environmentId, projectId: $projectId) { serviceDomains { domain } customDomains { domain } } }", { serviceId: id, environmentId, projectId }); // P12
+      const doms = await data(
+        m,
+        "query($serviceId: String!, $environmentId: String!, $projectId: String!) { domains(serviceId: $serviceId, environmentId: $environmentId, projectId: $projectId) { serviceDomains { domain } customDomains { domain } } }",
+        { serviceId: id, environmentId, projectId },
+      ); // P12
       assert.equal(doms.domains.serviceDomains.length, 1);
       assert.deepEqual(doms.domains.customDomains, []);
-      const vols = await data(m, "query($id: String!) { project(id: $id) { volumes { edges { node { id volumeInstances { edges { node { serviceId } } } } } } } }", { id: projectId }); // R13
+      const vols = await data(
+        m,
+        "query($id: String!) { project(id: $id) { volumes { edges { node { id volumeInstances { edges { node { serviceId } } } } } } } }",
+        { id: projectId },
+      ); // R13
       assert.equal(vols.project.volumes.edges[0].node.volumeInstances.edges[0].node.serviceId, id);
       assert.equal((await data(m, "mutation($volumeId: String!) { volumeDelete(volumeId: $volumeId) }", { volumeId: vol.volumeCreate.id })).volumeDelete, true); // R14
       const rule = { workspaceId: m.workspaceId, eventTypes: ["Deployment.crashed"], channelConfigs: [{ type: "webhook", url: "http://127.0.0.1:9/hook" }] };
       await data(m, "mutation($input: CreateNotificationRuleInput!) { notificationRuleCreate(input: $input) { id } }", { input: rule }); // R17
-      const rules = await data(m, "query($workspaceId: String!) { notificationRules(workspaceId: $workspaceId) { id eventTypes channels { id config } } }", { workspaceId: m.workspaceId }); // R16
+      const rules = await data(m, "query($workspaceId: String!) { notificationRules(workspaceId: $workspaceId) { id eventTypes channels { id config } } }", {
+        workspaceId: m.workspaceId,
+      }); // R16
       assert.equal(rules.notificationRules[0].channels[0].config.url, "http://127.0.0.1:9/hook");
       assert.equal((await data(m, "mutation($id: String!) { serviceDelete(id: $id) }", { id })).serviceDelete, true); // R9
       assert.equal((await data(m, "mutation($id: String!) { projectDelete(id: $id) }", { id: projectId })).projectDelete, true); // R2
@@ -411,7 +489,14 @@ describe("Railway stand-in: API (no runtimes)", () => {
     await gql(s, PROJECT_ID, { id: projectId });
     await gql(s, "query Named { __typename }");
     await gql(s, "{ nope }");
-    assert.deepEqual(s.requests.map((r) => [r.op, r.status, r.operationType]), [["project", 200, "query"], ["Named", 200, "query"], ["nope", 400, "query"]]);
+    assert.deepEqual(
+      s.requests.map((r) => [r.op, r.status, r.operationType]),
+      [
+        ["project", 200, "query"],
+        ["Named", 200, "query"],
+        ["nope", 400, "query"],
+      ],
+    );
     assert.equal(s.requests[0]!.query, PROJECT_ID);
     assert.deepEqual(s.requests[0]!.variables, { id: projectId });
     assert.equal(s.requests[0]!.auth, "bearer");
@@ -445,20 +530,32 @@ describe("Railway stand-in: deployments run real runtimes", () => {
   it("serves the runtime at http://<domain>, redeploys behind the same domain, reports a crash", { skip }, async () => {
     const { projectId, environmentId } = s.createProject("runtime");
     const id = await createService(s, {
-      projectId, environmentId, name: "agent-rt", source: { image: "ghcr.io/acme/runtime:1" },
+      projectId,
+      environmentId,
+      name: "agent-rt",
+      source: { image: "ghcr.io/acme/runtime:1" },
       variables: { INSTANCE_ID: "inst-rt", GATEWAY_TOKEN: "gw-secret" },
     });
     const domain = (await data(s, DOMAIN_CREATE, { input: { serviceId: id, environmentId } })).serviceDomainCreate.domain as string;
     assert.match(domain, /^127\.0\.0\.1:\d+$/);
 
     const seen: string[] = [];
-    await waitFor("SUCCESS", async () => {
-      const st = await latestStatus(s, id);
-      if (st && seen.at(-1) !== st) seen.push(st);
-      return st === "SUCCESS";
-    }, 20_000, 10);
+    await waitFor(
+      "SUCCESS",
+      async () => {
+        const st = await latestStatus(s, id);
+        if (st && seen.at(-1) !== st) seen.push(st);
+        return st === "SUCCESS";
+      },
+      20_000,
+      10,
+    );
     const order = ["QUEUED", "BUILDING", "DEPLOYING", "SUCCESS"];
-    assert.deepEqual(seen, order.filter((x) => seen.includes(x)), `statuses out of order: ${seen.join(",")}`);
+    assert.deepEqual(
+      seen,
+      order.filter((x) => seen.includes(x)),
+      `statuses out of order: ${seen.join(",")}`,
+    );
     await waitFor("health 200 through the domain", async () => (await health(domain)) === 200, 20_000);
 
     // The runtime got the service variables as its env.
@@ -476,10 +573,15 @@ describe("Railway stand-in: deployments run real runtimes", () => {
       patch: { services: { [id]: { source: { image: "ghcr.io/acme/runtime:2" }, variables: { FOO: { value: "bar" } } } } },
       commitMessage: "upgrade",
     });
-    await waitFor("the new deployment to be SUCCESS", async () => {
-      const d = s.service(id)!.deployments;
-      return d.length === 2 && d[0]!.status === "SUCCESS" && d[1]!.status === "REMOVED";
-    }, 20_000, 20);
+    await waitFor(
+      "the new deployment to be SUCCESS",
+      async () => {
+        const d = s.service(id)!.deployments;
+        return d.length === 2 && d[0]!.status === "SUCCESS" && d[1]!.status === "REMOVED";
+      },
+      20_000,
+      20,
+    );
     await waitFor("health 200 from the new process", async () => (await health(domain)) === 200, 20_000);
     const after = findProcesses({ AGENT_POOL_OWNER: tag, INSTANCE_ID: "inst-rt" });
     assert.equal(after.length, 1);
@@ -491,7 +593,7 @@ describe("Railway stand-in: deployments run real runtimes", () => {
     assert.equal(await latestStatus(s, id), "CRASHED");
     const edge = await fetch(`http://${domain}/pool/health`);
     assert.equal(edge.status, 502); // Railway's edge: nothing answers behind the domain
-    assert.equal((await edge.json() as { message: string }).message, "Application failed to respond");
+    assert.equal(((await edge.json()) as { message: string }).message, "Application failed to respond");
   });
 
   it("serviceDelete stops the service's process", { skip }, async () => {
@@ -512,7 +614,10 @@ describe("Railway stand-in: deployments run real runtimes", () => {
     const id = await createService(s, { projectId, environmentId, name: "agent-close" });
     const domain = (await data(s, DOMAIN_CREATE, { input: { serviceId: id, environmentId } })).serviceDomainCreate.domain as string;
     assert.equal(await health(domain), 502); // nothing deployed yet
-    await data(s, PATCH_COMMIT, { environmentId, patch: { services: { [id]: { source: { image: "img" }, variables: { INSTANCE_ID: { value: "inst-close" } } } } } });
+    await data(s, PATCH_COMMIT, {
+      environmentId,
+      patch: { services: { [id]: { source: { image: "img" }, variables: { INSTANCE_ID: { value: "inst-close" } } } } },
+    });
     await waitFor("health 200", async () => (await health(domain)) === 200, 20_000);
     const procs = findProcesses({ AGENT_POOL_OWNER: tag, INSTANCE_ID: "inst-close" });
     assert.equal(procs.length, 1);

@@ -52,8 +52,19 @@ import { LocalProvider, type LocalProviderLogger, type LocalStateFile } from "..
 // ---- public types --------------------------------------------------------------------------------
 
 export const DEPLOYMENT_STATUSES = [
-  "BUILDING", "CRASHED", "DEPLOYING", "FAILED", "INITIALIZING", "NEEDS_APPROVAL",
-  "QUEUED", "REMOVED", "REMOVING", "SKIPPED", "SLEEPING", "SUCCESS", "WAITING",
+  "BUILDING",
+  "CRASHED",
+  "DEPLOYING",
+  "FAILED",
+  "INITIALIZING",
+  "NEEDS_APPROVAL",
+  "QUEUED",
+  "REMOVED",
+  "REMOVING",
+  "SKIPPED",
+  "SLEEPING",
+  "SUCCESS",
+  "WAITING",
 ] as const;
 export type DeploymentStatus = (typeof DEPLOYMENT_STATUSES)[number];
 
@@ -225,7 +236,10 @@ export interface RailwayStandin {
   createToken(kind: "account" | "workspace", workspaceId?: string): string;
   createWorkspace(name: string): { workspaceId: string; token: string };
   /** Direct state change (no API call, no throttle): a project with a `production` environment (+ extras). */
-  createProject(name: string, opts?: { environments?: string[]; workspaceId?: string }): { projectId: string; environmentId: string; environmentIds: Record<string, string> };
+  createProject(
+    name: string,
+    opts?: { environments?: string[]; workspaceId?: string },
+  ): { projectId: string; environmentId: string; environmentIds: Record<string, string> };
   resetCounters(): void;
   resetRateLimits(): void;
   failNext(n: number, kind: FaultKind, opts?: FaultOptions): void;
@@ -290,48 +304,128 @@ interface Ctx {
   rateKey: string;
 }
 
-interface WorkspaceRec { id: string; name: string; createdAt: string }
+interface WorkspaceRec {
+  id: string;
+  name: string;
+  createdAt: string;
+}
 interface ProjectRec {
-  id: string; seq: number; name: string; description: string | null; workspaceId: string;
-  createdAt: string; updatedAt: string; deleted: boolean; isPublic: boolean; prDeploys: boolean;
+  id: string;
+  seq: number;
+  name: string;
+  description: string | null;
+  workspaceId: string;
+  createdAt: string;
+  updatedAt: string;
+  deleted: boolean;
+  isPublic: boolean;
+  prDeploys: boolean;
 }
 interface EnvRec {
-  id: string; seq: number; projectId: string; name: string; createdAt: string; updatedAt: string;
-  isEphemeral: boolean; deleted: boolean; sharedVariables: Record<string, string>;
+  id: string;
+  seq: number;
+  projectId: string;
+  name: string;
+  createdAt: string;
+  updatedAt: string;
+  isEphemeral: boolean;
+  deleted: boolean;
+  sharedVariables: Record<string, string>;
 }
-interface Source { image: string | null; repo: string | null }
+interface Source {
+  image: string | null;
+  repo: string | null;
+}
 interface InstanceRec {
-  id: string; serviceId: string; environmentId: string; createdAt: string; updatedAt: string;
-  source: Source | null; startCommand: string | null; healthcheckPath: string | null; healthcheckTimeout: number | null;
-  numReplicas: number; region: string | null; restartPolicyType: string; restartPolicyMaxRetries: number;
-  sleepApplication: boolean; rootDirectory: string | null; limits: { vCPUs?: number; memoryGB?: number };
-  variables: Record<string, string>; settings: Record<string, unknown>;
+  id: string;
+  serviceId: string;
+  environmentId: string;
+  createdAt: string;
+  updatedAt: string;
+  source: Source | null;
+  startCommand: string | null;
+  healthcheckPath: string | null;
+  healthcheckTimeout: number | null;
+  numReplicas: number;
+  region: string | null;
+  restartPolicyType: string;
+  restartPolicyMaxRetries: number;
+  sleepApplication: boolean;
+  rootDirectory: string | null;
+  limits: { vCPUs?: number; memoryGB?: number };
+  variables: Record<string, string>;
+  settings: Record<string, unknown>;
 }
 interface ServiceRec {
-  id: string; seq: number; projectId: string; name: string; icon: string | null;
-  createdAt: string; updatedAt: string; deleted: boolean; instances: Map<string, InstanceRec>;
+  id: string;
+  seq: number;
+  projectId: string;
+  name: string;
+  icon: string | null;
+  createdAt: string;
+  updatedAt: string;
+  deleted: boolean;
+  instances: Map<string, InstanceRec>;
 }
 interface DeploymentRec {
-  id: string; seq: number; serviceId: string; environmentId: string; projectId: string;
-  status: DeploymentStatus; createdAt: string; updatedAt: string; statusUpdatedAt: string;
-  image: string | null; healthcheckPath: string | null; timeoutMs: number; env: Record<string, string>;
-  frozen: boolean; timer: NodeJS.Timeout | null; deadline: number;
+  id: string;
+  seq: number;
+  serviceId: string;
+  environmentId: string;
+  projectId: string;
+  status: DeploymentStatus;
+  createdAt: string;
+  updatedAt: string;
+  statusUpdatedAt: string;
+  image: string | null;
+  healthcheckPath: string | null;
+  timeoutMs: number;
+  env: Record<string, string>;
+  frozen: boolean;
+  timer: NodeJS.Timeout | null;
+  deadline: number;
   /** Local provider instance id while a process exists. */
-  localId: string | null; runtimeUrl: string | null; probing: boolean; reason: string | null;
+  localId: string | null;
+  runtimeUrl: string | null;
+  probing: boolean;
+  reason: string | null;
 }
 interface DomainRec {
-  id: string; seq: number; serviceId: string; environmentId: string; projectId: string; host: string;
-  targetPort: number | null; createdAt: string; updatedAt: string; proxy: DomainProxy | null;
+  id: string;
+  seq: number;
+  serviceId: string;
+  environmentId: string;
+  projectId: string;
+  host: string;
+  targetPort: number | null;
+  createdAt: string;
+  updatedAt: string;
+  proxy: DomainProxy | null;
 }
 interface VolumeRec {
-  id: string; seq: number; projectId: string; name: string; createdAt: string; deleted: boolean;
+  id: string;
+  seq: number;
+  projectId: string;
+  name: string;
+  createdAt: string;
+  deleted: boolean;
   instances: { id: string; seq: number; serviceId: string | null; environmentId: string; mountPath: string; region: string | null; createdAt: string }[];
 }
 interface RuleRec {
-  id: string; workspaceId: string; projectId: string | null; eventTypes: string[]; severities: string[];
-  channels: { id: string; config: unknown; createdAt: string }[]; createdAt: string;
+  id: string;
+  workspaceId: string;
+  projectId: string | null;
+  eventTypes: string[];
+  severities: string[];
+  channels: { id: string; config: unknown; createdAt: string }[];
+  createdAt: string;
 }
-interface PendingFault { kind: FaultKind; remaining: number; until: number | null; opts: FaultOptions }
+interface PendingFault {
+  kind: FaultKind;
+  remaining: number;
+  until: number | null;
+  opts: FaultOptions;
+}
 
 /** Deployment statuses Railway notifies about, and their event names (`Deployment.<name>`). */
 const DEPLOY_EVENTS: Partial<Record<DeploymentStatus, string>> = {
@@ -356,7 +450,9 @@ function badInput(message: string): GraphQLError {
   return new GraphQLError(message, { extensions: { code: "BAD_USER_INPUT" } });
 }
 function traceId(): string {
-  return BigInt(`0x${randomBytes(8).toString("hex")}`).toString().slice(0, 19);
+  return BigInt(`0x${randomBytes(8).toString("hex")}`)
+    .toString()
+    .slice(0, 19);
 }
 function rand(n: number): string {
   const abc = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -368,18 +464,29 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 function has(o: Record<string, unknown>, k: string): boolean {
-  return  Object.hasOwn(o, k);
+  return Object.hasOwn(o, k);
 }
 function strOrNull(v: unknown): string | null {
   return v === undefined || v === null ? null : String(v);
 }
 function slug(name: string): string {
-  return name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "service";
+  return (
+    name
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, "-")
+      .replace(/^-+|-+$/g, "")
+      .slice(0, 40) || "service"
+  );
 }
 
 // ---- pagination ----------------------------------------------------------------------------------
 
-interface PageArgs { first?: number | null; after?: string | null; last?: number | null; before?: string | null }
+interface PageArgs {
+  first?: number | null;
+  after?: string | null;
+  last?: number | null;
+  before?: string | null;
+}
 
 function encodeCursor(seq: number): string {
   return Buffer.from(`cursor:${seq}`).toString("base64");
@@ -392,8 +499,16 @@ function decodeCursor(c: string): number {
 
 // ---- rate limiter --------------------------------------------------------------------------------
 
-interface Bucket { hourStart: number; hourCount: number; recent: number[] }
-interface RateDecision { ok: boolean; retryAfterSec: number; headers: Record<string, string> }
+interface Bucket {
+  hourStart: number;
+  hourCount: number;
+  recent: number[];
+}
+interface RateDecision {
+  ok: boolean;
+  retryAfterSec: number;
+  headers: Record<string, string>;
+}
 
 class RateLimiter {
   readonly #buckets = new Map<string, Bucket>();
@@ -570,7 +685,10 @@ class Standin implements RailwayStandin {
   #closing: Promise<void> | null = null;
   readonly #rootValue: Record<string, (args: Args, ctx: Ctx) => unknown>;
 
-  constructor(readonly schema: GraphQLSchema, opts: RailwayStandinOptions) {
+  constructor(
+    readonly schema: GraphQLSchema,
+    opts: RailwayStandinOptions,
+  ) {
     this.#opts = opts;
     this.#runtimes = opts.runtimes ?? true;
     this.#stepMs = opts.stepMs ?? 50;
@@ -691,8 +809,14 @@ class Standin implements RailwayStandin {
 
   #logService(kind: ServiceLogEntry["kind"], s: ServiceRec, ctx: Ctx | null, previousName?: string): void {
     this.serviceLog.push({
-      seq: this.serviceLog.length + 1, at: Date.now(), kind, serviceId: s.id, projectId: s.projectId, name: s.name,
-      ...(previousName !== undefined ? { previousName } : {}), tokenId: ctx?.auth.token?.id ?? null,
+      seq: this.serviceLog.length + 1,
+      at: Date.now(),
+      kind,
+      serviceId: s.id,
+      projectId: s.projectId,
+      name: s.name,
+      ...(previousName !== undefined ? { previousName } : {}),
+      tokenId: ctx?.auth.token?.id ?? null,
     });
   }
 
@@ -777,10 +901,20 @@ class Standin implements RailwayStandin {
       image ??= i.source?.image ?? null;
     }
     return {
-      id: s.id, name: s.name, projectId: s.projectId, createdAt: s.createdAt, variables, image,
+      id: s.id,
+      name: s.name,
+      projectId: s.projectId,
+      createdAt: s.createdAt,
+      variables,
+      image,
       domains: [...this.#domains.values()].filter((d) => d.serviceId === s.id).map((d) => this.#domainName(d)),
       deployments: this.#deploymentsOfService(s.id).map((d) => ({
-        id: d.id, status: d.status, environmentId: d.environmentId, createdAt: d.createdAt, image: d.image, runtimeUrl: d.runtimeUrl,
+        id: d.id,
+        status: d.status,
+        environmentId: d.environmentId,
+        createdAt: d.createdAt,
+        image: d.image,
+        runtimeUrl: d.runtimeUrl,
       })),
     };
   }
@@ -822,7 +956,9 @@ class Standin implements RailwayStandin {
     const pat = req.headers["project-access-token"];
     if (typeof pat === "string") {
       const rec = this.#tokens.get(pat.trim());
-      return rec && rec.kind === "project" && this.#projects.get(rec.projectId!)?.deleted === false ? { kind: "project", token: rec } : { kind: "bad-project", token: null };
+      return rec && rec.kind === "project" && this.#projects.get(rec.projectId!)?.deleted === false
+        ? { kind: "project", token: rec }
+        : { kind: "bad-project", token: null };
     }
     const authz = req.headers.authorization;
     if (typeof authz === "string") {
@@ -869,9 +1005,17 @@ class Standin implements RailwayStandin {
         rec.status = 429;
         const retry = String(f.opts.retryAfterSec ?? 1);
         rec.errors = ["Rate limit exceeded"];
-        this.#sendJson(res, 429, { data: null, errors: [{ message: "Rate limit exceeded", extensions: { code: "RATE_LIMITED" } }] }, {
-          ...rateHeaders, "x-ratelimit-remaining": "0", "ratelimit-remaining": "0", "retry-after": retry,
-        });
+        this.#sendJson(
+          res,
+          429,
+          { data: null, errors: [{ message: "Rate limit exceeded", extensions: { code: "RATE_LIMITED" } }] },
+          {
+            ...rateHeaders,
+            "x-ratelimit-remaining": "0",
+            "ratelimit-remaining": "0",
+            "retry-after": retry,
+          },
+        );
         return;
       }
       case "outage":
@@ -888,10 +1032,15 @@ class Standin implements RailwayStandin {
         const message = f.opts.message ?? (f.kind === "graphqlError" ? "Problem processing request" : "Only one project can be created per user");
         rec.status = 200;
         rec.errors = [message];
-        this.#sendJson(res, 200, {
-          data: null,
-          errors: [{ message, locations: [{ line: 1, column: 1 }], extensions: { code: "INTERNAL_SERVER_ERROR" }, traceId: traceId() }],
-        }, rateHeaders);
+        this.#sendJson(
+          res,
+          200,
+          {
+            data: null,
+            errors: [{ message, locations: [{ line: 1, column: 1 }], extensions: { code: "INTERNAL_SERVER_ERROR" }, traceId: traceId() }],
+          },
+          rateHeaders,
+        );
         return;
       }
     }
@@ -936,9 +1085,18 @@ class Standin implements RailwayStandin {
     }
     const opInfo = document ? describeOperation(document, operationName) : { type: null, name: null, rootFields: [] };
     const rec: RecordedRequest = {
-      seq: ++this.#reqSeq, at: Date.now(), op: operationName ?? opInfo.name ?? (opInfo.rootFields.join("+") || "(unparsed)"),
-      operationName, operationType: opInfo.type, rootFields: opInfo.rootFields, query, variables,
-      status: 0, auth: "none", errors: [], fault: null,
+      seq: ++this.#reqSeq,
+      at: Date.now(),
+      op: operationName ?? opInfo.name ?? (opInfo.rootFields.join("+") || "(unparsed)"),
+      operationName,
+      operationType: opInfo.type,
+      rootFields: opInfo.rootFields,
+      query,
+      variables,
+      status: 0,
+      auth: "none",
+      errors: [],
+      fault: null,
     };
     this.requests.push(rec);
     for (const f of new Set(opInfo.rootFields)) this.counts[f] = (this.counts[f] ?? 0) + 1;
@@ -955,14 +1113,21 @@ class Standin implements RailwayStandin {
       rec.status = 429;
       rec.errors = ["Rate limit exceeded"];
       // Body undocumented (UNVERIFIED); Retry-After in integer seconds is what the CLI relies on.
-      return this.#sendJson(res, 429, { data: null, errors: [{ message: "Rate limit exceeded", extensions: { code: "RATE_LIMITED" } }] }, {
-        ...decision.headers, "retry-after": String(decision.retryAfterSec),
-      });
+      return this.#sendJson(
+        res,
+        429,
+        { data: null, errors: [{ message: "Rate limit exceeded", extensions: { code: "RATE_LIMITED" } }] },
+        {
+          ...decision.headers,
+          "retry-after": String(decision.retryAfterSec),
+        },
+      );
     }
     const headers = decision.headers;
 
     if (bodyError) return this.#reject400(res, rec, [{ message: bodyError, extensions: { code: "BAD_REQUEST" } }], headers);
-    if (!query) return this.#reject400(res, rec, [{ message: "GraphQL operations must contain a non-empty `query`.", extensions: { code: "BAD_REQUEST" } }], headers);
+    if (!query)
+      return this.#reject400(res, rec, [{ message: "GraphQL operations must contain a non-empty `query`.", extensions: { code: "BAD_REQUEST" } }], headers);
     if (variables !== null && !isObject(variables)) {
       return this.#reject400(res, rec, [{ message: "`variables` in a POST body should be an object.", extensions: { code: "BAD_REQUEST" } }], headers);
     }
@@ -971,14 +1136,24 @@ class Standin implements RailwayStandin {
     }
     const invalid = validate(this.schema, document);
     if (invalid.length > 0) {
-      return this.#reject400(res, rec, invalid.map((e) => ({ ...e.toJSON(), extensions: { code: "GRAPHQL_VALIDATION_FAILED" } })), headers);
+      return this.#reject400(
+        res,
+        rec,
+        invalid.map((e) => ({ ...e.toJSON(), extensions: { code: "GRAPHQL_VALIDATION_FAILED" } })),
+        headers,
+      );
     }
 
     const unauthenticated = auth.kind === "none" || auth.kind === "bad-bearer" || auth.kind === "bad-project";
     if (unauthenticated && this.#authFailureStatus !== 200) {
       rec.status = this.#authFailureStatus;
       rec.errors = ["Not Authorized"];
-      return this.#sendJson(res, rec.status, { data: null, errors: [{ message: "Not Authorized", extensions: { code: "UNAUTHENTICATED" }, traceId: traceId() }] }, headers);
+      return this.#sendJson(
+        res,
+        rec.status,
+        { data: null, errors: [{ message: "Not Authorized", extensions: { code: "UNAUTHENTICATED" }, traceId: traceId() }] },
+        headers,
+      );
     }
 
     const ctx: Ctx = { auth, rateKey };
@@ -993,7 +1168,12 @@ class Standin implements RailwayStandin {
     });
     if (result.data === undefined) {
       // Variable coercion / operation selection: the request itself is malformed.
-      return this.#reject400(res, rec, (result.errors ?? []).map((e) => ({ ...e.toJSON(), extensions: { code: "BAD_USER_INPUT" } })), headers);
+      return this.#reject400(
+        res,
+        rec,
+        (result.errors ?? []).map((e) => ({ ...e.toJSON(), extensions: { code: "BAD_USER_INPUT" } })),
+        headers,
+      );
     }
     const out: Record<string, unknown> = { data: result.data };
     if (result.errors?.length) {
@@ -1020,7 +1200,18 @@ class Standin implements RailwayStandin {
 
   #newProject(name: string, workspaceId: string, envName: string, description: string | null): ProjectRec {
     const now = this.#now();
-    const p: ProjectRec = { id: randomUUID(), seq: this.#nextSeq(), name, description, workspaceId, createdAt: now, updatedAt: now, deleted: false, isPublic: false, prDeploys: false };
+    const p: ProjectRec = {
+      id: randomUUID(),
+      seq: this.#nextSeq(),
+      name,
+      description,
+      workspaceId,
+      createdAt: now,
+      updatedAt: now,
+      deleted: false,
+      isPublic: false,
+      prDeploys: false,
+    };
     this.#projects.set(p.id, p);
     this.#newEnv(p, envName, false);
     return p;
@@ -1028,7 +1219,17 @@ class Standin implements RailwayStandin {
 
   #newEnv(p: ProjectRec, name: string, isEphemeral: boolean, source?: EnvRec): EnvRec {
     const now = this.#now();
-    const e: EnvRec = { id: randomUUID(), seq: this.#nextSeq(), projectId: p.id, name, createdAt: now, updatedAt: now, isEphemeral, deleted: false, sharedVariables: { ...(source?.sharedVariables ?? {}) } };
+    const e: EnvRec = {
+      id: randomUUID(),
+      seq: this.#nextSeq(),
+      projectId: p.id,
+      name,
+      createdAt: now,
+      updatedAt: now,
+      isEphemeral,
+      deleted: false,
+      sharedVariables: { ...(source?.sharedVariables ?? {}) },
+    };
     this.#envs.set(e.id, e);
     for (const s of this.#liveServices(p)) {
       const from = source ? s.instances.get(source.id) : undefined;
@@ -1040,12 +1241,23 @@ class Standin implements RailwayStandin {
   #newInstance(s: ServiceRec, environmentId: string, from?: InstanceRec): InstanceRec {
     const now = this.#now();
     return {
-      id: randomUUID(), serviceId: s.id, environmentId, createdAt: now, updatedAt: now,
-      source: from?.source ? { ...from.source } : null, startCommand: from?.startCommand ?? null,
-      healthcheckPath: from?.healthcheckPath ?? null, healthcheckTimeout: from?.healthcheckTimeout ?? null,
-      numReplicas: from?.numReplicas ?? 1, region: from?.region ?? null, restartPolicyType: from?.restartPolicyType ?? "ON_FAILURE",
-      restartPolicyMaxRetries: from?.restartPolicyMaxRetries ?? 10, sleepApplication: from?.sleepApplication ?? false,
-      rootDirectory: from?.rootDirectory ?? null, limits: { ...(from?.limits ?? {}) }, variables: { ...(from?.variables ?? {}) },
+      id: randomUUID(),
+      serviceId: s.id,
+      environmentId,
+      createdAt: now,
+      updatedAt: now,
+      source: from?.source ? { ...from.source } : null,
+      startCommand: from?.startCommand ?? null,
+      healthcheckPath: from?.healthcheckPath ?? null,
+      healthcheckTimeout: from?.healthcheckTimeout ?? null,
+      numReplicas: from?.numReplicas ?? 1,
+      region: from?.region ?? null,
+      restartPolicyType: from?.restartPolicyType ?? "ON_FAILURE",
+      restartPolicyMaxRetries: from?.restartPolicyMaxRetries ?? 10,
+      sleepApplication: from?.sleepApplication ?? false,
+      rootDirectory: from?.rootDirectory ?? null,
+      limits: { ...(from?.limits ?? {}) },
+      variables: { ...(from?.variables ?? {}) },
       settings: { ...(from?.settings ?? {}) },
     };
   }
@@ -1167,9 +1379,19 @@ class Standin implements RailwayStandin {
 
   #workspaceView(w: WorkspaceRec, ctx: Ctx): object {
     return {
-      id: w.id, name: w.name, createdAt: w.createdAt, updatedAt: w.createdAt, avatar: null, preferredRegion: null,
+      id: w.id,
+      name: w.name,
+      createdAt: w.createdAt,
+      updatedAt: w.createdAt,
+      avatar: null,
+      preferredRegion: null,
       projectCount: () => [...this.#projects.values()].filter((p) => p.workspaceId === w.id && !p.deleted).length,
-      projects: (args: PageArgs) => this.#connection([...this.#projects.values()].filter((p) => p.workspaceId === w.id && !p.deleted), args, (p) => this.#projectView(p, ctx)),
+      projects: (args: PageArgs) =>
+        this.#connection(
+          [...this.#projects.values()].filter((p) => p.workspaceId === w.id && !p.deleted),
+          args,
+          (p) => this.#projectView(p, ctx),
+        ),
       apiTokenRateLimit: () => this.#tokenRateLimit(ctx),
     };
   }
@@ -1182,30 +1404,87 @@ class Standin implements RailwayStandin {
   #projectView(p: ProjectRec, ctx: Ctx): object {
     const envs = this.#envsOf(p);
     return {
-      id: p.id, name: p.name, description: p.description, createdAt: p.createdAt, updatedAt: p.updatedAt, deletedAt: null, expiredAt: null,
-      isPublic: p.isPublic, isTempProject: false, prDeploys: p.prDeploys, botPrEnvironments: false, focusedPrEnvironments: false,
-      workspaceId: p.workspaceId, teamId: p.workspaceId, primaryEnvironmentId: envs.find((e) => !e.isEphemeral)?.id ?? null,
-      baseEnvironmentId: null, baseEnvironment: null, featureFlags: [], members: [],
+      id: p.id,
+      name: p.name,
+      description: p.description,
+      createdAt: p.createdAt,
+      updatedAt: p.updatedAt,
+      deletedAt: null,
+      expiredAt: null,
+      isPublic: p.isPublic,
+      isTempProject: false,
+      prDeploys: p.prDeploys,
+      botPrEnvironments: false,
+      focusedPrEnvironments: false,
+      workspaceId: p.workspaceId,
+      teamId: p.workspaceId,
+      primaryEnvironmentId: envs.find((e) => !e.isEphemeral)?.id ?? null,
+      baseEnvironmentId: null,
+      baseEnvironment: null,
+      featureFlags: [],
+      members: [],
       workspace: () => this.#workspaceView(this.#workspaces.get(p.workspaceId)!, ctx),
       services: (args: PageArgs) => this.#connection(this.#liveServices(p), args, (s) => this.#serviceView(s, ctx)),
       environments: (args: PageArgs & { isEphemeral?: boolean | null }) =>
-        this.#connection(envs.filter((e) => args.isEphemeral == null || e.isEphemeral === args.isEphemeral), args, (e) => this.#envView(e, ctx)),
-      volumes: (args: PageArgs) => this.#connection([...this.#volumes.values()].filter((v) => v.projectId === p.id && !v.deleted), args, (v) => this.#volumeView(v, ctx)),
-      deployments: (args: PageArgs) => this.#connection([...this.#deployments.values()].filter((d) => d.projectId === p.id), args, (d) => this.#deploymentView(d, ctx), "desc"),
+        this.#connection(
+          envs.filter((e) => args.isEphemeral == null || e.isEphemeral === args.isEphemeral),
+          args,
+          (e) => this.#envView(e, ctx),
+        ),
+      volumes: (args: PageArgs) =>
+        this.#connection(
+          [...this.#volumes.values()].filter((v) => v.projectId === p.id && !v.deleted),
+          args,
+          (v) => this.#volumeView(v, ctx),
+        ),
+      deployments: (args: PageArgs) =>
+        this.#connection(
+          [...this.#deployments.values()].filter((d) => d.projectId === p.id),
+          args,
+          (d) => this.#deploymentView(d, ctx),
+          "desc",
+        ),
     };
   }
 
   #envView(e: EnvRec, ctx: Ctx): object {
     const p = this.#projects.get(e.projectId)!;
-    const instances = () => this.#liveServices(p).map((s) => s.instances.get(e.id)).filter((i): i is InstanceRec => i !== undefined);
+    const instances = () =>
+      this.#liveServices(p)
+        .map((s) => s.instances.get(e.id))
+        .filter((i): i is InstanceRec => i !== undefined);
     return {
-      id: e.id, name: e.name, projectId: e.projectId, isEphemeral: e.isEphemeral, createdAt: e.createdAt, updatedAt: e.updatedAt,
-      deletedAt: null, canAccess: true, sourceEnvironment: null, unmergedChangesCount: 0, meta: null, canvasGroupRefs: {},
+      id: e.id,
+      name: e.name,
+      projectId: e.projectId,
+      isEphemeral: e.isEphemeral,
+      createdAt: e.createdAt,
+      updatedAt: e.updatedAt,
+      deletedAt: null,
+      canAccess: true,
+      sourceEnvironment: null,
+      unmergedChangesCount: 0,
+      meta: null,
+      canvasGroupRefs: {},
       config: () => this.#envConfig(e),
-      configEtag: () => createHash("sha256").update(JSON.stringify(this.#envConfig(e))).digest("hex").slice(0, 16),
-      deployments: (args: PageArgs) => this.#connection([...this.#deployments.values()].filter((d) => d.environmentId === e.id), args, (d) => this.#deploymentView(d, ctx), "desc"),
+      configEtag: () =>
+        createHash("sha256")
+          .update(JSON.stringify(this.#envConfig(e)))
+          .digest("hex")
+          .slice(0, 16),
+      deployments: (args: PageArgs) =>
+        this.#connection(
+          [...this.#deployments.values()].filter((d) => d.environmentId === e.id),
+          args,
+          (d) => this.#deploymentView(d, ctx),
+          "desc",
+        ),
       serviceInstances: (args: PageArgs) =>
-        this.#connection(instances().map((i) => ({ i, seq: this.#services.get(i.serviceId)!.seq })), args, (x) => this.#instanceView(x.i, ctx)),
+        this.#connection(
+          instances().map((i) => ({ i, seq: this.#services.get(i.serviceId)!.seq })),
+          args,
+          (x) => this.#instanceView(x.i, ctx),
+        ),
     };
   }
 
@@ -1226,8 +1505,19 @@ class Standin implements RailwayStandin {
   #serviceView(s: ServiceRec, ctx: Ctx): object {
     const p = this.#projects.get(s.projectId)!;
     return {
-      id: s.id, name: s.name, icon: s.icon, createdAt: s.createdAt, updatedAt: s.updatedAt, deletedAt: null, projectId: s.projectId,
-      templateId: null, templateServiceId: null, templateThreadSlug: null, groupId: null, featureFlags: [], isRestricted: false,
+      id: s.id,
+      name: s.name,
+      icon: s.icon,
+      createdAt: s.createdAt,
+      updatedAt: s.updatedAt,
+      deletedAt: null,
+      projectId: s.projectId,
+      templateId: null,
+      templateServiceId: null,
+      templateThreadSlug: null,
+      groupId: null,
+      featureFlags: [],
+      isRestricted: false,
       hasHiddenRegistryCredentialsFromTemplate: false,
       project: () => this.#projectView(p, ctx),
       serviceInstances: (args: PageArgs) =>
@@ -1246,19 +1536,48 @@ class Standin implements RailwayStandin {
     const s = this.#services.get(i.serviceId)!;
     const deps = () => this.#deploymentsOfService(i.serviceId, i.environmentId);
     return {
-      id: i.id, serviceId: i.serviceId, serviceName: s.name, environmentId: i.environmentId, createdAt: i.createdAt, updatedAt: i.updatedAt,
-      deletedAt: null, source: i.source ? { ...i.source } : null, startCommand: i.startCommand, rootDirectory: i.rootDirectory,
-      healthcheckPath: i.healthcheckPath, healthcheckTimeout: i.healthcheckTimeout, numReplicas: i.numReplicas, region: i.region,
-      restartPolicyType: i.restartPolicyType, restartPolicyMaxRetries: i.restartPolicyMaxRetries, sleepApplication: i.sleepApplication,
-      builder: "RAILPACK", isUpdatable: true, watchPatterns: [], buildCommand: null, cronSchedule: null, dockerfilePath: null,
-      nextCronRunAt: null, preDeployCommand: null, railwayConfigFile: null, upstreamUrl: null, drainingSeconds: null, overlapSeconds: null,
-      ipv6EgressEnabled: null, nixpacksPlan: null, railpackInfo: null, edgeConfig: null,
+      id: i.id,
+      serviceId: i.serviceId,
+      serviceName: s.name,
+      environmentId: i.environmentId,
+      createdAt: i.createdAt,
+      updatedAt: i.updatedAt,
+      deletedAt: null,
+      source: i.source ? { ...i.source } : null,
+      startCommand: i.startCommand,
+      rootDirectory: i.rootDirectory,
+      healthcheckPath: i.healthcheckPath,
+      healthcheckTimeout: i.healthcheckTimeout,
+      numReplicas: i.numReplicas,
+      region: i.region,
+      restartPolicyType: i.restartPolicyType,
+      restartPolicyMaxRetries: i.restartPolicyMaxRetries,
+      sleepApplication: i.sleepApplication,
+      builder: "RAILPACK",
+      isUpdatable: true,
+      watchPatterns: [],
+      buildCommand: null,
+      cronSchedule: null,
+      dockerfilePath: null,
+      nextCronRunAt: null,
+      preDeployCommand: null,
+      railwayConfigFile: null,
+      upstreamUrl: null,
+      drainingSeconds: null,
+      overlapSeconds: null,
+      ipv6EgressEnabled: null,
+      nixpacksPlan: null,
+      railpackInfo: null,
+      edgeConfig: null,
       domains: () => this.#allDomains(i),
       latestDeployment: () => {
         const d = deps()[0];
         return d ? this.#deploymentView(d, ctx) : null;
       },
-      activeDeployments: () => deps().filter((d) => d.status === "SUCCESS" || d.status === "SLEEPING").map((d) => this.#deploymentView(d, ctx)),
+      activeDeployments: () =>
+        deps()
+          .filter((d) => d.status === "SUCCESS" || d.status === "SLEEPING")
+          .map((d) => this.#deploymentView(d, ctx)),
       service: () => this.#serviceView(s, ctx),
     };
   }
@@ -1274,25 +1593,56 @@ class Standin implements RailwayStandin {
   #domainView(d: DomainRec): object {
     const name = this.#domainName(d);
     return {
-      id: d.id, domain: name, suffix: d.proxy ? null : "up.railway.app", environmentId: d.environmentId, serviceId: d.serviceId, projectId: d.projectId,
-      targetPort: d.targetPort, syncStatus: "ACTIVE", createdAt: d.createdAt, updatedAt: d.updatedAt, deletedAt: null, edgeId: null,
-      newDomainName: null, newHostLabel: null, cdnMode: null,
+      id: d.id,
+      domain: name,
+      suffix: d.proxy ? null : "up.railway.app",
+      environmentId: d.environmentId,
+      serviceId: d.serviceId,
+      projectId: d.projectId,
+      targetPort: d.targetPort,
+      syncStatus: "ACTIVE",
+      createdAt: d.createdAt,
+      updatedAt: d.updatedAt,
+      deletedAt: null,
+      edgeId: null,
+      newDomainName: null,
+      newHostLabel: null,
+      cdnMode: null,
     };
   }
 
   #deploymentView(d: DeploymentRec, ctx: Ctx): object {
     const domain = [...this.#domains.values()].find((x) => x.serviceId === d.serviceId && x.environmentId === d.environmentId);
     const instStatus: Partial<Record<DeploymentStatus, string>> = {
-      SUCCESS: "RUNNING", CRASHED: "CRASHED", DEPLOYING: "INITIALIZING", REMOVED: "REMOVED", REMOVING: "REMOVING", SLEEPING: "STOPPED",
+      SUCCESS: "RUNNING",
+      CRASHED: "CRASHED",
+      DEPLOYING: "INITIALIZING",
+      REMOVED: "REMOVED",
+      REMOVING: "REMOVING",
+      SLEEPING: "STOPPED",
     };
     const is = instStatus[d.status];
     return {
-      id: d.id, status: d.status, createdAt: d.createdAt, updatedAt: d.updatedAt, statusUpdatedAt: d.statusUpdatedAt,
-      environmentId: d.environmentId, projectId: d.projectId, serviceId: d.serviceId,
-      url: domain ? this.#domainName(domain) : null, staticUrl: domain ? this.#domainName(domain) : null,
+      id: d.id,
+      status: d.status,
+      createdAt: d.createdAt,
+      updatedAt: d.updatedAt,
+      statusUpdatedAt: d.statusUpdatedAt,
+      environmentId: d.environmentId,
+      projectId: d.projectId,
+      serviceId: d.serviceId,
+      url: domain ? this.#domainName(domain) : null,
+      staticUrl: domain ? this.#domainName(domain) : null,
       meta: { image: d.image, ...(d.reason ? { reason: d.reason } : {}) },
-      canRedeploy: true, canRollback: false, deploymentStopped: STOPPED.has(d.status), suggestAddServiceDomain: !domain,
-      instances: is ? [{ id: `${d.id}-0`, status: is }] : [], sockets: [], creator: null, diagnosis: null, snapshotId: null,
+      canRedeploy: true,
+      canRollback: false,
+      deploymentStopped: STOPPED.has(d.status),
+      suggestAddServiceDomain: !domain,
+      instances: is ? [{ id: `${d.id}-0`, status: is }] : [],
+      sockets: [],
+      creator: null,
+      diagnosis: null,
+      snapshotId: null,
       environment: () => this.#envView(this.#envs.get(d.environmentId)!, ctx),
       service: () => this.#serviceView(this.#services.get(d.serviceId)!, ctx),
     };
@@ -1300,12 +1650,26 @@ class Standin implements RailwayStandin {
 
   #volumeView(v: VolumeRec, ctx: Ctx): object {
     return {
-      id: v.id, name: v.name, createdAt: v.createdAt, projectId: v.projectId,
+      id: v.id,
+      name: v.name,
+      createdAt: v.createdAt,
+      projectId: v.projectId,
       project: () => this.#projectView(this.#projects.get(v.projectId)!, ctx),
       volumeInstances: (args: PageArgs) =>
         this.#connection(v.instances, args, (vi) => ({
-          id: vi.id, serviceId: vi.serviceId, environmentId: vi.environmentId, mountPath: vi.mountPath, region: vi.region,
-          createdAt: vi.createdAt, deletedAt: null, currentSizeMB: 0, sizeMB: 5000, isPendingDeletion: false, externalId: null, state: "READY", volumeId: v.id,
+          id: vi.id,
+          serviceId: vi.serviceId,
+          environmentId: vi.environmentId,
+          mountPath: vi.mountPath,
+          region: vi.region,
+          createdAt: vi.createdAt,
+          deletedAt: null,
+          currentSizeMB: 0,
+          sizeMB: 5000,
+          isPendingDeletion: false,
+          externalId: null,
+          state: "READY",
+          volumeId: v.id,
           volume: () => this.#volumeView(v, ctx),
           environment: () => this.#envView(this.#envs.get(vi.environmentId)!, ctx),
           service: () => (vi.serviceId ? this.#serviceView(this.#services.get(vi.serviceId)!, ctx) : null),
@@ -1315,8 +1679,16 @@ class Standin implements RailwayStandin {
 
   #ruleView(r: RuleRec): object {
     return {
-      id: r.id, workspaceId: r.workspaceId, projectId: r.projectId, environmentId: null, serviceId: null, ephemeralEnvironments: null,
-      eventTypes: r.eventTypes, severities: r.severities, createdAt: r.createdAt, updatedAt: r.createdAt,
+      id: r.id,
+      workspaceId: r.workspaceId,
+      projectId: r.projectId,
+      environmentId: null,
+      serviceId: null,
+      ephemeralEnvironments: null,
+      eventTypes: r.eventTypes,
+      severities: r.severities,
+      createdAt: r.createdAt,
+      updatedAt: r.createdAt,
       channels: r.channels.map((c) => ({ id: c.id, config: c.config, createdAt: c.createdAt, updatedAt: c.createdAt, workspaceId: r.workspaceId })),
     };
   }
@@ -1386,7 +1758,13 @@ class Standin implements RailwayStandin {
     const body = JSON.stringify({
       type,
       timestamp: this.#now(),
-      resource: { workspace: { id: this.workspaceId }, project: { id: d.projectId }, environment: { id: d.environmentId }, service: { id: d.serviceId }, deployment: { id: d.id } },
+      resource: {
+        workspace: { id: this.workspaceId },
+        project: { id: d.projectId },
+        environment: { id: d.environmentId },
+        service: { id: d.serviceId },
+        deployment: { id: d.id },
+      },
       details: { status: d.status, id: d.id },
     });
     for (const r of this.#rules.values()) {
@@ -1413,12 +1791,26 @@ class Standin implements RailwayStandin {
     }
     const now = this.#now();
     const d: DeploymentRec = {
-      id: randomUUID(), seq: this.#nextSeq(), serviceId: s.id, environmentId: i.environmentId, projectId: s.projectId,
-      status: "QUEUED", createdAt: now, updatedAt: now, statusUpdatedAt: now,
-      image: image !== undefined ? image : (i.source?.image ?? null), healthcheckPath: i.healthcheckPath,
+      id: randomUUID(),
+      seq: this.#nextSeq(),
+      serviceId: s.id,
+      environmentId: i.environmentId,
+      projectId: s.projectId,
+      status: "QUEUED",
+      createdAt: now,
+      updatedAt: now,
+      statusUpdatedAt: now,
+      image: image !== undefined ? image : (i.source?.image ?? null),
+      healthcheckPath: i.healthcheckPath,
       timeoutMs: i.healthcheckTimeout ? i.healthcheckTimeout * 1000 : this.#deployTimeoutMs,
       env: { ...this.#envs.get(i.environmentId)!.sharedVariables, ...i.variables },
-      frozen: false, timer: null, deadline: 0, localId: null, runtimeUrl: null, probing: false, reason: null,
+      frozen: false,
+      timer: null,
+      deadline: 0,
+      localId: null,
+      runtimeUrl: null,
+      probing: false,
+      reason: null,
     };
     this.#deployments.set(d.id, d);
     this.#schedule(d);
@@ -1482,8 +1874,12 @@ class Standin implements RailwayStandin {
     const env = this.#envs.get(d.environmentId)!;
     const domain = [...this.#domains.values()].find((x) => x.serviceId === s.id && x.environmentId === d.environmentId);
     const runtimeEnv: Record<string, string> = {
-      RAILWAY_PROJECT_ID: s.projectId, RAILWAY_ENVIRONMENT_ID: env.id, RAILWAY_ENVIRONMENT_NAME: env.name,
-      RAILWAY_SERVICE_ID: s.id, RAILWAY_SERVICE_NAME: s.name, RAILWAY_DEPLOYMENT_ID: d.id,
+      RAILWAY_PROJECT_ID: s.projectId,
+      RAILWAY_ENVIRONMENT_ID: env.id,
+      RAILWAY_ENVIRONMENT_NAME: env.name,
+      RAILWAY_SERVICE_ID: s.id,
+      RAILWAY_SERVICE_NAME: s.name,
+      RAILWAY_DEPLOYMENT_ID: d.id,
       RAILWAY_PRIVATE_DOMAIN: `${slug(s.name)}.railway.internal`,
       ...(domain ? { RAILWAY_PUBLIC_DOMAIN: this.#domainName(domain) } : {}),
       ...d.env,
@@ -1577,14 +1973,38 @@ class Standin implements RailwayStandin {
         const t = ctx.auth.token!;
         if (t.kind !== "account") throw notAuthorized(); // workspace and project tokens cannot query `me`
         return {
-          id: this.#userId, name: "Stand-in User", email: "standin@example.invalid", username: "standin", avatar: null,
-          createdAt: t.createdAt, lastLogin: this.#now(), has2FA: false, hasPasskeys: false, isAdmin: false, isConductor: false,
-          isVerified: true, agreedFairUse: true, featureFlags: [], flags: [], platformFeatureFlags: [], registrationStatus: "REGISTERED",
-          riskLevel: null, termsAgreedOn: null, githubUsername: null, githubProviderId: null, banReason: null, profile: null,
+          id: this.#userId,
+          name: "Stand-in User",
+          email: "standin@example.invalid",
+          username: "standin",
+          avatar: null,
+          createdAt: t.createdAt,
+          lastLogin: this.#now(),
+          has2FA: false,
+          hasPasskeys: false,
+          isAdmin: false,
+          isConductor: false,
+          isVerified: true,
+          agreedFairUse: true,
+          featureFlags: [],
+          flags: [],
+          platformFeatureFlags: [],
+          registrationStatus: "REGISTERED",
+          riskLevel: null,
+          termsAgreedOn: null,
+          githubUsername: null,
+          githubProviderId: null,
+          banReason: null,
+          profile: null,
           workspace: null,
           workspaces: () => [...this.#workspaces.values()].map((w) => this.#workspaceView(w, ctx)),
           apiTokenRateLimit: () => this.#tokenRateLimit(ctx),
-          projects: (args: PageArgs) => this.#connection([...this.#projects.values()].filter((p) => !p.deleted), args, (p) => this.#projectView(p, ctx)),
+          projects: (args: PageArgs) =>
+            this.#connection(
+              [...this.#projects.values()].filter((p) => !p.deleted),
+              args,
+              (p) => this.#projectView(p, ctx),
+            ),
         };
       },
       project: (a, ctx) => this.#projectView(this.#project(ctx, a.id), ctx),
@@ -1593,7 +2013,8 @@ class Standin implements RailwayStandin {
         if (t.kind === "project") throw notAuthorized();
         if (a.workspaceId != null && !this.#canWorkspace(ctx, String(a.workspaceId))) throw notAuthorized();
         const list = [...this.#projects.values()].filter(
-          (p) => (a.includeDeleted === true || !p.deleted) && this.#canWorkspace(ctx, p.workspaceId) && (a.workspaceId == null || p.workspaceId === a.workspaceId),
+          (p) =>
+            (a.includeDeleted === true || !p.deleted) && this.#canWorkspace(ctx, p.workspaceId) && (a.workspaceId == null || p.workspaceId === a.workspaceId),
         );
         return this.#connection(list, a as PageArgs, (p) => this.#projectView(p, ctx));
       },
@@ -1602,15 +2023,23 @@ class Standin implements RailwayStandin {
         if (t.kind !== "project") throw new GraphQLError("Project Token not found");
         const p = this.#projects.get(t.projectId!)!;
         return {
-          id: t.id, name: "stand-in project token", projectId: t.projectId, environmentId: t.environmentId, createdAt: t.createdAt,
-          displayToken: `${t.token.slice(0, 4)}…`, project: () => this.#projectView(p, ctx), environment: () => this.#envView(this.#envs.get(t.environmentId!)!, ctx),
+          id: t.id,
+          name: "stand-in project token",
+          projectId: t.projectId,
+          environmentId: t.environmentId,
+          createdAt: t.createdAt,
+          displayToken: `${t.token.slice(0, 4)}…`,
+          project: () => this.#projectView(p, ctx),
+          environment: () => this.#envView(this.#envs.get(t.environmentId!)!, ctx),
         };
       },
       environment: (a, ctx) => this.#envView(this.#env(ctx, a.id, a.projectId == null ? undefined : String(a.projectId)), ctx),
       environments: (a, ctx) => {
         const p = this.#project(ctx, a.projectId);
         const t = ctx.auth.token!;
-        const list = this.#envsOf(p).filter((e) => (a.isEphemeral == null || e.isEphemeral === a.isEphemeral) && (t.kind !== "project" || t.environmentId === e.id));
+        const list = this.#envsOf(p).filter(
+          (e) => (a.isEphemeral == null || e.isEphemeral === a.isEphemeral) && (t.kind !== "project" || t.environmentId === e.id),
+        );
         return this.#connection(list, a as PageArgs, (e) => this.#envView(e, ctx));
       },
       service: (a, ctx) => this.#serviceView(this.#service(ctx, a.id), ctx),
@@ -1618,7 +2047,8 @@ class Standin implements RailwayStandin {
       deployment: (a, ctx) => this.#deploymentView(this.#deployment(ctx, a.id), ctx),
       deployments: (a, ctx) => {
         const input = (a.input ?? {}) as Args;
-        if (input.projectId == null && input.serviceId == null && input.environmentId == null) throw badInput("projectId, environmentId or serviceId is required");
+        if (input.projectId == null && input.serviceId == null && input.environmentId == null)
+          throw badInput("projectId, environmentId or serviceId is required");
         if (input.projectId != null) this.#project(ctx, input.projectId);
         if (input.serviceId != null) this.#service(ctx, input.serviceId);
         if (input.environmentId != null) this.#env(ctx, input.environmentId);
@@ -1630,7 +2060,7 @@ class Standin implements RailwayStandin {
             (input.environmentId == null || d.environmentId === input.environmentId) &&
             (input.includeDeleted === true || !this.#services.get(d.serviceId)!.deleted) &&
             (!st.in || st.in.includes(d.status)) &&
-            (!st.notIn?.includes(d.status)),
+            !st.notIn?.includes(d.status),
         );
         return this.#connection(list, a as PageArgs, (d) => this.#deploymentView(d, ctx), "desc");
       },
@@ -1649,7 +2079,9 @@ class Standin implements RailwayStandin {
       },
       notificationRules: (a, ctx) => {
         if (!this.#canWorkspace(ctx, String(a.workspaceId))) throw notAuthorized();
-        return [...this.#rules.values()].filter((r) => r.workspaceId === a.workspaceId && (a.projectId == null || r.projectId === a.projectId)).map((r) => this.#ruleView(r));
+        return [...this.#rules.values()]
+          .filter((r) => r.workspaceId === a.workspaceId && (a.projectId == null || r.projectId === a.projectId))
+          .map((r) => this.#ruleView(r));
       },
 
       // ---- Mutation ----
@@ -1663,7 +2095,12 @@ class Standin implements RailwayStandin {
         if (name.length > this.#maxProjectName) throw badInput(`Project name must be at most ${this.#maxProjectName} characters`);
         // xmtplabs saw ~1 projectCreate per 30 s per token, as a GraphQL error with HTTP 200.
         this.#throttle(ctx, this.#lastProjectCreate, this.#projectCreateIntervalMs, "Only one project can be created per user");
-        const p = this.#newProject(name, workspaceId, input.defaultEnvironmentName == null ? "production" : String(input.defaultEnvironmentName), strOrNull(input.description));
+        const p = this.#newProject(
+          name,
+          workspaceId,
+          input.defaultEnvironmentName == null ? "production" : String(input.defaultEnvironmentName),
+          strOrNull(input.description),
+        );
         if (input.isPublic === true) p.isPublic = true;
         if (input.prDeploys === true) p.prDeploys = true;
         return this.#projectView(p, ctx);
@@ -1698,13 +2135,21 @@ class Standin implements RailwayStandin {
         const src = isObject(input.source) ? input.source : null;
         const image = src ? strOrNull(src.image) : null;
         const repo = src ? strOrNull(src.repo) : null;
-        const name = input.name == null ? slug((image ?? repo ?? "service").split("/").pop()!.split(":")[0]!).slice(0, this.#maxServiceName) : String(input.name);
+        const name =
+          input.name == null ? slug((image ?? repo ?? "service").split("/").pop()!.split(":")[0]!).slice(0, this.#maxServiceName) : String(input.name);
         this.#checkServiceName(name);
         const vars = this.#variablesInput(input.variables);
         const now = this.#now();
         const s: ServiceRec = {
-          id: randomUUID(), seq: this.#nextSeq(), projectId: p.id, name, icon: strOrNull(input.icon),
-          createdAt: now, updatedAt: now, deleted: false, instances: new Map(),
+          id: randomUUID(),
+          seq: this.#nextSeq(),
+          projectId: p.id,
+          name,
+          icon: strOrNull(input.icon),
+          createdAt: now,
+          updatedAt: now,
+          deleted: false,
+          instances: new Map(),
         };
         this.#services.set(s.id, s);
         this.#logService("create", s, ctx);
@@ -1763,9 +2208,16 @@ class Standin implements RailwayStandin {
         const s = this.#services.get(i.serviceId)!;
         const now = this.#now();
         const d: DomainRec = {
-          id: randomUUID(), seq: this.#nextSeq(), serviceId: s.id, environmentId: i.environmentId, projectId: s.projectId,
-          host: `${slug(s.name)}-${rand(6)}.up.railway.app`, targetPort: (input.targetPort as number | null | undefined) ?? null,
-          createdAt: now, updatedAt: now, proxy: null,
+          id: randomUUID(),
+          seq: this.#nextSeq(),
+          serviceId: s.id,
+          environmentId: i.environmentId,
+          projectId: s.projectId,
+          host: `${slug(s.name)}-${rand(6)}.up.railway.app`,
+          targetPort: (input.targetPort as number | null | undefined) ?? null,
+          createdAt: now,
+          updatedAt: now,
+          proxy: null,
         };
         if (this.#runtimes) {
           const proxy = new DomainProxy(() => {
@@ -1803,10 +2255,11 @@ class Standin implements RailwayStandin {
         if (input.serviceId == null) {
           if (input.replace === true) e.sharedVariables = {};
           this.#applyVars(e.sharedVariables, vars);
-          if (input.skipDeploys !== true) for (const s of this.#liveServices(p)) {
-            const i = s.instances.get(e.id);
-            if (i?.source) this.#newDeployment(i);
-          }
+          if (input.skipDeploys !== true)
+            for (const s of this.#liveServices(p)) {
+              const i = s.instances.get(e.id);
+              if (i?.source) this.#newDeployment(i);
+            }
           return true;
         }
         const i = this.#instance(ctx, input.serviceId, e.id);
@@ -1849,16 +2302,36 @@ class Standin implements RailwayStandin {
                 i.source = src;
                 break;
               }
-              case "startCommand": i.startCommand = strOrNull(v); break;
-              case "healthcheckPath": i.healthcheckPath = strOrNull(v); break;
-              case "healthcheckTimeout": i.healthcheckTimeout = (v as number | null) ?? null; break;
-              case "numReplicas": i.numReplicas = (v as number | null) ?? 1; break;
-              case "region": i.region = strOrNull(v); break;
-              case "restartPolicyType": i.restartPolicyType = (v as string | null) ?? "ON_FAILURE"; break;
-              case "restartPolicyMaxRetries": i.restartPolicyMaxRetries = (v as number | null) ?? 10; break;
-              case "sleepApplication": i.sleepApplication = v === true; break;
-              case "rootDirectory": i.rootDirectory = strOrNull(v); break;
-              default: if (v === null) delete i.settings[k]; else i.settings[k] = v;
+              case "startCommand":
+                i.startCommand = strOrNull(v);
+                break;
+              case "healthcheckPath":
+                i.healthcheckPath = strOrNull(v);
+                break;
+              case "healthcheckTimeout":
+                i.healthcheckTimeout = (v as number | null) ?? null;
+                break;
+              case "numReplicas":
+                i.numReplicas = (v as number | null) ?? 1;
+                break;
+              case "region":
+                i.region = strOrNull(v);
+                break;
+              case "restartPolicyType":
+                i.restartPolicyType = (v as string | null) ?? "ON_FAILURE";
+                break;
+              case "restartPolicyMaxRetries":
+                i.restartPolicyMaxRetries = (v as number | null) ?? 10;
+                break;
+              case "sleepApplication":
+                i.sleepApplication = v === true;
+                break;
+              case "rootDirectory":
+                i.rootDirectory = strOrNull(v);
+                break;
+              default:
+                if (v === null) delete i.settings[k];
+                else i.settings[k] = v;
             }
           }
           i.updatedAt = this.#now();
@@ -1998,8 +2471,21 @@ class Standin implements RailwayStandin {
         this.#throttle(ctx, this.#lastVolumeCreate, this.#volumeCreateIntervalMs, "You are creating volumes too quickly");
         const now = this.#now();
         const v: VolumeRec = {
-          id: randomUUID(), seq: this.#nextSeq(), projectId: p.id, name: `${s ? slug(s.name) : "volume"}-volume`, createdAt: now, deleted: false,
-          instances: envs.map((e) => ({ id: randomUUID(), seq: this.#nextSeq(), serviceId: s?.id ?? null, environmentId: e.id, mountPath: String(input.mountPath), region: strOrNull(input.region), createdAt: now })),
+          id: randomUUID(),
+          seq: this.#nextSeq(),
+          projectId: p.id,
+          name: `${s ? slug(s.name) : "volume"}-volume`,
+          createdAt: now,
+          deleted: false,
+          instances: envs.map((e) => ({
+            id: randomUUID(),
+            seq: this.#nextSeq(),
+            serviceId: s?.id ?? null,
+            environmentId: e.id,
+            mountPath: String(input.mountPath),
+            region: strOrNull(input.region),
+            createdAt: now,
+          })),
         };
         this.#volumes.set(v.id, v);
         return this.#volumeView(v, ctx);
@@ -2016,9 +2502,13 @@ class Standin implements RailwayStandin {
         if (!this.#canWorkspace(ctx, String(input.workspaceId))) throw notAuthorized();
         const now = this.#now();
         const r: RuleRec = {
-          id: randomUUID(), workspaceId: String(input.workspaceId), projectId: strOrNull(input.projectId),
-          eventTypes: (input.eventTypes as string[]) ?? [], severities: (input.severities as string[] | null) ?? [],
-          channels: ((input.channelConfigs as unknown[]) ?? []).map((config) => ({ id: randomUUID(), config, createdAt: now })), createdAt: now,
+          id: randomUUID(),
+          workspaceId: String(input.workspaceId),
+          projectId: strOrNull(input.projectId),
+          eventTypes: (input.eventTypes as string[]) ?? [],
+          severities: (input.severities as string[] | null) ?? [],
+          channels: ((input.channelConfigs as unknown[]) ?? []).map((config) => ({ id: randomUUID(), config, createdAt: now })),
+          createdAt: now,
         };
         this.#rules.set(r.id, r);
         return this.#ruleView(r);
@@ -2048,7 +2538,10 @@ const fieldResolver: GraphQLFieldResolver<unknown, Ctx> = (source, args, ctx, in
 };
 
 /** The operation to run and its root field names (fragments at the root followed). */
-function describeOperation(doc: DocumentNode, operationName: string | null): { type: RecordedRequest["operationType"]; name: string | null; rootFields: string[] } {
+function describeOperation(
+  doc: DocumentNode,
+  operationName: string | null,
+): { type: RecordedRequest["operationType"]; name: string | null; rootFields: string[] } {
   const ops = doc.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
   const op = operationName ? ops.find((o) => o.name?.value === operationName) : ops[0];
   if (!op) return { type: null, name: null, rootFields: [] };

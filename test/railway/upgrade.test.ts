@@ -29,7 +29,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch((err) => console.error("cleanup failed:", err));
 });
 
-test("on Railway: a claimed agent upgraded in place to its pool's new image and variables, every operation valid, one request per pass", { skip, timeout: 120_000 }, async () => {
+test("on Railway: a claimed agent upgraded in place to its pool's new image and variables, every operation valid, one request per pass", {
+  skip,
+  timeout: 120_000,
+}, async () => {
   const s = await startRailwayStandin({ runtimeEnv: { RUNTIME_BOOT_DELAY_MS: "0" }, stepMs: 20 });
   cleanups.push(() => s.close());
   const pg = await startTestPostgres();
@@ -39,9 +42,22 @@ test("on Railway: a claimed agent upgraded in place to its pool's new image and 
   const { projectId, environmentId } = s.createProject("agents");
   const pool: RunningPool = await serve(
     loadConfig({
-      PROVIDER: "railway", RAILWAY_API_URL: s.url, RAILWAY_API_TOKEN: s.token, RAILWAY_URL_SCHEME: "http", RAILWAY_PROJECT_IDS: projectId,
-      INSTANCE_IMAGE: IMAGE, POOL_API_KEY: API_KEY, POOL_ID: "a", PORT: "0", HEALTH_TIMEOUT_MS: "2000", TICK_INTERVAL_MS: "200",
-      POOL_MIN_IDLE: "1", POOL_MAX_TOTAL: "3", DATABASE_URL: pg.url, DATA_DIR: dir, LOG_LEVEL: "silent",
+      PROVIDER: "railway",
+      RAILWAY_API_URL: s.url,
+      RAILWAY_API_TOKEN: s.token,
+      RAILWAY_URL_SCHEME: "http",
+      RAILWAY_PROJECT_IDS: projectId,
+      INSTANCE_IMAGE: IMAGE,
+      POOL_API_KEY: API_KEY,
+      POOL_ID: "a",
+      PORT: "0",
+      HEALTH_TIMEOUT_MS: "2000",
+      TICK_INTERVAL_MS: "200",
+      POOL_MIN_IDLE: "1",
+      POOL_MAX_TOTAL: "3",
+      DATABASE_URL: pg.url,
+      DATA_DIR: dir,
+      LOG_LEVEL: "silent",
     }),
   );
   cleanups.push(() => pool.close());
@@ -72,18 +88,31 @@ test("on Railway: a claimed agent upgraded in place to its pool's new image and 
   const mark = s.requests.length;
   const up = await api("POST", `/api/pool/instances/${id}/upgrade`);
   assert.equal(up.status, 202, JSON.stringify(up.body));
-  const job = await waitFor("the upgrade job done", async () => {
-    const j = (await api("GET", `/api/upgrades/${up.body.job.id}`)).body.job;
-    return j.state === "done" ? j : null;
-  }, 30_000, 50);
+  const job = await waitFor(
+    "the upgrade job done",
+    async () => {
+      const j = (await api("GET", `/api/upgrades/${up.body.job.id}`)).body.job;
+      return j.state === "done" ? j : null;
+    },
+    30_000,
+    50,
+  );
   assert.deepEqual([job.done, job.failed, job.items[0].state], [1, 0, "upgraded"], JSON.stringify(job));
 
   // Three requests for the upgrade: variables (no deploy of their own), the image, a deploy. (The
   // pool's refill after the claim, listings and the rename run meanwhile.)
-  const upgradeOps = s.requests.slice(mark).filter((r) => r.operationType === "mutation" && !["ServiceCreate", "ServiceDomainCreate", "ServiceRename"].includes(r.op));
-  assert.deepEqual(upgradeOps.map((r) => r.op), ["VariablesUpsert", "ServiceInstanceSource", "ServiceInstanceDeploy"]);
+  const upgradeOps = s.requests
+    .slice(mark)
+    .filter((r) => r.operationType === "mutation" && !["ServiceCreate", "ServiceDomainCreate", "ServiceRename"].includes(r.op));
+  assert.deepEqual(
+    upgradeOps.map((r) => r.op),
+    ["VariablesUpsert", "ServiceInstanceSource", "ServiceInstanceDeploy"],
+  );
   const upsert = (upgradeOps[0]!.variables as { input: Record<string, any> }).input;
-  assert.deepEqual([upsert.serviceId, upsert.projectId, upsert.environmentId, upsert.replace, upsert.skipDeploys], [ref, projectId, environmentId, false, true]);
+  assert.deepEqual(
+    [upsert.serviceId, upsert.projectId, upsert.environmentId, upsert.replace, upsert.skipDeploys],
+    [ref, projectId, environmentId, false, true],
+  );
   assert.equal(upsert.variables.RUNTIME_VERSION, "2.0.0");
   assert.equal(upsert.variables.GATEWAY_TOKEN, before.gatewayToken, "its own token, unchanged");
   assert.equal(upsert.variables.INSTANCE_ID, id);
@@ -107,7 +136,10 @@ test("on Railway: a claimed agent upgraded in place to its pool's new image and 
   for (let i = 0; i < 2; i++) {
     const n = s.requests.length;
     await pool.reconciler.tick();
-    assert.deepEqual(s.requests.slice(n).map((r) => r.op), ["PoolList"]);
+    assert.deepEqual(
+      s.requests.slice(n).map((r) => r.op),
+      ["PoolList"],
+    );
   }
   assert.deepEqual(s.validationFailures, [], "every operation validated against Railway's schema");
 });

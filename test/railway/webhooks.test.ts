@@ -90,17 +90,42 @@ test("deployment webhooks make the pool look at once; forged or lost events chan
   // A forged event naming a healthy instance: one check, no change.
   const url = `http://127.0.0.1:${port}/api/webhooks/railway/${secret}`;
   const checksBefore = p.reconciler.lastResult?.healthChecks ?? 0;
-  const forged = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ type: "Deployment.crashed", resource: { service: { id: healthy!.providerRef } } }) });
+  const forged = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ type: "Deployment.crashed", resource: { service: { id: healthy!.providerRef } } }),
+  });
   assert.deepEqual(await forged.json(), { ok: true, checked: true });
-  await waitFor("the hinted check", async () => p.reconciler.lastResult !== null && p.reconciler.lastResult.healthChecks >= 1 && p.reconciler.lastResult.healthChecks !== checksBefore - 1, 10_000, 20);
+  await waitFor(
+    "the hinted check",
+    async () => p.reconciler.lastResult !== null && p.reconciler.lastResult.healthChecks >= 1 && p.reconciler.lastResult.healthChecks !== checksBefore - 1,
+    10_000,
+    20,
+  );
   assert.equal((await p.store.getInstance(healthy!.id))?.status, "idle", "the check found it healthy: nothing changed");
   // Replayed: the same.
-  await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ type: "Deployment.crashed", resource: { service: { id: healthy!.providerRef } } }) });
+  await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ type: "Deployment.crashed", resource: { service: { id: healthy!.providerRef } } }),
+  });
   assert.equal((await p.store.getInstance(healthy!.id))?.status, "idle");
   // Unknown services and malformed bodies are acknowledged and ignored; a wrong secret is a 404.
-  assert.deepEqual(await (await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ resource: { service: { id: "nope" } } }) })).json(), { ok: true, checked: false });
-  assert.deepEqual(await (await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "[1,2,3]" })).json(), { ok: true, checked: false });
-  const wrong = await fetch(`http://127.0.0.1:${port}/api/webhooks/railway/${"x".repeat(secret.length)}`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+  assert.deepEqual(
+    await (
+      await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ resource: { service: { id: "nope" } } }) })
+    ).json(),
+    { ok: true, checked: false },
+  );
+  assert.deepEqual(await (await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: "[1,2,3]" })).json(), {
+    ok: true,
+    checked: false,
+  });
+  const wrong = await fetch(`http://127.0.0.1:${port}/api/webhooks/railway/${"x".repeat(secret.length)}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: "{}",
+  });
   assert.equal(wrong.status, 404);
 
   // Lost events: the periodic pass still converges (here: one pass run by hand).

@@ -105,7 +105,16 @@ export class FaultyFleet implements Provider, HealthChecker, ProvisionClient {
   /** A resource named like the pool's that is not ours: another deployment's, or made before owner ids. */
   addForeign(instanceId: string, owner: string | null): void {
     const ref = `ref-${instanceId}`;
-    this.resources.set(ref, { ref, instanceId, name: `pool-${instanceId}`, deployStatus: "SUCCESS", url: `http://fleet.invalid/${instanceId}`, image: "img", createdAt: new Date(0), owner });
+    this.resources.set(ref, {
+      ref,
+      instanceId,
+      name: `pool-${instanceId}`,
+      deployStatus: "SUCCESS",
+      url: `http://fleet.invalid/${instanceId}`,
+      image: "img",
+      createdAt: new Date(0),
+      owner,
+    });
     this.runtimes.set(instanceId, { instanceId, alive: true, bound: null, provisions: 0, conversations: [] });
   }
 
@@ -129,8 +138,14 @@ export class FaultyFleet implements Provider, HealthChecker, ProvisionClient {
     if (this.#chance(this.faults.createFail)) throw new Error("create failed (injected)");
     const ref = `ref-${spec.instanceId}`;
     const inst: ProviderInstance = {
-      ref, instanceId: spec.instanceId, name: spec.name, deployStatus: "SUCCESS",
-      url: `http://fleet.invalid/${spec.instanceId}`, image: "img", createdAt: new Date(), owner: spec.ownerId,
+      ref,
+      instanceId: spec.instanceId,
+      name: spec.name,
+      deployStatus: "SUCCESS",
+      url: `http://fleet.invalid/${spec.instanceId}`,
+      image: "img",
+      createdAt: new Date(),
+      owner: spec.ownerId,
     };
     this.resources.set(ref, inst);
     this.runtimes.set(spec.instanceId, { instanceId: spec.instanceId, alive: true, bound: null, provisions: 0, conversations: [] });
@@ -266,6 +281,12 @@ export class FaultyFleet implements Provider, HealthChecker, ProvisionClient {
       return answer;
     }
     if (!rt.alive) throw new Error("connect ECONNREFUSED (injected)");
-    return { conversationId: rt.bound, inboxId: null, pending: false, clean: rt.bound === null, inviteUrl: rt.bound ? `https://invite.invalid/${rt.bound}` : null };
+    return {
+      conversationId: rt.bound,
+      inboxId: null,
+      pending: false,
+      clean: rt.bound === null,
+      inviteUrl: rt.bound ? `https://invite.invalid/${rt.bound}` : null,
+    };
   }
 }

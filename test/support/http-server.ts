@@ -60,7 +60,10 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export interface TestServerOptions extends Partial<Pick<ServerDeps, "mutationRateLimit" | "trustProxy" | "adminPassword" | "loginAttemptsPerMinute" | "bodyLimit" | "logger" | "liveSafetyReadMs">> {
+export interface TestServerOptions
+  extends Partial<
+    Pick<ServerDeps, "mutationRateLimit" | "trustProxy" | "adminPassword" | "loginAttemptsPerMinute" | "bodyLimit" | "logger" | "liveSafetyReadMs">
+  > {
   store: Store;
   poolId?: string;
   minIdle?: number;
@@ -110,10 +113,16 @@ export async function startTestServer(o: TestServerOptions): Promise<TestServer>
     provisionTimeoutMs: 5_000,
     maxWaitMs: 2_000,
   });
-  const registry = new PoolRegistry({ store, logger: silentLogger, deploymentEnv: {}, providers: ["memory"], onChange: (p) => {
-    claims.invalidatePools();
-    void rollouts.noteChange(p);
-  } });
+  const registry = new PoolRegistry({
+    store,
+    logger: silentLogger,
+    deploymentEnv: {},
+    providers: ["memory"],
+    onChange: (p) => {
+      claims.invalidatePools();
+      void rollouts.noteChange(p);
+    },
+  });
   const ops = new PoolOperations({ store, providers, reconciler, claims, registry, defaultPool: poolId, logger: silentLogger });
   const metrics = new PoolMetrics(store, () => [poolId]);
   // Release and upgrades of agents (issue 11), on the same in-memory runtimes and provider.

@@ -138,16 +138,32 @@ export class OpenRouterStandin {
     const op: StandinOperation | null = !m
       ? null
       : hash === null
-        ? req.method === "GET" ? "list" : req.method === "POST" ? "create" : null
-        : req.method === "GET" ? "get" : req.method === "PATCH" ? "update" : req.method === "DELETE" ? "delete" : null;
+        ? req.method === "GET"
+          ? "list"
+          : req.method === "POST"
+            ? "create"
+            : null
+        : req.method === "GET"
+          ? "get"
+          : req.method === "PATCH"
+            ? "update"
+            : req.method === "DELETE"
+              ? "delete"
+              : null;
     const authorized = req.headers.authorization === `Bearer ${this.provisioningKey}`;
     const answer = (status: number, json: unknown, headers: Record<string, string> = {}) => {
-      this.requests.push({ method: req.method ?? "", path: url.pathname + url.search, operation: op, authorized, body: typeof body === "symbol" ? "<malformed>" : body, status });
+      this.requests.push({
+        method: req.method ?? "",
+        path: url.pathname + url.search,
+        operation: op,
+        authorized,
+        body: typeof body === "symbol" ? "<malformed>" : body,
+        status,
+      });
       res.writeHead(status, { "content-type": "application/json", ...headers });
       res.end(JSON.stringify(json));
     };
-    const error = (status: number, message: string) =>
-      answer(status, { error: { code: status, message } }, status === 429 ? { "retry-after": "1" } : {});
+    const error = (status: number, message: string) => answer(status, { error: { code: status, message } }, status === 429 ? { "retry-after": "1" } : {});
 
     if (!m || op === null) return error(404, "Not Found");
     if (!authorized) return error(401, "Missing or invalid authentication");

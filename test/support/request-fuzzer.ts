@@ -164,17 +164,39 @@ export class RequestFuzzer {
     // Mostly the body the route expects (so handlers run, not only the guards), else anything.
     if (this.#chance(0.6)) {
       if (url.startsWith("/api/pool/claim")) return { payload: JSON.stringify(this.claimBody(ctx)), contentType: "application/json" };
-      if (/^\/api\/pool\/(replenish|drain)/.test(url)) return { payload: JSON.stringify({ count: this.#pick([1, 2, 20, 0, 21, "1"]) }), contentType: "application/json" };
+      if (/^\/api\/pool\/(replenish|drain)/.test(url))
+        return { payload: JSON.stringify({ count: this.#pick([1, 2, 20, 0, 21, "1"]) }), contentType: "application/json" };
     }
     const k = this.#r();
     if (k < 0.2) return {};
     if (k < 0.4) return { payload: JSON.stringify(this.claimBody(ctx)), contentType: "application/json" };
     if (k < 0.48) return { payload: JSON.stringify({ count: this.#pick([1, 2, 0, -1, 21, 1.5, "3", null, 20]) }), contentType: "application/json" };
     if (k < 0.6) return { payload: JSON.stringify(this.json(4)), contentType: this.#pick(["application/json", "application/json; charset=utf-8"]) };
-    if (k < 0.64) return { payload: this.#pick(["{", '{"a":}', "[1,2", "nul", '{"agentName":"a\\u0000"}', '{"a":"\\ud800"}', '"str"', "", "{}garbage", '{"__proto__":{"x":1}}', '{"constructor":{"prototype":{"x":1}}}']), contentType: "application/json" };
+    if (k < 0.64)
+      return {
+        payload: this.#pick([
+          "{",
+          '{"a":}',
+          "[1,2",
+          "nul",
+          '{"agentName":"a\\u0000"}',
+          '{"a":"\\ud800"}',
+          '"str"',
+          "",
+          "{}garbage",
+          '{"__proto__":{"x":1}}',
+          '{"constructor":{"prototype":{"x":1}}}',
+        ]),
+        contentType: "application/json",
+      };
     if (k < 0.67) return { payload: this.#deep(this.#int(30, 8000)), contentType: "application/json" };
-    if (k < 0.7) return { payload: JSON.stringify({ agentName: "big", instructions: "y".repeat(this.#int(ctx.bodyLimit - 100, ctx.bodyLimit + 100)) }), contentType: "application/json" };
-    if (k < 0.72) return { payload: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0xed, 0xa0, 0x80, 0x22, 0x7d]), contentType: "application/json" };
+    if (k < 0.7)
+      return {
+        payload: JSON.stringify({ agentName: "big", instructions: "y".repeat(this.#int(ctx.bodyLimit - 100, ctx.bodyLimit + 100)) }),
+        contentType: "application/json",
+      };
+    if (k < 0.72)
+      return { payload: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0xed, 0xa0, 0x80, 0x22, 0x7d]), contentType: "application/json" };
     if (k < 0.9) {
       const form = new URLSearchParams();
       if (this.#chance(0.6)) form.set("_csrf", this.#chance(0.8) ? ctx.csrf : this.text(43));
@@ -191,7 +213,15 @@ export class RequestFuzzer {
     }
     return {
       payload: this.#pick(["<claim/>", "--b\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--b--", "plain text \u0000", "\u0000\u0001\u0002"]),
-      contentType: this.#pick(["application/xml", "multipart/form-data; boundary=b", "text/plain", "application/octet-stream", "application/json-patch+json", "garbage", method === "POST" ? "application/x-www-form-urlencoded; charset=latin1" : "text/html"]),
+      contentType: this.#pick([
+        "application/xml",
+        "multipart/form-data; boundary=b",
+        "text/plain",
+        "application/octet-stream",
+        "application/json-patch+json",
+        "garbage",
+        method === "POST" ? "application/x-www-form-urlencoded; charset=latin1" : "text/html",
+      ]),
     };
   }
 
@@ -208,7 +238,9 @@ export class RequestFuzzer {
     if (this.#chance(0.65)) return "";
     const parts: string[] = [];
     for (let i = this.#int(1, 4); i > 0; i--) {
-      parts.push(`${this.#pick(["a", "id", "count", "%00", "x%00y", "__proto__", "q", ""])}=${this.#pick(["1", "%00", "%ED%A0%80", "%FF", "x".repeat(300), "a&a=2", "%", "true", "[]"])}`);
+      parts.push(
+        `${this.#pick(["a", "id", "count", "%00", "x%00y", "__proto__", "q", ""])}=${this.#pick(["1", "%00", "%ED%A0%80", "%FF", "x".repeat(300), "a&a=2", "%", "true", "[]"])}`,
+      );
     }
     return `?${parts.join("&")}`;
   }
@@ -225,7 +257,11 @@ export class RequestFuzzer {
   #clean(ctx: FuzzContext): FuzzRequest {
     const route = this.#pick(ctx.routes.filter((r) => r.method !== "HEAD" && !r.url.endsWith("/events")));
     const url = route.url.replace(/:([A-Za-z]+)/g, (_m, name: string) =>
-      name === "name" ? this.#pick(["app.js", "app.css", "htmx.min.js"]) : ctx.instanceIds.length && this.#chance(0.9) ? encodeURIComponent(this.#pick(ctx.instanceIds)) : this.#pick(SPECIAL_SEGMENTS),
+      name === "name"
+        ? this.#pick(["app.js", "app.css", "htmx.min.js"])
+        : ctx.instanceIds.length && this.#chance(0.9)
+          ? encodeURIComponent(this.#pick(ctx.instanceIds))
+          : this.#pick(SPECIAL_SEGMENTS),
     );
     const headers: Record<string, string> = { authorization: `Bearer ${ctx.apiKey}`, cookie: ctx.sessionCookie, "x-csrf-token": ctx.csrf };
     if (this.#chance(0.5)) headers["hx-request"] = "true";
@@ -263,7 +299,18 @@ export class RequestFuzzer {
       if (this.#chance(0.05)) url += this.#pick(["/", "/extra", "//", "/%00"]);
     } else {
       method = this.#pick(METHODS);
-      url = this.#pick(["/", "//api/pool/status", "/api/pool/", "/api/pool/instances/", "/API/POOL/STATUS", "/dashboard/", "/%00", "/api/pool/%2e%2e/status", `/${"a".repeat(3000)}`, "/dashboard/assets/../../package.json"]);
+      url = this.#pick([
+        "/",
+        "//api/pool/status",
+        "/api/pool/",
+        "/api/pool/instances/",
+        "/API/POOL/STATUS",
+        "/dashboard/",
+        "/%00",
+        "/api/pool/%2e%2e/status",
+        `/${"a".repeat(3000)}`,
+        "/dashboard/assets/../../package.json",
+      ]);
     }
     url += this.#query();
 
@@ -271,13 +318,33 @@ export class RequestFuzzer {
     const a = this.#r();
     if (a < 0.5) headers.authorization = `Bearer ${ctx.apiKey}`;
     else if (a < 0.62) headers.authorization = `Bearer ${this.#pick(["wrong-key-wrong-key", `${ctx.apiKey}x`, ctx.apiKey.slice(1)])}`;
-    else if (a < 0.72) headers.authorization = this.#pick(["Bearer", "Basic dXNlcjpwYXNz", `bearer  ${ctx.apiKey}  `, `Bearer ${ctx.apiKey} extra`, "Bearer \u0000", `Token ${ctx.apiKey}`]);
-    if (this.#chance(0.35)) headers.cookie = this.#chance(0.85) ? ctx.sessionCookie : this.#pick(["ap_session=v1.garbage", "ap_session=", "a=b; ap_session=\u0000", "__Host-ap_session=x"]);
+    else if (a < 0.72)
+      headers.authorization = this.#pick([
+        "Bearer",
+        "Basic dXNlcjpwYXNz",
+        `bearer  ${ctx.apiKey}  `,
+        `Bearer ${ctx.apiKey} extra`,
+        "Bearer \u0000",
+        `Token ${ctx.apiKey}`,
+      ]);
+    if (this.#chance(0.35))
+      headers.cookie = this.#chance(0.85)
+        ? ctx.sessionCookie
+        : this.#pick(["ap_session=v1.garbage", "ap_session=", "a=b; ap_session=\u0000", "__Host-ap_session=x"]);
     if (this.#chance(0.25)) headers["x-csrf-token"] = this.#chance(0.7) ? ctx.csrf : this.text(43);
     if (this.#chance(0.2)) headers["hx-request"] = "true";
     if (this.#chance(0.12)) headers["idempotency-key"] = this.#pick([`key-${this.#int(1, 20)}`, "has space", "\u0000", "k".repeat(201), "é"]);
     if (this.#chance(0.08)) headers["last-event-id"] = this.#pick(["0", "1", "abc", "99999999999999999999", "\u0000", "-1"]);
-    if (this.#chance(0.25)) headers["x-forwarded-for"] = this.#pick(["203.0.113.9", "198.51.100.1, 203.0.113.10", "garbage", "\u0000", "::ffff:1.2.3.4", " , ,", "1.1.1.1".repeat(50)]);
+    if (this.#chance(0.25))
+      headers["x-forwarded-for"] = this.#pick([
+        "203.0.113.9",
+        "198.51.100.1, 203.0.113.10",
+        "garbage",
+        "\u0000",
+        "::ffff:1.2.3.4",
+        " , ,",
+        "1.1.1.1".repeat(50),
+      ]);
     if (this.#chance(0.08)) headers.origin = this.#pick(["http://localhost:80", "https://evil.example", "null", "::::", "http://a\u0000b"]);
     if (this.#chance(0.04)) headers["sec-fetch-site"] = this.#pick(["cross-site", "same-origin"]);
     if (this.#chance(0.05)) headers["x-forwarded-proto"] = this.#pick(["https", "http", "gopher"]);
@@ -294,5 +361,11 @@ export class RequestFuzzer {
 export function describeRequest(r: FuzzRequest): string {
   const short = (s: string) => (s.length > 300 ? `${s.slice(0, 300)}… (${s.length} chars)` : s);
   const payload = r.payload === undefined ? undefined : Buffer.isBuffer(r.payload) ? `<bytes ${r.payload.toString("hex")}>` : short(r.payload);
-  return JSON.stringify({ method: r.method, url: short(r.url), headers: Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, short(v)])), payload, remoteAddress: r.remoteAddress });
+  return JSON.stringify({
+    method: r.method,
+    url: short(r.url),
+    headers: Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, short(v)])),
+    payload,
+    remoteAddress: r.remoteAddress,
+  });
 }

@@ -26,7 +26,13 @@ export class RuntimeProvider implements Provider {
   }
 
   async create(spec: CreateInstanceSpec): Promise<ProviderInstance> {
-    const rt = await startRuntime({ ...this.defaults, ...this.poolOptions.get(spec.poolId), ...this.nextOptions.shift(), gatewayToken: spec.gatewayToken, instanceId: spec.instanceId });
+    const rt = await startRuntime({
+      ...this.defaults,
+      ...this.poolOptions.get(spec.poolId),
+      ...this.nextOptions.shift(),
+      gatewayToken: spec.gatewayToken,
+      instanceId: spec.instanceId,
+    });
     const inst: ProviderInstance = {
       ref: `rt-${spec.instanceId}`,
       instanceId: spec.instanceId,
@@ -63,7 +69,13 @@ export class RuntimeProvider implements Provider {
     this.upgrades.push({ ref, spec });
     await x.rt.close();
     const version = spec.env.RUNTIME_VERSION ?? spec.image ?? undefined;
-    x.rt = await startRuntime({ ...this.defaults, port: x.rt.port, gatewayToken: spec.gatewayToken, instanceId: spec.instanceId, ...(version ? { version } : {}) });
+    x.rt = await startRuntime({
+      ...this.defaults,
+      port: x.rt.port,
+      gatewayToken: spec.gatewayToken,
+      instanceId: spec.instanceId,
+      ...(version ? { version } : {}),
+    });
     x.inst.image = spec.image ?? spec.command?.join(" ") ?? "reference";
   }
 

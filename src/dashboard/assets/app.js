@@ -1,7 +1,6 @@
 // agent-pool dashboard: live updates and small conveniences. Served from our origin (the CSP allows
 // no inline script); reads no server data from the page except what htmx fetches.
 (() => {
-  
   var live = document.getElementById("live");
 
   function setLive(state, text) {
@@ -15,7 +14,9 @@
   if (live && window.EventSource && window.htmx) {
     // The page's pool's changes (data-events names it; default: the default pool's).
     const source = new EventSource(live.getAttribute("data-events") || "/dashboard/events");
-    source.addEventListener("open", () => { setLive("on", "Live"); });
+    source.addEventListener("open", () => {
+      setLive("on", "Live");
+    });
     source.addEventListener("changed", () => {
       setLive("on", "Live");
       htmx.trigger(document.body, "pool-changed");
@@ -56,15 +57,28 @@
     if (!input) return;
     function done(ok) {
       button.textContent = ok ? "Copied" : "Select and copy";
-      setTimeout(() => { button.textContent = "Copy"; }, 1500);
+      setTimeout(() => {
+        button.textContent = "Copy";
+      }, 1500);
     }
     if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(input.value).then(() => { done(true); }, () => { done(false); });
+      navigator.clipboard.writeText(input.value).then(
+        () => {
+          done(true);
+        },
+        () => {
+          done(false);
+        },
+      );
     } else {
       input.focus();
       input.select();
       let ok = false;
-      try { ok = document.execCommand("copy"); } catch { ok = false; }
+      try {
+        ok = document.execCommand("copy");
+      } catch {
+        ok = false;
+      }
       done(ok);
     }
   });

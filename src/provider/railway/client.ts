@@ -123,7 +123,13 @@ export function undiciTransport(agent: Agent): Transport {
     } catch (err) {
       const e = err as { name?: string; code?: string; message?: string; cause?: { code?: string } };
       const code = e.code ?? e.cause?.code ?? "";
-      if (e.name === "TimeoutError" || e.name === "AbortError" || code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT" || code === "UND_ERR_CONNECT_TIMEOUT") {
+      if (
+        e.name === "TimeoutError" ||
+        e.name === "AbortError" ||
+        code === "UND_ERR_HEADERS_TIMEOUT" ||
+        code === "UND_ERR_BODY_TIMEOUT" ||
+        code === "UND_ERR_CONNECT_TIMEOUT"
+      ) {
         throw new TransportError("timeout", `no answer within ${req.timeoutMs} ms`, false, { cause: err });
       }
       throw new TransportError("network", `${code || e.name || "error"}: ${e.message ?? ""}`.slice(0, 300), code === "ECONNREFUSED", { cause: err });
@@ -175,7 +181,8 @@ export interface GraphQLResult<T> {
 const THROTTLE_RE = /rate.?limit|too many requests|only one project can be created|too quickly|being ratelimited/i;
 const AUTH_RE = /not authori[sz]ed|unauthori[sz]ed|project token not found|two factor authentication required|invalid (api )?token/i;
 const VALIDATION_CODES = new Set(["GRAPHQL_VALIDATION_FAILED", "GRAPHQL_PARSE_FAILED", "BAD_USER_INPUT"]);
-const VALIDATION_RE = /^(Cannot query field|Unknown argument|Unknown type|Syntax Error|Variable "\$|Field "[^"]*" argument|Argument "[^"]*"|Expected type|Field "[^"]*" of type|Field "[^"]*" must not have a selection)/;
+const VALIDATION_RE =
+  /^(Cannot query field|Unknown argument|Unknown type|Syntax Error|Variable "\$|Field "[^"]*" argument|Argument "[^"]*"|Expected type|Field "[^"]*" of type|Field "[^"]*" must not have a selection)/;
 
 /** Classifies GraphQL errors of an HTTP 200 answer; the most actionable class wins. */
 export function classifyGraphQLErrors(errors: readonly GraphQLErrorShape[]): FailureKind {
@@ -371,7 +378,10 @@ export class GraphQLClient {
       if (!(outcome instanceof RailwayApiError)) {
         if (outcome.errors.length > 0 && opts.allowPartial) {
           this.count(operation, "partial");
-          this.#log.warn({ operation, failure: classifyGraphQLErrors(outcome.errors), errors: outcome.errors.slice(0, 5).map(brief) }, "railway: partial answer");
+          this.#log.warn(
+            { operation, failure: classifyGraphQLErrors(outcome.errors), errors: outcome.errors.slice(0, 5).map(brief) },
+            "railway: partial answer",
+          );
         } else {
           this.count(operation, "ok");
           this.#log.debug({ operation, ms: this.#now() - started, status: res.status }, "railway: ok");
@@ -436,7 +446,8 @@ export class GraphQLClient {
     if (status === 403) return new RailwayApiError(operation, "auth", `HTTP 403 ${first}`.trim(), status, errors);
     if (status === 400) return new RailwayApiError(operation, "validation", `HTTP 400 ${first}`.trim(), status, errors);
     if (status >= 500) return new RailwayApiError(operation, "http_5xx", `HTTP ${status} ${first}`.trim(), status, errors);
-    if (status < 200 || status >= 300) return new RailwayApiError(operation, status >= 400 ? "validation" : "http_5xx", `unexpected HTTP ${status}`, status, errors);
+    if (status < 200 || status >= 300)
+      return new RailwayApiError(operation, status >= 400 ? "validation" : "http_5xx", `unexpected HTTP ${status}`, status, errors);
     if (json === null) return new RailwayApiError(operation, "non_json", `HTTP ${status} with an empty body`, status);
     const data = json.data ?? null;
     if (errors.length > 0) {

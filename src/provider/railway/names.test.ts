@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { ServiceNames, type ParsedServiceName } from "./names.ts";
 
 const ID_PATTERN = /^[a-z0-9]+-[a-z0-9]+$/;
-const names = (poolId: string, ownerId = "own01", prefix = "ap") => new ServiceNames({ prefix, poolId, ownerId, maxName: 32, maxInstanceIdLength: 14, idPattern: ID_PATTERN });
+const names = (poolId: string, ownerId = "own01", prefix = "ap") =>
+  new ServiceNames({ prefix, poolId, ownerId, maxName: 32, maxInstanceIdLength: 14, idPattern: ID_PATTERN });
 
 test("parse: both forms, any owner, and nothing of other pools", () => {
   const d = names("default");
@@ -32,7 +33,11 @@ test("parse: both forms, any owner, and nothing of other pools", () => {
 });
 
 test("parse: pools whose ids prefix each other stay apart in both directions, in both forms", () => {
-  for (const [a, b] of [["dev", "dev-2"], ["default", "default-2"], ["p", "p-x"]]) {
+  for (const [a, b] of [
+    ["dev", "dev-2"],
+    ["default", "default-2"],
+    ["p", "p-x"],
+  ]) {
     const na = names(a!);
     const nb = names(b!);
     const all = [

@@ -34,7 +34,10 @@ export function ownPrefixFor(prefix: string, poolId: string, room: number): stri
   if (tagRoom < 5) {
     throw new PoolError("CONFIG_INVALID", `railway: service prefix ${JSON.stringify(prefix)} leaves no room for the pool id in a ${room}-character name part`);
   }
-  const hash = BigInt(`0x${createHash("sha256").update(poolId).digest("hex").slice(0, 12)}`).toString(36).padStart(4, "0").slice(0, 4);
+  const hash = BigInt(`0x${createHash("sha256").update(poolId).digest("hex").slice(0, 12)}`)
+    .toString(36)
+    .padStart(4, "0")
+    .slice(0, 4);
   const head = poolId.slice(0, tagRoom - 4).replace(/-+$/, "");
   return `${prefix}-${head}${hash}-`;
 }

@@ -13,6 +13,10 @@ test("every document the provider sends validates against Railway's schema", { s
   const schema = buildClientSchema(raw.data ?? raw);
   for (const [name, doc] of Object.entries(ALL_DOCUMENTS)) {
     const errors = validate(schema, parse(doc));
-    assert.deepEqual(errors.map((e) => e.message), [], name);
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      [],
+      name,
+    );
   }
 });

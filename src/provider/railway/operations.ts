@@ -93,8 +93,7 @@ export const SERVICE_DELETE_IN_ENVIRONMENT =
 
 export const SERVICE_RENAME = "mutation ServiceRename($id: String!, $input: ServiceUpdateInput!) { serviceUpdate(id: $id, input: $input) { id name } }";
 
-export const PROJECT_CREATE =
-  `mutation ProjectCreate($input: ProjectCreateInput!) { projectCreate(input: $input) { id name ${ENVIRONMENTS} } }`;
+export const PROJECT_CREATE = `mutation ProjectCreate($input: ProjectCreateInput!) { projectCreate(input: $input) { id name ${ENVIRONMENTS} } }`;
 
 /** Names of a project's services: finds a service whose create timed out (it may exist). */
 export const PROJECT_SERVICE_NAMES = `query ProjectServiceNames($id: String!) { project(id: $id) { services(first: ${SERVICES_PAGE_SIZE}) { edges { node { id name } } } } }`;

@@ -32,7 +32,10 @@ function projects(n: number): string[] {
   const ids: string[] = [];
   for (let i = 0; i < n; i++) {
     const id = `proj-${i}`;
-    fake.addProject(id, [{ id: `${id}-env-staging`, name: "staging" }, { id: ENV(id), name: "production" }]);
+    fake.addProject(id, [
+      { id: `${id}-env-staging`, name: "staging" },
+      { id: ENV(id), name: "production" },
+    ]);
     ids.push(id);
   }
   return ids;
@@ -76,7 +79,10 @@ test("open() resolves the production environment of every project in one request
   const ids = projects(3);
   const p = await open({ projectIds: ids });
   assert.equal(fake.count("ResolveEnvironments"), 1);
-  assert.deepEqual(p.projects.map((x) => x.environmentId), ids.map(ENV));
+  assert.deepEqual(
+    p.projects.map((x) => x.environmentId),
+    ids.map(ENV),
+  );
 });
 
 test("open() with an environmentId and one project sends nothing; a missing environment is a config error", async () => {
@@ -97,7 +103,8 @@ test("open() with a project token reads its scope", async () => {
 for (const n of [1, 5]) {
   test(`list() is exactly one request with ${n} project(s) and many instances`, async () => {
     const ids = projects(n);
-    for (const id of ids) for (let i = 0; i < 40; i++) fake.addService(id, nm(`i-${id.slice(5)}x${i}`), [{ environmentId: ENV(id), status: "SUCCESS", domain: `d${i}.example` }]);
+    for (const id of ids)
+      for (let i = 0; i < 40; i++) fake.addService(id, nm(`i-${id.slice(5)}x${i}`), [{ environmentId: ENV(id), status: "SUCCESS", domain: `d${i}.example` }]);
     const p = await open({ projectIds: ids });
     const before = fake.requests.length;
     const l = await p.list();
@@ -195,7 +202,12 @@ test("errors beside data make the listing incomplete", async () => {
   const p = await open();
   fake.hook = (r) =>
     r.operation === "PoolList"
-      ? { body: { data: { p0: { id: "proj-0", services: { edges: [], pageInfo: { hasNextPage: false } } } }, errors: [{ message: "Problem processing request", path: ["p0", "services", "edges", 0, "node", "serviceInstances"] }] } }
+      ? {
+          body: {
+            data: { p0: { id: "proj-0", services: { edges: [], pageInfo: { hasNextPage: false } } } },
+            errors: [{ message: "Problem processing request", path: ["p0", "services", "edges", 0, "node", "serviceInstances"] }],
+          },
+        }
       : undefined;
   const l = await p.list();
   assert.equal(l.complete, false);
@@ -239,7 +251,10 @@ test("create sends image and every variable inline, then a domain; returns the i
   assert.equal(inst.image, "ghcr.io/acme/agent:1");
   assert.equal(fake.count("ServiceCreate") + fake.count("ServiceDomainCreate"), 2);
   const l = await p.list();
-  assert.deepEqual(l.instances.map((i) => [i.ref, i.owner]), [[inst.ref, OWN]]);
+  assert.deepEqual(
+    l.instances.map((i) => [i.ref, i.owner]),
+    [[inst.ref, OWN]],
+  );
   assert.equal(l.instances[0]!.deployStatus, "QUEUED");
   assert.ok(!fake.requests.some((r) => r.operation === "ServiceCreate" && JSON.stringify(r.variables).includes("undefined")));
 });
@@ -303,11 +318,15 @@ test("every project full + workspaceId: one project is created (waiting out the 
   const created: string[] = [];
   const p = await open({ workspaceId: "ws-1", projectCreateIntervalMs: 30_000, onProjectCreated: (x) => void created.push(x.id) }, sleeps);
   let throttle = 1;
-  fake.hook = (r) => (r.operation === "ProjectCreate" && throttle-- > 0 ? { body: { data: null, errors: [{ message: "Only one project can be created per user" }] } } : undefined);
+  fake.hook = (r) =>
+    r.operation === "ProjectCreate" && throttle-- > 0 ? { body: { data: null, errors: [{ message: "Only one project can be created per user" }] } } : undefined;
   const results = await Promise.all([p.create(spec()), p.create(spec()), p.create(spec())]);
   assert.equal(fake.count("ProjectCreate"), 2, "one throttled attempt, then one project for all three creates");
   assert.equal(created.length, 1);
-  assert.ok(sleeps.some((s) => s > 25_000 && s <= 30_000), `waited ${JSON.stringify(sleeps)}`);
+  assert.ok(
+    sleeps.some((s) => s > 25_000 && s <= 30_000),
+    `waited ${JSON.stringify(sleeps)}`,
+  );
   const newProject = fake.projects.get(created[0]!)!;
   assert.equal(newProject.services.length, 3);
   assert.ok(newProject.name.startsWith("ap-default-") && newProject.name.length <= 32);
@@ -328,13 +347,22 @@ test("open() with a workspace adopts the projects this pool created earlier", as
 
 test("delete: gone counts as success; a service live in another environment loses only our instance", async () => {
   projects(1);
-  const shared = fake.addService("proj-0", nm("i-aaa111"), [{ environmentId: "proj-0-env-staging", status: "SUCCESS", image: "x" }, { environmentId: ENV("proj-0"), status: "SUCCESS", image: "x" }]);
-  const mine = fake.addService("proj-0", nm("i-bbb222"), [{ environmentId: "proj-0-env-staging" }, { environmentId: ENV("proj-0"), status: "SUCCESS", image: "x" }]);
+  const shared = fake.addService("proj-0", nm("i-aaa111"), [
+    { environmentId: "proj-0-env-staging", status: "SUCCESS", image: "x" },
+    { environmentId: ENV("proj-0"), status: "SUCCESS", image: "x" },
+  ]);
+  const mine = fake.addService("proj-0", nm("i-bbb222"), [
+    { environmentId: "proj-0-env-staging" },
+    { environmentId: ENV("proj-0"), status: "SUCCESS", image: "x" },
+  ]);
   const p = await open();
   await p.list();
   await p.delete(shared.id);
   assert.equal(fake.requests.at(-1)!.operation, "ServiceDeleteInEnvironment");
-  assert.deepEqual(fake.findService(shared.id)!.instances.map((i) => i.environmentId), ["proj-0-env-staging"]);
+  assert.deepEqual(
+    fake.findService(shared.id)!.instances.map((i) => i.environmentId),
+    ["proj-0-env-staging"],
+  );
   await p.delete(mine.id);
   assert.equal(fake.requests.at(-1)!.operation, "ServiceDelete", "an empty instance elsewhere does not keep the service");
   assert.equal(fake.findService(mine.id), undefined);
@@ -349,7 +377,8 @@ test("'Not Authorized' for a stale id is 'gone' while the token still reads our 
   await p.delete("svc-stale");
   assert.equal(p.stats.serviceDelete!.not_found, 1);
   assert.equal(fake.count("TokenCheck"), 1);
-  fake.hook = (r) => (r.operation === "ServiceDelete" || r.operation === "TokenCheck" ? { body: { data: null, errors: [{ message: "Not Authorized" }] } } : undefined);
+  fake.hook = (r) =>
+    r.operation === "ServiceDelete" || r.operation === "TokenCheck" ? { body: { data: null, errors: [{ message: "Not Authorized" }] } } : undefined;
   await rejects(p.delete("svc-stale"), (e) => assert.equal(e.failure, "auth"));
 });
 
@@ -412,7 +441,15 @@ test("list() takes every owner's services of this pool, each with its owner; the
     oldRenamed: fake.addService("proj-0", "ap-default-i-ccc334--cy", [{ environmentId: env, status: "SUCCESS" }]),
   };
   // Not this pool's: other pools (with and without owner ids), a malformed owner part, other services.
-  for (const name of ["ap-default-2-i-ddd444-own01", "ap-default-2-i-ddd444", "ap-defaults-i-eee555-own01", "ap-default-i-fff666-own1", "ap-default-i-fff667-own012", "ap-default-i-x-y-own01", "postgres"]) {
+  for (const name of [
+    "ap-default-2-i-ddd444-own01",
+    "ap-default-2-i-ddd444",
+    "ap-defaults-i-eee555-own01",
+    "ap-default-i-fff666-own1",
+    "ap-default-i-fff667-own012",
+    "ap-default-i-x-y-own01",
+    "postgres",
+  ]) {
     fake.addService("proj-0", name, [{ environmentId: env, status: "SUCCESS" }]);
   }
   const p = await open();
@@ -436,13 +473,19 @@ test("a long pool id keeps reading its services of the old form (a 6-character l
   fake.addProject("proj-made-before");
   fake.projects.get("proj-made-before")!.name = "ap-production-lq3k1x"; // created by this pool before owner ids
   const p = await open({ poolId: "production", workspaceId: "ws-1" });
-  assert.ok(p.projects.some((x) => x.id === "proj-made-before"), "projects are still found by the name they were created with");
+  assert.ok(
+    p.projects.some((x) => x.id === "proj-made-before"),
+    "projects are still found by the name they were created with",
+  );
   const inst = await p.create(spec({ poolId: "production" }));
   assert.notEqual(inst.name.slice(0, 14), "ap-production-", "new names use the shorter tag");
   const l = await p.list();
   assert.deepEqual(
     l.instances.map((i) => [i.ref, i.instanceId, i.owner]).sort(),
-    [[old.id, "i-ccc333", null], [inst.ref, inst.instanceId, OWN]].sort(),
+    [
+      [old.id, "i-ccc333", null],
+      [inst.ref, inst.instanceId, OWN],
+    ].sort(),
   );
 });
 
@@ -525,7 +568,13 @@ test("the cleanup after a lost create answer removes only the service with our f
     return { delayMs: 1_000, body: { data: null } };
   };
   await rejects(p.create(s), (e) => assert.equal(e.failure, "timeout"));
-  assert.deepEqual(fake.projects.get("proj-0")!.services.map((x) => x.id).sort(), [theirs.id, old.id].sort());
+  assert.deepEqual(
+    fake.projects
+      .get("proj-0")!
+      .services.map((x) => x.id)
+      .sort(),
+    [theirs.id, old.id].sort(),
+  );
   assert.equal(fake.count("ServiceDelete"), 1);
 });
 
@@ -596,7 +645,9 @@ test("a low remaining hourly budget spaces creates out, deferring a create rathe
   projects(1);
   const sleeps: number[] = [];
   const clock = new ManualClock(Date.now());
-  const p = await open({ clock, sleep: async (ms) => {
+  const p = await open({
+    clock,
+    sleep: async (ms) => {
       sleeps.push(ms);
       clock.advance(ms);
     },
@@ -606,7 +657,10 @@ test("a low remaining hourly budget spaces creates out, deferring a create rathe
   await p.list();
   await p.create(spec());
   await p.create(spec());
-  assert.ok(sleeps.every((s) => s < 1000), `plenty of budget: no spacing (${JSON.stringify(sleeps)})`);
+  assert.ok(
+    sleeps.every((s) => s < 1000),
+    `plenty of budget: no spacing (${JSON.stringify(sleeps)})`,
+  );
   fake.headers = { "x-ratelimit-limit": "10000", "x-ratelimit-remaining": "300", "x-ratelimit-reset": reset(600) };
   await p.list();
   await p.create(spec()); // the first one goes at once
@@ -622,7 +676,10 @@ test("a low remaining hourly budget spaces creates out, deferring a create rathe
   clock.advance(4_100);
   await p.create(spec()); // its slot has come
   assert.equal(fake.count("ServiceCreate"), creates + 1);
-  assert.ok(sleeps.every((s) => s <= 2_000), `never a long sleep inside a create (${JSON.stringify(sleeps)})`);
+  assert.ok(
+    sleeps.every((s) => s <= 2_000),
+    `never a long sleep inside a create (${JSON.stringify(sleeps)})`,
+  );
   assert.equal(p.stats.serviceCreate!.budget_deferred, 1);
   assert.equal(p.rateLimit.remaining, 300);
 });
@@ -630,7 +687,16 @@ test("a low remaining hourly budget spaces creates out, deferring a create rathe
 test("60 concurrent creates against a 50/s limit draw no 429", { timeout: 30_000 }, async () => {
   projects(1);
   fake.perSecondLimit = 50;
-  const p = await RailwayProvider.open({ apiUrl: url, apiToken: "tok", projectIds: ["proj-0"], poolId: "default", ownerId: OWN, image: "img", urlScheme: "http", maxRequestsPerSecond: 50 });
+  const p = await RailwayProvider.open({
+    apiUrl: url,
+    apiToken: "tok",
+    projectIds: ["proj-0"],
+    poolId: "default",
+    ownerId: OWN,
+    image: "img",
+    urlScheme: "http",
+    maxRequestsPerSecond: 50,
+  });
   providers.push(p);
   const t0 = Date.now();
   const made = await Promise.all(Array.from({ length: 60 }, () => p.create(spec())));

@@ -238,7 +238,8 @@ export class RailwayProvider implements Provider {
     if (!Array.isArray(opts.projectIds) || (opts.projectIds.length === 0 && !opts.workspaceId)) {
       throw new PoolError("CONFIG_INVALID", "railway: projectIds must name at least one project (or set workspaceId)");
     }
-    if (opts.workspaceId && !opts.apiToken) throw new PoolError("CONFIG_INVALID", "railway: workspaceId needs an apiToken (a project token cannot create projects)");
+    if (opts.workspaceId && !opts.apiToken)
+      throw new PoolError("CONFIG_INVALID", "railway: workspaceId needs an apiToken (a project token cannot create projects)");
     this.#o = { ...opts };
     this.#log = opts.logger ?? noopLogger;
     this.#clock = opts.clock ?? systemClock;
@@ -392,7 +393,10 @@ export class RailwayProvider implements Provider {
     const vars: Record<string, unknown> = {};
     for (const [i, id] of o.projectIds.entries()) vars[`p${i}`] = id;
     if (o.workspaceId) vars.w = o.workspaceId;
-    const r = await this.#client.call<ResolveData>(resolveDocument(o.projectIds.length, !!o.workspaceId), vars, { operation: "resolveEnvironments", idempotent: true });
+    const r = await this.#client.call<ResolveData>(resolveDocument(o.projectIds.length, !!o.workspaceId), vars, {
+      operation: "resolveEnvironments",
+      idempotent: true,
+    });
     const pick = (node: ProjectEnvironmentsNode | null | undefined): string | null => {
       const envs = edgesOf(node?.environments);
       if (o.environmentId) {
@@ -409,14 +413,20 @@ export class RailwayProvider implements Provider {
       else this.#addProject(id, node?.name ?? null, env);
     });
     if (missing.length > 0) {
-      throw new PoolError("CONFIG_INVALID", `railway: no environment ${o.environmentId ? `with id ${o.environmentId} or ` : ""}named "${wantName}" in project(s) ${missing.join(", ")}`);
+      throw new PoolError(
+        "CONFIG_INVALID",
+        `railway: no environment ${o.environmentId ? `with id ${o.environmentId} or ` : ""}named "${wantName}" in project(s) ${missing.join(", ")}`,
+      );
     }
     if (o.workspaceId) {
       // Projects this pool created earlier (by name): without them their instances would be invisible.
       const base = this.#projectNameBase();
       const ws = r.data.w as Connection<ProjectEnvironmentsNode> | null | undefined;
       if (ws?.pageInfo?.hasNextPage) {
-        this.#log.warn({ workspaceId: o.workspaceId }, "railway: workspace has more than 100 projects; only the first page was searched for this pool's projects (list them in projectIds)");
+        this.#log.warn(
+          { workspaceId: o.workspaceId },
+          "railway: workspace has more than 100 projects; only the first page was searched for this pool's projects (list them in projectIds)",
+        );
       }
       for (const node of edgesOf(ws)) {
         if (!node.id || this.#projects.has(node.id) || !(node.name ?? "").startsWith(`${base}-`)) continue;
@@ -469,7 +479,10 @@ export class RailwayProvider implements Provider {
       const bad = isRailwayApiError(err) ? this.#failedAliases(err, projects.length) : null;
       if (mayRetryWithout && bad && bad.size > 0 && bad.size < projects.length) {
         const ok = projects.filter((_, i) => !bad.has(i));
-        this.#log.error({ operation: "list", unreadable: projects.filter((_, i) => bad.has(i)).map((p) => p.id) }, "railway: projects unreadable; listing the others as incomplete");
+        this.#log.error(
+          { operation: "list", unreadable: projects.filter((_, i) => bad.has(i)).map((p) => p.id) },
+          "railway: projects unreadable; listing the others as incomplete",
+        );
         const rest = await this.#listProjects(ok, seq, false);
         return { instances: rest.instances, complete: false };
       }
@@ -607,7 +620,10 @@ export class RailwayProvider implements Provider {
     const maxName = this.#o.maxServiceNameLength ?? 32;
     if (parsed?.instanceId !== spec.instanceId || parsed.owner !== this.#ownerId || name.length > maxName) {
       // A service we could not recognise later would be invisible to list(): a leak.
-      throw new PoolError("PROVIDER_ERROR", `railway: instance id ${JSON.stringify(spec.instanceId)} does not fit the service name pattern or the ${maxName}-character limit`);
+      throw new PoolError(
+        "PROVIDER_ERROR",
+        `railway: instance id ${JSON.stringify(spec.instanceId)} does not fit the service name pattern or the ${maxName}-character limit`,
+      );
     }
     await this.#creationGate();
     const attempt = async (p: ProjectState) => {
@@ -649,7 +665,10 @@ export class RailwayProvider implements Provider {
       try {
         await this.delete(svcId);
       } catch (delErr) {
-        this.#log.error({ instanceId: spec.instanceId, ref: svcId, err: (delErr as Error).message }, "railway: could not delete the service after the domain failed; the orphan sweep must remove it");
+        this.#log.error(
+          { instanceId: spec.instanceId, ref: svcId, err: (delErr as Error).message },
+          "railway: could not delete the service after the domain failed; the orphan sweep must remove it",
+        );
       }
       throw asProviderError(err, "serviceDomainCreate");
     }
@@ -712,7 +731,10 @@ export class RailwayProvider implements Provider {
         }
       }
     } catch (err) {
-      this.#log.error({ projectId: project.id, name, err: (err as Error).message }, "railway: could not check for a half-made service; the orphan sweep must find it");
+      this.#log.error(
+        { projectId: project.id, name, err: (err as Error).message },
+        "railway: could not check for a half-made service; the orphan sweep must find it",
+      );
     }
   }
 
@@ -751,7 +773,11 @@ export class RailwayProvider implements Provider {
         }
       }
       if (!this.#o.workspaceId) {
-        throw new PoolError("PROVIDER_ERROR", `railway: every project is full (${this.#maxServices} services each) and no workspaceId is set to create another`, { projects: this.#projects.size });
+        throw new PoolError(
+          "PROVIDER_ERROR",
+          `railway: every project is full (${this.#maxServices} services each) and no workspaceId is set to create another`,
+          { projects: this.#projects.size },
+        );
       }
       this.#projectCreating ??= this.#createProject().finally(() => (this.#projectCreating = null));
       await this.#projectCreating;
@@ -824,11 +850,17 @@ export class RailwayProvider implements Provider {
     // the budget may have come back (answers after a 429 update it).
     if (slot - now > MAX_CREATE_WAIT_MS) {
       this.#client.count("serviceCreate", "budget_deferred");
-      throw new PoolError("PROVIDER_ERROR", `railway: hourly budget low (${rl.remaining} of ${rl.limit} left): create deferred`, { deferred: true, retryInMs: slot - now });
+      throw new PoolError("PROVIDER_ERROR", `railway: hourly budget low (${rl.remaining} of ${rl.limit} left): create deferred`, {
+        deferred: true,
+        retryInMs: slot - now,
+      });
     }
     this.#nextCreateAt = slot + spacing;
     this.#client.count("serviceCreate", "budget_wait");
-    this.#log.warn({ remaining: rl.remaining, limit: rl.limit, waitMs: slot - now, spacingMs: Math.round(spacing) }, "railway: hourly budget low; spacing creates");
+    this.#log.warn(
+      { remaining: rl.remaining, limit: rl.limit, waitMs: slot - now, spacingMs: Math.round(spacing) },
+      "railway: hourly budget low; spacing creates",
+    );
     if (slot > now) await this.#sleep(slot - now);
   }
 
@@ -916,7 +948,8 @@ export class RailwayProvider implements Provider {
         { input: { projectId: project.id, environmentId, serviceId: ref, variables, replace: false, skipDeploys: true } },
         { operation: "variableCollectionUpsert", idempotent: true },
       );
-      if (v.data.variableCollectionUpsert === false) throw new RailwayApiError("variableCollectionUpsert", "graphql_error", "variableCollectionUpsert returned false");
+      if (v.data.variableCollectionUpsert === false)
+        throw new RailwayApiError("variableCollectionUpsert", "graphql_error", "variableCollectionUpsert returned false");
       const u = await this.#client.call<ServiceInstanceSourceData>(
         SERVICE_INSTANCE_SOURCE,
         { serviceId: ref, environmentId, input: { source: { image } } },
@@ -928,7 +961,10 @@ export class RailwayProvider implements Provider {
         { serviceId: ref, environmentId },
         { operation: "serviceInstanceDeployV2", idempotent: false },
       );
-      this.#log.info({ ref, instanceId: spec.instanceId, image, deploymentId: d.data.serviceInstanceDeployV2 ?? null }, "railway: instance upgraded (redeployed)");
+      this.#log.info(
+        { ref, instanceId: spec.instanceId, image, deploymentId: d.data.serviceInstanceDeployV2 ?? null },
+        "railway: instance upgraded (redeployed)",
+      );
     } catch (err) {
       throw asProviderError(err, "upgrade");
     }
@@ -972,10 +1008,14 @@ export class RailwayProvider implements Provider {
     const owner = this.#refs.get(ref)?.owner ?? null;
     if (owner === null || owner === this.#ownerId) return;
     this.#client.count(what === "delete" ? "serviceDelete" : what === "upgrade" ? "serviceInstanceUpdate" : "serviceUpdate", "refused_foreign");
-    throw new PoolError("PROVIDER_ERROR", `railway: refusing to ${what} service ${ref}: it belongs to another deployment (owner ${owner}, ours ${this.#ownerId})`, {
-      ref,
-      owner,
-    });
+    throw new PoolError(
+      "PROVIDER_ERROR",
+      `railway: refusing to ${what} service ${ref}: it belongs to another deployment (owner ${owner}, ours ${this.#ownerId})`,
+      {
+        ref,
+        owner,
+      },
+    );
   }
 
   /** true: done or gone. Throws on a failure worth retrying. */
@@ -1131,4 +1171,3 @@ function asProviderError(err: unknown, operation: string): PoolError {
   if (err instanceof PoolError) return err;
   return new PoolError("PROVIDER_ERROR", `railway ${operation}: ${(err as Error)?.message ?? String(err)}`, { operation }, { cause: err });
 }
-

@@ -24,7 +24,10 @@ afterEach(async () => {
   if (s) {
     try {
       // Every operation the provider sent was valid against the real schema.
-      assert.deepEqual(s.validationFailures.map((f) => f.errors), []);
+      assert.deepEqual(
+        s.validationFailures.map((f) => f.errors),
+        [],
+      );
     } finally {
       await s.close();
     }
@@ -54,7 +57,14 @@ async function open(s: RailwayStandin, extra: Partial<RailwayOptions> & Pick<Rai
 let seq = 0;
 function spec(): CreateInstanceSpec {
   const instanceId = `i-${Date.now().toString(36)}${(++seq).toString(36)}`.slice(0, 14);
-  return { instanceId, poolId: "default", name: `agent-pool-default-${instanceId}`, gatewayToken: `gw-${instanceId}-secret`, ownerId: "own01", env: { INSTANCE_ENV_CHECK: "yes" } };
+  return {
+    instanceId,
+    poolId: "default",
+    name: `agent-pool-default-${instanceId}`,
+    gatewayToken: `gw-${instanceId}-secret`,
+    ownerId: "own01",
+    env: { INSTANCE_ENV_CHECK: "yes" },
+  };
 }
 
 /** Lists until `done` holds (one request per poll). */
@@ -75,7 +85,11 @@ async function fill(s: RailwayStandin, projectId: string, n: number): Promise<vo
   const c = new GraphQLClient({ apiUrl: s.url, apiToken: s.createToken("workspace") });
   try {
     for (let i = 0; i < n; i++) {
-      await c.call("mutation Fill($input: ServiceCreateInput!) { serviceCreate(input: $input) { id } }", { input: { projectId, name: `filler-${i}` } }, { operation: "fill", idempotent: false });
+      await c.call(
+        "mutation Fill($input: ServiceCreateInput!) { serviceCreate(input: $input) { id } }",
+        { input: { projectId, name: `filler-${i}` } },
+        { operation: "fill", idempotent: false },
+      );
     }
   } finally {
     await c.close();
@@ -149,13 +163,24 @@ test("create → listed progressing to SUCCESS with a domain that reaches the ru
 test("a project token works: its scope gives the environment, listing and creating work", { skip, timeout: 120_000 }, async () => {
   const s = await start({ runtimes: false });
   const { projectId, environmentId } = s.createProject("tokened");
-  const p = await RailwayProvider.open({ apiUrl: s.url, projectToken: s.projectToken(projectId, environmentId), projectIds: [projectId], poolId: "default", ownerId: "own01", image: "img:1", urlScheme: "http" });
+  const p = await RailwayProvider.open({
+    apiUrl: s.url,
+    projectToken: s.projectToken(projectId, environmentId),
+    projectIds: [projectId],
+    poolId: "default",
+    ownerId: "own01",
+    image: "img:1",
+    urlScheme: "http",
+  });
   providers.push(p);
   assert.equal(p.projects[0]!.environmentId, environmentId);
   const inst = await p.create(spec());
   const l = await p.list();
   assert.equal(l.complete, true);
-  assert.deepEqual(l.instances.map((i) => i.ref), [inst.ref]);
+  assert.deepEqual(
+    l.instances.map((i) => i.ref),
+    [inst.ref],
+  );
   await p.delete(inst.ref);
   assert.equal(s.requests.filter((r) => r.auth !== "project").length, 0);
 });

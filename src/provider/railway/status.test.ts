@@ -7,7 +7,9 @@ import { RAILWAY_DEPLOYMENT_STATUSES, mapDeployStatus, pickDeployment } from "./
 
 const schemaPath = railwaySchemaPath();
 
-test("our deploy status vocabulary is exactly Railway's DeploymentStatus enum in the published schema", { skip: schemaPath ? false : "no Railway schema: set RAILWAY_SCHEMA_PATH" }, () => {
+test("our deploy status vocabulary is exactly Railway's DeploymentStatus enum in the published schema", {
+  skip: schemaPath ? false : "no Railway schema: set RAILWAY_SCHEMA_PATH",
+}, () => {
   const schema = JSON.parse(readFileSync(schemaPath!, "utf8")) as { data?: { __schema: unknown }; __schema?: unknown };
   const types = ((schema.data?.__schema ?? schema.__schema) as { types: Array<{ name: string; enumValues?: Array<{ name: string }> }> }).types;
   const en = types.find((t) => t.name === "DeploymentStatus");
@@ -18,9 +20,19 @@ test("our deploy status vocabulary is exactly Railway's DeploymentStatus enum in
 test("all 13 Railway deployment statuses pass through unchanged and are known to deriveStatus", () => {
   assert.equal(RAILWAY_DEPLOYMENT_STATUSES.length, 13);
   const expected: Record<string, string> = {
-    BUILDING: "starting", DEPLOYING: "starting", INITIALIZING: "starting", QUEUED: "starting", WAITING: "starting",
-    CRASHED: "dead", FAILED: "dead", REMOVED: "dead", REMOVING: "dead", SKIPPED: "dead",
-    SLEEPING: "sleeping", NEEDS_APPROVAL: "starting", SUCCESS: "starting", // SUCCESS without health → starting
+    BUILDING: "starting",
+    DEPLOYING: "starting",
+    INITIALIZING: "starting",
+    QUEUED: "starting",
+    WAITING: "starting",
+    CRASHED: "dead",
+    FAILED: "dead",
+    REMOVED: "dead",
+    REMOVING: "dead",
+    SKIPPED: "dead",
+    SLEEPING: "sleeping",
+    NEEDS_APPROVAL: "starting",
+    SUCCESS: "starting", // SUCCESS without health → starting
   };
   for (const s of RAILWAY_DEPLOYMENT_STATUSES) {
     assert.equal(mapDeployStatus(s), s);

@@ -160,7 +160,12 @@ export class FakeRailway {
           data[k] = { id: p.id, name: p.name, environments: { edges: p.environments.map((e) => ({ node: e })) } };
         }
         if (v.w !== undefined) {
-          data.w = { edges: [...this.projects.values()].map((p) => ({ node: { id: p.id, name: p.name, environments: { edges: p.environments.map((e) => ({ node: e })) } } })), pageInfo: { hasNextPage: false } };
+          data.w = {
+            edges: [...this.projects.values()].map((p) => ({
+              node: { id: p.id, name: p.name, environments: { edges: p.environments.map((e) => ({ node: e })) } },
+            })),
+            pageInfo: { hasNextPage: false },
+          };
         }
         return { body: { data } };
       }
@@ -189,7 +194,8 @@ export class FakeRailway {
         const input = v.input as { projectId: string; environmentId: string; name: string; source?: { image?: string }; variables?: Record<string, string> };
         const p = this.projects.get(input.projectId);
         if (!p) return notAuthorized("serviceCreate");
-        if (p.services.length >= 100) return { body: { data: null, errors: [{ message: "Project has reached the maximum number of services", path: ["serviceCreate"] }] } };
+        if (p.services.length >= 100)
+          return { body: { data: null, errors: [{ message: "Project has reached the maximum number of services", path: ["serviceCreate"] }] } };
         const s = this.addService(p.id, input.name, [{ environmentId: input.environmentId, image: input.source?.image ?? null, status: "QUEUED" }]);
         s.variables = { ...(input.variables ?? {}) };
         return { body: { data: { serviceCreate: { id: s.id, name: s.name, createdAt: s.createdAt } } } };
