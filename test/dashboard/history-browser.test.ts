@@ -95,6 +95,8 @@ describe("pool history panel in Chromium", () => {
       .first()
       .evaluate((el) => getComputedStyle(el).fill);
     assert.equal(fill, "rgb(34, 163, 90)");
+    // From the top: a full-page shot of a scrolled page draws the sticky header in the middle.
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: join(ARTIFACTS, "dashboard-history-1280.png"), fullPage: true });
 
     await page.click("#history-range-week");
