@@ -22,7 +22,7 @@ import { randomId, type Clock } from "../clock.ts";
 import type { ClaimPickResult, InstanceRecord, PoolRecord, QueuePlace, Store } from "../db/store.ts";
 import { joinUrlHostAllowed } from "./join-url.ts";
 import { PoolError } from "../errors.ts";
-import type { InstanceTarget, ProvisionRequest, ProvisionResult, RuntimeStatus } from "../instance/client.ts";
+import { factoryReset, type InstanceTarget, type ProvisionRequest, type ProvisionResult, type RuntimeStatus } from "../instance/client.ts";
 import type { Logger } from "../logger.ts";
 import { claimReport, type ClaimReport } from "../pool/history-recorder.ts";
 import { ClaimWaitQueue } from "./wait-queue.ts";
@@ -505,17 +505,7 @@ export class ClaimService {
       o.logger.warn({ instanceId: inst.id }, "the failed claim attempt no longer holds the instance; not resetting it");
       return;
     }
-    let clean = false;
-    if (inst.url) {
-      const target = { url: inst.url, gatewayToken: inst.gatewayToken };
-      try {
-        await o.client.reset(target, timeout);
-        const s = await o.client.status(target, timeout);
-        clean = s.clean && !s.conversationId && !s.pending;
-      } catch {
-        clean = false;
-      }
-    }
+    const { clean } = await factoryReset(o.client, inst, timeout);
     await o.store
       .transition({
         id: inst.id,

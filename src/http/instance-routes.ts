@@ -19,7 +19,7 @@ import { z } from "zod";
 import { RELEASED_CLAIM_FIELDS } from "../claim/claim.ts";
 import type { InstanceRecord, Store } from "../db/store.ts";
 import { PoolError } from "../errors.ts";
-import type { InstanceTarget, RuntimeStatus } from "../instance/client.ts";
+import { factoryReset, type RuntimeResetter } from "../instance/client.ts";
 import type { InstanceStatus } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { ResourceService } from "../resource/service.ts";
@@ -31,10 +31,7 @@ import { ErrorView } from "./views.ts";
 export interface InstanceRoutesOptions {
   store: Store;
   /** The instance protocol, for `self/reset` (called with the instance's own token). */
-  runtime: {
-    reset(target: InstanceTarget, timeoutMs: number): Promise<unknown>;
-    status(target: InstanceTarget, timeoutMs: number): Promise<RuntimeStatus>;
-  };
+  runtime: RuntimeResetter;
   /** Per-instance resources; null: none configured (credits answer 404). */
   resources: ResourceService | null;
   /** Requests per minute per instance, on the store's shared counters. */
@@ -272,20 +269,7 @@ export function registerInstanceRoutes(app: PoolServer, o: InstanceRoutesOptions
         await note(inst, `asked for a reset while ${inst.status}: refused`);
         throw refused(inst, "Only a claimed, pending or crashed agent can be reset");
       }
-      let clean = false;
-      let why = "runtime not clean after the reset";
-      if (inst.url) {
-        const target = { url: inst.url, gatewayToken: inst.gatewayToken };
-        try {
-          await o.runtime.reset(target, o.resetTimeoutMs);
-          const s = await o.runtime.status(target, o.resetTimeoutMs);
-          clean = s.clean && s.conversationId === null && !s.pending;
-        } catch (err) {
-          why = `reset failed: ${(err as Error).message.slice(0, 200)}`;
-        }
-      } else {
-        why = "no URL to reach the runtime";
-      }
+      const { clean, why } = await factoryReset(o.runtime, inst, o.resetTimeoutMs);
       const row = clean
         ? await o.store.transition({
             id: inst.id,

@@ -184,3 +184,32 @@ async function readLimited(body: AsyncIterable<Buffer | Uint8Array>, limit: numb
   }
   return Buffer.concat(chunks).toString("utf8");
 }
+
+/** The two calls of the instance protocol that a factory reset makes. */
+export interface RuntimeResetter {
+  reset(target: InstanceTarget, timeoutMs: number): Promise<unknown>;
+  status(target: InstanceTarget, timeoutMs: number): Promise<RuntimeStatus>;
+}
+
+/**
+ * Factory-resets an instance's runtime (`POST /convos/reset`, then `GET /convos/status`) and says
+ * whether it came back clean: no conversation, nothing pending. Only a clean answer lets an instance
+ * go back to idle; anything else (an error, a runtime that keeps its conversation, no URL) says why.
+ * One place for the claim's recovery, an operator's release and an instance's own reset request.
+ */
+export async function factoryReset(
+  runtime: RuntimeResetter,
+  inst: { url: string | null; gatewayToken: string },
+  timeoutMs: number,
+): Promise<{ clean: boolean; why: string }> {
+  if (!inst.url) return { clean: false, why: "no URL to reach the runtime" };
+  const target = { url: inst.url, gatewayToken: inst.gatewayToken };
+  try {
+    await runtime.reset(target, timeoutMs);
+    const s = await runtime.status(target, timeoutMs);
+    const clean = s.clean && !s.conversationId && !s.pending;
+    return { clean, why: clean ? "runtime clean" : "runtime not clean after the reset" };
+  } catch (err) {
+    return { clean: false, why: `reset failed: ${(err as Error).message.slice(0, 200)}` };
+  }
+}

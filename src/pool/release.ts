@@ -16,7 +16,7 @@ import { randomId } from "../clock.ts";
 import { RELEASED_CLAIM_FIELDS } from "../claim/claim.ts";
 import type { InstanceRecord, Store } from "../db/store.ts";
 import { PoolError } from "../errors.ts";
-import type { InstanceTarget, RuntimeStatus } from "../instance/client.ts";
+import { factoryReset, type RuntimeResetter } from "../instance/client.ts";
 import type { InstanceStatus } from "../instance/status.ts";
 import type { Logger } from "../logger.ts";
 import type { Provider } from "../provider/provider.ts";
@@ -28,10 +28,7 @@ export interface ReleaseOptions {
   store: Store;
   providers: ReadonlyMap<string, Provider>;
   /** The instance protocol (called with the instance's own gateway token). */
-  runtime: {
-    reset(target: InstanceTarget, timeoutMs: number): Promise<unknown>;
-    status(target: InstanceTarget, timeoutMs: number): Promise<RuntimeStatus>;
-  };
+  runtime: RuntimeResetter;
   /** Timeout of the reset, and of the status call after it. */
   resetTimeoutMs: number;
   logger: Logger;
@@ -80,20 +77,7 @@ export async function releaseAgent(o: ReleaseOptions, id: string): Promise<Relea
   if (begun.kind === "refused") throw releaseRefusal(begun.instance, id);
   const inst = begun.instance;
 
-  let clean = false;
-  let why = "runtime not clean after the reset";
-  if (inst.url) {
-    const target = { url: inst.url, gatewayToken: inst.gatewayToken };
-    try {
-      await o.runtime.reset(target, o.resetTimeoutMs);
-      const s = await o.runtime.status(target, o.resetTimeoutMs);
-      clean = s.clean && s.conversationId === null && !s.pending;
-    } catch (err) {
-      why = `reset failed: ${(err as Error).message.slice(0, 200)}`;
-    }
-  } else {
-    why = "no URL to reach the runtime";
-  }
+  const { clean, why } = await factoryReset(o.runtime, inst, o.resetTimeoutMs);
 
   const row = clean
     ? await o.store.transition({
