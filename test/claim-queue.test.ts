@@ -12,7 +12,7 @@ import { ClaimService, type ClaimResponse, type ProvisionClient } from "../src/c
 import { ClaimWaitQueue } from "../src/claim/wait-queue.ts";
 import { systemClock } from "../src/clock.ts";
 import { openStore } from "../src/db/open.ts";
-import type { QueueJoin, QueueJoinResult, Store } from "../src/db/store.ts";
+import type { ClaimPick, QueueJoin, QueueJoinResult, Store } from "../src/db/store.ts";
 import { silentLogger } from "../src/logger.ts";
 import { prng } from "./support/faulty-fleet.ts";
 import { startTestPostgres } from "./support/postgres.ts";
@@ -31,14 +31,21 @@ const runtime: ProvisionClient = {
   status: async () => ({ clean: true, conversationId: null, pending: false }) as never,
 };
 
-/** The store as a queue sees it, telling the test when a join has landed. */
-function watchJoins(store: Store, onJoin: (r: QueueJoinResult) => void): Store {
+/** The store as the queue and the claims see it, telling the test when a join has landed and when a pick at a queue place has answered. */
+function watchJoins(store: Store, onJoin: (r: QueueJoinResult) => void, onQueuedPick: () => void = () => undefined): Store {
   return new Proxy(store, {
     get(target, prop) {
       if (prop === "joinClaimQueue") {
         return async (req: QueueJoin) => {
           const r = await target.joinClaimQueue(req);
           onJoin(r);
+          return r;
+        };
+      }
+      if (prop === "claimIdle") {
+        return async (req: ClaimPick) => {
+          const r = await target.claimIdle(req);
+          if (req.queue) onQueuedPick();
           return r;
         };
       }
@@ -54,6 +61,7 @@ describe("Waiting claims across 3 replicas on Postgres", () => {
   const queues: ClaimWaitQueue[] = [];
   const services: ClaimService[] = [];
   let joined: (r: QueueJoinResult) => void = () => undefined;
+  let queuedPick: () => void = () => undefined;
   let n = 0;
 
   before(async () => {
@@ -61,8 +69,13 @@ describe("Waiting claims across 3 replicas on Postgres", () => {
     for (let i = 0; i < 3; i++) {
       const store = await openStore({ databaseUrl: pg.url, postgres: { poolMax: 4 } });
       stores.push(store);
+      const watched = watchJoins(
+        store,
+        (r) => joined(r),
+        () => queuedPick(),
+      );
       const queue = new ClaimWaitQueue({
-        store: watchJoins(store, (r) => joined(r)),
+        store: watched,
         logger: silentLogger,
         owner: `replica-${i}`,
         recheckMs: NO_POLLING_MS,
@@ -71,7 +84,7 @@ describe("Waiting claims across 3 replicas on Postgres", () => {
       queues.push(queue);
       services.push(
         new ClaimService({
-          store,
+          store: watched,
           queue,
           client: runtime,
           clock: systemClock,
@@ -200,8 +213,13 @@ describe("Waiting claims across 3 replicas on Postgres", () => {
     await hinted;
     await off();
     const landed = new Promise<void>((res) => (joined = () => res()));
+    // The pick the join itself makes must have answered (empty) before the instance turns idle:
+    // otherwise that pick may find it, and no notification is needed at all (a full run once did).
+    const joinLooked = new Promise<void>((res) => (queuedPick = () => res()));
     const claim = services[2]!.claim({ pool, agentName: "Patient", waitMs: 60_000 });
     await landed;
+    await joinLooked;
+    queuedPick = () => undefined;
     const before = { ...q.looks };
     await idle(id);
     const res = await claim;
