@@ -5,28 +5,21 @@
  * template hash), the versions view, and upgrade jobs (items fenced on the runner's token, a stale
  * job taken over with its interrupted items and holds released).
  */
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase } from "../../test/support/databases.ts";
+import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase, storeForSuite, uniqueId } from "../../test/support/databases.ts";
 import type { InstanceStatus } from "../instance/status.ts";
 import type { Store } from "./store.ts";
 
-let seq = 0;
-const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(seq++).toString(36)}`;
+const uid = uniqueId;
 const AGENT: readonly InstanceStatus[] = ["claimed", "pending_acceptance", "crashed"];
 
 function operations(name: string, open: () => Promise<TestDatabase>) {
   describe(`Store operations and upgrade jobs: ${name}`, () => {
-    let db: TestDatabase;
-    let store: Store;
-    before(async () => {
-      db = await open();
-      store = await db.open();
-    });
-    after(async () => {
-      await store?.close();
-      await db?.stop();
+    let store!: Store;
+    storeForSuite(open, (s) => {
+      store = s;
     });
 
     const newPool = async () => {

@@ -4,25 +4,18 @@
  * waiter's own live row, renewal and expiry by the database clock, and the hint a leaving waiter
  * sends. Expiry is tested without sleeping: a negative TTL makes a row that has already lapsed.
  */
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase } from "../../test/support/databases.ts";
+import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase, storeForSuite, uniqueId } from "../../test/support/databases.ts";
 import type { ClaimPick, PoolHint, Store } from "./store.ts";
 
-let seq = 0;
-const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(seq++).toString(36)}`;
+const uid = uniqueId;
 
 function queueSuite(name: string, open: () => Promise<TestDatabase>) {
   describe(`Claim queue: ${name}`, () => {
-    let db: TestDatabase;
-    let store: Store;
-    before(async () => {
-      db = await open();
-      store = await db.open();
-    });
-    after(async () => {
-      await store?.close();
-      await db?.stop();
+    let store!: Store;
+    storeForSuite(open, (s) => {
+      store = s;
     });
 
     const newPool = async () => {

@@ -4,15 +4,14 @@
  * filed by the database's minute, arrivals over a window, retention, and a pool's sizing policy
  * stored and read back.
  */
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase } from "../../test/support/databases.ts";
+import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase, storeForSuite, uniqueId } from "../../test/support/databases.ts";
 import type { Store } from "./store.ts";
 import { emptyCounts, LATENCY_BUCKETS, type HistoryWrite } from "../pool/history.ts";
 import { poolSettings } from "../pool/template.ts";
 
-let seq = 0;
-const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(seq++).toString(36)}`;
+const uid = uniqueId;
 
 function write(poolId: string, over: Partial<HistoryWrite> = {}): HistoryWrite {
   return { ...emptyCounts(), poolId, ageMs: 0, snapshot: null, ...over };
@@ -20,15 +19,9 @@ function write(poolId: string, over: Partial<HistoryWrite> = {}): HistoryWrite {
 
 function history(name: string, open: () => Promise<TestDatabase>) {
   describe(`Store pool history: ${name}`, () => {
-    let db: TestDatabase;
-    let store: Store;
-    before(async () => {
-      db = await open();
-      store = await db.open();
-    });
-    after(async () => {
-      await store?.close();
-      await db?.stop();
+    let store!: Store;
+    storeForSuite(open, (s) => {
+      store = s;
     });
     const newPool = async () => {
       const id = uid("p");

@@ -4,26 +4,19 @@
  * kind per instance, answers recorded once, releases, what the reconciler collects, usage, totals,
  * retention, and instance events that change no status.
  */
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
-import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase } from "../../test/support/databases.ts";
+import { inMemoryPglite, postgresLabel, realPostgres, type TestDatabase, storeForSuite, uniqueId } from "../../test/support/databases.ts";
 import type { Lease, Store } from "./store.ts";
 
-let seq = 0;
-const uid = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(seq++).toString(36)}`;
+const uid = uniqueId;
 
 function resources(name: string, open: () => Promise<TestDatabase>) {
   describe(`Store resources: ${name}`, () => {
-    let db: TestDatabase;
-    let store: Store;
-    before(async () => {
-      db = await open();
-      store = await db.open();
-    });
-    after(async () => {
-      await store?.close();
-      await db?.stop();
+    let store!: Store;
+    storeForSuite(open, (s) => {
+      store = s;
     });
 
     const newPool = async () => {

@@ -10,6 +10,7 @@ import { openStore } from "../../src/db/open.ts";
 import { pgliteMigrationSession } from "../../src/db/pglite.ts";
 import { withPostgresMigrationSession } from "../../src/db/postgres.ts";
 import type { Store } from "../../src/db/store.ts";
+import { after, before } from "node:test";
 import { startTestPostgres } from "./postgres.ts";
 
 /** A fresh, empty database of one backend. */
@@ -55,3 +56,25 @@ export const realPostgres = async (): Promise<TestDatabase> => {
 
 /** The Postgres backend's label in test names. */
 export const postgresLabel = process.env.TEST_DATABASE_URL ? "Postgres (TEST_DATABASE_URL)" : "Postgres (embedded)";
+
+let seq = 0;
+/** An id no other test of this process uses (conformance suites share one database per backend). */
+export const uniqueId = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(seq++).toString(36)}`;
+
+/**
+ * The store of a conformance suite: the backend is opened and a store on it before the suite's tests,
+ * both closed after them. `set` hands the store to the suite's own variable.
+ */
+export function storeForSuite(open: () => Promise<TestDatabase>, set: (store: Store) => void): void {
+  let db: TestDatabase | undefined;
+  let store: Store | undefined;
+  before(async () => {
+    db = await open();
+    store = await db.open();
+    set(store);
+  });
+  after(async () => {
+    await store?.close();
+    await db?.stop();
+  });
+}
